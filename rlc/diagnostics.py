@@ -1,0 +1,75 @@
+"""Problems found in a config, each tied to a place in the user's text.
+
+Every stage of the compiler reports through `Diagnostic` instead of raising, so that one run lists every problem
+(with file:line:col) and the CLI decides how to print them. `CompileError` carries a batch of them out of a stage
+that cannot go on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Severity = Literal["error", "warning", "note"]
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    message: str
+    path: KeyPath = ()
+    position: Position | None = None
+    hint: str | None = None
+    severity: Severity = "error"
+    code: str | None = None  # a stable name for the kind of problem, e.g. "unknown-key"
+
+    @property
+    def dotted(self) -> str:
+        return dotted(self.path)
+
+    def format(self) -> str:
+        where = f"{self.position.file}:{self.position.line}:{self.position.col}: " if self.position else ""
+        key = f"{self.dotted}: " if self.path else ""
+        text = f"{where}{self.severity}: {key}{self.message}"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["path"] = self.dotted
+        return data
+
+
+@dataclass
+class CompileError(Exception):
+    """A stage stopped; `diagnostics` says why (at least one of them is an error)."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(d.format() for d in self.diagnostics)
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.severity == "error" for d in diagnostics)
+
+
+def render(diagnostics: list[Diagnostic], fmt: Literal["text", "json"] = "text") -> str:
+    if fmt == "json":
+        return json.dumps([d.to_json() for d in diagnostics], indent=2)
+    return "\n".join(d.format() for d in diagnostics)

@@ -1,0 +1,94 @@
+"""source -> overrides -> schema -> model -> checks: one config file in, a typed `RLCConfig` out.
+
+Each stage returns diagnostics instead of raising; the first stage with errors stops the chain (a tree that fails
+the schema would only produce echoes of the same mistakes in the models). Positions are attached at the end, from
+the source table, so stages deal in key paths only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlc import schema
+from rlc.diagnostics import CompileError, Diagnostic, Position, has_errors
+from rlc.source import Source, load_file
+
+
+@dataclass
+class Loaded:
+    config: Any  # RLCConfig; typed loosely so importing this module stays cheap
+    source: Source
+    tree: dict[str, Any]
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
+    """Load and check one config file with `--set` overrides applied; raises CompileError listing every problem."""
+    source = load_file(path)
+    tree, override_positions = apply_sets(source.data, sets)
+    positions = {**source.positions, **override_positions}
+    located = Source(source.file, tree, positions)
+    found = schema.check(tree)
+    # Unknown keys alone do not change what the rest means: drop them and run the model stage on what is left,
+    # so that one run reports typos and cross-field problems together. Any other structural error would put
+    # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.
+    if all(d.code == "unknown-key" for d in found):
+        found += _model_stage(_without(tree, [d.path for d in found]))
+    found = sorted((_locate(d, located) for d in found), key=lambda d: (d.position.line, d.position.col))
+    if has_errors(found):
+        raise CompileError(found)
+    config, _ = _build(tree)
+    return Loaded(config, located, tree, found)
+
+
+def apply_sets(data: dict[str, Any], sets: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Position]]:
+    if not sets:
+        return data, {}
+    from rlc.overrides import apply_overrides
+
+    return apply_overrides(data, sets)
+
+
+def _model_stage(tree: dict[str, Any]) -> list[Diagnostic]:
+    config, found = _build(tree)
+    if config is None:
+        return found
+    from rlc.config.checks import run_checks
+
+    return run_checks(config, tree)
+
+
+def _without(tree: dict[str, Any], paths: list[tuple]) -> dict[str, Any]:
+    """A copy of `tree` minus the keys at `paths` (their defaults take over)."""
+    import copy
+
+    pruned = copy.deepcopy(tree)
+    for path in paths:
+        node: Any = pruned
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path:
+            node.pop(path[-1], None)
+    return pruned
+
+
+def _build(tree: dict[str, Any]) -> tuple[Any, list[Diagnostic]]:
+    from pydantic import ValidationError
+
+    from rlc.config import RLCConfig
+
+    try:
+        return RLCConfig.model_validate(tree), []
+    except ValidationError as err:
+        return None, [Diagnostic(e["msg"], tuple(e["loc"])) for e in err.errors()]
+
+
+def _locate(diagnostic: Diagnostic, source: Source) -> Diagnostic:
+    if diagnostic.position is not None:
+        return diagnostic
+    from dataclasses import replace
+
+    return replace(diagnostic, position=source.position(diagnostic.path) or Position(source.file, 1, 1))

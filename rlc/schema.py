@@ -1,0 +1,139 @@
+"""The structural check: the config tree against the JSON Schema generated from the models.
+
+The schema file is generated (`rlc schema`) and committed, so that editors and other tools can use it and so that
+validation needs only `json.load`, not a model rebuild. jsonschema reports every violation at once; here each one
+becomes a `Diagnostic` with the key path, a plain-English message, and a hint (did-you-mean, allowed values).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from rlc.diagnostics import Diagnostic, KeyPath
+from rlc.resources import resource_dir
+
+SCHEMA_FILE = "rlc.schema.json"
+
+
+def generate() -> dict[str, Any]:
+    from rlc.config import RLCConfig
+
+    schema = RLCConfig.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/rlc-project/rlc/schemas/rlc.schema.json"
+    return schema
+
+
+def dump(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+@cache
+def load() -> dict[str, Any]:
+    return json.loads((resource_dir("schemas") / SCHEMA_FILE).read_text())
+
+
+def check(data: dict[str, Any]) -> list[Diagnostic]:
+    from jsonschema import Draft202012Validator
+
+    schema = load()
+    validator = Draft202012Validator(schema)
+    found = [d for error in validator.iter_errors(data) for d in _explain(error, schema)]
+    return sorted(found, key=lambda d: tuple(str(p) for p in d.path))
+
+
+def _explain(error: Any, root: dict[str, Any]) -> Iterator[Diagnostic]:
+    path: KeyPath = tuple(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        known = sorted(_properties(error.schema, root))
+        for key in sorted(set(error.instance) - set(known)):
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else _known_keys_hint(known)
+            yield Diagnostic(f"unknown key `{key}`", (*path, key), hint=hint, code="unknown-key")
+    elif kind == "required":
+        for key in error.validator_value:
+            if key not in error.instance:
+                yield Diagnostic(f"missing required key `{key}`", (*path, key), hint=_describe(error.schema, key, root))
+    elif kind in ("enum", "const"):
+        allowed = error.validator_value if kind == "enum" else [error.validator_value]
+        yield Diagnostic(f"{_show(error.instance)} is not allowed", path,
+                         hint="allowed: " + ", ".join(_show(v) for v in allowed))
+    elif kind in ("anyOf", "oneOf"):
+        yield _explain_union(error, path, root)
+    elif kind == "type":
+        yield Diagnostic(f"expected {_type_words(error.validator_value)}, got {_show(error.instance)}", path)
+    else:
+        yield Diagnostic(_bound_message(error), path)
+
+
+def _explain_union(error: Any, path: KeyPath, root: dict[str, Any]) -> Diagnostic:
+    """`int | None` and friends: say what was expected instead of "not valid under any of the given schemas"."""
+    options = [_resolve(s, root) for s in error.validator_value]
+    enums = [v for s in options for v in s.get("enum", [s["const"]] if "const" in s else [])]
+    if enums and all("enum" in s or "const" in s or s.get("type") == "null" for s in options):
+        allowed = enums + ([None] if any(s.get("type") == "null" for s in options) else [])
+        return Diagnostic(f"{_show(error.instance)} is not allowed", path,
+                          hint="allowed: " + ", ".join(_show(v) for v in allowed))
+    deeper = [sub for sub in error.context if sub.validator not in ("type",)]
+    if deeper and all(_type_ok(error.instance, s) is False for s in options if "type" in s):
+        best = max(deeper, key=lambda e: len(e.absolute_path))
+        return next(_explain(best, root))
+    kinds = sorted({s.get("type", "object") for s in options if isinstance(s.get("type", "object"), str)})
+    return Diagnostic(f"expected {_type_words(kinds)}, got {_show(error.instance)}", path)
+
+
+def _type_ok(instance: Any, schema: dict[str, Any]) -> bool:
+    names = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
+             "object": dict, "null": type(None)}
+    kind = schema.get("type")
+    if not isinstance(kind, str) or kind not in names:
+        return True
+    if isinstance(instance, bool) and kind in ("integer", "number"):
+        return False
+    return isinstance(instance, names[kind])
+
+
+def _bound_message(error: Any) -> str:
+    words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<",
+             "minItems": "at least this many items:", "maxItems": "at most this many items:"}
+    if error.validator in words:
+        return f"{_show(error.instance)} must be {words[error.validator]} {error.validator_value}"
+    return error.message
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = root["$defs"][name]
+    return schema
+
+
+def _properties(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    return _resolve(schema, root).get("properties", {})
+
+
+def _describe(schema: dict[str, Any], key: str, root: dict[str, Any]) -> str | None:
+    return _resolve(_properties(schema, root).get(key, {}), root).get("description")
+
+
+def _known_keys_hint(known: list[str]) -> str:
+    return "known keys here: " + ", ".join(known) if len(known) <= 12 else f"see `rlc schema` ({len(known)} keys)"
+
+
+def _type_words(kinds: Any) -> str:
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    names = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+             "array": "a list", "object": "a mapping", "null": "null"}
+    return " or ".join(names.get(k, k) for k in kinds)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value)
+        return f"{'a mapping' if isinstance(value, dict) else 'a list'} {text[:60]}{'…' if len(text) > 60 else ''}"
+    return json.dumps(value) if value is not None else "null"
