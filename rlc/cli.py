@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from rlc.diagnostics import CompileError, Diagnostic, render
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
 
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a key: a.b.c=value")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value")]
 
 
 def _print(diagnostics: list[Diagnostic], fmt: str = "text") -> None:
@@ -53,7 +53,7 @@ def validate(
 
 @app.command("schema")
 def schema_cmd(
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
 ) -> None:
     """Print (or write) the JSON Schema generated from the config models."""
     from rlc import schema

@@ -1,0 +1,57 @@
+"""Defaults that depend on other keys, made explicit (verl spreads these over `${oc.select:...}` interpolations).
+
+After `fill_defaults` the runtime reads every value directly and never needs to know a fallback rule.
+"""
+
+from __future__ import annotations
+
+from rlc.config.checks import data_parallel_size, uses_critic
+from rlc.config.root import RLCConfig
+
+
+def fill_defaults(cfg: RLCConfig) -> RLCConfig:
+    cfg = cfg.model_copy(deep=True)
+    arf, data, critic = cfg.actor_rollout_ref, cfg.data, cfg.critic
+    actor, rollout, ref = arf.actor, arf.rollout, arf.ref
+
+    actor.clip_ratio_low = actor.clip_ratio_low or actor.clip_ratio
+    actor.clip_ratio_high = actor.clip_ratio_high or actor.clip_ratio
+    if actor.optim.warmup_style and "lr_scheduler_type" not in actor.optim.model_fields_set:
+        actor.optim.lr_scheduler_type = actor.optim.warmup_style
+    if actor.ppo_micro_batch_size_per_gpu is None and actor.ppo_micro_batch_size is not None:
+        actor.ppo_micro_batch_size_per_gpu = max(1, actor.ppo_micro_batch_size // data_parallel_size(cfg))
+    if cfg.backend == "megatron":
+        actor.strategy = "megatron"
+
+    rollout.prompt_length = rollout.prompt_length or data.max_prompt_length
+    rollout.response_length = rollout.response_length or data.max_response_length
+    for block in (rollout, ref):
+        if block.log_prob_micro_batch_size_per_gpu is None:
+            legacy = block.log_prob_micro_batch_size
+            block.log_prob_micro_batch_size_per_gpu = (
+                max(1, legacy // data_parallel_size(cfg)) if legacy else actor.ppo_micro_batch_size_per_gpu or 1)
+        if block.log_prob_use_dynamic_bsz is None:
+            block.log_prob_use_dynamic_bsz = actor.use_dynamic_bsz
+        if block.log_prob_max_token_len_per_gpu is None:
+            block.log_prob_max_token_len_per_gpu = actor.ppo_max_token_len_per_gpu
+    ref.strategy = ref.strategy or actor.strategy
+
+    critic.enable = uses_critic(cfg)
+    critic.model.path = critic.model.path or arf.model.path
+    if critic.model.path == arf.model.path and critic.model.revision is None:
+        critic.model.revision = arf.model.revision
+    critic.ppo_mini_batch_size = critic.ppo_mini_batch_size or actor.ppo_mini_batch_size
+    if critic.ppo_micro_batch_size_per_gpu is None:
+        critic.ppo_micro_batch_size_per_gpu = (
+            max(1, critic.ppo_micro_batch_size // data_parallel_size(cfg)) if critic.ppo_micro_batch_size
+            else actor.ppo_micro_batch_size_per_gpu)
+    critic.forward_micro_batch_size_per_gpu = (
+        critic.forward_micro_batch_size_per_gpu or critic.ppo_micro_batch_size_per_gpu)
+    critic.use_dynamic_bsz = actor.use_dynamic_bsz if critic.use_dynamic_bsz is None else critic.use_dynamic_bsz
+    critic.forward_max_token_len_per_gpu = critic.forward_max_token_len_per_gpu or critic.ppo_max_token_len_per_gpu
+    critic.ppo_epochs = critic.ppo_epochs or actor.ppo_epochs
+    critic.shuffle = actor.shuffle if critic.shuffle is None else critic.shuffle
+    critic.loss_agg_mode = critic.loss_agg_mode or actor.loss_agg_mode
+    if cfg.backend == "megatron":
+        critic.strategy = "megatron"
+    return cfg

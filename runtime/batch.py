@@ -1,0 +1,71 @@
+"""The batch that flows from rollout through rewards, log-probs and updates, in verl's layout.
+
+Prompts are left-padded to a common length P and responses right-padded to R, so `input_ids = [prompt | response]`
+and every response token sits at the same column in every row. Per-token quantities (log-probs, values,
+advantages) are [B, R] aligned with `responses`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # [B, P + R] long
+    attention_mask: torch.Tensor  # [B, P + R] long, 0 on padding
+    position_ids: torch.Tensor  # [B, P + R] long
+    responses: torch.Tensor  # [B, R] long
+    response_mask: torch.Tensor  # [B, R] float/long, 1 on real response tokens (up to and including EOS)
+    # Per-token tensors filled in as the step proceeds, each [B, R]:
+    old_log_probs: torch.Tensor | None = None
+    ref_log_probs: torch.Tensor | None = None
+    rollout_log_probs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    token_level_rewards: torch.Tensor | None = None
+    # Per-sample metadata (not tensors), length B:
+    meta: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.input_ids.shape[1] - self.responses.shape[1]
+
+    def select(self, index: torch.Tensor | slice | list[int]) -> TokenBatch:
+        """Rows by index: the tensors and the metadata lists alike."""
+        rows = torch.arange(len(self))[index].tolist() if not isinstance(index, list) else index
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                out[f.name] = value[rows]
+            elif f.name == "meta":
+                out[f.name] = {k: [v[i] for i in rows] for k, v in value.items()}
+            else:
+                out[f.name] = value
+        return TokenBatch(**out)
+
+    def chunk(self, parts: int) -> list[TokenBatch]:
+        """`parts` equal contiguous slices (the caller ensures divisibility), e.g. one per data-parallel rank."""
+        size = len(self) // parts
+        return [self.select(slice(i * size, (i + 1) * size)) for i in range(parts)]
+
+    @staticmethod
+    def concat(batches: list[TokenBatch]) -> TokenBatch:
+        out: dict[str, Any] = {}
+        for f in fields(TokenBatch):
+            values = [getattr(b, f.name) for b in batches]
+            if f.name == "meta":
+                out[f.name] = {k: [x for b in batches for x in b.meta[k]] for k in batches[0].meta}
+            elif all(isinstance(v, torch.Tensor) for v in values):
+                out[f.name] = torch.cat(values)
+            else:
+                out[f.name] = None
+        return TokenBatch(**out)

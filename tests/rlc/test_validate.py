@@ -1,0 +1,128 @@
+"""`rlc validate` end to end through the CLI: exit codes, positions, every problem at once."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rlc.cli import app
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "yaml").glob("*.yaml"))
+BASE = """\
+algorithm:
+  adv_estimator: grpo
+data:
+  train_files: data/train.parquet
+  train_batch_size: 16
+actor_rollout_ref:
+  model:
+    path: Qwen/Qwen2-0.5B
+  actor:
+    ppo_mini_batch_size: 8
+    ppo_micro_batch_size_per_gpu: 4
+  rollout:
+    name: hf
+    n: 4
+trainer:
+  n_gpus_per_node: 2
+"""
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def write(tmp_path: Path, text: str) -> str:
+    file = tmp_path / "cfg.yaml"
+    file.write_text(text)
+    return str(file)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(example: Path) -> None:
+    code, out = run("validate", str(example))
+    assert code == 0, out
+
+
+def test_base_is_valid(tmp_path: Path) -> None:
+    assert run("validate", write(tmp_path, BASE)) == (0, "valid: 1 file(s), 0 error(s), 0 warning(s)\n")
+
+
+@pytest.mark.parametrize(("edit", "line", "key", "words"), [
+    (("adv_estimator: grpo", "adv_estimator: grpoo"), 2, "algorithm.adv_estimator", "allowed: "),
+    (("train_batch_size: 16", "train_batch_sise: 16"), 5, "data.train_batch_sise", "did you mean `train_batch_size`"),
+    (("n: 4", "n: four"), 14, "actor_rollout_ref.rollout.n", "expected an integer"),
+    (("ppo_mini_batch_size: 8", "ppo_mini_batch_size: 32"), 10, "actor_rollout_ref.actor.ppo_mini_batch_size",
+     "larger than data.train_batch_size"),
+    (("ppo_micro_batch_size_per_gpu: 4", "ppo_micro_batch_size_per_gpu: 3"), 11,
+     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "not a multiple of the micro batch 3"),
+    (("train_batch_size: 16", "train_batch_size: 12"), 10, "actor_rollout_ref.actor.ppo_mini_batch_size",
+     "not a multiple of ppo_mini_batch_size"),
+    (("n_gpus_per_node: 2", "n_gpus_per_node: 3"), 5, "data.train_batch_size", "do not split evenly over 3"),
+    (("name: hf", "name: sglang"), 13, "actor_rollout_ref.rollout.name", "not implemented"),
+])
+def test_each_mistake_is_reported_at_its_line(tmp_path: Path, edit: tuple[str, str], line: int, key: str,
+                                              words: str) -> None:
+    code, out = run("validate", "--format", "json", write(tmp_path, BASE.replace(*edit)))
+    assert code == 1
+    problems = json.loads(out)
+    assert any(p["path"] == key and p["position"]["line"] == line and words in f"{p['message']} {p['hint']}"
+               for p in problems), problems
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    text = BASE.replace("train_batch_size: 16", "train_batch_sise: 16").replace("n: 4", "n: 4\n    colour: red")
+    text += "hf_upload:\n  enabled: true\nreward_api:\n  enable: true\n"
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    assert code == 1
+    paths = {p["path"] for p in json.loads(out)}
+    assert {"data.train_batch_sise", "actor_rollout_ref.rollout.colour", "hf_upload.repo_id",
+            "reward_api.api_url"} <= paths
+
+
+def test_rules_across_sections(tmp_path: Path) -> None:
+    text = BASE.replace("adv_estimator: grpo", "adv_estimator: gae") + "critic:\n  enable: false\n"
+    text = text.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    megatron:\n      seed: 1")
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert "needs a critic" in found["critic.enable"]
+    assert "backend is fsdp" in found["actor_rollout_ref.actor.megatron"]
+
+
+def test_warnings_do_not_fail(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    text = BASE.replace("path: Qwen/Qwen2-0.5B", f"path: {model_dir}\n    revision: main").replace("n: 4", "n: 1")
+    text = text.replace("train_batch_size: 16", "train_batch_size: 16\n  image_key: pics")
+    code, out = run("validate", write(tmp_path, text))
+    assert code == 0, out
+    assert "revision 'main' is ignored" in out
+    assert "every advantage will be zero" in out
+    assert "multimodal data is not implemented" in out
+
+
+def test_unimplemented_switch_is_an_error(tmp_path: Path) -> None:
+    code, out = run("validate", write(tmp_path, BASE + "reward_model:\n  enable: true\n"))
+    assert code == 1
+    assert "reward_model.enable: set to True, but model-based rewards are not implemented" in out
+
+
+def test_bad_files_exit_1_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "tabs.yaml").write_text("a:\n\tb: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "rlc.cli", "validate", str(tmp_path / "tabs.yaml"),
+                           str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "tabs cannot indent YAML" in proc.stderr and "missing.yaml:1:1: error: file not found" in proc.stderr
+
+
+def test_validate_imports_no_heavy_modules(tmp_path: Path) -> None:
+    code = ("import sys; from rlc.cli import main; sys.argv=['rlc','validate',%r]\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('torch','ray','vllm','transformers') if m in sys.modules))") % write(tmp_path, BASE)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
