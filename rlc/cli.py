@@ -51,6 +51,62 @@ def validate(
     raise typer.Exit(1 if failed else 0)
 
 
+OfflineOption = Annotated[bool, typer.Option("--offline", help="Resolve Hub refs from the local cache only")]
+
+
+@app.command("resolve")
+def resolve_cmd(
+    file: Annotated[Path, typer.Argument(help="Config file")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+    set_: SetOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Write the fully resolved config: defaults explicit, Hub revisions pinned to commit shas."""
+    from rlc.loader import load_config
+    from rlc.resolve import dump_yaml, resolve
+
+    loaded = load_config(file, set_ or [])
+    resolved = resolve(loaded, offline=offline)
+    _print(loaded.warnings + resolved.notes)
+    text = dump_yaml(resolved.config, header=f"Resolved by rlc from {file}. Every value is explicit.")
+    if output:
+        from rlc.files import write_atomic
+
+        write_atomic(output, text)
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def show(
+    file: Annotated[Path, typer.Argument(help="Config file")],
+    explain: Annotated[str | None, typer.Option("--explain", help="A key (or a section) to explain")] = None,
+    set_: SetOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Show each resolved value and where it came from: file:line, --set, a default, or the Hub."""
+    from rlc.loader import load_config
+    from rlc.resolve import resolve
+
+    resolved = resolve(load_config(file, set_ or []), offline=offline)
+    values = _flatten(resolved.config.model_dump(mode="json"))
+    keys = [k for k in resolved.provenance if explain is None or k == explain or k.startswith(explain + ".")]
+    if not keys:
+        typer.echo(f"error: no key `{explain}` in the config", err=True)
+        raise typer.Exit(1)
+    width = max(len(k) for k in keys)
+    for key in keys:
+        typer.echo(f"{key:<{width}}  {values.get(key)!r:<30}  # {resolved.provenance[key]}")
+
+
+def _flatten(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items()
+                for k, v in _flatten(value, f"{prefix}.{key}" if prefix else key).items()}
+    return {prefix: node}
+
+
 @app.command("schema")
 def schema_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,

@@ -14,6 +14,7 @@ from typing import Any
 
 from rlc import schema
 from rlc.diagnostics import CompileError, Diagnostic, Position, has_errors
+from rlc.interpolate import interpolate
 from rlc.source import Source, load_file
 
 
@@ -30,8 +31,9 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
     source = load_file(path)
     tree, override_positions = apply_sets(source.data, sets)
     positions = {**source.positions, **override_positions}
+    tree, found = interpolate(tree, complete=False)
     located = Source(source.file, tree, positions)
-    found = schema.check(tree)
+    found += schema.check(tree)
     # Unknown keys alone do not change what the rest means: drop them and run the model stage on what is left,
     # so that one run reports typos and cross-field problems together. Any other structural error would put
     # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.

@@ -68,8 +68,10 @@ def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
                                actor.ppo_micro_batch_size_per_gpu, data.train_batch_size, n, dp)
     if uses_critic(cfg) and not (cfg.critic.use_dynamic_bsz or actor.use_dynamic_bsz):
         critic = cfg.critic
+        inherits = critic.ppo_micro_batch_size is None and critic.ppo_micro_batch_size_per_gpu is None
         yield from _mini_micro(("critic",), critic.ppo_mini_batch_size or actor.ppo_mini_batch_size,
-                               critic.ppo_micro_batch_size, critic.ppo_micro_batch_size_per_gpu,
+                               actor.ppo_micro_batch_size if inherits else critic.ppo_micro_batch_size,
+                               actor.ppo_micro_batch_size_per_gpu if inherits else critic.ppo_micro_batch_size_per_gpu,
                                data.train_batch_size, n, dp)
     for section, block in (("rollout", cfg.actor_rollout_ref.rollout), ("ref", cfg.actor_rollout_ref.ref)):
         if block.log_prob_micro_batch_size and block.log_prob_micro_batch_size_per_gpu:

@@ -10,7 +10,8 @@ def test_committed_schema_matches_models() -> None:
 
 
 def test_unknown_key_gets_did_you_mean() -> None:
-    found = schema.check({"data": {"train_files": "x", "max_promt_length": 3}, "actor_rollout_ref": {"model": {"path": "m"}}})
+    found = schema.check({"data": {"train_files": "x", "max_promt_length": 3},
+                          "actor_rollout_ref": {"model": {"path": "m"}}})
     assert [(d.dotted, d.hint) for d in found] == [("data.max_promt_length", "did you mean `max_prompt_length`?")]
 
 

@@ -121,8 +121,9 @@ def test_bad_files_exit_1_without_traceback(tmp_path: Path) -> None:
 
 
 def test_validate_imports_no_heavy_modules(tmp_path: Path) -> None:
-    code = ("import sys; from rlc.cli import main; sys.argv=['rlc','validate',%r]\n"
+    heavy = "('torch', 'ray', 'vllm', 'transformers')"
+    code = (f"import sys; from rlc.cli import main; sys.argv = ['rlc', 'validate', {write(tmp_path, BASE)!r}]\n"
             "try: main()\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in ('torch','ray','vllm','transformers') if m in sys.modules))") % write(tmp_path, BASE)
+            f"print(sorted(m for m in {heavy} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
