@@ -107,6 +107,39 @@ def _flatten(node: object, prefix: str = "") -> dict[str, object]:
     return {prefix: node}
 
 
+@app.command()
+def launch(
+    file: Annotated[Path, typer.Argument(help="Config file")],
+    backend: Annotated[str | None, typer.Option(help="fsdp or megatron (overrides the file)")] = None,
+    nnodes: Annotated[int | None, typer.Option(help="Number of nodes (trainer.nnodes)")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per node (trainer.n_gpus_per_node)")] = None,
+    executor: Annotated[str, typer.Option(help="local, ray or slurm")] = "local",
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/PROJECT/EXPERIMENT-TIME)")] = None,
+    set_: SetOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the run directory, print the plan, start nothing")]
+    = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last checkpoint")]
+    = False,
+    offline: OfflineOption = False,
+) -> None:
+    """Resolve, plan, render and start a training run."""
+    from rlc.launch import LaunchRequest, execute, prepare
+    from rlc.plan import summary
+
+    if executor not in ("local", "ray", "slurm"):
+        raise typer.BadParameter("--executor is local, ray or slurm")
+    request = LaunchRequest(file, set_ or [], backend, nnodes, gpus_per_node, executor,  # type: ignore[arg-type]
+                            run_dir, resume, offline)
+    plan, scripts, notes = prepare(request)
+    _print(notes)
+    typer.echo(summary(plan), err=True)
+    if dry_run:
+        typer.echo("dry run: wrote " + ", ".join(str(p) for p in [Path(plan.run_dir) / "plan.json", *scripts]),
+                   err=True)
+        return
+    raise typer.Exit(execute(plan, scripts))
+
+
 @app.command("schema")
 def schema_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,

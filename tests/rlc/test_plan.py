@@ -1,0 +1,81 @@
+"""Launch plans: the numbers for each parallel layout, topology errors, and dry-run run directories."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rlc.cli import app
+from rlc.diagnostics import CompileError
+from rlc.launch import LaunchRequest, prepare
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "yaml"
+
+
+def dry_run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["launch", *args, "--dry-run", "--offline"])
+    return result.exit_code, result.output
+
+
+def test_megatron_on_four_nodes(tmp_path: Path) -> None:
+    code, out = dry_run(str(EXAMPLES / "megatron_qwen2_7b.yaml"), "--backend", "megatron", "--nnodes", "4",
+                        "--run-dir", str(tmp_path / "run"), "--set", "actor_rollout_ref.model.path=" + str(tmp_path))
+    assert code == 0, out
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    p = plan["parallelism"]
+    # 4 nodes x 8 GPUs = 32 ranks; tp 2 x pp 2 leaves 8 data-parallel ranks.
+    assert (p["world_size"], p["tensor_parallel"], p["pipeline_parallel"], p["data_parallel"]) == (32, 2, 2, 8)
+    # 512 prompts x 8 samples over 8 data-parallel ranks; mini-batch 128 x 8 / 8.
+    assert (p["samples_per_step"], p["samples_per_rank"], p["mini_batch_per_rank"]) == (4096, 512, 128)
+    # vLLM: tp 2 -> 16 engines, each on two neighbouring ranks of one node.
+    assert p["rollout_replicas"] == 16 and p["rollout_groups"][:2] == [[0, 1], [2, 3]]
+    assert [n["role"] for n in plan["nodes"]] == ["head", "worker", "worker", "worker"]
+    assert plan["nodes"][3]["ranks"] == list(range(24, 32))
+    assert plan["placement_strategy"] == "STRICT_SPREAD"
+    for script in ("ray_head.sh", "ray_worker.sh", "submit_ray.sh", "sbatch.sh", "launch_local.sh"):
+        if (tmp_path / "run" / script).exists():
+            subprocess.run(["bash", "-n", str(tmp_path / "run" / script)], check=True)
+    resolved = (tmp_path / "run" / "config.resolved.yaml").read_text()
+    assert "nnodes: 4" in resolved and "backend: megatron" in resolved
+
+
+@pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
+def test_every_executor_renders_valid_bash(tmp_path: Path, executor: str) -> None:
+    code, out = dry_run(str(EXAMPLES / "grpo_gsm8k.yaml"), "--executor", executor, "--nnodes", "2",
+                        "--run-dir", str(tmp_path / "run"), "--set", f"actor_rollout_ref.model.path={tmp_path}")
+    assert code == 0, out
+    scripts = sorted(p.name for p in (tmp_path / "run").glob("*.sh"))
+    assert scripts == {"local": ["launch_local.sh"], "ray": ["ray_head.sh", "ray_worker.sh", "submit_ray.sh"],
+                       "slurm": ["ray_head.sh", "ray_worker.sh", "sbatch.sh"]}[executor]
+    for script in scripts:
+        subprocess.run(["bash", "-n", str(tmp_path / "run" / script)], check=True)
+    assert "#SBATCH --nodes=2" in (tmp_path / "run" / "sbatch.sh").read_text() if executor == "slurm" else True
+
+
+def test_too_many_nodes_for_the_batch(tmp_path: Path) -> None:
+    request = LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", [f"actor_rollout_ref.model.path={tmp_path}",
+                            "data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+                            "actor_rollout_ref.rollout.n=1", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"],
+                            nnodes=2, run_dir=tmp_path / "run", offline=True)
+    with pytest.raises(CompileError) as info:
+        prepare(request)
+    assert any("more than the 8 samples" in d.message for d in info.value.diagnostics)
+
+
+def test_run_dir_is_not_overwritten_without_resume(tmp_path: Path) -> None:
+    args = [str(EXAMPLES / "grpo_gsm8k.yaml"), "--run-dir", str(tmp_path / "run"),
+            "--set", f"actor_rollout_ref.model.path={tmp_path}"]
+    assert dry_run(*args)[0] == 0
+    code, out = dry_run(*args)
+    assert code == 1 and "already holds a run" in out
+    assert dry_run(*args, "--resume")[0] == 0
+
+
+def test_checkpoints_default_into_the_run_dir(tmp_path: Path) -> None:
+    plan, _, _ = prepare(LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", [f"actor_rollout_ref.model.path={tmp_path}"],
+                                       run_dir=tmp_path / "run", offline=True))
+    resolved = (tmp_path / "run" / "config.resolved.yaml").read_text()
+    assert f"default_local_dir: {tmp_path}/run/checkpoints" in resolved
+    assert plan.driver[-2:] == ["rlc_runtime", str(tmp_path / "run")]
