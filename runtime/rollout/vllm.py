@@ -1,0 +1,115 @@
+"""vLLM rollout: an offline `LLM` engine inside the rollout worker, weights synced from the trainer in place.
+
+Design choices, each for a reason:
+- The engine core runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) so that weight tensors reach vLLM's model
+  runner by reference through `collective_rpc`; with a separate engine process they would have to be pickled
+  (and tensors from a GPU cannot be). This limits an engine to tensor parallel 1, which `make_engine` checks.
+- Log-probs are vLLM's `processed_logprobs` (after temperature), which is what the trainer recomputes from
+  `logits / temperature`, so `rollout/logprob_diff` compares like with like.
+- Weights are sent in buckets of about `bucket_mb`, cut between decoder layers, so that no second full copy of
+  the model is built at once.
+- Colocated with training (verl's hybrid engine), the engine sleeps between rollouts: `sleep(level=1)` frees the
+  KV cache and offloads weights; `wake_up` brings them back before the next sync and generation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from rlc_runtime.rollout.base import Generation, SamplingParams
+
+BUCKET_MB = 512
+
+
+class VLLMRollout:
+    def __init__(self, model_path: str, revision: str | None, rollout: Any, device: str, max_model_len: int,
+                 eos_token_ids: list[int], tied_embeddings: bool = False, trust_remote_code: bool = False,
+                 bucket_mb: int = BUCKET_MB) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if rollout.tensor_model_parallel_size != 1:
+            raise NotImplementedError(
+                "vLLM rollout with tensor_model_parallel_size > 1 is not implemented in rlc yet (weights are synced "
+                "in-process); set actor_rollout_ref.rollout.tensor_model_parallel_size: 1")
+        from vllm import LLM
+
+        self.device = device
+        self.eos_token_ids = eos_token_ids
+        # vLLM keeps one tensor for tied embeddings; a separate lm_head would be reported as unloadable.
+        self.skip = {"lm_head.weight"} if tied_embeddings else set()
+        self.bucket_bytes = bucket_mb * 2**20
+        self.sleeping = False
+        self.sleep_enabled = device == "cuda" and rollout.enable_sleep_mode
+        self.llm = LLM(
+            model=model_path, revision=revision, tokenizer_revision=revision, trust_remote_code=trust_remote_code,
+            skip_tokenizer_init=not rollout.stop, dtype="float32" if device == "cpu" else rollout.dtype,
+            tensor_parallel_size=1, gpu_memory_utilization=rollout.gpu_memory_utilization,
+            enforce_eager=rollout.enforce_eager or device == "cpu", max_model_len=max_model_len,
+            max_num_batched_tokens=max(rollout.max_num_batched_tokens, max_model_len),
+            max_num_seqs=rollout.max_num_seqs, enable_prefix_caching=rollout.enable_prefix_caching,
+            enable_sleep_mode=self.sleep_enabled, seed=rollout.seed, load_format=rollout.load_format,
+            logprobs_mode="processed_logprobs", worker_extension_cls=f"{__package__}.vllm_worker.WeightSyncExtension",
+            disable_log_stats=rollout.disable_log_stats, **rollout.engine_kwargs.vllm,
+        )
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sampling = VSamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+            max_tokens=params.max_tokens, stop=list(params.stop) or None, stop_token_ids=self.eos_token_ids,
+            logprobs=0, seed=params.seed, detokenize=bool(params.stop),
+        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sampling, use_tqdm=False)
+        generations = []
+        for index, output in enumerate(outputs):
+            for sample in output.outputs:
+                ids = list(sample.token_ids)
+                log_probs = [entry[token].logprob for token, entry in zip(ids, sample.logprobs, strict=True)]
+                generations.append(Generation(index, ids, log_probs, "stop" if sample.finish_reason == "stop"
+                                              else "length"))
+        return generations
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        wanted = ((name, tensor) for name, tensor in weights if name not in self.skip)
+        for bucket in _buckets(wanted, self.bucket_bytes):
+            self.llm.collective_rpc("rlc_load_weights", args=(bucket,))
+        self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        if self.sleep_enabled and not self.sleeping:
+            self.llm.sleep(level=1)
+            self.sleeping = True
+
+    def wake_up(self) -> None:
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
+
+
+def _buckets(weights: Iterable[tuple[str, torch.Tensor]], limit: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Buckets of about `limit` bytes that never split a decoder layer: vLLM fuses q/k/v and gate/up, and a
+    layer reloaded from part of its weights would be processed half-filled."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in weights:
+        if size >= limit and _layer_of(name) != _layer_of(bucket[-1][0]):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += tensor.numel() * tensor.element_size()
+    if bucket:
+        yield bucket
+
+
+def _layer_of(name: str) -> str:
+    """`model.layers.3.mlp.up_proj.weight` -> `model.layers.3`; other names -> their module."""
+    match = re.match(r"(.*?\.layers\.\d+)\.", name)
+    return match.group(1) if match else name.rsplit(".", 1)[0]
