@@ -9,6 +9,7 @@ revision on a local path) as opposed to what a default filled in. The batch arit
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,6 @@ Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
 ARF = ("actor_rollout_ref",)
 ACTOR = (*ARF, "actor")
 ROLLOUT = (*ARF, "rollout")
-MEGATRON_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 
 def run_checks(cfg: RLCConfig, explicit: dict[str, Any]) -> list[Diagnostic]:
@@ -139,9 +139,29 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
             if isinstance(block, dict) and block.get("strategy") == "megatron":
                 yield Diagnostic("strategy megatron under backend fsdp", (*place, "strategy"),
                                  hint="set `backend: megatron` instead")
-    elif importlib.util.find_spec("megatron") is None or importlib.util.find_spec("megatron.core") is None:
-        yield Diagnostic("backend megatron needs megatron-core, which is not installed", ("backend",),
-                         hint="pip install 'rlc[megatron]' (on the machines that train)")
+    else:
+        if importlib.util.find_spec("megatron") is None or importlib.util.find_spec("megatron.core") is None:
+            yield Diagnostic("backend megatron needs megatron-core, which is not installed", ("backend",),
+                             hint="pip install 'rlc[megatron]' (on the machines that train)")
+        yield from _megatron_architecture(cfg)
+
+
+def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """A local checkpoint's config.json is checked now; a Hub model's when `rlc resolve` has fetched it."""
+    config_file = Path(cfg.actor_rollout_ref.model.path).expanduser() / "config.json"
+    if not config_file.is_file():
+        return
+    from rlc_runtime.engines.megatron_arch import unsupported_reasons  # standard library only
+
+    megatron = cfg.actor_rollout_ref.actor.megatron
+    try:
+        hf_config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as err:
+        yield Diagnostic(f"cannot read {config_file}: {err}", (*ARF, "model", "path"))
+        return
+    for reason in unsupported_reasons(hf_config, megatron.tensor_model_parallel_size,
+                                      megatron.pipeline_model_parallel_size):
+        yield Diagnostic(reason, (*ARF, "model", "path"))
 
 
 def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

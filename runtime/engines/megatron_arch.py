@@ -1,0 +1,90 @@
+"""Which Hugging Face checkpoints the Megatron backend can train, decided from `config.json` alone.
+
+This module imports nothing beyond the standard library on purpose: the compiler (which must never import torch)
+calls `unsupported_reasons` at validation time, so a config that the runtime would refuse fails before anything is
+launched; `megatron_model.check_supported` runs the same rules at load time. One set of rules, two callers.
+
+What is supported is what the converter and the megatron-core model builder implement and test: the Llama, Qwen2
+and Mistral families as dense decoders with RMSNorm, SwiGLU, rotary embeddings (plain, `linear` or `llama3`
+scaling with megatron's fixed llama3 constants), grouped-query attention, Qwen2's q/k/v bias, tied or untied
+embeddings. Anything else is refused with a message that says what is supported, rather than trained wrongly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+_MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+# megatron-core's RotaryEmbedding._apply_scaling hard-codes these llama3 constants (0.16 to 0.19).
+MEGATRON_LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+# megatron's rule (megatron/training/tokenizer): the vocabulary is padded to a multiple of this times TP.
+MAKE_VOCAB_SIZE_DIVISIBLE_BY = 128
+
+
+def rope_settings(config: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+    """(theta, scaling) from either transformers 5's `rope_parameters` or the older `rope_theta`/`rope_scaling`."""
+    params = config.get("rope_parameters") or {}
+    legacy = config.get("rope_scaling") or {}
+    theta = params.get("rope_theta", config.get("rope_theta", 10000.0))
+    scaling = {**legacy, **params}
+    scaling.setdefault("rope_type", scaling.get("type", "default"))
+    return float(theta), scaling
+
+
+def attention_window(config: Mapping[str, Any]) -> int | None:
+    """The sliding attention window a model uses, if any (Mistral's `sliding_window`, Qwen2's when enabled).
+
+    The Megatron model attends over the full causal context, which equals sliding-window attention only while
+    prompt + response fit in the window: callers must keep sequences at most this long.
+    """
+    if config.get("model_type") == "qwen2":
+        return config.get("sliding_window") if config.get("use_sliding_window") else None
+    return config.get("sliding_window")
+
+
+def padded_vocab_size(vocab_size: int, tp_size: int, divisible_by: int = MAKE_VOCAB_SIZE_DIVISIBLE_BY) -> int:
+    """Vocabulary size after megatron's padding, so that each TP rank holds an equal, aligned slice."""
+    multiple = divisible_by * tp_size
+    return -(-vocab_size // multiple) * multiple
+
+
+def unsupported_reasons(config: Mapping[str, Any], tp_size: int = 1, pp_size: int = 1) -> list[str]:
+    """Every reason the Megatron backend cannot train this `config.json`; empty when it can."""
+    # A config.json written by save_pretrained names its architectures; one built in code may only have model_type.
+    architectures = list(config.get("architectures") or [_MODEL_TYPES.get(config.get("model_type"), "")])
+    architectures = [a for a in architectures if a]
+    if not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
+        got = ", ".join(architectures) or "none listed"
+        return [f"architecture {got} is not supported by backend: megatron; supported: "
+                f"{', '.join(SUPPORTED_ARCHITECTURES)}"]
+    reasons: list[str] = []
+    _, scaling = rope_settings(config)
+    rope_type = scaling["rope_type"]
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        reasons.append(f"rope scaling type {rope_type!r} is not supported by megatron-core's rotary embedding; "
+                       f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}")
+    elif rope_type == "llama3":
+        differing = {k: scaling.get(k) for k, v in MEGATRON_LLAMA3_ROPE.items() if float(scaling.get(k, v)) != v}
+        if differing:
+            reasons.append(f"llama3 rope scaling with {differing} differs from megatron-core's fixed "
+                           f"{MEGATRON_LLAMA3_ROPE}")
+    if config.get("hidden_act", "silu") != "silu":
+        reasons.append(f"hidden_act {config.get('hidden_act')!r} is not supported; the MLP must be SwiGLU (silu)")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        reasons.append("attention_bias/mlp_bias on Llama/Mistral layers are not supported (megatron-core would add "
+                       "a bias to every linear layer)")
+    heads, groups = config.get("num_attention_heads", 0), config.get("num_key_value_heads") or 0
+    groups = groups or heads
+    if groups % tp_size or heads % tp_size:
+        reasons.append(f"tensor parallel size {tp_size} must divide num_attention_heads ({heads}) and "
+                       f"num_key_value_heads ({groups})")
+    if config.get("intermediate_size", 0) % tp_size:
+        reasons.append(f"tensor parallel size {tp_size} must divide intermediate_size "
+                       f"({config.get('intermediate_size')})")
+    if config.get("num_hidden_layers", 0) % pp_size:
+        reasons.append(f"pipeline parallel size {pp_size} must divide num_hidden_layers "
+                       f"({config.get('num_hidden_layers')})")
+    return reasons
