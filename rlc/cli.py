@@ -140,6 +140,35 @@ def launch(
     raise typer.Exit(execute(plan, scripts))
 
 
+@app.command()
+def upload(
+    checkpoint_dir: Annotated[Path, typer.Argument(help="An HF folder, or rlc/verl sharded checkpoint (actor) dir")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Repo name, or owner/name")],
+    organization: Annotated[str | None, typer.Option(help="Upload under this organization")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo as private")] = False,
+    optimizer: Annotated[str, typer.Option(help="full: include optimizer.pt; none: the model alone")] = "full",
+    base_model: Annotated[str | None, typer.Option(help="Config/tokenizer source when the checkpoint has none")]
+    = None,
+    max_retries: Annotated[int, typer.Option(help="Retries of transient failures")] = 3,
+) -> None:
+    """Consolidate a checkpoint into Hugging Face format and upload it to the Hub."""
+    from rlc.files import write_atomic
+    from rlc.upload import UploadError, UploadTarget, card_for, prepare_folder, upload_folder
+
+    if optimizer not in ("full", "none"):
+        raise typer.BadParameter("--optimizer is full or none")
+    target = UploadTarget.of(repo_id, organization, private)
+    try:
+        folder = prepare_folder(checkpoint_dir, base_model, optimizer == "full")
+        if not (folder / "README.md").exists():
+            write_atomic(folder / "README.md", card_for(folder, target.repo_id, base_model, optimizer == "full"))
+        url = upload_folder(folder, target, include_optimizer=optimizer == "full", max_retries=max_retries)
+    except UploadError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"uploaded {folder} -> {url}")
+
+
 @app.command("schema")
 def schema_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
