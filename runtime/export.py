@@ -47,7 +47,7 @@ def shard_files(directory: Path, kind: str) -> list[Path]:
     return [found[rank] for rank in range(world)]
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_shard(path: Path) -> dict[str, Any]:
     import torch.distributed.tensor  # noqa: F401  (registers DTensor for weights-only loading)
 
     try:
@@ -91,7 +91,7 @@ def consolidate_verl(checkpoint: Path, out: Path, base_model: str | None = None,
     from safetensors.torch import save_file
 
     checkpoint = Path(checkpoint)
-    model_shards = [_load(p) for p in shard_files(checkpoint, "model")]
+    model_shards = [load_shard(p) for p in shard_files(checkpoint, "model")]
     optim_files = shard_files(checkpoint, "optim") if with_optimizer else []
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -100,13 +100,28 @@ def consolidate_verl(checkpoint: Path, out: Path, base_model: str | None = None,
     _copy_hf_files(checkpoint, staging, base_model, revision)
     save_file({k: v.contiguous() for k, v in weights.items()}, staging / "model.safetensors",
               metadata={"format": "pt"})
-    names = list(weights)
+    names = _trainable(list(weights), staging)
     del weights, model_shards
     if optim_files:
-        torch.save(consolidate_optimizer([_load(p) for p in optim_files], names), staging / "optimizer.pt")
+        torch.save(consolidate_optimizer([load_shard(p) for p in optim_files], names), staging / "optimizer.pt")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def parameter_names(actor: Path, hf_folder: Path) -> list[str]:
+    """The model's parameter names in the order the optimizer numbered them (the model state dict's order)."""
+    first = load_shard(shard_files(actor, "model")[0])
+    return _trainable(list(first), hf_folder)
+
+
+def _trainable(names: list[str], hf_folder: Path) -> list[str]:
+    """Tied output embeddings are one parameter (and one optimizer entry) under two state-dict names."""
+    import json
+
+    config = json.loads((hf_folder / "config.json").read_text()) if (hf_folder / "config.json").exists() else {}
+    tied = config.get("tie_word_embeddings", False)
+    return [n for n in names if not (tied and n == "lm_head.weight")]
 
 
 def consolidate_optimizer(shards: list[dict[str, Any]], param_names: list[str]) -> dict[str, Any]:
