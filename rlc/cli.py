@@ -5,7 +5,10 @@ Heavy modules are imported inside the commands, so `rlc validate` pays only for 
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +20,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value")]
+
+
+@contextmanager
+def reporting() -> Iterator[None]:
+    """A stage's CompileError becomes its diagnostics on stderr and exit code 1."""
+    try:
+        yield
+    except CompileError as err:
+        _print(err.diagnostics)
+        raise typer.Exit(1) from None
 
 
 def _print(diagnostics: list[Diagnostic], fmt: str = "text") -> None:
@@ -65,8 +78,9 @@ def resolve_cmd(
     from rlc.loader import load_config
     from rlc.resolve import dump_yaml, resolve
 
-    loaded = load_config(file, set_ or [])
-    resolved = resolve(loaded, offline=offline)
+    with reporting():
+        loaded = load_config(file, set_ or [])
+        resolved = resolve(loaded, offline=offline)
     _print(loaded.warnings + resolved.notes)
     text = dump_yaml(resolved.config, header=f"Resolved by rlc from {file}. Every value is explicit.")
     if output:
@@ -89,7 +103,8 @@ def show(
     from rlc.loader import load_config
     from rlc.resolve import resolve
 
-    resolved = resolve(load_config(file, set_ or []), offline=offline)
+    with reporting():
+        resolved = resolve(load_config(file, set_ or []), offline=offline)
     values = _flatten(resolved.config.model_dump(mode="json"))
     keys = [k for k in resolved.provenance if explain is None or k == explain or k.startswith(explain + ".")]
     if not keys:
@@ -130,14 +145,17 @@ def launch(
         raise typer.BadParameter("--executor is local, ray or slurm")
     request = LaunchRequest(file, set_ or [], backend, nnodes, gpus_per_node, executor,  # type: ignore[arg-type]
                             run_dir, resume, offline)
-    plan, scripts, notes = prepare(request)
+    with reporting():
+        plan, scripts, notes = prepare(request)
     _print(notes)
     typer.echo(summary(plan), err=True)
     if dry_run:
         typer.echo("dry run: wrote " + ", ".join(str(p) for p in [Path(plan.run_dir) / "plan.json", *scripts]),
                    err=True)
         return
-    raise typer.Exit(execute(plan, scripts))
+    with reporting():
+        code = execute(plan, scripts)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -191,6 +209,12 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as err:  # a bug of ours: one line for the user, the traceback on request
+        if os.environ.get("RLC_DEBUG"):
+            raise
+        print(f"rlc: internal error: {type(err).__name__}: {err}\n(set RLC_DEBUG=1 for the traceback, and please "
+              "report it)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

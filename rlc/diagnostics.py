@@ -37,7 +37,10 @@ class Diagnostic:
         return dotted(self.path)
 
     def format(self) -> str:
-        where = f"{self.position.file}:{self.position.line}:{self.position.col}: " if self.position else ""
+        where = ""
+        if self.position:  # line 0: not from a file (an override on the command line)
+            pos = self.position
+            where = f"{pos.file}:{pos.line}:{pos.col}: " if pos.line else f"{pos.file}: "
         key = f"{self.dotted}: " if self.path else ""
         text = f"{where}{self.severity}: {key}{self.message}"
         return f"{text}\n    hint: {self.hint}" if self.hint else text

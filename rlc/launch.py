@@ -74,6 +74,9 @@ def _default_run_dir(config: object, resume: bool, name: object) -> Path:
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if any(ord(c) < 32 for c in str(run_dir)):
+        raise CompileError([Diagnostic(f"the run directory {str(run_dir)!r} contains a control character",
+                                       hint="choose a --run-dir without newlines or tabs")])
     if not resume and (run_dir / "config.resolved.yaml").exists():
         raise CompileError([Diagnostic(f"{run_dir} already holds a run",
                                        hint="pass --resume to continue it, or choose another --run-dir")])

@@ -49,7 +49,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
 def apply_sets(data: dict[str, Any], sets: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Position]]:
     if not sets:
         return data, {}
-    from rlc.overrides import apply_overrides
+    from rlc.edits import apply_overrides
 
     return apply_overrides(data, sets)
 

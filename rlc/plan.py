@@ -90,17 +90,12 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
         device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=gpus, parallelism=parallelism, nodes=nodes,
         ray_port=RAY_PORT, ray_resources=[{resource: float(gpus)} for _ in nodes],
         placement_strategy="STRICT_SPREAD" if trainer.nnodes > 1 else "PACK",
-        env=_environment(config), driver=[python, "-m", "rlc_runtime", run_dir],
+        env=_environment(config, executor), driver=[python, "-m", "rlc_runtime", run_dir],
     )
 
 
 def _check_topology(config: Any, p: Parallelism) -> None:
     problems = []
-    if p.samples_per_step < p.data_parallel:
-        problems.append(Diagnostic(
-            f"{config.trainer.nnodes} node(s) x {config.trainer.n_gpus_per_node} GPUs give {p.data_parallel} "
-            f"data-parallel ranks, more than the {p.samples_per_step} samples of a step can feed",
-            ("trainer", "nnodes"), hint="use fewer nodes or a larger train_batch_size"))
     if p.world_size % (p.tensor_parallel * p.pipeline_parallel):
         problems.append(Diagnostic(f"tensor x pipeline parallel = {p.tensor_parallel * p.pipeline_parallel} does "
                                    f"not divide the {p.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
@@ -113,8 +108,12 @@ def _check_topology(config: Any, p: Parallelism) -> None:
         raise CompileError(problems)
 
 
-def _environment(config: Any) -> dict[str, str]:
-    env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0"}
+def _environment(config: Any, executor: Executor) -> dict[str, str]:
+    env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    if executor == "local":
+        # Ray otherwise swaps 127.0.0.1 for the machine's routable address; one node needs no network at all.
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if config.trainer.device == "cuda":
         env |= {"NCCL_DEBUG": "WARN", "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
                 "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "false"}

@@ -56,7 +56,14 @@ def uses_reference(cfg: RLCConfig) -> bool:
 def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     data, actor, n = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout.n
     dp = data_parallel_size(cfg)
-    if (data.train_batch_size * n) % dp:
+    samples = data.train_batch_size * n
+    if samples < dp:
+        yield Diagnostic(
+            f"{cfg.trainer.nnodes} node(s) x {cfg.trainer.n_gpus_per_node} GPUs give {dp} data-parallel ranks, more "
+            f"than the {samples} samples of a step (train_batch_size x rollout.n) can feed", ("trainer", "nnodes"),
+            hint="use fewer nodes or a larger train_batch_size")
+        return
+    if samples % dp:
         yield Diagnostic(
             f"train_batch_size x rollout.n = {data.train_batch_size} x {n} = {data.train_batch_size * n} samples "
             f"do not split evenly over {dp} data-parallel ranks", ("data", "train_batch_size"),

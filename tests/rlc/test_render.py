@@ -16,7 +16,7 @@ HOSTILE = [
     "`touch {canary}`",
     "$(touch {canary})",
     "a\ntouch {canary}\n",
-    "${{IFS}}touch${{IFS}}{canary}",
+    "x$IFS;touch$IFS{canary};",
 ]
 
 
@@ -41,7 +41,7 @@ def test_hostile_values_run_nothing(tmp_path: Path, executor: str, hostile: str)
     config = tmp_path / "cfg.yaml"
     text = (EXAMPLES / "grpo_gsm8k.yaml").read_text().replace('"qwen2_7b_function_rm"', _yaml_string(value))
     config.write_text(text.replace("path: Qwen/Qwen2-7B-Instruct", f"path: {tmp_path}"))
-    run_dir = tmp_path / f"run {value[:3]}'"  # the run directory's own name is hostile too
+    run_dir = tmp_path / f"run {value[:3]}'".replace("\n", " ")  # the run directory's own name is hostile too
     plan, scripts, _ = prepare(LaunchRequest(config, executor=executor, run_dir=run_dir, offline=True))
     assert value in (run_dir / "config.resolved.yaml").read_text() or "\n" in value
     bin_dir = fake_bin(tmp_path)
@@ -59,3 +59,12 @@ def test_hostile_values_run_nothing(tmp_path: Path, executor: str, hostile: str)
 
 def _yaml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def test_control_characters_in_the_run_dir_are_refused(tmp_path: Path) -> None:
+    from rlc.diagnostics import CompileError
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text((EXAMPLES / "grpo_gsm8k.yaml").read_text().replace("Qwen/Qwen2-7B-Instruct", str(tmp_path)))
+    with pytest.raises(CompileError, match="control character"):
+        prepare(LaunchRequest(config, run_dir=tmp_path / "a\nb", offline=True))

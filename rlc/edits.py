@@ -1,0 +1,114 @@
+"""Apply parsed overrides to a config tree, typing each value by the schema field it lands in.
+
+Claims are checked before anything is changed: every override is parsed and typed first, so one bad override
+fails the whole set with nothing half-applied, and the order of `--set` flags does not change the outcome
+except where two of them name the same key (the last one wins, as on verl's command line).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position
+from rlc.overrides import Override, OverrideError, coerce, parse_override
+
+
+def apply_overrides(tree: dict[str, Any], texts: Sequence[str], *, expand_env: bool = False,
+                    where: str = "--set") -> tuple[dict[str, Any], dict[KeyPath, Position]]:
+    from rlc import schema
+
+    root = schema.load()
+    parsed, problems = [], []
+    for text in texts:
+        try:
+            override = parse_override(text, expand_env)
+            parsed.append((override, _typed(override, root)))
+        except OverrideError as err:
+            problems.append(Diagnostic(err.reason if err.column is None else f"{err.reason} at column "
+                                       f"{err.column + 1}", position=Position(f"{where} {text}", 0, 0)))
+    if problems:
+        raise CompileError(problems)
+    out = copy.deepcopy(tree)
+    positions: dict[KeyPath, Position] = {}
+    for override, value in parsed:
+        try:
+            _apply(out, override, value)
+        except OverrideError as err:
+            problems.append(Diagnostic(err.reason, override.path, Position(f"{where} {override.text}", 0, 0)))
+            continue
+        positions[override.path] = Position(f"{where} {override.text}", 0, 0)
+    if problems:
+        raise CompileError(problems)
+    return out, positions
+
+
+def _typed(override: Override, root: dict[str, Any]) -> Any:
+    if override.op == "delete":
+        return override.value
+    expected, is_section = field_types(root, override.path)
+    if is_section and not isinstance(override.value, dict):
+        raise OverrideError(override.text, f"`{override.key}` is a section, not a value; set one of its keys, "
+                                           f"e.g. {override.key}.<key>=...")
+    return coerce(override, expected)
+
+
+def field_types(root: dict[str, Any], path: Sequence[str]) -> tuple[set[str], bool]:
+    """The JSON Schema types allowed at `path` (empty when unknown or free-form) and whether it is a section."""
+    node: dict[str, Any] | None = root
+    for part in path:
+        node = _child(_resolve(node, root), part, root) if node is not None else None
+        if node is None:
+            return set(), False
+    options = _options(_resolve(node, root), root)
+    kinds = {o["type"] for o in options if isinstance(o.get("type"), str)}
+    is_section = any("properties" in o for o in options) and not kinds - {"object"}
+    return (kinds | ({"object"} if is_section else set())), is_section
+
+
+def _child(node: dict[str, Any], key: str, root: dict[str, Any]) -> dict[str, Any] | None:
+    for option in _options(node, root):
+        if key in option.get("properties", {}):
+            return option["properties"][key]
+        extra = option.get("additionalProperties")
+        if isinstance(extra, dict):
+            return extra
+    return None
+
+
+def _options(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
+    branches = node.get("anyOf") or node.get("oneOf")
+    return [_resolve(b, root) for b in branches] if branches else [node]
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _apply(tree: dict[str, Any], override: Override, value: Any) -> None:
+    *parents, last = override.path
+    node = tree
+    for depth, part in enumerate(parents):
+        child = node.get(part)
+        if child is None and override.op != "delete":
+            child = node[part] = {}
+        if child is None:
+            raise OverrideError(override.text, f"cannot delete `{override.key}`: it is not set")
+        if not isinstance(child, dict):
+            raise OverrideError(override.text, f"`{'.'.join(override.path[:depth + 1])}` is a value, not a section")
+        node = child
+    exists = last in node
+    if override.op == "add" and exists:
+        raise OverrideError(override.text, f"`{override.key}` is already set; use `++{override.key}=...` to "
+                                           "override it")
+    if override.op == "delete":
+        if not exists:
+            raise OverrideError(override.text, f"cannot delete `{override.key}`: it is not set")
+        if override.raw_value is not None and node[last] != value:
+            raise OverrideError(override.text, f"`{override.key}` is {node[last]!r}, not {value!r}")
+        del node[last]
+        return
+    node[last] = value
