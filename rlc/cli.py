@@ -187,6 +187,57 @@ def upload(
     typer.echo(f"uploaded {folder} -> {url}")
 
 
+@app.command()
+def convert(
+    from_cli: Annotated[str | None, typer.Option("--from-cli", help="A verl command line ('-' reads stdin)")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", help="A shell script that runs verl")] = None,
+    to_cli: Annotated[Path | None, typer.Option("--to-cli", help="A YAML config to print as overrides")] = None,
+    into: Annotated[Path | None, typer.Option("--into", help="Merge into this YAML, keeping its comments")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+    expand_env: Annotated[bool, typer.Option("--expand-env", help="Expand $VAR from the environment; by default "
+                                             "they become ${oc.env:VAR} references, resolved at launch")] = False,
+    allow_unknown: Annotated[bool, typer.Option("--allow-unknown", help="Keep keys rlc does not know")] = False,
+) -> None:
+    """Convert a legacy verl command line to YAML, or a YAML config to a command line."""
+    from rlc import convert as conv
+    from rlc.cmdline import CmdlineError, split_command_line
+    from rlc.files import write_atomic
+
+    if sum(x is not None for x in (from_cli, from_file, to_cli)) != 1:
+        raise typer.BadParameter("give exactly one of --from-cli, --from-file, --to-cli")
+    with reporting():
+        if to_cli is not None:
+            from rlc.source import load_file
+
+            text = conv.to_cli(load_file(to_cli).data)
+        else:
+            raw = sys.stdin.read() if from_cli == "-" else from_cli if from_cli is not None else _read(from_file)
+            try:
+                command = split_command_line(raw)
+            except CmdlineError as err:
+                raise CompileError([Diagnostic(str(err))]) from None
+            texts, notes = conv.renamed(command.overrides)
+            conv.check_texts(texts)
+            for note in command.notes + notes:
+                typer.echo(f"note: {note}", err=True)
+            if into is not None:
+                text = conv.merge_into(into, texts, expand_env=expand_env, allow_unknown=allow_unknown)
+            else:
+                text = conv.to_yaml(conv.from_overrides(texts, expand_env=expand_env, allow_unknown=allow_unknown))
+    if output:
+        write_atomic(output, text)
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+def _read(path: Path | None) -> str:
+    try:
+        return path.read_text() if path else ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompileError([Diagnostic(f"cannot read {path}: {err}")]) from None
+
+
 @app.command("schema")
 def schema_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,

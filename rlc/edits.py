@@ -47,6 +47,9 @@ def apply_overrides(tree: dict[str, Any], texts: Sequence[str], *, expand_env: b
 def _typed(override: Override, root: dict[str, Any]) -> Any:
     if override.op == "delete":
         return override.value
+    scalar_at = scalar_prefix(root, override.path)
+    if scalar_at:
+        raise OverrideError(override.text, f"`{'.'.join(override.path[:scalar_at])}` is a value, not a section")
     expected, is_section = field_types(root, override.path)
     if is_section and not isinstance(override.value, dict):
         raise OverrideError(override.text, f"`{override.key}` is a section, not a value; set one of its keys, "
@@ -65,6 +68,15 @@ def field_types(root: dict[str, Any], path: Sequence[str]) -> tuple[set[str], bo
     kinds = {o["type"] for o in options if isinstance(o.get("type"), str)}
     is_section = any("properties" in o for o in options) and not kinds - {"object"}
     return (kinds | ({"object"} if is_section else set())), is_section
+
+
+def scalar_prefix(root: dict[str, Any], path: Sequence[str]) -> int:
+    """How many leading parts of `path` name a scalar field that the rest of the path would descend into."""
+    for end in range(1, len(path)):
+        kinds, is_section = field_types(root, path[:end])
+        if kinds and not is_section and not kinds & {"object", "array"}:
+            return end
+    return 0
 
 
 def _child(node: dict[str, Any], key: str, root: dict[str, Any]) -> dict[str, Any] | None:

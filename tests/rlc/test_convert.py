@@ -1,0 +1,164 @@
+"""`rlc convert` and the override grammar it shares with `--set`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+from typer.testing import CliRunner
+
+from rlc.cli import app
+from rlc.cmdline import split_command_line
+from rlc.convert import from_overrides, to_cli
+from rlc.overrides import OverrideError, format_value, parse_override
+
+SEED = Path(__file__).parents[3] / "shared" / "seeds" / "003_e96f176cdd66e370.txt"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "yaml"
+
+
+def convert(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["convert", *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def seed_blocks() -> tuple[str, str]:
+    text = SEED.read_text() if SEED.exists() else (EXAMPLES / "grpo_gsm8k.yaml").read_text()
+    return text.split("```bash")[1].split("```")[0], text.split("```yaml")[1].split("```")[0]
+
+
+def test_seed_003_command_converts_to_its_yaml() -> None:
+    command, expected = seed_blocks()
+    code, out, _ = convert("--from-cli", command)
+    assert code == 0
+    yaml = YAML(typ="safe")
+    assert yaml.load(out) == yaml.load(expected)
+    assert len(split_command_line(command).overrides) == 30
+
+
+@pytest.mark.parametrize(("text", "op", "path", "value"), [
+    ("a.b=1", "set", ("a", "b"), 1),
+    ("+a.b='x = y'", "add", ("a", "b"), "x = y"),
+    ("++a=[1,'b,c',[]]", "force", ("a",), [1, "b,c", []]),
+    ("~a.b", "delete", ("a", "b"), None),
+    ("a={x: 1, y: [true, null]}", "set", ("a",), {"x": 1, "y": [True, None]}),
+    ("a=1e-6", "set", ("a",), 1e-6),
+    ("a=-1", "set", ("a",), -1),
+    ("a=False", "set", ("a",), False),
+    ("a=$HOME/x", "set", ("a",), "${oc.env:HOME}/x"),
+    ("a=${trainer.project_name}", "set", ("a",), "${trainer.project_name}"),
+])
+def test_grammar(text: str, op: str, path: tuple[str, ...], value: object) -> None:
+    override = parse_override(text)
+    assert (override.op, override.path, override.value) == (op, path, value)
+
+
+def test_shell_variables_expand_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA", "/data")
+    assert parse_override("a=$DATA/train.parquet", expand_env=True).value == "/data/train.parquet"
+    monkeypatch.delenv("DATA")
+    with pytest.raises(OverrideError, match="DATA is not set"):
+        parse_override("a=${DATA}", expand_env=True)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("a.b=\"unbalanced", "unbalanced quote"),
+    ("a.b.=1", "empty key segment"),
+    ("=x", "the key is empty"),
+    ("a.b", "expected `key=value`"),
+    ("a=[1,2", "missing `]`"),
+])
+def test_bad_overrides_name_themselves(text: str, words: str) -> None:
+    with pytest.raises(OverrideError) as info:
+        parse_override(text)
+    assert words in str(info.value) and f"`{text}`" in str(info.value)
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("trainer.total_epochs=[1,2]", "a list cannot go into this field"),
+    ("actor_rollout_ref.actor=5", "is a section, not a value"),
+    ("trainer.total_epochs.x=1", "is a value, not a section"),
+    ("data.max_promt_length=5", "did you mean `max_prompt_length`"),
+])
+def test_bad_conversions_exit_1_naming_the_override(override: str, words: str) -> None:
+    code, out, err = convert("--from-cli", f"python3 -m verl.trainer.main_ppo {override}")
+    assert code == 1 and words in err and override.split("=")[0] in err
+    assert "Traceback" not in err
+
+
+def test_values_are_typed_by_the_schema() -> None:
+    tree = from_overrides(["trainer.experiment_name=2024", "data.train_batch_size=2024", "actor_rollout_ref.actor."
+                           "optim.lr=1e-6", "trainer.project_name=true", "actor_rollout_ref.model.path=1e-6"])
+    assert tree["trainer"]["experiment_name"] == "2024" and tree["trainer"]["project_name"] == "true"
+    assert tree["data"]["train_batch_size"] == 2024 and tree["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1e-6
+    assert tree["actor_rollout_ref"]["model"]["path"] == "1e-6"
+
+
+def test_whole_scripts_and_prefixes() -> None:
+    script = """#!/bin/bash
+set -x
+export VLLM_ATTENTION_BACKEND=XFORMERS
+CUDA_VISIBLE_DEVICES=0,1 torchrun --nproc_per_node=2 -m verl.trainer.main_ppo \\
+    data.train_batch_size=16 trainer.experiment_name="my run" \\
+    trainer.logger=['console','wandb'] # trailing comment
+    "$@"
+"""
+    command = split_command_line(script)
+    assert command.overrides == ["data.train_batch_size=16", "trainer.experiment_name=my run",
+                                 "trainer.logger=[console,wandb]"]
+    assert command.env == {"VLLM_ATTENTION_BACKEND": "XFORMERS", "CUDA_VISIBLE_DEVICES": "0,1"}
+    ray = split_command_line("ray job submit --address=http://x:8265 -- python3 -m verl.trainer.main_ppo a.b=1")
+    assert ray.overrides == ["a.b=1"] and ray.program.startswith("ray job submit")
+
+
+def test_renamed_keys_move_with_a_note() -> None:
+    code, out, err = convert("--from-cli", "trainer.val_generations_to_log_to_wandb=3")
+    assert code == 0 and "log_val_generations: 3" in out and "is now `trainer.log_val_generations`" in err
+
+
+def test_into_keeps_comments_and_order(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("# my experiment\ntrainer:\n  total_epochs: 2  # short\n  project_name: p\ndata:\n"
+                    "  train_files: x.parquet\n")
+    code, out, _ = convert("--from-cli", "trainer.total_epochs=5 ++data.val_files=y.parquet ~trainer.project_name",
+                           "--into", str(base))
+    assert code == 0
+    assert out == ("# my experiment\ntrainer:\n  total_epochs: 5  # short\ndata:\n  train_files: x.parquet\n"
+                   "  val_files: y.parquet\n")
+
+
+def test_stdin_and_output_file(tmp_path: Path) -> None:
+    code, _, _ = convert("--from-cli", "-", "-o", str(tmp_path / "out.yaml"), stdin="trainer.nnodes=2\n")
+    assert code == 0 and (tmp_path / "out.yaml").read_text() == "trainer:\n  nnodes: 2\n"
+
+
+SCALARS = (st.none() | st.booleans() | st.integers(-10**12, 10**12)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True), inner, max_size=3),
+                      max_leaves=8)
+
+
+@settings(max_examples=250, deadline=None)
+@given(VALUES)
+def test_values_round_trip_through_text(value: object) -> None:
+    parsed = parse_override("k=" + format_value(value)).value
+    assert parsed == value or (isinstance(value, float) and math.isclose(parsed, value))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "trainer": st.fixed_dictionaries({}, optional={"experiment_name": st.text(min_size=1, max_size=10),
+                                                   "total_epochs": st.integers(1, 100),
+                                                   "logger": st.lists(st.sampled_from(["console", "jsonl"]))}),
+    "actor_rollout_ref": st.fixed_dictionaries({"model": st.fixed_dictionaries(
+        {"path": st.text(min_size=1, max_size=10)}, optional={"override_config": st.dictionaries(
+            st.from_regex(r"[a-z]{1,5}", fullmatch=True), SCALARS, min_size=1, max_size=2)})}),
+    "algorithm": st.fixed_dictionaries({}, optional={"gamma": st.floats(0, 1), "adv_estimator": st.just("grpo")}),
+}))
+def test_yaml_to_cli_to_yaml_is_the_identity(config: dict) -> None:
+    cli = to_cli(config)
+    assert from_overrides(split_command_line(cli).overrides) == config
