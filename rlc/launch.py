@@ -54,12 +54,31 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
         trainer.default_local_dir = str(run_dir / "checkpoints")
     else:
         trainer.default_local_dir = str(Path(trainer.default_local_dir).expanduser().resolve())
+    _absolute_local_paths(config)
     if request.resume and trainer.resume_mode == "disable":
         trainer.resume_mode = "auto"
     plan = make_plan(config, str(run_dir), request.executor, python=sys.executable)
     header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
     scripts = render_run_dir(plan, dump_yaml(config, header), python=sys.executable)
     return plan, scripts, loaded.warnings + resolved.notes
+
+
+def _absolute_local_paths(config: object) -> None:
+    """Relative paths mean the launch directory; the runtime's workers run elsewhere, so spell them out."""
+    from rlc.hub import is_local_path
+
+    def fix(value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value and is_local_path(value) else value
+
+    model = config.actor_rollout_ref.model
+    model.path, model.tokenizer_path = fix(model.path), fix(model.tokenizer_path)
+    config.critic.model.path = fix(config.critic.model.path)
+    data = config.data
+    for key in ("train_files", "val_files"):
+        value = getattr(data, key)
+        setattr(data, key, [fix(v) for v in value] if isinstance(value, list) else fix(value))
+    if config.custom_reward_function.path:
+        config.custom_reward_function.path = fix(config.custom_reward_function.path)
 
 
 def _default_run_dir(config: object, resume: bool, name: object) -> Path:

@@ -140,7 +140,7 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
     if cfg.backend == "fsdp":
         for place in places:
             block = arf.get(place[-1], {}) if place[0] == "actor_rollout_ref" else explicit.get("critic", {})
-            if isinstance(block, dict) and "megatron" in block:
+            if isinstance(block, dict) and _non_default_megatron(block.get("megatron")):
                 yield Diagnostic("megatron options are set, but backend is fsdp", (*place, "megatron"),
                                  hint="set `backend: megatron` (or --backend megatron), or remove this block")
             if isinstance(block, dict) and block.get("strategy") == "megatron":
@@ -151,6 +151,18 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
             yield Diagnostic("backend megatron needs megatron-core, which is not installed", ("backend",),
                              hint="pip install 'rlc[megatron]' (on the machines that train)")
         yield from _megatron_architecture(cfg)
+
+
+def _non_default_megatron(block: Any) -> bool:
+    """A megatron block that asks for something (a resolved config spells out the defaults; those are fine)."""
+    from rlc.config.engine import MegatronConfig
+
+    if not isinstance(block, dict):
+        return block is not None
+    try:
+        return MegatronConfig.model_validate(block) != MegatronConfig()
+    except ValueError:
+        return True
 
 
 def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
