@@ -1,0 +1,60 @@
+"""The reward seam: decoded responses and their rows' ground truth in, one score per response out.
+
+Three sources, chosen once from the config: the remote reward server (`reward_api.enable`), a custom function
+(`custom_reward_function.path` and `.name`, verl's signature), or the bundled rule functions picked by each row's
+`data_source`. A function may return a float or, as verl allows, a dict with a `score` key; other numeric keys of
+such dicts are averaged into `reward/<key>/mean` metrics. Every `reward_api.save_freq` steps the remote path's
+records go to `reward_api.save_dir` as JSONL, through the client's atomic `save_jsonl`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ScoreFn = Callable[..., Any]
+
+
+class RewardManager:
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.remote = None
+        self.fn: ScoreFn | None = None
+        if cfg.reward_api.enable:
+            from rlc_runtime.rewards.remote import RemoteRewardClient
+
+            self.remote = RemoteRewardClient(cfg.reward_api)
+        elif cfg.custom_reward_function.path:
+            from rlc_runtime.rewards.custom import load_reward_function
+
+            self.fn = load_reward_function(cfg.custom_reward_function.path, cfg.custom_reward_function.name)
+        else:
+            from rlc_runtime.rewards.rules import compute_score
+
+            self.fn = compute_score
+
+    def score(self, samples: list[dict[str, Any]], step: int) -> tuple[list[float], dict[str, float]]:
+        """Scores in the order of `samples` (each: response, data_source, ground_truth, extra_info, ...)."""
+        if self.remote is not None:
+            return self._score_remote(samples, step)
+        scores, extras = [], defaultdict(list)
+        for sample in samples:
+            result = self.fn(sample["data_source"], sample["response"], sample["ground_truth"],
+                             sample.get("extra_info"))
+            if isinstance(result, dict):
+                for key, value in result.items():
+                    if key != "score" and isinstance(value, int | float):
+                        extras[key].append(float(value))
+                result = result["score"]
+            scores.append(float(result))
+        return scores, {f"reward/{key}/mean": sum(v) / len(v) for key, v in extras.items()}
+
+    def _score_remote(self, samples: list[dict[str, Any]], step: int) -> tuple[list[float], dict[str, float]]:
+        api = self.cfg.reward_api
+        scores, metrics = self.remote.score([s["response"] for s in samples],
+                                            [s.get("verification_info") for s in samples])
+        if api.save_dir and api.save_freq > 0 and step % api.save_freq == 0:
+            self.remote.save_jsonl(Path(api.save_dir) / f"rewards_step_{step}.jsonl", samples, scores)
+        return scores, metrics

@@ -1,0 +1,285 @@
+"""The single controller: one process that owns the loop and drives the worker groups through Ray.
+
+A step, in verl's order: sample prompts -> generate n per prompt (each rank its slice) -> decode -> rewards (on
+the reward worker, overlapping the log-prob passes) -> old log-probs -> reference log-probs -> values ->
+advantages -> critic update -> actor update (after `critic_warmup`) -> weight sync into the rollout engines ->
+metrics -> validation every `test_freq` -> checkpoint every `save_freq`. The controller holds only token ids, texts
+and per-token tensors; models live in the workers.
+
+Metrics are logged before the checkpoint is written, so a kill between the two loses nothing: the resumed run
+starts from the previous checkpoint, drops the metrics of the steps after it, and runs them again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlc.config.checks import n_gpus, uses_critic, uses_reference
+from rlc.config.root import RLCConfig
+from rlc_runtime import checkpoint
+from rlc_runtime.batch import TokenBatch
+from rlc_runtime.checkpoint import CheckpointError
+from rlc_runtime.loggers import Tracking
+from rlc_runtime.metrics import (
+    data_metrics,
+    logprob_diff,
+    mean_metrics,
+    throughput_metrics,
+    timed,
+    timing_metrics,
+    validation_metrics,
+)
+from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray
+from rlc_runtime.workers.rollout import build_batch, sampling_params, split_prompts
+
+
+class RunError(Exception):
+    """A problem the user can fix (the message says what), found while the run is under way."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (RunError, CheckpointError, WorkerError)
+
+
+def train(cfg: RLCConfig, run_dir: Path) -> None:
+    Trainer(cfg, run_dir).fit()
+
+
+class Trainer:
+    def __init__(self, cfg: RLCConfig, run_dir: Path) -> None:
+        from rlc_runtime.algorithms.kl import make_kl_controller
+        from rlc_runtime.data import EpochSampler, PromptDataset, load_rows
+        from rlc_runtime.models import load_tokenizer
+
+        self.cfg, self.run_dir = cfg, run_dir
+        self.world = n_gpus(cfg)
+        self.use_critic, self.use_ref = uses_critic(cfg), uses_reference(cfg)
+        self.tokenizer = load_tokenizer(cfg.actor_rollout_ref.model)
+        data = cfg.data
+        self.train_set = PromptDataset(load_rows(data.train_files, data), self.tokenizer, data)
+        self.val_set = PromptDataset(load_rows(data.val_files, data, val=True), self.tokenizer, data) \
+            if data.val_files else None
+        self.sampler = EpochSampler(len(self.train_set), data.train_batch_size, shuffle=data.shuffle,
+                                    seed=data.seed if data.seed is not None else cfg.trainer.seed)
+        if self.sampler.batches_per_epoch == 0:
+            raise RunError(f"data.train_batch_size {data.train_batch_size} is larger than the "
+                           f"{len(self.train_set)} training prompts in {data.train_files}")
+        self.total_steps = cfg.trainer.total_training_steps or cfg.trainer.total_epochs * self.sampler.batches_per_epoch
+        self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
+        self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self.tokenizer.eos_token_id
+
+    # setup and teardown ----------------------------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        from rlc_runtime.workers.actor import TrainWorker
+        from rlc_runtime.workers.reward import RewardWorker
+
+        cfg, trainer = self.cfg, self.cfg.trainer
+        connect_ray(cfg.ray_kwargs.ray_init.num_cpus, cfg.ray_kwargs.ray_init.runtime_env)
+        worker_cfg = cfg.model_copy(deep=True)  # the LR schedule needs the run's length
+        for optim in (worker_cfg.actor_rollout_ref.actor.optim, worker_cfg.critic.optim):
+            optim.total_training_steps = self.total_steps
+        payload = worker_cfg.model_dump(mode="json")
+        self.workers = WorkerGroup("train", TrainWorker, self.world, trainer.device,
+                                   gpus_per_node=trainer.n_gpus_per_node, args=(payload,),
+                                   timeout_s=cfg.actor_rollout_ref.nccl_timeout)
+        self.reward = WorkerGroup("reward", RewardWorker, 1, "cpu", args=(payload,), distributed=False)
+        self.workers.call("build")
+
+    def fit(self) -> None:
+        self._start_workers()
+        start = self._restore()
+        self.workers.call("sync_weights")  # the rollout engines start from the policy's weights
+        trainer = self.cfg.trainer
+        tracking = Tracking(trainer.logger, self.run_dir, trainer.project_name, trainer.experiment_name,
+                            self.cfg.model_dump(mode="json"), self.total_steps, start)
+        try:
+            if start == 0 and trainer.val_before_train and self.val_set is not None:
+                tracking.log(self._validate(0), 0)
+            if trainer.val_only:
+                return
+            for step in range(start + 1, self.total_steps + 1):
+                metrics = self._step(step)
+                last = step == self.total_steps
+                if self.val_set is not None and trainer.test_freq > 0 and (last or step % trainer.test_freq == 0):
+                    metrics |= self._validate(step)
+                tracking.log(metrics, step)
+                if (trainer.save_freq > 0 and (last or step % trainer.save_freq == 0)) or (
+                        last and self.cfg.hf_upload.enabled):
+                    self._save(step, last)
+        finally:
+            tracking.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        from rlc_runtime.plot import plot_curves
+
+        metrics_file = self.run_dir / "metrics.jsonl"
+        if metrics_file.exists():
+            plot_curves(metrics_file, self.run_dir / "curves.png")
+        if self.cfg.hf_upload.enabled:
+            _upload(self.cfg, checkpoint.find_latest(self.ckpt_root), self.run_dir)
+
+    # one step --------------------------------------------------------------------------------------------------
+    def _step(self, step: int) -> dict[str, float]:
+        cfg, timings, metrics = self.cfg, {}, {}
+        with timed("step", timings):
+            rows = [self.train_set[i] for i in self.sampler.next_batch()]
+            with timed("gen", timings):
+                batch = self._generate(rows, sampling_params(cfg, seed=cfg.actor_rollout_ref.rollout.seed + step))
+            reward_call = self.reward.submit("score", self._reward_samples(rows, batch), step)
+            if cfg.trainer.balance_batch:
+                batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
+            with timed("old_log_prob", timings):
+                batch.old_log_probs = self._scatter("log_probs", batch)
+            if (diff := logprob_diff(batch)) is not None:
+                metrics["rollout/logprob_diff"] = diff
+                self._check_logprob_diff(diff)
+            if self.use_ref:
+                with timed("ref", timings):
+                    batch.ref_log_probs = self._scatter("ref_log_probs", batch)
+            if self.use_critic:
+                with timed("values", timings):
+                    batch.values = self._scatter("values", batch)
+            scores, reward_metrics, timings["reward"] = self.reward.wait(reward_call, "score")[0]
+            metrics |= reward_metrics
+            scores = torch.tensor(scores, dtype=torch.float32)[batch_order(batch)]
+            with timed("adv", timings):
+                metrics |= self._advantages(batch, scores)
+            if self.use_critic:
+                with timed("update_critic", timings):
+                    metrics |= mean_metrics(self.workers.scatter("update_critic", batch.chunk(self.world)))
+            if cfg.trainer.critic_warmup <= step:
+                with timed("update_actor", timings):
+                    metrics |= mean_metrics(self.workers.scatter("update_actor", batch.chunk(self.world)))
+                with timed("sync", timings):
+                    self.workers.call("sync_weights")
+        metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
+                                self.use_critic)
+        metrics |= timing_metrics(timings, batch) | throughput_metrics(batch, timings["step"], self.world)
+        metrics["training/epoch"] = self.sampler.epoch
+        return metrics
+
+    def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
+        """Each rank generates for its slice of the prompts; samples come back grouped by prompt, in order."""
+        prompts = [list(row["input_ids"]) for row in rows]
+        slices = split_prompts(len(prompts), self.world)
+        parts = self.workers.scatter("generate", [[prompts[i] for i in s] for s in slices], params)
+        self.workers.call("release_rollout")
+        generations = []
+        for part, s in zip(parts, slices, strict=True):
+            for g in part:
+                g.prompt_index = s.start + g.prompt_index
+                generations.append(g)
+        batch = build_batch(prompts, generations, self.pad_id, self.cfg.actor_rollout_ref.rollout.response_length)
+        batch.meta["row"] = list(range(len(batch)))  # where each sample started, to realign rewards later
+        return batch
+
+    def _scatter(self, method: str, batch: TokenBatch) -> torch.Tensor:
+        return torch.cat(self.workers.scatter(method, batch.chunk(self.world)))
+
+    def _reward_samples(self, rows: list[dict[str, Any]], batch: TokenBatch) -> list[dict[str, Any]]:
+        texts = self.tokenizer.batch_decode(
+            [r[m.bool()].tolist() for r, m in zip(batch.responses, batch.response_mask, strict=True)],
+            skip_special_tokens=True)
+        batch.meta["response_text"] = texts
+        return [reward_sample(rows[uid], text) for uid, text in zip(batch.meta["uid"], texts, strict=True)]
+
+    def _check_logprob_diff(self, diff: float) -> None:
+        limit = self.cfg.actor_rollout_ref.rollout.logprob_diff_tolerance
+        if diff > limit:
+            raise RunError(f"rollout/logprob_diff {diff:.3f} exceeds rollout.logprob_diff_tolerance {limit}: the "
+                           f"rollout engine does not run the trainer's weights (a failed weight sync?)")
+
+    def _advantages(self, batch: TokenBatch, scores: torch.Tensor) -> dict[str, float]:
+        from rlc_runtime.algorithms.advantages import compute_advantage
+        from rlc_runtime.algorithms.losses import kl_penalty
+
+        algo, mask, metrics = self.cfg.algorithm, batch.response_mask, {}
+        last = (mask.sum(-1).long() - 1).clamp(min=0)
+        token_scores = torch.zeros_like(mask, dtype=torch.float32)
+        token_scores[torch.arange(len(batch)), last] = scores
+        batch.token_level_rewards = token_scores
+        if algo.use_kl_in_reward:
+            kl = kl_penalty(batch.old_log_probs, batch.ref_log_probs, algo.kl_penalty) * mask
+            batch.token_level_rewards = token_scores - self.kl_ctrl.value * kl
+            current = ((kl.sum(-1) / mask.sum(-1).clamp(min=1)).mean()).item()
+            metrics |= {"actor/reward_kl_penalty": current, "actor/reward_kl_penalty_coeff": self.kl_ctrl.value}
+            self.kl_ctrl.update(current, len(batch))
+        batch.advantages, batch.returns = compute_advantage(
+            algo, batch.token_level_rewards, mask, torch.tensor(batch.meta["uid"]), values=batch.values)
+        return metrics
+
+    # validation ------------------------------------------------------------------------------------------------
+    def _validate(self, step: int) -> dict[str, float]:
+        rows = [self.val_set[i] for i in range(len(self.val_set))]
+        params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
+        batch = self._generate(rows, params)
+        scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), step)[0]
+        sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
+        return validation_metrics(sources, scores, params.n)
+
+    # checkpoints -----------------------------------------------------------------------------------------------
+    def _save(self, step: int, last: bool) -> None:
+        with checkpoint.atomic_checkpoint(self.ckpt_root, step) as tmp:
+            self.workers.call("save", str(tmp), last and self.cfg.hf_upload.enabled)
+            checkpoint.save_trainer_state(tmp, step, self.sampler.state_dict(), {"kl_coef": self.kl_ctrl.value})
+        keep = [k for k in (self.cfg.trainer.max_actor_ckpt_to_keep, self.cfg.trainer.max_critic_ckpt_to_keep) if k]
+        checkpoint.prune(self.ckpt_root, min(keep) if keep else None)
+
+    def _restore(self) -> int:
+        trainer = self.cfg.trainer
+        checkpoint.sweep_incomplete(self.ckpt_root)
+        target = checkpoint.resume_target(self.ckpt_root, trainer.resume_mode, trainer.resume_from_path)
+        if target is None:
+            return 0
+        state = checkpoint.load_trainer_state(target)
+        self.workers.call("load", str(target))
+        self.sampler.load_state_dict(state["sampler"])
+        self.kl_ctrl.value = state["extra"].get("kl_coef", self.kl_ctrl.value)
+        print(f"rlc_runtime: resumed from {target} (step {state['step']} of {self.total_steps})", flush=True)
+        return state["step"]
+
+
+def reward_sample(row: dict[str, Any], response: str) -> dict[str, Any]:
+    """What the reward side needs of a dataset row, plus the decoded response."""
+    keys = ("data_source", "ground_truth", "extra_info", "verification_info", "prompt_text")
+    return {"response": response, **{k: row.get(k) for k in keys}}
+
+
+def batch_order(batch: TokenBatch) -> torch.Tensor:
+    """Where each sample of a (possibly reordered) batch sat when it was generated."""
+    return torch.tensor(batch.meta["row"])
+
+
+def balanced_order(lengths: list[int], parts: int) -> list[int]:
+    """An order of the samples whose `parts` equal contiguous chunks carry near-equal token counts (verl's
+    `balance_batch`): longest first, each to the lightest chunk that still has room."""
+    size = len(lengths) // parts
+    chunks: list[list[int]] = [[] for _ in range(parts)]
+    totals = [0] * parts
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        part = min((p for p in range(parts) if len(chunks[p]) < size), key=lambda p: totals[p])
+        chunks[part].append(index)
+        totals[part] += lengths[index]
+    return [i for chunk in chunks for i in chunk]
+
+
+def _upload(cfg: RLCConfig, ckpt_dir: Path | None, run_dir: Path) -> None:
+    """The Hub upload seam: `rlc_runtime.upload.upload_final` when that module exists; never fails the run."""
+    try:
+        from rlc_runtime.upload import upload_final
+    except ImportError:
+        print("rlc_runtime: warning: hf_upload is enabled but this runtime has no uploader; skipped", flush=True)
+        return
+    if ckpt_dir is None:
+        print("rlc_runtime: warning: hf_upload: no checkpoint to upload", flush=True)
+        return
+    try:
+        upload_final(cfg, ckpt_dir, run_dir)
+    except Exception as error:  # noqa: BLE001 - an upload failure must never fail a finished training run
+        print(f"rlc_runtime: warning: hf_upload failed, the checkpoint stays at {ckpt_dir}: "
+              f"{type(error).__name__}: {error}", flush=True)

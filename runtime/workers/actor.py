@@ -1,0 +1,113 @@
+"""One training rank: the policy, and where used the reference and the critic, plus the colocated rollout engine.
+
+All roles of a rank live in one process, as in verl's colocated worker: they share the rank's device and its
+torch.distributed group, weights move from policy to rollout by reference (no copy through Ray), and one placement
+serves them all. Each role is an engine behind `rlc_runtime.engines.base.TrainEngine` (FSDP2 or Megatron, chosen
+by `backend`) or `RolloutEngine`; this class only routes the controller's calls to them.
+
+The reference is a second engine loaded from the actor's model and never updated (verl's `ref` worker), built only
+when a KL term needs it. The critic is built only for GAE (or `critic.enable`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlc_runtime.batch import TokenBatch
+from rlc_runtime.rollout.base import Generation, SamplingParams
+from rlc_runtime.workers.group import RankWorker
+
+
+class TrainWorker(RankWorker):
+    def __init__(self, rank: int, world_size: int, device: str, config: dict[str, Any]) -> None:
+        super().__init__(rank, world_size, device)
+        from rlc.config.root import RLCConfig
+
+        self.cfg = RLCConfig.model_validate(config)
+        self.actor: Any = None
+        self.ref: Any = None
+        self.critic: Any = None
+        self.rollout: Any = None
+
+    def build(self) -> None:
+        """Load every role's model (after `init_distributed`: FSDP needs the process group)."""
+        from rlc.config.checks import uses_critic, uses_reference
+        from rlc_runtime.models import load_tokenizer
+        from rlc_runtime.workers.rollout import make_rollout
+
+        torch.manual_seed(self.cfg.trainer.seed + self.rank)
+        self.actor = _make_engine(self.cfg, "actor", self.device)
+        self.ref = _make_engine(self.cfg, "ref", self.device) if uses_reference(self.cfg) else None
+        self.critic = _make_engine(self.cfg, "critic", self.device) if uses_critic(self.cfg) else None
+        self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
+
+    # rollout ---------------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        if not prompts:
+            return []
+        generations = self.rollout.generate(prompts, params)
+        return generations
+
+    def sync_weights(self) -> None:
+        """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
+        self.rollout.wake_up()
+        self.rollout.load_weights(self.actor.named_weights())
+
+    def release_rollout(self) -> None:
+        self.rollout.sleep()
+
+    # training --------------------------------------------------------------------------------------------------
+    def log_probs(self, batch: TokenBatch) -> torch.Tensor:
+        return self.actor.compute_log_probs(batch, self._log_prob_micro("rollout"))[0]
+
+    def ref_log_probs(self, batch: TokenBatch) -> torch.Tensor:
+        return self.ref.compute_log_probs(batch, self._log_prob_micro("ref"))[0]
+
+    def values(self, batch: TokenBatch) -> torch.Tensor:
+        return self.critic.compute_values(batch, self.cfg.critic.forward_micro_batch_size_per_gpu)
+
+    def update_actor(self, batch: TokenBatch) -> dict[str, float]:
+        return self.actor.update_policy(batch)
+
+    def update_critic(self, batch: TokenBatch) -> dict[str, float]:
+        return self.critic.update_critic(batch)
+
+    # checkpoints -----------------------------------------------------------------------------------------------
+    def save(self, directory: str, hf_model: bool = False) -> None:
+        root = Path(directory)
+        for name, engine in (("actor", self.actor), ("critic", self.critic)):
+            if engine is not None:
+                (root / name).mkdir(parents=True, exist_ok=True)
+                engine.save_checkpoint(root / name)
+        if hf_model:
+            self.actor.save_hf(root / "actor" / "huggingface")
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if self.device == "cuda" else None}
+        torch.save(rng, root / "actor" / f"rng_rank_{self.rank}.pt")
+
+    def load(self, directory: str) -> None:
+        root = Path(directory)
+        for name, engine in (("actor", self.actor), ("critic", self.critic)):
+            if engine is not None:
+                engine.load_checkpoint(root / name)
+        rng_file = root / "actor" / f"rng_rank_{self.rank}.pt"
+        if rng_file.exists():  # absent when the checkpoint was written by a run of another world size
+            rng = torch.load(rng_file, weights_only=False)
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and self.device == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"])
+
+    def _log_prob_micro(self, section: str) -> int:
+        return getattr(self.cfg.actor_rollout_ref, section).log_prob_micro_batch_size_per_gpu
+
+
+def _make_engine(cfg: Any, role: str, device: str) -> Any:
+    if cfg.backend == "megatron":
+        from rlc_runtime.engines.megatron import MegatronEngine
+
+        return MegatronEngine(cfg, role=role, device=device)
+    from rlc_runtime.engines.fsdp import FSDPEngine
+
+    return FSDPEngine(cfg, role=role, device=device)

@@ -1,0 +1,164 @@
+"""N ranks as Ray actors, joined into one torch.distributed group, driven by one controller.
+
+The controller never sees a rank's engine; it calls a method on every rank (`call`) or hands each rank its slice
+(`scatter`) and gets the results back in rank order. Rendezvous goes through rank 0: it reports its node's IP
+(127.0.0.1 when Ray is bound to loopback) and a free port, then all ranks call `init_process_group` together.
+
+A failure on any rank ends the wait at once (the other ranks may be stuck in a collective that will never
+complete) and becomes one `WorkerError` naming the group, the rank and the method; the remote traceback rides
+along in `details` for the run's error log.
+
+Placement: on GPUs one placement group per worker group, one bundle per node (`STRICT_SPREAD` across nodes), ranks
+filling nodes in order so that rank r sits on node r // gpus_per_node. On CPU the ranks are processes on this node
+and ask Ray for no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import socket
+from typing import Any
+
+import ray
+from ray._private import ray_constants
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+OBJECT_STORE_BYTES = 512 * 2**20  # batches of token ids and weights for sync; Ray's default takes 30% of RAM
+
+
+def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None = None) -> None:
+    """Join the cluster in RAY_ADDRESS (what the launch scripts start), else start a light one on loopback:
+    no dashboard, a small object store."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        # Keep a local cluster on 127.0.0.1: Ray otherwise swaps a loopback node address for a routable one. Its
+        # single-node switch is an environment variable read at import, so set it for the worker processes and
+        # for this already-imported process alike.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, runtime_env=runtime_env,
+                 log_to_driver=True)
+
+
+class WorkerError(RuntimeError):
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class RankWorker:
+    """Base of every rank: distributed setup in one place. Subclasses add the roles (engines) they hold."""
+
+    def __init__(self, rank: int, world_size: int, device: str) -> None:
+        self.rank, self.world_size, self.device = rank, world_size, device
+        import torch
+
+        if device == "cpu":  # ranks share the cores; oversubscribed threads slow everyone down
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        else:
+            torch.cuda.set_device(0)  # Ray sets CUDA_VISIBLE_DEVICES to this rank's GPU
+
+    def master_address(self) -> tuple[str, int]:
+        host = self.node_ip()
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            return host, sock.getsockname()[1]
+
+    def init_distributed(self, host: str, port: int, timeout_s: int) -> None:
+        import torch.distributed as dist
+
+        os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        backend = "gloo" if self.device == "cpu" else "cpu:gloo,cuda:nccl"
+        dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank,
+                                world_size=self.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+
+    def ready(self) -> bool:
+        return True
+
+    def node_ip(self) -> str:
+        """The address this node joined Ray with (ray.util.get_node_ip_address guesses a routable one instead)."""
+        node_id = ray.get_runtime_context().get_node_id()
+        return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
+class WorkerGroup:
+    def __init__(self, name: str, cls: type, world_size: int, device: str, *, gpus_per_node: int = 1,
+                 args: tuple[Any, ...] = (), distributed: bool = True, timeout_s: int = 600) -> None:
+        self.name, self.world_size = name, world_size
+        remote_cls = ray.remote(cls)
+        placement = self._placement(world_size, device, gpus_per_node)
+        self.workers = [remote_cls.options(**placement(rank)).remote(rank, world_size, device, *args)
+                        for rank in range(world_size)]
+        if distributed:
+            host, port = self._wait([self.workers[0].master_address.remote()], "master_address")[0]
+            self._wait([w.init_distributed.remote(host, port, timeout_s) for w in self.workers], "init_distributed")
+        else:
+            self._wait([w.ready.remote() for w in self.workers], "__init__")
+
+    @staticmethod
+    def _placement(world_size: int, device: str, gpus_per_node: int) -> Any:
+        if device == "cpu":
+            return lambda rank: {"num_cpus": 0}
+        nodes = -(-world_size // gpus_per_node)
+        group = placement_group([{"GPU": min(gpus_per_node, world_size)}] * nodes,
+                                strategy="STRICT_SPREAD" if nodes > 1 else "PACK")
+        ray.get(group.ready())
+        return lambda rank: {"num_cpus": 0, "num_gpus": 1, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=rank // gpus_per_node)}
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """The same call on every rank; results in rank order."""
+        return self._wait(self.submit(method, *args, **kwargs), method)
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
+        return [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+
+    def scatter(self, method: str, parts: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """Rank r gets `parts[r]` as its first argument; results in rank order."""
+        if len(parts) != self.world_size:
+            raise ValueError(f"{len(parts)} parts for {self.world_size} ranks")
+        refs = [getattr(w, method).remote(part, *args, **kwargs) for w, part in zip(self.workers, parts, strict=True)]
+        return self._wait(refs, method)
+
+    def wait(self, refs: list[ray.ObjectRef], method: str) -> list[Any]:
+        return self._wait(refs, method)
+
+    def _wait(self, refs: list[ray.ObjectRef], method: str) -> list[Any]:
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except RayTaskError as error:
+                cause = getattr(error, "cause", None) or error
+                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} failed in {method}: "
+                                  f"{type(cause).__name__}: {_first_line(cause)}", _plain(str(error))) from None
+            except RayActorError as error:
+                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} died during {method} (killed, or out "
+                                  f"of memory?): {_first_line(error)}", str(error)) from None
+        return ray.get(refs)
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"

@@ -1,0 +1,89 @@
+"""The rollout role: which engine generates, with which sampling, and how its samples become a `TokenBatch`.
+
+Rollout is colocated with training, as verl's hybrid engine does it: every training rank holds a rollout engine
+and generates for its own slice of the prompts, and after each update the rank loads the trainer's weights into
+its engine in place (`named_weights` -> `load_weights`), without crossing a process boundary. `rollout.name`
+chooses the engine (`hf` or `vllm`); both implement `rlc_runtime.rollout.base.RolloutEngine`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlc_runtime.batch import TokenBatch
+from rlc_runtime.rollout.base import Generation, RolloutEngine, SamplingParams
+
+
+def make_rollout(cfg: Any, device: str, tokenizer: Any) -> RolloutEngine:
+    """The configured engine, loaded from the actor's model (its weights are replaced by the first sync)."""
+    rollout, model = cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.model
+    eos = _eos_ids(tokenizer)
+    if rollout.name == "vllm":
+        from transformers import AutoConfig
+
+        from rlc_runtime.rollout.vllm import VLLMRollout
+
+        hf_config = AutoConfig.from_pretrained(model.path, revision=model.revision,
+                                               trust_remote_code=model.trust_remote_code)
+        max_len = rollout.max_model_len or rollout.prompt_length + rollout.response_length
+        return VLLMRollout(model.path, model.revision, rollout, device, max_len, eos,
+                           tied_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
+                           trust_remote_code=model.trust_remote_code)
+    from rlc_runtime.rollout.hf import HFRollout
+
+    return HFRollout(cfg, device, tokenizer)
+
+
+def sampling_params(cfg: Any, *, validate: bool = False, seed: int | None = None) -> SamplingParams:
+    """verl's rules: `do_sample: false` means greedy; validation samples with `val_kwargs`."""
+    rollout = cfg.actor_rollout_ref.rollout
+    source = rollout.val_kwargs if validate else rollout
+    if not source.do_sample:
+        return SamplingParams(n=1, temperature=0.0, max_tokens=rollout.response_length, stop=tuple(rollout.stop))
+    return SamplingParams(n=source.n, temperature=source.temperature, top_p=source.top_p, top_k=source.top_k,
+                          max_tokens=rollout.response_length, stop=tuple(rollout.stop), seed=seed)
+
+
+def build_batch(prompts: list[list[int]], generations: list[Generation], pad_id: int,
+                max_response_length: int) -> TokenBatch:
+    """verl's layout: prompts left-padded, responses right-padded, both to the longest in this batch.
+
+    `generations[i].prompt_index` indexes `prompts`; `meta["uid"]` is that index (the GRPO group of the sample).
+    """
+    responses = [g.token_ids[:max_response_length] for g in generations]
+    rows = [prompts[g.prompt_index] for g in generations]
+    p_len, r_len = max(len(p) for p in rows), max(1, max(len(r) for r in responses))
+    size = len(generations)
+    input_ids = torch.full((size, p_len + r_len), pad_id, dtype=torch.long)
+    attention = torch.zeros((size, p_len + r_len), dtype=torch.long)
+    rollout_log_probs = torch.zeros((size, r_len))
+    for i, (prompt, response, g) in enumerate(zip(rows, responses, generations, strict=True)):
+        input_ids[i, p_len - len(prompt): p_len] = torch.tensor(prompt, dtype=torch.long)
+        input_ids[i, p_len: p_len + len(response)] = torch.tensor(response, dtype=torch.long)
+        attention[i, p_len - len(prompt): p_len + len(response)] = 1
+        rollout_log_probs[i, : len(response)] = torch.tensor(g.log_probs[: len(response)])
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    return TokenBatch(
+        input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+        responses=input_ids[:, p_len:].clone(),
+        response_mask=attention[:, p_len:].float(), rollout_log_probs=rollout_log_probs,
+        meta={"uid": [g.prompt_index for g in generations],
+              "finish_reason": [g.finish_reason for g in generations]},
+    )
+
+
+def split_prompts(count: int, parts: int) -> list[range]:
+    """Contiguous, near-equal slices of `count` prompts, one per rank (some may be one shorter, or empty)."""
+    base, extra = divmod(count, parts)
+    bounds = [0]
+    for part in range(parts):
+        bounds.append(bounds[-1] + base + (part < extra))
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _eos_ids(tokenizer: Any) -> list[int]:
+    eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return [i for i in ids if i is not None]
