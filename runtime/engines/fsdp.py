@@ -175,6 +175,10 @@ class FSDPEngine:
         metrics = {key: value / count for key, value in sums.items()}
         metrics[f"{prefix}/grad_norm"] = sum(norms) / len(norms)
         metrics[f"{prefix}/lr"] = self.scheduler.get_last_lr()[0]
+        if self.device == "cuda":
+            free, total = torch.cuda.mem_get_info()
+            metrics["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            metrics["perf/gpu_memory_used_gb"] = (total - free) / 2**30
         self.scheduler.step()
         return metrics
 

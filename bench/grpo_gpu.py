@@ -1,0 +1,123 @@
+"""GRPO on one GPU at the peer benchmark's shape, timed per phase, for comparison with TRL's GRPOTrainer.
+
+Shape (../shared/ENVIRONMENT.md): a random-initialised Qwen2-0.5B-shaped model, 8 prompts x 8 samples, prompts of
+about 160 tokens, 256 new tokens, bf16, gradient checkpointing, a KL term against a reference model
+(kl_loss_coef 0.001), one optimizer step of 64 samples per training step. TRL takes 7.69 s per step there.
+Nothing is downloaded: the model and tokenizer are built here. Run from the repo root on the GPU host:
+
+    python bench/grpo_gpu.py --rollout vllm --steps 6 [--out DIR]
+
+It launches `rlc launch` (the same path users take) and prints the mean of each `timing_s/*` metric over the
+steps after the first, the tokens/s of generation and update, and the peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN2_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+                 rope_theta=1000000.0, rms_norm_eps=1e-6)
+
+
+def build(out: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    model_dir = out / "qwen2-0.5b-random"
+    if not (model_dir / "config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(ROOT / "examples" / "models" / "tiny-qwen2")
+        torch.manual_seed(0)
+        config = Qwen2Config(**QWEN2_05B, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    rng = random.Random(0)
+    rows = [{"data_source": "bench", "prompt": [{"role": "user", "content": " ".join(
+        f"{rng.randint(0, 9)}+{rng.randint(0, 9)}=" for _ in range(40))}],
+        "reward_model": {"style": "rule", "ground_truth": "0"}} for _ in range(512)]
+    import pandas as pd
+
+    pd.DataFrame(rows).to_parquet(out / "prompts.parquet", index=False)
+    (out / "reward.py").write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
+                                   "    return float(sum(c.isdigit() for c in solution_str) % 2)\n")
+    return model_dir
+
+
+def config(out: Path, model_dir: Path, rollout: str, steps: int) -> Path:
+    text = f"""
+algorithm: {{adv_estimator: grpo}}
+data:
+  train_files: {out / 'prompts.parquet'}
+  train_batch_size: 8
+  max_prompt_length: 256
+  max_response_length: 256
+actor_rollout_ref:
+  model: {{path: {model_dir}, enable_gradient_checkpointing: true}}
+  actor:
+    optim: {{lr: 1.0e-6}}
+    ppo_mini_batch_size: 8
+    ppo_micro_batch_size_per_gpu: 16
+    use_kl_loss: true
+    kl_loss_coef: 0.001
+  rollout:
+    name: {rollout}
+    n: 8
+    temperature: 1.0
+    tensor_model_parallel_size: 1
+    gpu_memory_utilization: 0.4
+    log_prob_micro_batch_size_per_gpu: 32
+    load_format: auto
+    ignore_eos: false
+  ref: {{log_prob_micro_batch_size_per_gpu: 32}}
+custom_reward_function: {{path: {out / 'reward.py'}}}
+trainer:
+  device: cuda
+  n_gpus_per_node: 1
+  total_training_steps: {steps}
+  save_freq: -1
+  test_freq: -1
+  val_before_train: false
+  logger: [console, jsonl]
+  project_name: bench
+  experiment_name: grpo_{rollout}
+"""
+    path = out / f"grpo_{rollout}.yaml"
+    path.write_text(text)
+    return path
+
+
+def summarise(metrics_file: Path) -> dict[str, float]:
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    rows = [r for r in rows if "timing_s/step" in r][1:]  # the first step includes warm-up
+    keys = sorted({k for r in rows for k in r if k.startswith(("timing_s/", "perf/", "rollout/logprob_diff"))})
+    return {k: sum(r.get(k, 0.0) for r in rows) / len(rows) for k in keys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rollout", default="vllm", choices=["vllm", "hf"])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir = build(args.out)
+    cfg = config(args.out, model_dir, args.rollout, args.steps)
+    run_dir = args.out / f"run-{args.rollout}"
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    code = subprocess.run([sys.executable, "-m", "rlc.cli", "launch", str(cfg), "--run-dir", str(run_dir)],
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    if code != 0:
+        sys.exit(f"FAIL: the run exited {code}")
+    summary = summarise(run_dir / "metrics.jsonl")
+    print(json.dumps({"rollout": args.rollout, **summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
