@@ -45,8 +45,10 @@ def build(out: Path) -> Path:
     import pandas as pd
 
     pd.DataFrame(rows).to_parquet(out / "prompts.parquet", index=False)
-    (out / "reward.py").write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
-                                   "    return float(sum(c.isdigit() for c in solution_str) % 2)\n")
+    # A random model's tokens lie mostly outside the tiny tokenizer, so texts carry no signal: a coin flip per
+    # sample gives GRPO non-zero advantages, so the update does the work it does in a real run.
+    (out / "reward.py").write_text("import random\n\ndef compute_score(data_source, solution_str, ground_truth, "
+                                   "extra_info=None):\n    return float(random.random() < 0.5)\n")
     return model_dir
 
 

@@ -238,6 +238,29 @@ def _read(path: Path | None) -> str:
         raise CompileError([Diagnostic(f"cannot read {path}: {err}")]) from None
 
 
+@app.command("reward-server")
+def reward_server(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes")] = 1,
+    judge_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible endpoint for LLM-judged samples")]
+    = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model name to ask the judge for")] = None,
+    code_time_limit: Annotated[float, typer.Option(help="Seconds each code test may run")] = 5.0,
+    code_memory_mb: Annotated[int, typer.Option(help="Memory limit of each code test")] = 512,
+    request_log: Annotated[str | None, typer.Option(help="Append every request and verdict to this JSONL")] = None,
+) -> None:
+    """Serve rewards over HTTP (the II-Thought rl_verifier protocol that `reward_api.api_url` points at)."""
+    from rlc.reward_server import serve
+
+    try:
+        serve(host, port, workers, judge_url, judge_model=judge_model, code_time_limit_s=code_time_limit,
+              code_memory_mb=code_memory_mb, request_log=request_log)
+    except (ValueError, ImportError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command("schema")
 def schema_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,

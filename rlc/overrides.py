@@ -1,10 +1,22 @@
-"""Hydra's override grammar as verl users write it: `a.b=v`, `+a.b=v`, `++a.b=v`, `~a.b`, and typed values.
+"""Hydra's override grammar as verl users write it: `a.b=v`, `+a.b=v`, `++a.b=v`, `~a.b`, `~a.b=v`.
 
-One grammar serves `rlc convert`, `rlc validate --set` and `rlc launch --set`. Parsing keeps the value's text
-(`raw_value`) beside its parsed form, so that a schema can re-type it: `trainer.experiment_name=2024` stays the
-string "2024" because the field is a string, while `data.train_batch_size=2024` becomes an int.
-Shell variables (`$VAR`, `${VAR}`) are kept as `${oc.env:VAR}` references unless `expand_env` asks to expand
-them; OmegaConf references such as `${trainer.project_name}` are kept verbatim.
+One grammar serves `rlc convert`, `rlc validate --set` and `rlc launch --set`. It follows Hydra 1.3's lexer (the
+tests compare against Hydra's own parser): `null`/`true`/`false` in any case, Hydra's number forms (`1e-6`, `.5`,
+`1_000`, `inf`, `nan`; `007` stays a string), quoted strings with Hydra's backslash rules, lists, dicts, `key=` for
+the empty string, and `${a.b}` interpolations kept verbatim. Where Hydra would fail or mean something rlc does
+not do, the message says so: a top-level comma (a sweep), functions such as `choice(...)`, list indexing
+(`a.0=x`), config groups (`a/b=x`, `@pkg`), an unquoted `=`. Other characters Hydra rejects in unquoted values
+(non-ASCII letters, `~`, `#`) are taken literally: they have no other meaning here.
+
+Shell variables are the one extension: override text comes after the shell, so a `$VAR`, `${VAR}` or
+`${VAR:-default}` still in it is one the shell did not expand. It becomes the reference `${oc.env:VAR}`
+(`${oc.env:VAR,default}`), resolved at launch on the machine that runs the job, or, with `expand_env=True`, is
+replaced from `os.environ` before parsing, exactly as the shell would have done (so `$N` with N=5 is the int 5).
+`\\$` is a literal dollar. Positional parameters (`$1`) and command substitution (`$(...)`) are errors: their
+value is not knowable here.
+
+Parsing keeps the value's text (`raw_value`) beside its parsed form so that a schema can re-type it (`coerce`):
+`trainer.experiment_name=2024` stays the string "2024" because the field is a string. Dict keys are strings.
 """
 
 from __future__ import annotations
@@ -12,17 +24,28 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 Op = Literal["set", "add", "force", "delete"]
+_PREFIXES: tuple[tuple[str, Op], ...] = (("++", "force"), ("+", "add"), ("~", "delete"), ("", "set"))
+
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
-NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-SHELL_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_INT_U = r"(?:0|[1-9](?:_?[0-9])*)"  # Hydra's INT_UNSIGNED: no leading zeros, `_` between digits
+_DIGITS = r"[0-9](?:_?[0-9])*"
+_POINT = rf"(?:{_INT_U}?\.{_DIGITS}|{_INT_U}\.)"
+INT = re.compile(rf"[+-]?{_INT_U}")
+FLOAT = re.compile(rf"[+-]?(?:(?:{_POINT}|{_INT_U})[eE][+-]?{_DIGITS}|{_POINT}|[iI][nN][fF]|[nN][aA][nN])")
+_SHELL_FORM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(:-(.*))?", re.S)  # ${VAR}, ${VAR:-default}, ${1}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ESCAPABLE = "\\()[]{}:=, \t$"  # Hydra's ESC characters, and `$`
+_SAFE_WORD = re.compile(r"[A-Za-z0-9_./@%+*?|:\-]+")  # strings written without quotes by `format_value`
 
 
 class OverrideError(ValueError):
+    """One bad override: `str()` names it, says what is wrong and, when known, the column (1-based)."""
+
     def __init__(self, text: str, message: str, column: int | None = None) -> None:
         where = f" (column {column + 1})" if column is not None else ""
         super().__init__(f"override `{text}`: {message}{where}")
@@ -33,226 +56,380 @@ class OverrideError(ValueError):
 class Override:
     op: Op
     path: tuple[str, ...]
-    value: Any
-    raw_value: str | None
-    text: str
+    value: Any  # None/bool/int/float/str/list/dict; None for a `~key` without a value
+    raw_value: str | None  # the value's text (after `expand_env`); None only for `~key`
+    text: str  # the whole override as written
 
     @property
     def key(self) -> str:
         return ".".join(self.path)
 
+    @property
+    def has_value(self) -> bool:
+        return self.raw_value is not None
+
 
 def parse_overrides(texts: Iterable[str], expand_env: bool = False) -> list[Override]:
-    return [parse_override(t, expand_env) for t in texts]
+    return [parse_override(text, expand_env) for text in texts]
 
 
 def parse_override(text: str, expand_env: bool = False) -> Override:
-    body, op = _prefix(text)
-    key_text, has_value, raw = body.partition("=")
-    path = _path(text, key_text.strip(), len(text) - len(body))
-    if op == "delete":
-        value = _Value(text, raw, expand_env).parse() if has_value else None
-        return Override(op, path, value, raw if has_value else None, text)
-    if not has_value:
-        raise OverrideError(text, "expected `key=value` (or `~key` to delete)")
-    value = _Value(text, raw, expand_env).parse()
-    return Override(op, path, value, raw, text)
+    op, start = _prefix(text)
+    equals = text.find("=", start)
+    path = _path(text, start, equals if equals >= 0 else len(text))
+    if equals < 0:
+        if op != "delete":
+            raise OverrideError(text, f"expected `key=value` (or `~key` to delete); write `{text}=...`")
+        return Override(op, path, None, None, text)
+    raw = text[equals + 1:]
+    if expand_env:
+        expanded = _expand_env(text, raw)
+        value = _Parser(text, text[:equals + 1] + expanded, equals + 1, exact=expanded == raw).value()
+        return Override(op, path, value, expanded, text)
+    return Override(op, path, _Parser(text, text, equals + 1).value(), raw, text)
 
 
-def _prefix(text: str) -> tuple[str, Op]:
-    if text.startswith("++"):
-        return text[2:], "force"
-    if text.startswith("+"):
-        return text[1:], "add"
-    if text.startswith("~"):
-        return text[1:], "delete"
-    return text, "set"
+def _prefix(text: str) -> tuple[Op, int]:
+    sign, op = next(prefix for prefix in _PREFIXES if text.startswith(prefix[0]))
+    start = len(sign)
+    if text[start:start + 1] in ("+", "~"):
+        raise OverrideError(text, "an override starts with one of `+`, `++` or `~`, not several", start)
+    return op, start
 
 
-def _path(text: str, key: str, offset: int) -> tuple[str, ...]:
-    if not key:
-        raise OverrideError(text, "the key is empty", offset)
-    parts = key.split(".")
-    column = offset
-    for part in parts:
+def _path(text: str, start: int, end: int) -> tuple[str, ...]:
+    key = text[start:end]
+    if not text.strip():
+        raise OverrideError(text, "the override is empty")
+    if not key.strip():
+        raise OverrideError(text, "the key is empty", start)
+    column = start
+    for part in key.split("."):
         if not KEY.fullmatch(part):
-            what = "an empty key segment" if not part else f"`{part}` is not a valid key"
-            raise OverrideError(text, what, column)
+            raise OverrideError(text, _bad_key(part), column + (len(part) - len(part.lstrip())))
         column += len(part) + 1
-    return tuple(parts)
+    return tuple(key.split("."))
 
 
-class _Value:
-    """A small recursive-descent parser over one value's text."""
+def _bad_key(part: str) -> str:
+    if not part:
+        return "an empty key segment (a key is `a.b.c`: no leading, trailing or double dots)"
+    if part.isdigit():
+        return f"list indexing (`.{part}`) is not supported; set the whole list, e.g. key=[a,b]"
+    if "/" in part or "@" in part:
+        return "config groups (`group/option`, `key@package`) are not supported; set keys with `a.b=value`"
+    if part != part.strip():
+        return "spaces are not allowed in a key"
+    return f"`{part}` is not a valid key (keys are letters, digits, `_` and `-`, starting with a letter or `_`)"
 
-    def __init__(self, text: str, raw: str, expand_env: bool) -> None:
-        self.text, self.raw, self.expand_env, self.pos = text, raw, expand_env, 0
 
-    def parse(self) -> Any:
-        value = self.element(top=True)
-        if self.pos != len(self.raw):
-            self.fail(f"unexpected `{self.raw[self.pos:]}`")
-        return value
+def scalar(word: str) -> Any:
+    """Hydra's typing of an unquoted word: null, booleans and numbers in Hydra's forms; anything else is text."""
+    lowered = word.lower()
+    if lowered in ("null", "true", "false"):
+        return None if lowered == "null" else lowered == "true"
+    return int(word) if INT.fullmatch(word) else float(word) if FLOAT.fullmatch(word) else word
 
-    def fail(self, message: str) -> None:
-        raise OverrideError(self.text, message, len(self.text) - len(self.raw) + self.pos)
 
-    def skip_space(self) -> None:
-        while self.pos < len(self.raw) and self.raw[self.pos] in " \t":
+class _DollarError(ValueError):
+    pass
+
+
+def _dollar(text: str, at: int) -> tuple[str, str, str | None, int]:
+    """What the `$` at `text[at]` is: ("env", name, default, end), ("verbatim", text, None, end) or ("literal"...)."""
+    nxt = text[at + 1:at + 2]
+    if nxt == "{":
+        end, depth = at + 2, 1
+        while end < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        if depth:
+            raise _DollarError(f"`{text[at:at + 20]}` has no closing `}}`")
+        inner = text[at + 2:end - 1]
+        shell = _SHELL_FORM.fullmatch(inner)
+        if shell and shell.group(1).isdigit():
+            raise _DollarError(f"`${{{inner}}}` is a shell positional parameter; its value is not known here")
+        if shell:
+            return "env", shell.group(1), shell.group(3), end
+        if not inner.strip():
+            raise _DollarError("`${}` is empty")
+        return "verbatim", text[at:end], None, end  # an OmegaConf reference such as ${trainer.project_name}
+    name = _NAME.match(text, at + 1)
+    if name:
+        return "env", name.group(0), None, name.end()
+    if nxt == "(":
+        raise _DollarError(f"`{text[at:]}`: command substitution `$(...)` cannot be converted; write its value")
+    if nxt and nxt in "0123456789@*#?!$":
+        raise _DollarError(f"`${nxt}` is a shell parameter; its value is not known here")
+    return "literal", "$", None, at + 1
+
+
+def _env_reference(name: str, default: str | None) -> str:
+    if default is None:
+        return "${oc.env:" + name + "}"
+    quote = "" if re.fullmatch(r"[\w./@+:\-]+", default) else "'" if "'" not in default else '"'
+    return "${oc.env:" + name + "," + quote + default + quote + "}"
+
+
+def _environ(text: str, name: str, default: str | None) -> str:
+    value = os.environ.get(name)
+    if default is not None and not value:  # ${VAR:-default}: the default when unset or empty
+        value = default
+    if value is None:
+        raise OverrideError(text, f"environment variable {name} is not set (--expand-env)")
+    return value.replace("$", "\\$")  # the shell does not expand a value twice
+
+
+def _variables(text: str, literal: set[int], replace: Callable[[str, str | None], str]) -> tuple[str, bool]:
+    """`text` with each shell variable replaced by `replace(name, default)`; and whether it had any `$` form.
+
+    `literal`: positions of escaped `$`s, kept as they are. References like `${a.b}` are kept verbatim.
+    """
+    out, pos, found = [], 0, False
+    while (at := text.find("$", pos)) >= 0:
+        out.append(text[pos:at])
+        if at in literal:
+            out.append("$")
+            pos = at + 1
+            continue
+        kind, name, default, pos = _dollar(text, at)
+        out.append(replace(name, default) if kind == "env" else name)
+        found = True
+    out.append(text[pos:])
+    return "".join(out), found
+
+
+def _expand_env(text: str, raw: str) -> str:
+    """`raw` with shell variables replaced from the environment, as the shell would have done before Hydra."""
+    escaped = {at for at in range(len(raw)) if raw[at] == "$" and (at - len(raw[:at].rstrip("\\"))) % 2}
+    try:
+        return _variables(raw, escaped, lambda name, default: _environ(text, name, default))[0]
+    except _DollarError as err:
+        raise OverrideError(text, str(err)) from None
+
+
+class _Parser:
+    """Recursive descent over one value; positions index the whole override, for columns in messages."""
+
+    def __init__(self, source: str, text: str, start: int, exact: bool = True) -> None:
+        self.source, self.text, self.pos, self.exact = source, text, start, exact
+
+    def fail(self, message: str, at: int | None = None) -> NoReturn:
+        raise OverrideError(self.source, message, (self.pos if at is None else at) if self.exact else None)
+
+    def peek(self) -> str:
+        return self.text[self.pos:self.pos + 1]
+
+    def space(self) -> None:
+        while self.peek() in (" ", "\t"):
             self.pos += 1
+
+    def value(self) -> Any:
+        self.space()
+        if not self.peek():
+            return ""  # Hydra: `key=` sets the empty string
+        value = self.element(top=True)
+        self.space()
+        if self.peek() == ",":
+            self.fail("a comma outside brackets makes a Hydra sweep (several runs); write a list as [a,b], or quote "
+                      "a string that has commas")
+        if self.peek():
+            self.fail(f"unexpected `{self.text[self.pos:]}` after the value; quote the whole value")
+        return value
 
     def element(self, top: bool = False) -> Any:
-        self.skip_space()
-        char = self.raw[self.pos] if self.pos < len(self.raw) else ""
-        if char == "[":
-            return self.sequence("[", "]", self.element)
-        if char == "{":
-            return dict(self.sequence("{", "}", self.item))
-        if char in "'\"":
-            return self.quoted(char)
+        self.space()
+        char = self.peek()
+        if char in ("[", "{"):
+            return self.container("]" if char == "[" else "}")
+        if char in ("'", '"'):
+            return self.quoted()
         return self.bare(top)
 
-    def sequence(self, open_: str, close: str, read: Any) -> list[Any]:
+    def container(self, closer: str) -> Any:
+        """`[a, b]` or `{k: v}`, the opening bracket at `pos`."""
+        opened, items = self.pos, {} if closer == "}" else []
         self.pos += 1
-        items: list[Any] = []
-        self.skip_space()
-        if self.raw[self.pos:self.pos + 1] == close:
+        self.space()
+        empty = self.peek() == closer
+        while not empty:
+            if isinstance(items, dict):
+                self.item(items)
+            elif self.peek() in (",", "]"):
+                self.fail("an empty item in a list")
+            else:
+                items.append(self.element())
+            self.space()
+            if not self.peek():
+                self.fail(f"missing `{closer}`: this `{self.text[opened]}` is never closed", opened)
+            if self.peek() == closer:
+                break
+            if self.peek() != ",":
+                self.fail(f"expected `,` or `{closer}`, found `{self.peek()}`")
             self.pos += 1
-            return items
+            self.space()
+        self.pos += 1
+        return items
+
+    def item(self, items: dict[str, Any]) -> None:
+        at = self.pos
+        if self.peek() in ("'", '"'):
+            key = self.quoted()
+        else:
+            raw = re.split(r"[:,\[\]{}'\"=()]", self.text[self.pos:], maxsplit=1)[0]
+            key, self.pos = raw.strip(), self.pos + len(raw)
+            if not key:
+                self.fail("expected a key in a dict {key: value}")
+        self.space()
+        if self.peek() != ":":
+            self.fail(f"expected `:` after the key `{key}` in a dict {{key: value}}")
+        self.pos += 1
+        self.space()
+        if self.peek() in (",", "}", ""):
+            self.fail(f"the key `{key}` has no value")
+        if key in items:
+            self.fail(f"the key `{key}` appears twice", at)
+        items[key] = self.element()
+
+    def quoted(self) -> str:
+        """Hydra's quoted string: backslashes are literal except in a run before the quote (or `$`)."""
+        quote, opened = self.peek(), self.pos
+        out: list[str] = []
+        literal: set[int] = set()
+        self.pos += 1
         while True:
-            items.append(read())
-            self.skip_space()
-            char = self.raw[self.pos:self.pos + 1]
+            char = self.peek()
+            if not char:
+                self.fail(f"unbalanced quote: this {quote} is never closed", opened)
+            if char == "\\":
+                run = len(self.text) - self.pos - len(self.text[self.pos:].lstrip("\\"))
+                after = self.text[self.pos + run:self.pos + run + 1]
+                special = after in (quote, "$", "")
+                out.append("\\" * (run // 2 if special else run))
+                self.pos += run
+                if special and run % 2 and after:
+                    literal.add(len("".join(out)))
+                    out.append(after)
+                    self.pos += 1
+                continue
             self.pos += 1
-            if char == close:
-                return items
-            if char != ",":
-                self.pos -= 1
-                self.fail(f"expected `,` or `{close}`" if char else f"missing `{close}`")
-
-    def item(self) -> tuple[str, Any]:
-        self.skip_space()
-        match = KEY.match(self.raw, self.pos)
-        if not match:
-            self.fail("expected a key in `{key: value}`")
-        self.pos = match.end()
-        self.skip_space()
-        if self.raw[self.pos:self.pos + 1] != ":":
-            self.fail("expected `:` after the key")
-        self.pos += 1
-        return match.group(0), self.element()
-
-    def quoted(self, quote: str) -> str:
-        end = self.pos + 1
-        out = []
-        while end < len(self.raw) and self.raw[end] != quote:
-            if self.raw[end] == "\\" and end + 1 < len(self.raw) and self.raw[end + 1] in (quote, "\\"):
-                end += 1
-            out.append(self.raw[end])
-            end += 1
-        if end >= len(self.raw):
-            self.fail(f"unbalanced quote {quote}")
-        self.pos = end + 1
-        return self.env("".join(out))
+            if char == quote:
+                break
+            out.append(char)
+        text = "".join(out)
+        try:
+            return _variables(text, {i for i in literal if text[i:i + 1] == "$"}, _env_reference)[0]
+        except _DollarError as err:
+            self.fail(str(err), opened)
 
     def bare(self, top: bool) -> Any:
-        stops = "" if top else ",]}"
         start = self.pos
-        depth = 0
-        while self.pos < len(self.raw):
-            char = self.raw[self.pos]
-            if char == "$" and self.raw[self.pos + 1:self.pos + 2] == "{":
-                depth += 1
-            elif char == "}" and depth:
-                depth -= 1
-            elif char in stops and not depth:
-                break
-            elif char in "'\"[" and not top:
-                self.fail(f"unexpected `{char}` inside a value")
+        out: list[str] = []
+        literal: set[int] = set()
+        keep, escaped = 0, False  # `keep`: length without trailing blanks (escaped ones count)
+        stops = ",=" if top else ",=]}"
+        while self.peek() and self.peek() not in stops:
+            char = self.peek()
+            if char == "\\" and self.text[self.pos + 1:self.pos + 2] and self.text[self.pos + 1] in _ESCAPABLE:
+                if self.text[self.pos + 1] == "$":
+                    literal.add(len(out))
+                out.append(self.text[self.pos + 1])
+                self.pos, keep, escaped = self.pos + 2, len(out), True
+                continue
+            if char == "$" and self.text[self.pos + 1:self.pos + 2] == "{":
+                end = self.reference_end()
+                out.extend(self.text[self.pos:end])
+                self.pos, keep = end, len(out)
+                continue
+            self.reject(char, "".join(out))
+            out.append(char)
             self.pos += 1
-        word = self.raw[start:self.pos].strip()
-        return scalar(word, self)
+            keep = len(out) if char not in " \t" else keep
+        if self.peek() == "=":
+            self.fail("`=` in a value must be quoted (key='a=b') or escaped (key=a\\=b)")
+        word = "".join(out[:keep])
+        if not word and not top:
+            self.fail("an empty item" if self.peek() in (",", "]", "") else f"unexpected `{self.peek()}`")
+        try:
+            text, had_dollar = _variables(word, literal, _env_reference)
+        except _DollarError as err:
+            self.fail(str(err), start)
+        return text if escaped or had_dollar else scalar(word)
 
-    def env(self, text: str) -> str:
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1) or match.group(2)
-            if text[match.start():].startswith("${") and ":" in text[match.start():].split("}", 1)[0]:
-                return match.group(0)
-            if not self.expand_env:
-                return "${oc.env:" + name + "}"
-            if name not in os.environ:
-                raise OverrideError(self.text, f"environment variable {name} is not set (--expand-env)")
-            return os.environ[name]
+    def reference_end(self) -> int:
+        depth, end = 0, self.pos + 1
+        while end < len(self.text):
+            depth += {"{": 1, "}": -1}.get(self.text[end], 0)
+            end += 1
+            if not depth:
+                return end
+        self.fail("`${` has no closing `}`")
 
-        if "$" not in text:
-            return text
-        return _expand_shell(text, replace)
-
-
-def _expand_shell(text: str, replace: Any) -> str:
-    """Replace `$VAR`/`${VAR}`, leaving `${a.b}` and `${oc.env:X}` references as they are."""
-    out, pos = [], 0
-    for match in SHELL_VAR.finditer(text):
-        out.append(text[pos:match.start()])
-        pos = match.end()
-        is_reference = match.group(0).startswith("${") and "." in match.group(0)
-        out.append(match.group(0) if is_reference else replace(match))
-    out.append(text[pos:])
-    return "".join(out)
-
-
-def scalar(word: str, parser: _Value | None = None) -> Any:
-    lowered = word.lower()
-    if lowered in ("null", "~", "none") or word == "":
-        return None
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    if lowered in ("inf", "+inf", "-inf", "nan"):
-        return float(lowered)
-    if NUMBER.fullmatch(word):
-        return int(word) if re.fullmatch(r"[+-]?\d+", word) else float(word)
-    return parser.env(word) if parser else word
+    def reject(self, char: str, word: str) -> None:
+        if char == "(" and word.endswith("$"):
+            self.fail("command substitution `$(...)` cannot be converted; write its value", self.pos - 1)
+        if char in ("'", '"'):
+            self.fail(f"a quote inside an unquoted value: quote the whole value, e.g. key=\"a{char}b\"")
+        if char == "(" and KEY.fullmatch(word.strip()):
+            self.fail(f"`{word.strip()}(...)` is a Hydra function (a sweep or a cast), which rlc does not take; "
+                      "quote the value to make it a string")
+        if char in "()[{" or char == "]" or char == "}":
+            self.fail(f"`{char}` must be quoted or escaped (\\{char}) inside a value")
 
 
-JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
+def is_reference(value: Any) -> bool:
+    """A whole-value `${...}`: it takes its type when resolved, so any field accepts it now."""
+    return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
 
-def coerce(override: Override, expected: set[str]) -> Any:
-    """The override's value typed for a field whose JSON Schema types are `expected`."""
+_KIND_WORDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def coerce(override: Override, expected: str | Iterable[str]) -> Any:
+    """The override's value typed for a field whose JSON Schema type(s) are `expected` ("any"/empty: as parsed).
+
+    Only what the text leaves open is decided here: an unquoted `2024` or `true` for a string field is the text
+    as written, an int for a number field is a float. A list or dict where the field takes neither (and a
+    scalar where it takes only those) is an OverrideError; other scalar mismatches are left to schema validation.
+    """
+    kinds = {expected} if isinstance(expected, str) else set(expected)
     value = override.value
-    if not expected or value is None:
+    if override.op == "delete" or not kinds or "any" in kinds or value is None or is_reference(value):
         return value
-    raw = (override.raw_value or "").strip()
-    quoted = raw[:1] in ("'", '"')
-    if "string" in expected and not isinstance(value, (list, dict)) and not quoted and not _fits(value, expected):
-        return raw if not raw.startswith("$") else value
-    if isinstance(value, list) and "array" not in expected:
-        raise OverrideError(override.text, f"a list cannot go into this field (it takes {_words(expected)})")
-    if isinstance(value, dict) and "object" not in expected:
-        raise OverrideError(override.text, f"a mapping cannot go into this field (it takes {_words(expected)})")
-    if isinstance(value, int) and not isinstance(value, bool) and "integer" not in expected and "number" in expected:
+    takes = " or ".join(words for kind, words in _KIND_WORDS.items() if kind in kinds)
+    if isinstance(value, list) and "array" not in kinds:
+        raise OverrideError(override.text, f"a list cannot go into this field (it takes {takes})")
+    if isinstance(value, dict) and "object" not in kinds:
+        raise OverrideError(override.text, f"a mapping cannot go into this field (it takes {takes})")
+    if isinstance(value, (list, dict)):
+        return value
+    if not kinds - {"array", "object"}:
+        raise OverrideError(override.text, f"this field takes {takes}, e.g. `{override.key}=[...]`")
+    if "string" in kinds and not isinstance(value, str) and not _fits(value, kinds):
+        return (override.raw_value or "").strip()
+    if isinstance(value, int) and not isinstance(value, bool) and "integer" not in kinds and "number" in kinds:
         return float(value)
     return value
 
 
-def _fits(value: Any, expected: set[str]) -> bool:
-    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    kind = kinds.get(type(value))
-    return kind in expected or (kind == "integer" and "number" in expected)
+def _fits(value: Any, kinds: set[str]) -> bool:
+    kind = {bool: "boolean", int: "integer", float: "number"}.get(type(value))
+    return kind in kinds or (kind == "integer" and "number" in kinds)
 
 
-def _words(expected: set[str]) -> str:
-    return " or ".join(sorted(expected))
-
-
-def to_override_text(path: Iterable[str], value: Any) -> str:
-    """The inverse of `parse_override`: text that reads back to exactly `value`."""
-    return f"{'.'.join(path)}={format_value(value)}"
+def to_override_text(path: str | Sequence[str], value: Any) -> str:
+    """The inverse of `parse_override`: `key=text` that reads back to exactly `value` (NaN aside)."""
+    parts = path.split(".") if isinstance(path, str) else list(path)
+    key = ".".join(parts)
+    for part in parts:
+        if not KEY.fullmatch(part):
+            raise OverrideError(f"{key}=...", _bad_key(part))
+    return f"{key}={format_value(value)}"
 
 
 def format_value(value: Any) -> str:
+    """Override text for one value; strings are quoted when they would read back as anything else."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -260,13 +437,40 @@ def format_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
-                                                         ("inf" if value > 0 else "-inf"))
-    if isinstance(value, list):
+        return repr(value) if math.isfinite(value) else "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
-    text = str(value)
-    if text and scalar(text) == text and not re.search(r"[\s,\[\]{}'\"$\\=:#]", text) and text[0] not in "+~":
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "{" + ",".join(f"{_format_key(str(k))}:{format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return value if _SAFE_WORD.fullmatch(value) and scalar(value) == value else _quote(value)
+    raise TypeError(f"cannot write a {type(value).__name__} as an override value")
+
+
+def _format_key(key: str) -> str:
+    plain = KEY.fullmatch(key) and key.lower() not in ("null", "true", "false", "inf", "nan")
+    return key if plain else _quote(key)
+
+
+def _quote(text: str) -> str:
+    """Single-quoted, escaping what `_Parser.quoted` would read otherwise: quotes, `$` and backslash runs."""
+    out, pos = [], 0
+    while pos < len(text):
+        char = text[pos]
+        if char == "\\":
+            run = len(text) - pos - len(text[pos:].lstrip("\\"))
+            special = text[pos + run:pos + run + 1] in ("'", "$", "")
+            out.append("\\" * (2 * run if special else run))
+            pos += run
+            continue
+        out.append("\\'" if char == "'" else "\\$" if char == "$" and _is_variable(text, pos) else char)
+        pos += 1
+    return "'" + "".join(out) + "'"
+
+
+def _is_variable(text: str, at: int) -> bool:
+    """Whether the parser would read the `$` at `at` as a shell variable (or fail on it)."""
+    try:
+        return _dollar(text, at)[0] == "env"
+    except _DollarError:
+        return True

@@ -47,7 +47,7 @@ def _pin_all(config: Any, offline: bool, loaded: Loaded) -> tuple[list[Diagnosti
     notes: list[Diagnostic] = []
     errors: list[Diagnostic] = []
     pinned: dict[KeyPath, str] = {}
-    if offline:
+    if hub.offline_requested(offline):
         notes.append(Diagnostic("offline: Hub references resolve from the local Hugging Face cache",
                                 severity="note"))
     for path, block, revision_key in _model_refs(config):
@@ -63,7 +63,8 @@ def _pin_all(config: Any, offline: bool, loaded: Loaded) -> tuple[list[Diagnosti
         try:
             ref = hub.pin(block.path, requested, repo_type="model", offline=offline)
         except hub.HubError as err:
-            errors.append(_at(Diagnostic(str(err), (*path, "path"), hint=err.hint), loaded))
+            key = revision_key if err.about_revision else "path"
+            errors.append(_at(Diagnostic(str(err), (*path, key), hint=err.hint), loaded))
             continue
         setattr(block, revision_key, ref.sha)
         if revision_key == "revision":
@@ -73,7 +74,8 @@ def _pin_all(config: Any, offline: bool, loaded: Loaded) -> tuple[list[Diagnosti
         try:
             ref = hub.pin(dataset_id, config.data.revision, repo_type="dataset", offline=offline)
         except hub.HubError as err:
-            errors.append(_at(Diagnostic(str(err), ("data", "train_files"), hint=err.hint), loaded))
+            key = "revision" if err.about_revision else "train_files"
+            errors.append(_at(Diagnostic(str(err), ("data", key), hint=err.hint), loaded))
             continue
         config.data.revisions[dataset_id] = ref.sha
         pinned[("data", "revisions", dataset_id)] = f"pinned from {config.data.revision or 'the default branch'}"

@@ -12,6 +12,7 @@ starts from the previous checkpoint, drops the metrics of the steps after it, an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,15 @@ class RunError(Exception):
     """A problem the user can fix (the message says what), found while the run is under way."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (RunError, CheckpointError, WorkerError)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rlc_runtime.data import DataError
+    from rlc_runtime.models import ModelLoadError
+    from rlc_runtime.rewards.custom import RewardFunctionError
+
+    return RunError, CheckpointError, WorkerError, DataError, ModelLoadError, RewardFunctionError
+
+
+USER_ERRORS = _user_errors()
 
 
 def train(cfg: RLCConfig, run_dir: Path) -> None:
@@ -50,25 +59,26 @@ def train(cfg: RLCConfig, run_dir: Path) -> None:
 class Trainer:
     def __init__(self, cfg: RLCConfig, run_dir: Path) -> None:
         from rlc_runtime.algorithms.kl import make_kl_controller
-        from rlc_runtime.data import EpochSampler, PromptDataset, load_rows
+        from rlc_runtime.data import EpochSampler, PromptDataset, load_split
         from rlc_runtime.models import load_tokenizer
 
         self.cfg, self.run_dir = cfg, run_dir
         self.world = n_gpus(cfg)
         self.use_critic, self.use_ref = uses_critic(cfg), uses_reference(cfg)
         self.tokenizer = load_tokenizer(cfg.actor_rollout_ref.model)
-        data = cfg.data
-        self.train_set = PromptDataset(load_rows(data.train_files, data), self.tokenizer, data)
-        self.val_set = PromptDataset(load_rows(data.val_files, data, val=True), self.tokenizer, data) \
+        data, info_column = cfg.data, cfg.reward_api.verification_info_column
+        self.train_set = PromptDataset(load_split(data), self.tokenizer, data, info_column)
+        self.val_set = PromptDataset(load_split(data, val=True), self.tokenizer, data, info_column) \
             if data.val_files else None
-        self.sampler = EpochSampler(len(self.train_set), data.train_batch_size, shuffle=data.shuffle,
-                                    seed=data.seed if data.seed is not None else cfg.trainer.seed)
-        if self.sampler.batches_per_epoch == 0:
+        if len(self.train_set) < data.train_batch_size:
             raise RunError(f"data.train_batch_size {data.train_batch_size} is larger than the "
                            f"{len(self.train_set)} training prompts in {data.train_files}")
+        self.sampler = EpochSampler(len(self.train_set), data.train_batch_size, shuffle=data.shuffle,
+                                    seed=data.seed if data.seed is not None else cfg.trainer.seed)
         self.total_steps = cfg.trainer.total_training_steps or cfg.trainer.total_epochs * self.sampler.batches_per_epoch
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
+        self.groups: list[WorkerGroup] = []
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
 
@@ -83,16 +93,32 @@ class Trainer:
         for optim in (worker_cfg.actor_rollout_ref.actor.optim, worker_cfg.critic.optim):
             optim.total_training_steps = self.total_steps
         payload = worker_cfg.model_dump(mode="json")
-        self.workers = WorkerGroup("train", TrainWorker, self.world, trainer.device,
+        self.workers = self._group("train", TrainWorker, self.world, trainer.device,
                                    gpus_per_node=trainer.n_gpus_per_node, args=(payload,),
                                    timeout_s=cfg.actor_rollout_ref.nccl_timeout)
-        self.reward = WorkerGroup("reward", RewardWorker, 1, "cpu", args=(payload,), distributed=False)
+        self.reward = self._group("reward", RewardWorker, 1, "cpu", args=(payload,), distributed=False)
         self.workers.call("build")
+        nodes = self.workers.call("node_id")
+        print(f"rlc_runtime: {self.world} train rank(s) on {len(set(nodes))} Ray node(s): "
+              + ", ".join(f"rank {rank} on {node[:12]}" for rank, node in enumerate(nodes)), flush=True)
+
+    def _group(self, *args: Any, **kwargs: Any) -> WorkerGroup:
+        group = WorkerGroup(*args, **kwargs)
+        self.groups.append(group)
+        return group
 
     def fit(self) -> None:
-        self._start_workers()
-        start = self._restore()
-        self.workers.call("sync_weights")  # the rollout engines start from the policy's weights
+        try:
+            self._start_workers()
+            start = self._restore()
+            self.workers.call("sync_weights")  # the rollout engines start from the policy's weights
+            self._loop(start)
+            self._finish()
+        finally:
+            for group in self.groups:  # a driver that lives on (tests, notebooks) must not keep them
+                group.shutdown()
+
+    def _loop(self, start: int) -> None:
         trainer = self.cfg.trainer
         tracking = Tracking(trainer.logger, self.run_dir, trainer.project_name, trainer.experiment_name,
                             self.cfg.model_dump(mode="json"), self.total_steps, start)
@@ -105,14 +131,16 @@ class Trainer:
                 metrics = self._step(step)
                 last = step == self.total_steps
                 if self.val_set is not None and trainer.test_freq > 0 and (last or step % trainer.test_freq == 0):
-                    metrics |= self._validate(step)
+                    timings: dict[str, float] = {}
+                    with timed("testing", timings):
+                        metrics |= self._validate(step)
+                    metrics["timing_s/testing"] = timings["testing"]
                 tracking.log(metrics, step)
                 if (trainer.save_freq > 0 and (last or step % trainer.save_freq == 0)) or (
                         last and self.cfg.hf_upload.enabled):
                     self._save(step, last)
         finally:
             tracking.close()
-        self._finish()
 
     def _finish(self) -> None:
         from rlc_runtime.plot import plot_curves
@@ -161,6 +189,8 @@ class Trainer:
                                 self.use_critic)
         metrics |= timing_metrics(timings, batch) | throughput_metrics(batch, timings["step"], self.world)
         metrics["training/epoch"] = self.sampler.epoch
+        if cfg.trainer.rollout_data_dir:
+            dump_generations(Path(cfg.trainer.rollout_data_dir), step, rows, batch, scores.tolist())
         return metrics
 
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
@@ -218,8 +248,14 @@ class Trainer:
         rows = [self.val_set[i] for i in range(len(self.val_set))]
         params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
         batch = self._generate(rows, params)
-        scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), step)[0]
+        scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
         sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
+        trainer = self.cfg.trainer
+        if trainer.validation_data_dir:
+            dump_generations(Path(trainer.validation_data_dir), step, rows, batch, scores)
+        for uid, text, score in list(zip(batch.meta["uid"], batch.meta["response_text"], scores,
+                                         strict=True))[:trainer.log_val_generations]:
+            print(f"[val step {step}] {rows[uid]['prompt_text']!r} -> {text!r} (score {score:g})", flush=True)
         return validation_metrics(sources, scores, params.n)
 
     # checkpoints -----------------------------------------------------------------------------------------------
@@ -250,6 +286,15 @@ def reward_sample(row: dict[str, Any], response: str) -> dict[str, Any]:
     return {"response": response, **{k: row.get(k) for k in keys}}
 
 
+def dump_generations(directory: Path, step: int, rows: list[dict[str, Any]], batch: TokenBatch,
+                     scores: list[float]) -> None:
+    """verl's `rollout_data_dir` / `validation_data_dir`: one JSONL file per step of prompt, response and score."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"step": step, "input": rows[uid]["prompt_text"], "output": text, "score": score})
+             for uid, text, score in zip(batch.meta["uid"], batch.meta["response_text"], scores, strict=True)]
+    checkpoint.write_text_atomic(directory / f"{step}.jsonl", "".join(line + "\n" for line in lines))
+
+
 def batch_order(batch: TokenBatch) -> torch.Tensor:
     """Where each sample of a (possibly reordered) batch sat when it was generated."""
     return torch.tensor(batch.meta["row"])
@@ -269,12 +314,9 @@ def balanced_order(lengths: list[int], parts: int) -> list[int]:
 
 
 def _upload(cfg: RLCConfig, ckpt_dir: Path | None, run_dir: Path) -> None:
-    """The Hub upload seam: `rlc_runtime.upload.upload_final` when that module exists; never fails the run."""
-    try:
-        from rlc_runtime.upload import upload_final
-    except ImportError:
-        print("rlc_runtime: warning: hf_upload is enabled but this runtime has no uploader; skipped", flush=True)
-        return
+    """The end-of-training Hub upload; it never fails the run."""
+    from rlc_runtime.upload import upload_final
+
     if ckpt_dir is None:
         print("rlc_runtime: warning: hf_upload: no checkpoint to upload", flush=True)
         return

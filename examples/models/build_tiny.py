@@ -1,8 +1,12 @@
-"""Build examples/models/tiny-qwen2: a tiny Qwen2 that has seen the arithmetic task's format, not mastered it.
+"""Build the quickstart's bundled task (examples/data) and model (examples/models/tiny-qwen2). Deterministic.
 
-Deterministic (seeded). Steps: write the task data (examples/data), train the tokenizer on it, build the model, and
-give it a short supervised warm-up so that sampling at temperature 1 answers in the right format and is right
-part of the time: GRPO then has something to improve. Run from the repo root:
+The task is single-digit addition, written twice: in verl's format as parquet (`prompt` messages, `data_source`,
+`reward_model.ground_truth`, `extra_info`) and in seed 003's format as JSONL (`messages` + a `verification_info`
+JSON string, what the remote reward API reads). The model is a 1.3 MB Qwen2 warmed up on the task by a sloppy
+teacher (`rlc_runtime.tiny.warm_up`): greedy decoding gets every sum right, sampling at temperature 1 about 40%,
+so GRPO has something to improve. Measured with the quickstart (16 prompts x 8 samples, 4 mini-batches, lr 2e-4):
+`critic/score/mean` goes from ~0.5 over the first five steps to ~0.86 over steps 26-30; lr 1e-3 and above collapse.
+Run from the repository root (under two minutes on 2 cores):
 
     python examples/models/build_tiny.py
 """
@@ -10,66 +14,48 @@ part of the time: GRPO then has something to improve. Run from the repo root:
 from __future__ import annotations
 
 import json
-import random
+import os
 from pathlib import Path
 
-import torch
-
-from rlc_runtime.tiny import build_model, build_tokenizer
+from rlc_runtime.tiny import arith_problems, build_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "examples" / "models" / "tiny-qwen2"
+MODEL = ROOT / "examples" / "models" / "tiny-qwen2"
 DATA = ROOT / "examples" / "data"
-SFT_STEPS = 150
+SFT_STEPS = 2000
+SPLITS = {"train": (1, 400), "test": (2, 64)}  # split -> (seed, rows)
 
 
-def problems(seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    return [(f"{a}+{b}=", str(a + b)) for a, b in ((rng.randint(0, 9), rng.randint(0, 9)) for _ in range(400))]
+def verl_row(question: str, answer: str, split: str, index: int) -> dict:
+    return {"data_source": "arith", "prompt": [{"role": "user", "content": question}],
+            "reward_model": {"style": "rule", "ground_truth": answer},
+            "extra_info": {"split": split, "index": index, "question": question, "answer": answer}}
 
 
-def write_data() -> list[tuple[str, str]]:
-    import pandas as pd
+def seed003_row(question: str, answer: str) -> dict:
+    info = {"type": "math_verifiable", "answer": {"value": answer}}
+    return {"messages": [{"role": "user", "content": question}], "verification_info": json.dumps(info),
+            "data_source": "arith"}
+
+
+def write_data() -> None:
+    import datasets
 
     DATA.mkdir(parents=True, exist_ok=True)
-    train, test = problems(1), problems(2)[:64]
-    for name, rows in (("train", train), ("test", test)):
-        frame = pd.DataFrame([{
-            "data_source": "arith", "prompt": [{"role": "user", "content": q}],
-            "reward_model": {"style": "rule", "ground_truth": a}, "extra_info": {"index": i},
-        } for i, (q, a) in enumerate(rows)])
-        frame.to_parquet(DATA / f"arith_{name}.parquet", index=False)
-        with open(DATA / f"arith_{name}.jsonl", "w") as out:
-            for q, a in rows:
-                info = json.dumps({"type": "math_verifiable", "answer": {"value": a}})
-                out.write(json.dumps({"messages": [{"role": "user", "content": q}], "verification_info": info,
-                                      "data_source": "arith"}) + "\n")
-    return train
+    for split, (seed, count) in SPLITS.items():
+        problems = arith_problems(seed, count)
+        parquet, jsonl = DATA / f"arith_{split}.parquet", DATA / f"arith_{split}.jsonl"
+        rows = [verl_row(q, a, split, i) for i, (q, a) in enumerate(problems)]
+        datasets.Dataset.from_list(rows).to_parquet(f"{parquet}.tmp")
+        os.replace(f"{parquet}.tmp", parquet)
+        Path(f"{jsonl}.tmp").write_text("".join(json.dumps(seed003_row(q, a)) + "\n" for q, a in problems))
+        os.replace(f"{jsonl}.tmp", jsonl)
 
 
 def main() -> None:
-    train = write_data()
-    tokenizer = build_tokenizer([q + a for q, a in train] * 3, vocab_size=300)
-    model = build_model("qwen2", vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id, seed=0)
-    rng = random.Random(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _step in range(SFT_STEPS):
-        batch = rng.sample(train, 32)
-        # A noisy teacher: a third of the answers are off by one, so the warm model is right only part of the time.
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content":
-                 a if rng.random() < 0.6 else str(int(a) + rng.choice((-1, 1)))}], tokenize=False) for q, a in batch]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True)
-        labels = encoded.input_ids.masked_fill(encoded.attention_mask == 0, -100)
-        loss = model(**encoded, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(OUT)
-    tokenizer.save_pretrained(OUT)
-    print(f"wrote {OUT}; final SFT loss {loss.item():.3f}")
+    write_data()
+    build_tiny_checkpoint(MODEL, "qwen2", sft_steps=SFT_STEPS, seed=0)
+    print(f"wrote {DATA} and {MODEL}")
 
 
 if __name__ == "__main__":

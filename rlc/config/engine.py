@@ -57,7 +57,8 @@ class MegatronConfig(Section):
 
     tensor_model_parallel_size: int = Field(1, ge=1)
     pipeline_model_parallel_size: int = Field(1, ge=1)
-    virtual_pipeline_model_parallel_size: int | None = None
+    virtual_pipeline_model_parallel_size: int | None = unimplemented(
+        None, "virtual (interleaved) pipeline parallelism is not implemented", error=True)
     context_parallel_size: int = unimplemented(1, "context parallelism is not implemented")
     expert_model_parallel_size: int = unimplemented(1, "MoE expert parallelism is not implemented")
     sequence_parallel: bool = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rlc.config.base import Section, unimplemented
 
@@ -18,7 +18,7 @@ class Trainer(Section):
     total_training_steps: int | None = Field(None, ge=1)
     project_name: str = "verl_examples"
     experiment_name: str = "gsm8k"
-    logger: list[Logger] = ["console", "jsonl"]
+    logger: list[Logger] | Logger = ["console", "jsonl"]  # verl accepts `trainer.logger=console` too
     log_val_generations: int = 0
     rollout_data_dir: str | None = None
     validation_data_dir: str | None = None
@@ -39,3 +39,8 @@ class Trainer(Section):
     max_critic_ckpt_to_keep: int | None = Field(None, ge=1)
     ray_wait_register_center_timeout: int = 300
     seed: int = 42
+
+    @field_validator("logger")
+    @classmethod
+    def _as_list(cls, value: list[str] | str) -> list[str]:
+        return [value] if isinstance(value, str) else value

@@ -22,13 +22,14 @@ def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
     if not address:
         raise CompileError([Diagnostic("the ray executor needs RAY_ADDRESS (the cluster to submit to)",
                                        hint=f"start one with {plan.run_dir}/ray_head.sh, then export RAY_ADDRESS")])
-    if shutil.which("ray") is None:
+    # The `ray` command installed beside this Python comes first, so an un-activated venv's rlc works too.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    if shutil.which("ray", path=env["PATH"]) is None:
         raise CompileError([Diagnostic("the `ray` command is not installed here", hint="pip install 'rlc[runtime]'")])
     submit = next(s for s in scripts if s.name == "submit_ray.sh")
-    env = dict(os.environ)
     submission_id = env.setdefault("RLC_SUBMISSION_ID", f"rlc-{Path(plan.run_dir).name}")
     code = run_streaming(["bash", str(submit)], env=env)
     if code == 130:
         print(f"rlc: stopping Ray job {submission_id}", file=sys.stderr)
-        subprocess.run(["ray", "job", "stop", f"--address={address}", submission_id], check=False)
+        subprocess.run(["ray", "job", "stop", f"--address={address}", submission_id], check=False, env=env)
     return code

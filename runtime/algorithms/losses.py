@@ -1,46 +1,71 @@
-"""Losses on per-token tensors [B, T] with a response mask, and their aggregation modes (verl's names)."""
+"""Losses on per-token [B, T] tensors with a response mask, in verl's semantics and under verl's names.
+
+The policy loss is PPO's clipped surrogate with dual clipping (Ye et al. 2020), the value loss PPO's clipped
+squared error, the KL estimators Schulman's k1/k2/k3; aggregation follows verl's `loss_agg_mode`s. Rows that are
+all padding are left out of the per-sequence means (as verl does now), so a micro-batch of padding gives 0, not NaN.
+Metrics returned beside a loss (clip fractions, approximate KL) are detached: they are for logging only.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from rlc_runtime.algorithms.masked import masked_mean, masked_sum
+
 AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
 
 
-def agg_loss(loss: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Reduce a [B, T] loss to a scalar.
+
+    token-mean: mean over all response tokens of the batch. seq-mean-token-sum: each sequence's token sum,
+    averaged over sequences. seq-mean-token-mean: each sequence's token mean, averaged over sequences.
+    seq-mean-token-sum-norm: the token sum of the batch over T, a constant (Dr. GRPO's length-unbiased form).
+    """
     if mode == "token-mean":
-        return (loss * mask).sum() / mask.sum().clamp(min=1)
+        return masked_mean(loss_mat, mask)
+    has_tokens = (mask.sum(-1) > 0).to(loss_mat.dtype)
     if mode == "seq-mean-token-sum":
-        return (loss * mask).sum(-1).mean()
+        return masked_mean(masked_sum(loss_mat, mask, dim=-1), has_tokens)
     if mode == "seq-mean-token-mean":
-        return ((loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+        return masked_mean(masked_mean(loss_mat, mask, dim=-1), has_tokens)
     if mode == "seq-mean-token-sum-norm":
-        return (loss * mask).sum() / mask.shape[-1]
-    raise ValueError(f"loss_agg_mode {mode!r} is not one of {', '.join(AGG_MODES)}")
+        return masked_sum(loss_mat, mask) / mask.shape[-1]
+    raise ValueError(f"loss_agg_mode {mode!r} is not one of: {', '.join(AGG_MODES)}")
 
 
-def policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float = 3.0,
+def policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                response_mask: torch.Tensor, clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float = 3.0,
                 loss_agg_mode: str = "token-mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate with dual clipping for negative advantages.
+    """PPO's clipped surrogate; for negative advantages the loss is also capped at -A * clip_ratio_c (dual clip),
+    so one token whose ratio exploded cannot dominate the batch.
 
-    Returns (loss, clip fraction, approximate KL old->new, fraction clipped by the dual clip)."""
-    log_ratio = (log_prob - old_log_prob).clamp(-20.0, 20.0)
+    Returns (pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower): the loss, the fraction of tokens where the ratio
+    clip was active, the approximate KL(old || new) = mean(old - new), and the fraction capped by the dual clip.
+    """
+    if clip_ratio_c <= 1.0:
+        raise ValueError(f"clip_ratio_c must be greater than 1 (the dual-clip bound on the ratio), got {clip_ratio_c}")
+    log_ratio = (log_prob - old_log_prob).clamp(-20.0, 20.0)  # exp stays finite whatever the policy did
     ratio = torch.exp(log_ratio)
-    ppo_kl = (-log_ratio * mask).sum() / mask.sum().clamp(min=1)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_ratio_low, 1 + clip_ratio_high)
-    loss_clipped = torch.maximum(unclipped, clipped)
-    clipfrac = ((clipped > unclipped).float() * mask).sum() / mask.sum().clamp(min=1)
-    dual = torch.minimum(-advantages * clip_ratio_c, loss_clipped)
-    lower_clipfrac = (((loss_clipped > -advantages * clip_ratio_c) & (advantages < 0)).float() * mask).sum() \
-        / mask.sum().clamp(min=1)
-    loss = torch.where(advantages < 0, dual, loss_clipped)
-    return agg_loss(loss, mask, loss_agg_mode), clipfrac, ppo_kl, lower_clipfrac
+    ppo_loss = torch.maximum(unclipped, clipped)
+    dual_bound = -advantages * clip_ratio_c
+    loss = torch.where(advantages < 0, torch.minimum(ppo_loss, dual_bound), ppo_loss)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).to(loss.dtype), response_mask)
+        lower_clipfrac = masked_mean(((ppo_loss > dual_bound) & (advantages < 0)).to(loss.dtype), response_mask)
+        ppo_kl = masked_mean(-log_ratio, response_mask)
+    return agg_loss(loss, response_mask, loss_agg_mode), clipfrac, ppo_kl, lower_clipfrac
 
 
 def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token KL estimates between the policy and the reference (Schulman's k1, k2, k3)."""
+    """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probs (Schulman, 2020).
+
+    k1 (`kl`) is log p - log q; `abs` its absolute value; k2 (`mse`) half its square; k3 (`low_var_kl`)
+    q/p - log(q/p) - 1, unbiased and never negative, clamped to [-10, 10] as verl does.
+    """
     delta = log_prob - ref_log_prob
     if kind in ("kl", "k1"):
         return delta
@@ -49,31 +74,42 @@ def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) ->
     if kind in ("mse", "k2"):
         return 0.5 * delta.square()
     if kind in ("low_var_kl", "k3"):
-        ratio = torch.exp((-delta).clamp(-20, 20))
-        return (ratio + delta - 1).clamp(-10, 10)
+        log_ratio = (-delta).clamp(-20, 20)  # log(q/p)
+        return (torch.exp(log_ratio) - log_ratio - 1).clamp(-10, 10)
     if kind == "full":
-        raise ValueError("kl type `full` needs full-vocabulary distributions and is not supported")
-    raise ValueError(f"unknown kl type {kind!r}: kl/k1, abs, mse/k2, low_var_kl/k3")
+        raise ValueError("kl type 'full' needs both models' whole-vocabulary distributions and is not supported; "
+                         f"use one of: {', '.join(KL_KINDS)}")
+    raise ValueError(f"unknown kl type {kind!r}; use one of: {', '.join(KL_KINDS)}")
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy per position, -sum p log p, computed stably from logits."""
-    log_z = torch.logsumexp(logits, dim=-1)
+    """Entropy of softmax(logits) per position: logsumexp(z) - sum(p * z), which never takes log of a tiny p."""
     probs = torch.softmax(logits, dim=-1)
-    return log_z - (probs * logits).sum(-1)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
 
 
 def log_probs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(label) without materialising a second [.., vocab] tensor of log-probs."""
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    """log softmax(logits)[label] without keeping a [..., vocab] tensor of log-probs.
+
+    In float32/64 it is the picked logit minus logsumexp, whose backward needs only the logits themselves.
+    In half precision logsumexp loses too many digits for a probability ratio, so each row is done in float32
+    on its own (verl's choice of algorithm, with the upcast added), bounding the extra memory to one row.
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1)
+    rows = [torch.log_softmax(row.float(), dim=-1).gather(-1, label.unsqueeze(-1)).squeeze(-1)
+            for row, label in zip(logits, labels, strict=True)]
+    return torch.stack(rows)
 
 
-def value_loss(values: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor, mask: torch.Tensor,
+def value_loss(vpreds: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor,
                cliprange_value: float, loss_agg_mode: str = "token-mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped value loss: 0.5 x the larger of the clipped and unclipped squared errors."""
-    clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    unclipped_error, clipped_error = (values - returns).square(), (clipped - returns).square()
-    loss = 0.5 * agg_loss(torch.maximum(unclipped_error, clipped_error), mask, loss_agg_mode)
-    clipfrac = ((clipped_error > unclipped_error).float() * mask).sum() / mask.sum().clamp(min=1)
+    """PPO's clipped value loss: 0.5 x the larger of (vpred - R)^2 and (clipped vpred - R)^2, where the clipped
+    prediction stays within cliprange_value of the value at rollout time. Returns (vf_loss, vf_clipfrac)."""
+    clipped = values + (vpreds - values).clamp(-cliprange_value, cliprange_value)
+    unclipped_error, clipped_error = (vpreds - returns).square(), (clipped - returns).square()
+    loss = 0.5 * agg_loss(torch.maximum(unclipped_error, clipped_error), response_mask, loss_agg_mode)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped_error > unclipped_error).to(loss.dtype), response_mask)
     return loss, clipfrac

@@ -1,0 +1,3 @@
+"""Rewards: rule functions by data source (rules), a user's function from a file (custom), the remote reward API
+(remote), and the manager that picks one of them from the config (manager). Nothing is imported here, so that
+loading one of them does not pull in the others' dependencies."""

@@ -4,7 +4,8 @@ Three sources, chosen once from the config: the remote reward server (`reward_ap
 (`custom_reward_function.path` and `.name`, verl's signature), or the bundled rule functions picked by each row's
 `data_source`. A function may return a float or, as verl allows, a dict with a `score` key; other numeric keys of
 such dicts are averaged into `reward/<key>/mean` metrics. Every `reward_api.save_freq` steps the remote path's
-records go to `reward_api.save_dir` as JSONL, through the client's atomic `save_jsonl`.
+records (prompt, response, ground truth, score, the server's reply) go to `reward_api.save_dir` as JSONL through
+the client's atomic `save_jsonl`; a step that fails on unscorable samples is saved too, for the post-mortem.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class RewardManager:
         if cfg.reward_api.enable:
             from rlc_runtime.rewards.remote import RemoteRewardClient
 
-            self.remote = RemoteRewardClient(cfg.reward_api)
+            self.remote = RemoteRewardClient.from_config(cfg.reward_api)
         elif cfg.custom_reward_function.path:
             from rlc_runtime.rewards.custom import load_reward_function
 
@@ -35,8 +36,9 @@ class RewardManager:
 
             self.fn = compute_score
 
-    def score(self, samples: list[dict[str, Any]], step: int) -> tuple[list[float], dict[str, float]]:
-        """Scores in the order of `samples` (each: response, data_source, ground_truth, extra_info, ...)."""
+    def score(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float]]:
+        """Scores in the order of `samples` (each: response, data_source, ground_truth, extra_info, ...);
+        `step` is None for validation."""
         if self.remote is not None:
             return self._score_remote(samples, step)
         scores, extras = [], defaultdict(list)
@@ -51,10 +53,22 @@ class RewardManager:
             scores.append(float(result))
         return scores, {f"reward/{key}/mean": sum(v) / len(v) for key, v in extras.items()}
 
-    def _score_remote(self, samples: list[dict[str, Any]], step: int) -> tuple[list[float], dict[str, float]]:
+    def _score_remote(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float]]:
+        from rlc_runtime.rewards.remote import RewardAPIError
+
+        responses = [s["response"] for s in samples]
+        try:
+            batch = self.remote.score(responses, [s.get("verification_info") for s in samples])
+        except RewardAPIError as error:  # keep what the server said about the failed step, then fail it
+            self._save(samples, error.batch, step)
+            raise
+        self._save(samples, batch, step)
+        return batch.scores, batch.metrics()
+
+    def _save(self, samples: list[dict[str, Any]], batch: Any, step: int | None) -> None:
+        from rlc_runtime.rewards.remote import save_jsonl
+
         api = self.cfg.reward_api
-        scores, metrics = self.remote.score([s["response"] for s in samples],
-                                            [s.get("verification_info") for s in samples])
-        if api.save_dir and api.save_freq > 0 and step % api.save_freq == 0:
-            self.remote.save_jsonl(Path(api.save_dir) / f"rewards_step_{step}.jsonl", samples, scores)
-        return scores, metrics
+        if api.save_dir and api.save_freq > 0 and step is not None and step % api.save_freq == 0:
+            save_jsonl(Path(api.save_dir) / f"rewards_step_{step}.jsonl", [s.get("prompt_text") for s in samples],
+                       [s["response"] for s in samples], [s.get("ground_truth") for s in samples], batch, step)

@@ -11,6 +11,7 @@ when a KL term needs it. The critic is built only for GAE (or `critic.enable`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,11 @@ from rlc_runtime.workers.group import RankWorker
 class TrainWorker(RankWorker):
     def __init__(self, rank: int, world_size: int, device: str, config: dict[str, Any]) -> None:
         super().__init__(rank, world_size, device)
+        from transformers.utils import logging as hf_logging
+
         from rlc.config.root import RLCConfig
 
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per model per rank is noise in the run log
         self.cfg = RLCConfig.model_validate(config)
         self.actor: Any = None
         self.ref: Any = None
@@ -48,8 +52,9 @@ class TrainWorker(RankWorker):
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
-        generations = self.rollout.generate(prompts, params)
-        return generations
+        if params.seed is not None:  # ranks draw different streams; steps are 1 apart, so space ranks widely
+            params = replace(params, seed=params.seed + 1_000_003 * self.rank)
+        return self.rollout.generate(prompts, params)
 
     def sync_weights(self) -> None:
         """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
@@ -108,6 +113,12 @@ def _make_engine(cfg: Any, role: str, device: str) -> Any:
         from rlc_runtime.engines.megatron import MegatronEngine
 
         return MegatronEngine(cfg, role=role, device=device)
+    from rlc.config.checks import data_parallel_size
     from rlc_runtime.engines.fsdp import FSDPEngine
 
-    return FSDPEngine(cfg, role=role, device=device)
+    arf = cfg.actor_rollout_ref
+    model_cfg = cfg.critic.model if role == "critic" else arf.model
+    train_cfg = {"actor": arf.actor, "ref": arf.ref, "critic": cfg.critic}[role]
+    mini = None if role == "ref" else max(1, train_cfg.ppo_mini_batch_size * arf.rollout.n // data_parallel_size(cfg))
+    return FSDPEngine(model_cfg, train_cfg, role, cfg.algorithm, device, temperature=arf.rollout.temperature,
+                      mini_batch_size=mini)

@@ -8,14 +8,16 @@ A failure on any rank ends the wait at once (the other ranks may be stuck in a c
 complete) and becomes one `WorkerError` naming the group, the rank and the method; the remote traceback rides
 along in `details` for the run's error log.
 
-Placement: on GPUs one placement group per worker group, one bundle per node (`STRICT_SPREAD` across nodes), ranks
-filling nodes in order so that rank r sits on node r // gpus_per_node. On CPU the ranks are processes on this node
-and ask Ray for no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
+Placement: one placement group per worker group, one bundle per node (`STRICT_SPREAD` across nodes), ranks filling
+nodes in order so that rank r sits on node r // gpus_per_node; a rank takes a GPU, or on CPU runs one CPU rank of
+its node's bundle. A CPU run on one node skips all that: its ranks are processes on this node and ask Ray for no
+CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import re
 import socket
@@ -23,7 +25,7 @@ from typing import Any
 
 import ray
 from ray._private import ray_constants
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -38,7 +40,7 @@ def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
     else:
         # Keep a local cluster on 127.0.0.1: Ray otherwise swaps a loopback node address for a routable one. Its
         # single-node switch is an environment variable read at import, so set it for the worker processes and
@@ -47,7 +49,7 @@ def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None 
         ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, runtime_env=runtime_env,
-                 log_to_driver=True)
+                 log_to_driver=True, logging_level=logging.WARNING)
 
 
 class WorkerError(RuntimeError):
@@ -86,6 +88,9 @@ class RankWorker:
     def ready(self) -> bool:
         return True
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def node_ip(self) -> str:
         """The address this node joined Ray with (ray.util.get_node_ip_address guesses a routable one instead)."""
         node_id = ray.get_runtime_context().get_node_id()
@@ -108,13 +113,15 @@ class WorkerGroup:
 
     @staticmethod
     def _placement(world_size: int, device: str, gpus_per_node: int) -> Any:
-        if device == "cpu":
-            return lambda rank: {"num_cpus": 0}
         nodes = -(-world_size // gpus_per_node)
-        group = placement_group([{"GPU": min(gpus_per_node, world_size)}] * nodes,
+        if device == "cpu" and nodes == 1:
+            return lambda rank: {"num_cpus": 0}
+        resource = "GPU" if device == "cuda" else "CPU"
+        group = placement_group([{resource: min(gpus_per_node, world_size)}] * nodes,
                                 strategy="STRICT_SPREAD" if nodes > 1 else "PACK")
         ray.get(group.ready())
-        return lambda rank: {"num_cpus": 0, "num_gpus": 1, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+        rank_share = {"num_cpus": 0, "num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
+        return lambda rank: rank_share | {"scheduling_strategy": PlacementGroupSchedulingStrategy(
             group, placement_group_bundle_index=rank // gpus_per_node)}
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
@@ -148,6 +155,10 @@ class WorkerGroup:
             except RayActorError as error:
                 raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} died during {method} (killed, or out "
                                   f"of memory?): {_first_line(error)}", str(error)) from None
+            except RayError as error:  # e.g. an exception that cannot be unpickled here: its text still names it
+                details = _plain(str(error))
+                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} failed in {method}: "
+                                  f"{_last_error_line(details)}", details) from None
         return ray.get(refs)
 
     def shutdown(self) -> None:
@@ -157,6 +168,14 @@ class WorkerGroup:
 
 def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _last_error_line(text: str) -> str:
+    """`pkg.module.SomeError: message` from the end of a traceback, shortened to `SomeError: message`."""
+    lines = [line for line in text.strip().splitlines() if line and not line.startswith(" ")]
+    last = lines[-1] if lines else "(no message)"
+    name, _, message = last.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}: {message}" if message else last
 
 
 def _first_line(error: BaseException) -> str:

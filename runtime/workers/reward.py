@@ -21,8 +21,9 @@ class RewardWorker:
     def ready(self) -> bool:
         return True
 
-    def score(self, samples: list[dict[str, Any]], step: int) -> tuple[list[float], dict[str, float], float]:
-        """Scores in sample order, reward metrics, and the seconds scoring took (`timing_s/reward`)."""
+    def score(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float], float]:
+        """Scores in sample order, reward metrics, and the seconds scoring took (`timing_s/reward`).
+        `step` is None for validation (its records are not saved as a training step's)."""
         start = time.perf_counter()
         scores, metrics = self.manager.score(samples, step)
         return scores, metrics, time.perf_counter() - start

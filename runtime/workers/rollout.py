@@ -33,7 +33,8 @@ def make_rollout(cfg: Any, device: str, tokenizer: Any) -> RolloutEngine:
                            trust_remote_code=model.trust_remote_code)
     from rlc_runtime.rollout.hf import HFRollout
 
-    return HFRollout(cfg, device, tokenizer)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return HFRollout(model, device, dtype, tokenizer=tokenizer)
 
 
 def sampling_params(cfg: Any, *, validate: bool = False, seed: int | None = None) -> SamplingParams:

@@ -1,61 +1,117 @@
-"""Advantage estimators against examples worked out by hand (numbers in the comments)."""
+"""Advantage estimators against examples worked out by hand (the arithmetic is in the comments)."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from rlc_runtime.algorithms.advantages import gae_advantage, grpo_outcome_advantage, rloo_outcome_advantage
+from rlc_runtime.algorithms.advantages import (
+    compute_advantage,
+    gae_advantage,
+    grpo_outcome_advantage,
+    reinforce_plus_plus_advantage,
+    rloo_outcome_advantage,
+)
 from rlc_runtime.algorithms.kl import KLController
 
+EPS = 1e-6
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
 
 
-def outcome(scores: list[float]) -> torch.Tensor:
-    """Scores on the last response token, as the trainer places them."""
-    rewards = torch.zeros_like(MASK)
-    for row, score in enumerate(scores):
-        rewards[row, int(MASK[row].sum()) - 1] = score
-    return rewards
-
-
 def test_grpo_normalises_within_each_group() -> None:
-    # group 0 = rows 0,1 with scores 1, 0: mean 0.5, sample std 0.7071 -> +-0.7071
-    # group 1 = rows 2,3 with scores 1, 1: mean 1 -> 0 (no signal when all agree)
-    adv, returns = grpo_outcome_advantage(outcome([1, 0, 1, 1]), MASK, torch.tensor([0, 0, 1, 1]))
-    assert torch.allclose(adv[0], torch.tensor([0.7071, 0.7071, 0.0]), atol=1e-4)
-    assert torch.allclose(adv[1], torch.tensor([-0.7071, -0.7071, -0.7071]), atol=1e-4)
-    assert torch.equal(adv[2:], torch.zeros(2, 3)) and torch.equal(adv, returns)
+    # group "a" = rows 0, 1 with scores 1, 0: mean 0.5, sample std sqrt((0.25 + 0.25) / 1) = 0.70711
+    #   -> +-0.5 / 0.70711 = +-0.70711 on every response token, 0 on padding
+    # group "b" = rows 2, 3 with scores 1, 1: mean 1 -> exactly 0 (no signal when the samples agree)
+    adv, returns = grpo_outcome_advantage(torch.tensor([1.0, 0.0, 1.0, 1.0]), ["a", "a", "b", "b"], MASK)
+    assert torch.allclose(adv[0], torch.tensor([0.70711, 0.70711, 0.0]), atol=1e-5)
+    assert torch.allclose(adv[1], torch.tensor([-0.70711, -0.70711, -0.70711]), atol=1e-5)
+    assert torch.equal(adv[2:], torch.zeros(2, 3))
+    assert torch.equal(adv, returns)
 
 
-def test_grpo_without_std_and_singleton_groups() -> None:
-    adv, _ = grpo_outcome_advantage(outcome([3, 1, 2, 5]), MASK, torch.tensor([0, 0, 1, 2]), norm_by_std=False)
-    # group 0: mean 2 -> +1, -1; groups of one keep their score (mean 0, std 1 as verl)
-    assert adv[:, 0].tolist() == [1.0, -1.0, 2.0, 5.0]
-    assert adv[0, 2] == 0  # padding stays zero
+def test_grpo_three_samples_with_and_without_std() -> None:
+    # scores 3, 1, 2: mean 2, deviations 1, -1, 0, sample variance (1 + 1 + 0) / 2 = 1, std 1
+    scores, mask = torch.tensor([3.0, 1.0, 2.0]), torch.ones(3, 2)
+    adv, _ = grpo_outcome_advantage(scores, torch.tensor([7, 7, 7]), mask)
+    assert torch.allclose(adv[:, 0], torch.tensor([1.0, -1.0, 0.0]) / (1 + EPS))
+    adv, _ = grpo_outcome_advantage(scores, torch.tensor([7, 7, 7]), mask, norm_by_std=False)  # Dr. GRPO
+    assert adv[:, 1].tolist() == [1.0, -1.0, 0.0]
+
+
+def test_grpo_group_of_one_keeps_its_score() -> None:
+    # verl: a group of one has mean 0 and std 1, so its advantage is score / (1 + eps)
+    adv, _ = grpo_outcome_advantage(torch.tensor([5.0, 2.0, 4.0]), [0, 1, 1], torch.ones(3, 1))
+    assert adv[0, 0].item() == pytest.approx(5.0 / (1 + EPS))
+    # group 1: 2, 4 -> mean 3, std sqrt(2) -> -+1 / 1.41421
+    assert adv[1:, 0].tolist() == pytest.approx([-0.70711, 0.70711], abs=1e-5)
+    adv, _ = grpo_outcome_advantage(torch.tensor([5.0]), [0], torch.ones(1, 1), norm_by_std=False)
+    assert adv.item() == 5.0
+
+
+def test_grpo_equal_inexact_scores_give_no_signal() -> None:
+    # 0.1 has no exact binary form; the group mean may differ from it in the last bit, never by more
+    adv, _ = grpo_outcome_advantage(torch.full((4,), 0.1), [0, 0, 0, 0], torch.ones(4, 3))
+    assert adv.abs().max().item() < 1e-6
+
+
+def test_grpo_all_masked_row_and_bad_index() -> None:
+    mask = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    adv, _ = grpo_outcome_advantage(torch.tensor([1.0, 0.0]), [0, 0], mask)
+    assert adv[0].tolist() == [0.0, 0.0] and adv[1, 0].item() < 0
+    with pytest.raises(ValueError, match="3 scores but 2 group ids"):
+        grpo_outcome_advantage(torch.zeros(3), [0, 0], torch.ones(3, 1))
 
 
 def test_rloo_leaves_one_out() -> None:
-    # group of 3 with scores 1, 0, 0: 1 - mean(0,0) = 1; 0 - mean(1,0) = -0.5
-    mask = torch.ones(3, 1)
-    adv, _ = rloo_outcome_advantage(torch.tensor([[1.0], [0.0], [0.0]]), mask, torch.tensor([0, 0, 0]))
-    assert torch.allclose(adv[:, 0], torch.tensor([1.0, -0.5, -0.5]))
+    # group of 3 with scores 1, 0, 0: 1 - mean(0, 0) = 1; 0 - mean(1, 0) = -0.5; a group of one keeps 4
+    adv, _ = rloo_outcome_advantage(torch.tensor([1.0, 0.0, 0.0, 4.0]), [0, 0, 0, 1], torch.ones(4, 1))
+    assert adv[:, 0].tolist() == pytest.approx([1.0, -0.5, -0.5, 4.0])
 
 
 def test_gae_by_hand() -> None:
-    # one sample, 3 tokens, reward 1 at the end, values 0.5 each, gamma 1, lambda 1:
-    # deltas: t2 = 1 - 0.5 = 0.5; t1 = 0 + 0.5 - 0.5 = 0; t0 = 0
-    # advantages (before whitening) = returns-to-go minus value = [0.5, 0.5, 0.5]; returns = 1 each
-    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    values = torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.4, 9.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    adv, returns = gae_advantage(rewards, values, mask, gamma=1.0, lam=1.0)
-    assert torch.allclose(returns[0], torch.ones(3))
-    # second row: the padded token's value (9.0) must not leak back: returns [1, 1] on real tokens
-    assert torch.allclose(returns[1, :2], torch.ones(2))
-    raw = returns - values  # whitening keeps the order: the 0.8 advantage stays the largest
-    assert torch.argmax((adv * mask)[1, :2]) == torch.argmax(raw[1, :2])
+    # gamma 0.9, lambda 0.8 (gamma * lambda = 0.72), rewards 0, 0, 1, values 0.2, 0.4, 0.6:
+    # t=2: delta = 1 + 0.9 * 0 - 0.6 = 0.4             A2 = 0.4
+    # t=1: delta = 0 + 0.9 * 0.6 - 0.4 = 0.14          A1 = 0.14 + 0.72 * 0.4 = 0.428
+    # t=0: delta = 0 + 0.9 * 0.4 - 0.2 = 0.16          A0 = 0.16 + 0.72 * 0.428 = 0.46816
+    # returns = A + V = 0.66816, 0.828, 1.0
+    # whitened: mean 0.432053, unbiased std 0.034261 -> 1.0539, -0.1183, -0.9356
+    rewards, values = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.2, 0.4, 0.6]])
+    adv, returns = gae_advantage(rewards, values, torch.ones(1, 3), gamma=0.9, lam=0.8)
+    assert returns[0].tolist() == pytest.approx([0.66816, 0.828, 1.0], abs=1e-6)
+    assert adv[0].tolist() == pytest.approx([1.0539, -0.1183, -0.9356], abs=1e-4)
+
+
+def test_gae_carries_over_masked_tokens() -> None:
+    # the middle token is masked (a tool's output, say): its value 5.0 must not enter any TD error.
+    # t=2: A2 = 1 - 0.6 = 0.4; t=1 masked: A and the next value (0.6) carry over; A1 = 0.4 (unused)
+    # t=0: delta = 0 + 0.9 * 0.6 - 0.2 = 0.34, A0 = 0.34 + 0.72 * 0.4 = 0.628 -> return 0.828
+    # whitened over the two real tokens (0.628, 0.4): +-0.70711; the masked token's advantage is 0
+    rewards, values = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.2, 5.0, 0.6]])
+    adv, returns = gae_advantage(rewards, values, torch.tensor([[1.0, 0.0, 1.0]]), gamma=0.9, lam=0.8)
+    assert returns[0, 0].item() == pytest.approx(0.828) and returns[0, 2].item() == pytest.approx(1.0)
+    assert adv[0].tolist() == pytest.approx([0.70711, 0.0, -0.70711], abs=1e-5)
+
+
+def test_reinforce_plus_plus_by_hand() -> None:
+    # gamma 0.5, rewards 0, 1: returns-to-go 0.5, 1; whitened: mean 0.75, unbiased std 0.35355 -> -+0.70711
+    adv, returns = reinforce_plus_plus_advantage(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]]),
+                                                 gamma=0.5)
+    assert returns[0, :2].tolist() == [0.5, 1.0]
+    assert adv[0].tolist() == pytest.approx([-0.70711, 0.70711, 0.0], abs=1e-5)
+
+
+def test_compute_advantage_dispatches_on_the_config() -> None:
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0]])  # outcome scores 1 and 0 on the last token
+    algo = SimpleNamespace(adv_estimator="grpo", norm_adv_by_std_in_grpo=False, gamma=1.0, lam=1.0)
+    adv, _ = compute_advantage(algo, rewards, torch.ones(2, 2), torch.tensor([0, 0]))
+    assert adv.tolist() == [[0.5, 0.5], [-0.5, -0.5]]
+    with pytest.raises(ValueError, match="needs the critic's values"):
+        compute_advantage(SimpleNamespace(adv_estimator="gae"), rewards, torch.ones(2, 2), [0, 0])
+    with pytest.raises(ValueError, match="'remax' is not implemented"):
+        compute_advantage(SimpleNamespace(adv_estimator="remax"), rewards, torch.ones(2, 2), [0, 0])
 
 
 def test_adaptive_kl_moves_towards_target() -> None:
     controller = KLController(0.1, target=0.05, horizon=10)
-    controller.update(current_kl=0.1, n_steps=1)  # twice the target: error clipped to 0.2 -> x1.02
+    controller.update(current_kl=0.1, n_steps=1)  # twice the target: error clipped to 0.2 -> x (1 + 0.2 / 10)
     assert controller.value == pytest.approx(0.102)

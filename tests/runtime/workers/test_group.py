@@ -17,6 +17,14 @@ from rlc_runtime.workers.group import RankWorker, WorkerError, WorkerGroup, conn
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+class TwoArgError(RuntimeError):
+    """Like many libraries' errors: its __init__ takes more than the message, so it cannot be unpickled."""
+
+    def __init__(self, message: str, extra: object) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class Echo(RankWorker):
     def all_reduce(self, value: float) -> float:
         import torch.distributed as dist
@@ -31,6 +39,9 @@ class Echo(RankWorker):
     def boom(self) -> None:
         if self.rank == 1:
             raise ValueError("bad input\nsecond line")
+
+    def unpicklable(self) -> None:  # on both ranks: the first to fail is reported
+        raise TwoArgError("the server said no", extra=1)
 
     def die(self) -> None:
         os._exit(1)
@@ -52,6 +63,9 @@ def test_rendezvous_and_rank_order(cluster: None) -> None:
     with pytest.raises(WorkerError, match=r"^echo worker rank 1 failed in boom: ValueError: bad input$") as info:
         group.call("boom")
     assert 'in boom\n    raise ValueError("bad input' in info.value.details  # the remote traceback, for the log
+    unpicklable = r"^echo worker rank [01] failed in unpicklable: TwoArgError: the server said no$"
+    with pytest.raises(WorkerError, match=unpicklable):
+        group.call("unpicklable")
     group.shutdown()
 
 

@@ -1,0 +1,288 @@
+"""Legacy command lines and scripts -> the overrides their verl command receives."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from rlc.cmdline import CmdlineError, split_command_line
+from rlc.overrides import OverrideError, format_value, parse_override
+
+SEED = next((Path(__file__).parents[3] / "shared" / "seeds").glob("003_*.txt"), None)
+SEED_COMMAND = """python3 -m verl.trainer.main_ppo \\
+    algorithm.adv_estimator=grpo \\
+    data.train_files=data/gsm8k/train.parquet \\
+    data.val_files=data/gsm8k/test.parquet \\
+    data.train_batch_size=1024 \\
+    data.max_prompt_length=512 \\
+    data.max_response_length=1024 \\
+    actor_rollout_ref.model.path=Qwen/Qwen2-7B-Instruct \\
+    actor_rollout_ref.actor.optim.lr=1e-6 \\
+    actor_rollout_ref.model.use_remove_padding=True \\
+    actor_rollout_ref.actor.ppo_mini_batch_size=256 \\
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=40 \\
+    actor_rollout_ref.actor.use_kl_loss=True \\
+    actor_rollout_ref.actor.kl_loss_coef=0.001 \\
+    actor_rollout_ref.actor.kl_loss_type=low_var_kl \\
+    actor_rollout_ref.model.enable_gradient_checkpointing=True \\
+    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=40 \\
+    actor_rollout_ref.rollout.tensor_model_parallel_size=2 \\
+    actor_rollout_ref.rollout.name=vllm \\
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \\
+    actor_rollout_ref.rollout.n=5 \\
+    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=40 \\
+    algorithm.kl_ctrl.kl_coef=0.001 \\
+    trainer.critic_warmup=0 \\
+    trainer.project_name='verl_grpo_example_gsm8k' \\
+    trainer.experiment_name='qwen2_7b_function_rm' \\
+    trainer.n_gpus_per_node=8 \\
+    trainer.nnodes=1 \\
+    trainer.save_freq=-1 \\
+    trainer.test_freq=5 \\
+    trainer.total_epochs=15
+"""
+
+
+def test_seed_003_command_splits_into_its_30_overrides() -> None:
+    if SEED is not None:  # the seed file when present; the same block copied above otherwise
+        block = SEED.read_text().split("Old CLI-based Training Command")[1].split("```bash")[1].split("```")[0]
+        assert block.strip() == SEED_COMMAND.strip()
+    command = split_command_line(SEED_COMMAND)
+    expected = [line.strip().rstrip("\\").strip().replace("'", "") for line in SEED_COMMAND.splitlines()[1:]]
+    assert command.overrides == expected and len(expected) == 30
+    assert command.program == "python3 -m verl.trainer.main_ppo" and command.env == {} and command.notes == []
+    assert parse_override(command.overrides[7]).value == 1e-6
+
+
+def test_script_with_exports_comments_continuations_and_arguments() -> None:
+    script = """#!/bin/bash
+# GRPO on two GPUs
+set -x
+export VLLM_ATTENTION_BACKEND=XFORMERS  # the old engine
+export WANDB_MODE
+WANDB_MODE=offline; export WANDB_MODE
+
+CUDA_VISIBLE_DEVICES=0,1 HYDRA_FULL_ERROR=1 torchrun --nproc_per_node=2 -m verl.trainer.main_ppo \\
+    data.train_batch_size=16 trainer.experiment_name="my run" \\
+    trainer.project_name='with # hash' trainer.default_local_dir=a#b \\
+    trainer.logger=['console','wandb'] "$@"  # trailing comment
+"""
+    command = split_command_line(script)
+    assert command.overrides == ["data.train_batch_size=16", "trainer.experiment_name=my run",
+                                 "trainer.project_name=with # hash", "trainer.default_local_dir=a#b",
+                                 "trainer.logger=[console,wandb]"]
+    assert command.env == {"VLLM_ATTENTION_BACKEND": "XFORMERS", "WANDB_MODE": "offline",
+                           "CUDA_VISIBLE_DEVICES": "0,1", "HYDRA_FULL_ERROR": "1"}
+    assert command.program == "torchrun --nproc_per_node=2 -m verl.trainer.main_ppo"
+    assert "line 3: ignored `set -x`" in command.notes
+    assert any("--nproc_per_node=2" in note for note in command.notes)
+    assert any("ignored `$@`" in note for note in command.notes)
+
+
+def test_verl_example_script_variables_are_substituted_as_the_shell_does() -> None:
+    """verl's examples build the file lists in variables; the shell expands them, so must we."""
+    script = r"""set -x
+gsm8k_train_path=$HOME/data/gsm8k/train.parquet
+math_train_path=$HOME/data/math/train.parquet
+train_files="['$gsm8k_train_path', '$math_train_path']"
+MODEL=${1:-Qwen/Qwen2-7B}
+ARGS="trainer.nnodes=2 trainer.n_gpus_per_node=4"
+python3 -m verl.trainer.main_ppo \
+    data.train_files="$train_files" \
+    actor_rollout_ref.model.path=$MODEL \
+    trainer.project_name='$literal' trainer.experiment_name=\$x "trainer.val_before_train=$UNSET" \
+    trainer.default_local_dir=${CKPT:-/ckpt} $ARGS
+"""
+    command = split_command_line(script)
+    values = {parse_override(o).key: parse_override(o).value for o in command.overrides}
+    assert values == {
+        "data.train_files": ["${oc.env:HOME}/data/gsm8k/train.parquet", "${oc.env:HOME}/data/math/train.parquet"],
+        "actor_rollout_ref.model.path": "Qwen/Qwen2-7B",
+        "trainer.project_name": "$literal", "trainer.experiment_name": "$x",
+        "trainer.val_before_train": "${oc.env:UNSET}", "trainer.default_local_dir": "${oc.env:CKPT,/ckpt}",
+        "trainer.nnodes": 2, "trainer.n_gpus_per_node": 4,  # unquoted: the shell splits the value into words
+    }
+    assert any("argument $1 is not known here" in note for note in command.notes)
+    quoted = split_command_line('X="a.b=1 c.d=2"\npython3 -m verl.trainer.main_ppo "$X"')
+    assert quoted.overrides == ["a.b=1 c.d=2"]
+
+
+@pytest.mark.parametrize(("line", "program"), [
+    ("ray job submit --address=http://127.0.0.1:8265 --runtime-env=verl/trainer/runtime_env.yaml --no-wait -- "
+     "python3 -m verl.trainer.main_ppo a.b=1",
+     "ray job submit --address=http://127.0.0.1:8265 --runtime-env=verl/trainer/runtime_env.yaml --no-wait -- "
+     "python3 -m verl.trainer.main_ppo"),
+    ("torchrun --standalone --nnodes=1 --nproc_per_node=8 -m verl.trainer.main_ppo a.b=1",
+     "torchrun --standalone --nnodes=1 --nproc_per_node=8 -m verl.trainer.main_ppo"),
+    ("python -u -m verl.trainer.main_ppo a.b=1", "python -u -m verl.trainer.main_ppo"),
+    ("python3 verl/trainer/main_ppo.py a.b=1", "python3 verl/trainer/main_ppo.py"),
+    ("python3 -m recipe.mine.main_ppo a.b=1", "python3 -m recipe.mine.main_ppo"),
+    ("nohup python3 -m verl.trainer.main_ppo a.b=1 > train.log 2>&1 &", "nohup python3 -m verl.trainer.main_ppo"),
+    ("python3 -m verl.trainer.main_ppo a.b=1 2>&1 | tee log.txt", "python3 -m verl.trainer.main_ppo"),
+    ("verl train-ppo --config_path cfg.yaml --backend megatron a.b=1", "verl train-ppo"),
+])
+def test_launchers_are_recognised_and_dropped(line: str, program: str) -> None:
+    command = split_command_line(line)
+    assert command.overrides == ["a.b=1"] and command.program == program
+
+
+def test_redirections_pipes_and_options_are_noted() -> None:
+    command = split_command_line("python3 -m verl.trainer.main_ppo --config-path=cfg --config-name ppo_megatron "
+                                 "a.b=1 > out.log 2>&1 | tee x")
+    assert command.overrides == ["a.b=1"]
+    assert "line 1: ignored the redirection `>out.log`" in command.notes
+    assert "line 1: ignored the redirection `2>&1`" in command.notes
+    assert "line 1: ignored `tee x`" in command.notes
+    assert any(note.startswith("`--config-name ppo_megatron`: that base config is not read") for note in command.notes)
+    multirun = split_command_line("python3 -m verl.trainer.main_ppo --multirun a.b=1")
+    assert multirun.overrides == ["a.b=1"] and any("--multirun" in note for note in multirun.notes)
+
+
+def test_bare_overrides_several_per_line() -> None:
+    command = split_command_line("trainer.nnodes=2 +trainer.x='a b'\n~trainer.y ++z.w=[1,2]\n")
+    assert command.overrides == ["trainer.nnodes=2", "+trainer.x=a b", "~trainer.y", "++z.w=[1,2]"]
+    assert command.program is None
+
+
+def test_a_second_verl_command_and_stray_overrides_are_noted() -> None:
+    script = """python3 -m verl.trainer.main_ppo a.b=1 \\
+    # a comment line ends the command, as in bash
+    c.d=2
+python3 -m verl.trainer.main_ppo e.f=3
+"""
+    command = split_command_line(script)
+    assert command.overrides == ["a.b=1"]
+    assert any(note.startswith("line 3: `c.d=2` is not part of the verl command") for note in command.notes)
+    assert any(note.startswith("line 4: ignored a second verl command") for note in command.notes)
+
+
+def test_command_substitutions_reach_the_grammar_which_refuses_them() -> None:
+    """Lines that set things up with `$(...)` do no harm; a verl argument that needs one's output is an error."""
+    script = """DIR=$(cd "$(dirname "$0")" && pwd)
+STAMP=`date +%s`
+python3 -m verl.trainer.main_ppo a.b=1 trainer.default_local_dir=$DIR/ckpt trainer.experiment_name="run_$STAMP"
+"""
+    command = split_command_line(script)
+    assert command.overrides == ["a.b=1", 'trainer.default_local_dir=$(cd "$(dirname "$0")" && pwd)/ckpt',
+                                 "trainer.experiment_name=run_$(date +%s)"]
+    for text in command.overrides[1:]:
+        with pytest.raises(OverrideError, match=r"command substitution `\$\(\.\.\.\)` cannot be converted"):
+            parse_override(text)
+
+
+def test_here_documents_are_skipped() -> None:
+    script = """cat > reward.py <<'EOF'
+python3 -m verl.trainer.main_ppo not.this=1
+EOF
+\tcat <<-END
+\tx
+\tEND
+python3 -m verl.trainer.main_ppo a.b=1
+"""
+    command = split_command_line(script)
+    assert command.overrides == ["a.b=1"]
+    assert "line 1: ignored a here-document (`<<EOF`)" in command.notes
+
+
+def test_windows_line_endings() -> None:
+    assert split_command_line("python3 -m verl.trainer.main_ppo \\\r\n  a.b=1 \\\r\n  c=2\r\n").overrides == \
+        ["a.b=1", "c=2"]
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("python3 -m verl.trainer.main_ppo a.b=1 junk", "line 1: `junk` is neither a `key=value` override nor an option"),
+    ("python3 -m verl.trainer.main_ppo --foo a.b=1", "line 1: `--foo` is not an option rlc knows"),
+    ("python3 -m verl.trainer.main_ppo --config-name", "line 1: option `--config-name` of"),
+    ("python3 -m verl.trainer.main_ppo \\\n  a.b='x y", "line 2: unbalanced quote: the ' before `x y`"),
+    ('python3 -m verl.trainer.main_ppo a.b="x', 'line 1: unbalanced quote: the " before `x`'),
+    ("python3 -m verl.trainer.main_ppo $(cat args.txt)", "`$(cat args.txt)` is a command substitution"),
+    ("python3 -m verl.trainer.main_ppo a.b=$(date", "command substitution `$(date` is never closed"),
+    ("python3 -m verl.trainer.main_ppo a.b=1 \\ \n  c.d=2", "line 1: a `\\` followed by a space"),
+    ("cat <<EOF\nx\n", "line 3: the here-document `<<EOF` never ends"),
+    ("echo hello\nset -x", "found no verl command"),
+    ("", "found no verl command"),
+])
+def test_errors_name_what_is_wrong(text: str, words: str) -> None:
+    with pytest.raises(CmdlineError) as info:
+        split_command_line(text)
+    assert words in str(info.value)
+
+
+def test_errors_list_the_ignored_lines() -> None:
+    with pytest.raises(CmdlineError, match=r"ignored: line 1: ignored `echo hello`; line 2: ignored `set -x`"):
+        split_command_line("echo hello\nset -x")
+
+
+VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+                      lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(VALUES, min_size=1, max_size=4))
+def test_quoted_overrides_survive_the_shell(values: list[object]) -> None:
+    """What `rlc convert --to-cli` prints (shell-quoted override texts) reads back to the same values."""
+    texts = [f"k{i}={format_value(v)}" for i, v in enumerate(values)]
+    command = split_command_line("python3 -m verl.trainer.main_ppo " + " \\\n  ".join(map(shlex.quote, texts)))
+    assert [parse_override(t).value for t in command.overrides] == values
+
+
+# bash itself is the reference for what the verl command receives: a `python3` shell function prints its arguments.
+PRINT_ARGUMENTS = 'python3() { shift 2; printf "%s\\0" "$@"; }\n'
+
+
+def bash_arguments(script: str) -> list[str]:
+    result = subprocess.run(["bash", "-c", PRINT_ARGUMENTS + script], capture_output=True, check=True,
+                            env={"PATH": os.environ["PATH"]}, cwd="/", timeout=10)
+    return result.stdout.decode().split("\0")[:-1]
+
+
+def our_arguments(script: str) -> list[str]:
+    """Ours, with the grammar's literal-dollar marks taken off (valid when no argument has `\\$` in it)."""
+    return [word.replace("\\$", "$") for word in split_command_line(script).overrides]
+
+
+def test_a_verl_example_script_reads_as_bash_reads_it() -> None:
+    script = r"""set -e
+gsm8k_train_path=/data/gsm8k/train.parquet
+math_train_path=/data/math/train.parquet
+train_files="['$gsm8k_train_path', '$math_train_path']"
+ARGS="trainer.nnodes=2   trainer.n_gpus_per_node=4"
+EMPTY=
+python3 -m verl.trainer.main_ppo \
+    data.train_files="$train_files" data.val_files=$gsm8k_train_path \
+    trainer.logger='["console","wandb"]' trainer.project_name=a'b c'"d \"e\" \\ \` \$x"\ f#g \
+    trainer.experiment_name='$literal'"${gsm8k_train_path}" $ARGS $EMPTY "$@" # the end
+"""
+    assert our_arguments(script) == bash_arguments(script)
+    assert len(bash_arguments(script)) == 7
+
+
+UNQUOTED = st.text("abcXYZ019._/:,=+-@%#", min_size=1, max_size=6)
+SINGLE = st.text(st.characters(codec="utf-8", exclude_characters="'\0", exclude_categories=("Cs",)), max_size=6)
+DOUBLE = st.text(st.characters(codec="utf-8", exclude_characters="\0", exclude_categories=("Cs",)), max_size=6)
+VARIABLE_VALUE = st.text(st.characters(codec="utf-8", exclude_characters="'\0", exclude_categories=("Cs",)),
+                         max_size=6)
+SEGMENT = st.one_of(
+    UNQUOTED,
+    SINGLE.map(lambda text: f"'{text}'"),
+    DOUBLE.map(lambda text: '"' + "".join("\\" + c if c in '\\"$`' else c for c in text) + '"'),
+    st.sampled_from(" \\\"'$#;&|<>(){}*?[]~,").map(lambda char: "\\" + char),
+    st.sampled_from(['"$V1"', '"${V2}"', '"x$V1"']),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(SEGMENT, min_size=1, max_size=4).map("".join), min_size=1, max_size=4),
+       VARIABLE_VALUE, VARIABLE_VALUE)
+def test_quoting_and_variables_read_as_bash_reads_them(words: list[str], v1: str, v2: str) -> None:
+    script = f"V1='{v1}'\nV2='{v2}'\npython3 -m verl.trainer.main_ppo " + " \\\n  ".join(f"k{i}={w}" for i, w in
+                                                                                 enumerate(words)) + "\n"
+    expected = bash_arguments(script)
+    assume(not any("\\$" in argument for argument in expected))  # our encoding of a literal `$` (see above)
+    assert our_arguments(script) == expected

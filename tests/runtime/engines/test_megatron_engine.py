@@ -1,0 +1,325 @@
+"""The Megatron engine on CPU against the Hugging Face models it was loaded from.
+
+Two spawned gloo ranks build `MegatronEngine`s from tiny checkpoints on disk, each rank given its own slice of one
+batch as the trainer scatters it: Qwen2 (tied embeddings, q/k/v biases) at TP 1 (so data parallel 2) and at
+pipeline parallel 2, Llama (untied head) at TP 2, plus a critic at TP 2. Log-probs, entropy and values must equal
+the Hugging Face models' (fp32, temperature applied); an update must move every weight; `named_weights` must give
+back the checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer exactly
+(the next update lands on the same weights); `save_hf` must write a loadable model.
+
+megatron-core asks CUDA for devices, RNG states and tensor types, none of which can exist on this machine. Inside
+the spawned workers only (never in the pytest process), `cuda_as_cpu` answers those calls as a GPU would:
+`torch.cuda.current_device()` gives "cpu" and `synchronize()` returns; tensors requested on a CUDA device
+(`device="cuda"`, `.cuda()`) are made on the CPU; `Tensor.type()` reports the CUDA type name that megatron's
+(distributed) optimizer asserts; the RNG tracker's `fork` does nothing (dropout is 0, so it has nothing to seed).
+Everything else is megatron-core as shipped: DDP, the distributed optimizer, the schedules, dist_checkpointing.
+Gradient checkpointing is off here (megatron's recompute saves CUDA RNG states); `bench/megatron_gpu.py` runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from rlc.config.defaults import fill_defaults
+from rlc.config.root import RLCConfig
+from rlc_runtime.algorithms.losses import entropy_from_logits, log_probs_from_logits
+from rlc_runtime.batch import TokenBatch
+
+ROOT = Path(__file__).parents[3]
+TOKENIZER = ROOT / "examples" / "models" / "tiny-qwen2"
+TEMPERATURE = 0.7
+SMALL = dict(vocab_size=270, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6, max_position_embeddings=256)
+# name -> (tensor parallel, pipeline parallel, family), each on 2 ranks
+RUNS = {"tp1": (1, 1, "qwen2"), "tp2": (2, 1, "llama"), "pp2": (1, 2, "qwen2")}
+
+
+def write_model(family: str, directory: Path) -> Path:
+    torch.manual_seed(len(family))
+    if family == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**SMALL, tie_word_embeddings=True, rope_theta=1e6))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**SMALL, tie_word_embeddings=False))
+    with torch.no_grad():  # random everywhere, so a misplaced block cannot pass
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.05 + ("norm" in name))
+    path = directory / family
+    if path.exists():
+        return path
+    model.save_pretrained(path)
+    for f in TOKENIZER.glob("tokenizer*"):
+        shutil.copy(f, path)
+    return path
+
+
+def make_batch() -> TokenBatch:
+    """4 samples: prompts left-padded to 5, responses right-padded to 4 (verl's layout)."""
+    g = torch.Generator().manual_seed(0)
+    prompt_lengths, response_lengths = [5, 3, 4, 2], [4, 2, 3, 1]
+    ids = torch.zeros(4, 9, dtype=torch.long)
+    keep = torch.zeros(4, 9, dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompt_lengths, response_lengths, strict=True)):
+        ids[i, 5 - p:5 + r] = torch.randint(3, 270, (p + r,), generator=g)
+        keep[i, 5 - p:5 + r] = 1
+    positions = (keep.cumsum(-1) - 1).clamp(min=0)
+    return TokenBatch(input_ids=ids, attention_mask=keep, position_ids=positions, responses=ids[:, 5:],
+                      response_mask=keep[:, 5:].float())
+
+
+def make_config(model: Path, tp: int, pp: int = 1) -> Any:
+    return fill_defaults(RLCConfig.model_validate({
+        "backend": "megatron",
+        "data": {"train_files": "unused.jsonl", "train_batch_size": 2},
+        "critic": {"model": {"enable_gradient_checkpointing": False}, "optim": {"lr": 1e-2}},
+        "actor_rollout_ref": {
+            "model": {"path": str(model), "enable_gradient_checkpointing": False},
+            "rollout": {"n": 2, "temperature": TEMPERATURE},
+            "actor": {"ppo_mini_batch_size": 2, "ppo_micro_batch_size_per_gpu": 1, "use_kl_loss": True,
+                      "optim": {"lr": 1e-3},
+                      "megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
+                                   "sequence_parallel": True,
+                                   "use_distributed_optimizer": True}}}}))
+
+
+# --- in the spawned workers -----------------------------------------------------------------------------------
+
+
+def _is_cuda(device: Any) -> bool:
+    return isinstance(device, int) or (device is not None and str(device).startswith("cuda"))
+
+
+class _CudaAsCpu(TorchFunctionMode):
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:  # megatron asserts CUDA type names
+            return func(*args).replace("torch.", "torch.cuda.", 1)
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_as_cpu():
+    """See the module docstring: megatron-core's CUDA requests, answered on the CPU."""
+    from megatron.core import tensor_parallel
+
+    class NoRngTracker:
+        def fork(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager:
+            return contextlib.nullcontext()
+
+    saved = torch.cuda.current_device, torch.cuda.synchronize, tensor_parallel.get_cuda_rng_tracker
+    torch.cuda.current_device, torch.cuda.synchronize = (lambda: "cpu"), (lambda *args: None)
+    tensor_parallel.get_cuda_rng_tracker = NoRngTracker
+    try:
+        with _CudaAsCpu():
+            yield
+    finally:
+        torch.cuda.current_device, torch.cuda.synchronize, tensor_parallel.get_cuda_rng_tracker = saved
+
+
+def _weights(engine: Any) -> dict[str, torch.Tensor]:
+    return {name: t.clone() for name, t in engine.named_weights()}
+
+
+def _actor_run(engine: Any, mine: TokenBatch, checkpoint: Path) -> dict[str, Any]:
+    log_probs, entropy = engine.compute_log_probs(mine, micro_batch_size=1, with_entropy=True)
+    before = _weights(engine)
+    mine.old_log_probs, mine.ref_log_probs = log_probs, log_probs - 0.1
+    mine.advantages = torch.tensor([[1.0], [-1.0]]).expand(2, 4).contiguous()
+    metrics = engine.update_policy(mine)
+    updated = _weights(engine)
+    engine.save_checkpoint(checkpoint)  # after a step, as the trainer saves (and megatron's Adam has state)
+    engine.update_policy(mine)
+    second = _weights(engine)
+    engine.load_checkpoint(checkpoint)
+    restored = _weights(engine)
+    engine.update_policy(mine)
+    return {"log_probs": log_probs, "entropy": entropy, "before": before, "updated": updated, "second": second,
+            "restored": restored, "again": _weights(engine), "metrics": metrics}
+
+
+def _critic_run(engine: Any, mine: TokenBatch) -> dict[str, Any]:
+    values = engine.compute_values(mine, micro_batch_size=2)
+    mine.values, mine.returns = values, values + 1.0
+    metrics = engine.update_critic(mine)
+    return {"values": values, "after": engine.compute_values(mine, micro_batch_size=2), "metrics": metrics,
+            "names": {name: tuple(t.shape) for name, t in engine.named_weights()}}
+
+
+def vocab_parallel_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(3, 5, 64, generator=g) * 3, torch.randint(0, 64, (3, 5), generator=g)
+
+
+def _vocab_parallel_grads(rank: int) -> dict[str, torch.Tensor]:
+    """Entropy and log-probs and their gradients from this rank's half of the vocabulary (TP 2)."""
+    from rlc_runtime.engines.megatron_loss import vocab_parallel_entropy, vocab_parallel_log_probs
+
+    logits, labels = vocab_parallel_inputs()
+    out = {}
+    for name, fn in (("entropy", vocab_parallel_entropy),
+                     ("log_probs", lambda x: vocab_parallel_log_probs(x.clone(), labels))):
+        local = logits.chunk(2, dim=-1)[rank].clone().requires_grad_()
+        value = fn(local)
+        (value * torch.linspace(0.5, 1.5, value.numel()).view_as(value)).sum().backward()
+        out[name], out[f"{name}_grad"] = value.detach(), local.grad
+    return out
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, str]) -> None:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from rlc_runtime.engines.megatron import MegatronEngine
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
+    results: dict[str, Any] = {}
+    with cuda_as_cpu():
+        for name, (tp, pp, _) in RUNS.items():
+            engine = MegatronEngine(make_config(Path(models[name]), tp, pp), role="actor", device="cpu")
+            results[name] = _actor_run(engine, make_batch().chunk(world)[rank], Path(out_dir) / f"ckpt_{name}")
+            engine.save_hf(Path(out_dir) / f"hf_{name}")
+            if name == "tp2":  # the critic shares the actor's parallel state, as on a real rank
+                results["vocab_parallel"] = _vocab_parallel_grads(rank)
+                critic = MegatronEngine(make_config(Path(models[name]), tp), role="critic", device="cpu")
+                results["critic"] = _critic_run(critic, make_batch().chunk(world)[rank])
+            parallel_state.destroy_model_parallel()
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("megatron_engine")
+    models = {name: str(write_model(family, out)) for name, (*_, family) in RUNS.items()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_worker, args=(2, port, str(out), models), nprocs=2, join=True)
+    return {"ranks": [torch.load(out / f"rank{r}.pt") for r in range(2)], "models": models, "out": out}
+
+
+# --- checks ---------------------------------------------------------------------------------------------------
+
+
+def hf_reference(model_dir: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """What the FSDP engine computes: logits / temperature at the response positions."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids).logits
+    logits = logits[:, batch.prompt_length - 1:-1] / TEMPERATURE
+    state = model.state_dict()
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    return log_probs_from_logits(logits, batch.responses), entropy_from_logits(logits), state
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_log_probs_and_entropy_equal_hugging_face(run: str, runs: dict[str, Any]) -> None:
+    want_lp, want_entropy, _ = hf_reference(runs["models"][run])
+    mask = make_batch().response_mask.bool()
+    got_lp = torch.cat([r[run]["log_probs"] for r in runs["ranks"]])  # each rank returns its own slice
+    got_entropy = torch.cat([r[run]["entropy"] for r in runs["ranks"]])
+    torch.testing.assert_close(got_lp[mask], want_lp[mask], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got_entropy[mask], want_entropy[mask], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_named_weights_are_the_checkpoint_under_hugging_face_names(run: str, runs: dict[str, Any]) -> None:
+    *_, want = hf_reference(runs["models"][run])
+    for rank in runs["ranks"]:  # every rank gathers the full tensors
+        got = rank[run]["before"]
+        assert list(got) == list(want)
+        for name, tensor in want.items():
+            assert torch.equal(got[name], tensor), name
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_update_changes_weights_and_reports_verl_metrics(run: str, runs: dict[str, Any]) -> None:
+    result = runs["ranks"][0][run]
+    changed = [n for n, t in result["updated"].items() if not torch.equal(t, result["before"][n])]
+    assert len(changed) == len(result["before"])  # every tensor moves (lr 1e-3, no tensor without gradient)
+    assert all(torch.equal(t, runs["ranks"][1][run]["updated"][n]) for n, t in result["updated"].items())
+    metrics = result["metrics"]
+    for key in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/pg_clipfrac", "actor/ppo_kl",
+                "actor/grad_norm", "actor/lr"):
+        assert torch.isfinite(torch.tensor(metrics[key])), key
+    assert metrics["actor/lr"] == pytest.approx(1e-3)
+    assert metrics["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-5)  # old log-probs are the current ones
+    assert metrics["actor/kl_loss"] > 0 and metrics["actor/grad_norm"] > 0
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_checkpoint_round_trip_restores_weights_and_optimizer(run: str, runs: dict[str, Any]) -> None:
+    result = runs["ranks"][0][run]
+    assert any(not torch.equal(t, result["updated"][n]) for n, t in result["second"].items())
+    for name, tensor in result["updated"].items():  # saved after the first update
+        assert torch.equal(result["restored"][name], tensor), name
+        assert torch.equal(result["again"][name], result["second"][name]), name
+
+
+def test_save_hf_writes_a_loadable_model_with_its_tokenizer(runs: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer
+
+    for run in RUNS:
+        directory = runs["out"] / f"hf_{run}"
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        got = model.state_dict()
+        want = runs["ranks"][0][run]["again"]
+        for name, tensor in want.items():
+            assert torch.equal(got[name], tensor), name
+        text = "3+4=7, 12+30=42"
+        assert AutoTokenizer.from_pretrained(directory)(text)["input_ids"] == \
+            AutoTokenizer.from_pretrained(runs["models"][run])(text)["input_ids"]  # the checkpoint's tokenizer
+
+
+def test_critic_values_equal_hugging_face_value_model_and_update_moves_them(runs: dict[str, Any]) -> None:
+    from rlc_runtime.models import load_causal_lm
+
+    _, _, family = RUNS["tp2"]
+    model_cfg = make_config(Path(runs["models"]["tp2"]), 2).actor_rollout_ref.model
+    with torch.random.fork_rng(devices=[]):  # the engine initialises the new value head from the megatron seed
+        torch.manual_seed(42)
+        critic = load_causal_lm(model_cfg, torch.float32, for_critic=True).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        want = critic(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=batch.position_ids).logits[:, batch.prompt_length - 1:-1, 0]
+    mask = batch.response_mask.bool()
+    results = [r["critic"] for r in runs["ranks"]]
+    torch.testing.assert_close(torch.cat([r["values"] for r in results])[mask], want[mask], atol=1e-4, rtol=0)
+    moved = torch.cat([r["after"] - r["values"] for r in results])[mask]
+    assert (moved > 0).float().mean() > 0.5  # returns are values + 1: one step moves most values up
+    assert results[0]["metrics"]["critic/vf_loss"] == pytest.approx(0.5, rel=1e-4)
+    assert results[0]["names"] == {name: tuple(t.shape) for name, t in critic.state_dict().items()}
+
+
+def test_vocab_parallel_entropy_and_log_probs_match_full_vocabulary_values_and_gradients(runs: dict[str, Any]) -> None:
+    logits, labels = vocab_parallel_inputs()
+    weights = torch.linspace(0.5, 1.5, labels.numel()).view_as(labels)
+    for name, fn in (("entropy", entropy_from_logits), ("log_probs", lambda x: log_probs_from_logits(x, labels))):
+        full = logits.clone().requires_grad_()
+        value = fn(full)
+        (value * weights).sum().backward()
+        got = [r["vocab_parallel"] for r in runs["ranks"]]
+        for rank in range(2):  # the same value on both ranks; each holds the gradient of its own half
+            torch.testing.assert_close(got[rank][name], value.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.cat([g[f"{name}_grad"] for g in got], dim=-1), full.grad, atol=1e-5,
+                                   rtol=1e-5)
