@@ -5,7 +5,7 @@ about 160 tokens, 256 new tokens, bf16, gradient checkpointing, a KL term agains
 (kl_loss_coef 0.001), one optimizer step of 64 samples per training step. TRL takes 7.69 s per step there.
 Nothing is downloaded: the model and tokenizer are built here. Run from the repo root on the GPU host:
 
-    python bench/grpo_gpu.py --rollout vllm --steps 6 [--out DIR]
+    python bench/grpo_gpu.py --rollout vllm --backend fsdp --steps 6 [--out DIR] [--set KEY=VALUE ...]
 
 It launches `rlc launch` (the same path users take) and prints the mean of each `timing_s/*` metric over the
 steps after the first, the tokens/s of generation and update, and the peak GPU memory.
@@ -52,8 +52,9 @@ def build(out: Path) -> Path:
     return model_dir
 
 
-def config(out: Path, model_dir: Path, rollout: str, steps: int) -> Path:
+def config(out: Path, model_dir: Path, rollout: str, backend: str, steps: int) -> Path:
     text = f"""
+backend: {backend}
 algorithm: {{adv_estimator: grpo}}
 data:
   train_files: {out / 'prompts.parquet'}
@@ -88,9 +89,9 @@ trainer:
   val_before_train: false
   logger: [console, jsonl]
   project_name: bench
-  experiment_name: grpo_{rollout}
+  experiment_name: grpo_{rollout}_{backend}
 """
-    path = out / f"grpo_{rollout}.yaml"
+    path = out / f"grpo_{rollout}_{backend}.yaml"
     path.write_text(text)
     return path
 
@@ -105,20 +106,23 @@ def summarise(metrics_file: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollout", default="vllm", choices=["vllm", "hf"])
+    parser.add_argument("--backend", default="fsdp", choices=["fsdp", "megatron"])
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--set", action="append", default=[], help="passed on to `rlc launch --set`")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = build(args.out)
-    cfg = config(args.out, model_dir, args.rollout, args.steps)
-    run_dir = args.out / f"run-{args.rollout}"
+    cfg = config(args.out, model_dir, args.rollout, args.backend, args.steps)
+    run_dir = args.out / f"run-{args.rollout}-{args.backend}"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    code = subprocess.run([sys.executable, "-m", "rlc.cli", "launch", str(cfg), "--run-dir", str(run_dir)],
+    sets = [arg for kv in args.set for arg in ("--set", kv)]
+    code = subprocess.run([sys.executable, "-m", "rlc.cli", "launch", str(cfg), "--run-dir", str(run_dir), *sets],
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
     if code != 0:
         sys.exit(f"FAIL: the run exited {code}")
     summary = summarise(run_dir / "metrics.jsonl")
-    print(json.dumps({"rollout": args.rollout, **summary}, indent=1))
+    print(json.dumps({"rollout": args.rollout, "backend": args.backend, "set": args.set, **summary}, indent=1))
 
 
 if __name__ == "__main__":

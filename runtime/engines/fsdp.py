@@ -38,7 +38,7 @@ from rlc_runtime.algorithms.losses import (
 )
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.optim import build_optimizer
-from rlc_runtime.engines.packing import response_logits
+from rlc_runtime.engines.packing import packing_pays, response_logits
 from rlc_runtime.models import load_causal_lm, load_tokenizer
 
 ROLES = ("actor", "ref", "critic")
@@ -62,10 +62,10 @@ class FSDPEngine:
         self.sharded = dist.is_initialized()
         self.rank = dist.get_rank() if self.sharded else 0
         self.world = dist.get_world_size() if self.sharded else 1
-        self.packed = bool(model_cfg.use_remove_padding)
         trains = role != "ref"
         dtype = torch.bfloat16 if device == "cuda" and not trains else torch.float32
         model = load_causal_lm(model_cfg, dtype, "cpu", for_critic=role == "critic")
+        self.packed = bool(model_cfg.use_remove_padding) and packing_pays(model)
         self.tied = role != "critic" and bool(getattr(model.config, "tie_word_embeddings", False))
         if trains and model_cfg.enable_gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -8,6 +8,11 @@ padding. On CPU the packed log-probs equal the padded ones within 1e-5 for Qwen2
 (tests/runtime/engines/test_fsdp.py); a model whose own code ignores packed position ids would mix sequences,
 which is why the switch stays a per-model setting (`use_remove_padding: false` forces the padded path).
 
+Packing pays only with a variable-length attention kernel (flash attention). Under sdpa or eager attention the
+packed row carries an nnz x nnz block-diagonal mask, which rules out the fused kernels and costs more than the
+padding it saves: on an H200 at the GRPO benchmark shape a step took 4.02 s packed against 2.53 s padded
+(`bench/grpo_gpu.py`). So `use_remove_padding` packs where the model's attention is varlen, and pads elsewhere.
+
 Both paths compute the LM head only where a response token is predicted (`logits_to_keep`), which is where the
 memory goes for large vocabularies. The result is laid out as the batch's responses, [b, R]: column c holds the
 prediction of response token c from the position before it (for the critic, the value at that position, as verl).
@@ -20,6 +25,12 @@ import inspect
 import torch
 
 from rlc_runtime.batch import TokenBatch
+
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def packing_pays(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "_attn_implementation", None) in VARLEN_ATTENTION
 
 
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
