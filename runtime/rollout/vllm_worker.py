@@ -7,8 +7,13 @@ This module must stay importable without the rest of the runtime: vLLM imports i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+# What vLLM says of the modules a bucket does not cover; every bucket covers only some, by design.
+_PARTIAL_RELOAD_WARNINGS = ("Following weights were not loaded", "Failed to load weights")
 
 
 class WeightSyncExtension:
@@ -17,9 +22,26 @@ class WeightSyncExtension:
     model_runner: Any
 
     def rlc_load_weights(self, named_tensors: Sequence[tuple[str, Any]]) -> int:
-        self.model_runner.reload_weights(weights_iterator=iter(named_tensors))
+        with _quiet_partial_reload():
+            self.model_runner.reload_weights(weights_iterator=iter(named_tensors))
         _refresh_cpu_gemms(self.model_runner.model)
         return len(named_tensors)
+
+
+@contextmanager
+def _quiet_partial_reload() -> Iterator[None]:
+    """Drop vLLM's per-bucket "not loaded" warnings (hundreds of names a step); its other messages stay."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not any(warning in str(record.msg) for warning in _PARTIAL_RELOAD_WARNINGS)
+
+    handlers = logging.getLogger("vllm").handlers
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 def _refresh_cpu_gemms(model: Any) -> None:
