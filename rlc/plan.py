@@ -13,6 +13,8 @@ from typing import Any, Literal
 from rlc.diagnostics import CompileError, Diagnostic
 
 Executor = Literal["local", "ray", "slurm"]
+VLLM_TP_UNIMPLEMENTED = ("vLLM rollout with tensor_model_parallel_size > 1 is not implemented yet (weights are synced "
+                         "to an in-process engine)")
 RAY_PORT = 6379
 
 
@@ -110,11 +112,6 @@ def _check_topology(config: Any, p: Parallelism) -> None:
     if p.world_size % (p.tensor_parallel * p.pipeline_parallel):
         problems.append(Diagnostic(f"tensor x pipeline parallel = {p.tensor_parallel * p.pipeline_parallel} does "
                                    f"not divide the {p.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
-    if p.rollout_tensor_parallel > 1 and config.trainer.n_gpus_per_node % p.rollout_tensor_parallel:
-        problems.append(Diagnostic(
-            f"a vLLM tensor-parallel group of {p.rollout_tensor_parallel} would cross a node boundary "
-            f"({config.trainer.n_gpus_per_node} GPUs per node)",
-            ("actor_rollout_ref", "rollout", "tensor_model_parallel_size")))
     if problems:
         raise CompileError(problems)
 

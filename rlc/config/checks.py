@@ -125,6 +125,11 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
     elif rollout.name == "vllm" and tp > n_gpus(cfg):
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} exceeds the {n_gpus(cfg)} GPUs of the job",
                          (*ROLLOUT, "tensor_model_parallel_size"))
+    elif rollout.name == "vllm" and tp > 1:  # valid verl, so a warning here; `rlc launch` refuses it
+        from rlc.plan import VLLM_TP_UNIMPLEMENTED
+
+        yield Diagnostic(VLLM_TP_UNIMPLEMENTED, (*ROLLOUT, "tensor_model_parallel_size"), severity="warning",
+                         hint="`rlc launch` needs 1 here: each GPU then runs its own vLLM engine")
     if cfg.backend == "megatron":
         m = cfg.actor_rollout_ref.actor.megatron
         model_parallel = m.tensor_model_parallel_size * m.pipeline_model_parallel_size

@@ -137,4 +137,6 @@ def test_rewards_from_the_remote_server(tmp_path: Path) -> None:
         saved = [json.loads(line) for line in
                  (tmp_path / "rewards" / f"rewards_step_{row['step']}.jsonl").read_text().splitlines()]
         assert len(saved) == 16 and all(s["reply"] == {"score": s["score"]} for s in saved)
+        expected = [float(s["response"].strip() == json.loads(s["ground_truth"])["answer"]["value"]) for s in saved]
+        assert [s["score"] for s in saved] == expected
         assert sum(s["score"] for s in saved) / 16 == pytest.approx(row["critic/score/mean"])
