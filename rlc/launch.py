@@ -102,12 +102,6 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
-    """Start the run. A plan the runtime cannot carry out stops here (a --dry-run still renders it)."""
     from rlc import executors
-    from rlc.plan import VLLM_TP_UNIMPLEMENTED
 
-    if plan.parallelism.rollout_tensor_parallel > 1:
-        raise CompileError([Diagnostic(VLLM_TP_UNIMPLEMENTED, ("actor_rollout_ref", "rollout",
-                                                               "tensor_model_parallel_size"),
-                                       hint="set it to 1: each GPU then runs its own vLLM engine")])
     return executors.get(plan.executor)(plan, scripts)

@@ -13,8 +13,6 @@ from typing import Any, Literal
 from rlc.diagnostics import CompileError, Diagnostic
 
 Executor = Literal["local", "ray", "slurm"]
-VLLM_TP_UNIMPLEMENTED = ("vLLM rollout with tensor_model_parallel_size > 1 is not implemented yet (weights are synced "
-                         "to an in-process engine)")
 RAY_PORT = 6379
 
 
@@ -64,7 +62,7 @@ class LaunchPlan:
 
 
 def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3") -> LaunchPlan:
-    from rlc.config.checks import data_parallel_size
+    from rlc.config.checks import data_parallel_size, rollout_tensor_parallel
 
     trainer, actor = config.trainer, config.actor_rollout_ref.actor
     rollout = config.actor_rollout_ref.rollout
@@ -72,7 +70,7 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
     tp, pp = (actor.megatron.tensor_model_parallel_size, actor.megatron.pipeline_model_parallel_size) \
         if config.backend == "megatron" else (1, 1)
     dp = data_parallel_size(config)
-    rollout_tp = rollout.tensor_model_parallel_size if rollout.name == "vllm" else 1
+    rollout_tp = rollout_tensor_parallel(config)
     samples = config.data.train_batch_size * rollout.n
     parallelism = Parallelism(
         backend=config.backend, world_size=world, data_parallel=dp, tensor_parallel=tp, pipeline_parallel=pp,
@@ -101,6 +99,11 @@ def _check_topology(config: Any, p: Parallelism) -> None:
     if p.world_size % (p.tensor_parallel * p.pipeline_parallel):
         problems.append(Diagnostic(f"tensor x pipeline parallel = {p.tensor_parallel * p.pipeline_parallel} does "
                                    f"not divide the {p.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
+    if p.rollout_tensor_parallel > 1 and config.trainer.n_gpus_per_node % p.rollout_tensor_parallel:
+        problems.append(Diagnostic(
+            f"a vLLM tensor-parallel group of {p.rollout_tensor_parallel} would cross a node boundary "
+            f"({config.trainer.n_gpus_per_node} GPUs per node)",
+            ("actor_rollout_ref", "rollout", "tensor_model_parallel_size")))
     if problems:
         raise CompileError(problems)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rlc.config.checks import n_gpus, uses_critic, uses_reference
+from rlc.config.checks import n_gpus, rollout_tensor_parallel, uses_critic, uses_reference
 from rlc.config.root import RLCConfig
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch
@@ -194,10 +194,13 @@ class Trainer:
         return metrics
 
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
-        """Each rank generates for its slice of the prompts; samples come back grouped by prompt, in order."""
+        """Each rollout engine (one rank, or the k ranks of a tensor-parallel engine) generates for its slice of the
+        prompts; samples come back grouped by prompt, in order."""
+        tp = rollout_tensor_parallel(self.cfg)
         prompts = [list(row["input_ids"]) for row in rows]
-        slices = split_prompts(len(prompts), self.world)
-        parts = self.workers.scatter("generate", [[prompts[i] for i in s] for s in slices], params)
+        slices = split_prompts(len(prompts), self.world // tp)
+        per_rank = [[prompts[i] for i in s] for s in slices for _ in range(tp)]
+        parts = self.workers.scatter("generate", per_rank, params)[::tp]  # a group's ranks return the same samples
         self.workers.call("release_rollout")
         generations = []
         for part, s in zip(parts, slices, strict=True):

@@ -53,6 +53,12 @@ def uses_reference(cfg: RLCConfig) -> bool:
     return cfg.actor_rollout_ref.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
 
 
+def rollout_tensor_parallel(cfg: RLCConfig) -> int:
+    """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
+    rollout = cfg.actor_rollout_ref.rollout
+    return rollout.tensor_model_parallel_size if rollout.name == "vllm" else 1
+
+
 def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     data, actor, n = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout.n
     dp = data_parallel_size(cfg)
@@ -126,11 +132,6 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
     elif rollout.name == "vllm" and tp > n_gpus(cfg):
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} exceeds the {n_gpus(cfg)} GPUs of the job",
                          (*ROLLOUT, "tensor_model_parallel_size"))
-    elif rollout.name == "vllm" and tp > 1:  # valid verl, so a warning here; `rlc launch` refuses it
-        from rlc.plan import VLLM_TP_UNIMPLEMENTED
-
-        yield Diagnostic(VLLM_TP_UNIMPLEMENTED, (*ROLLOUT, "tensor_model_parallel_size"), severity="warning",
-                         hint="`rlc launch` needs 1 here: each GPU then runs its own vLLM engine")
     if cfg.backend == "megatron":
         m = cfg.actor_rollout_ref.actor.megatron
         model_parallel = m.tensor_model_parallel_size * m.pipeline_model_parallel_size

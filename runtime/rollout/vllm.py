@@ -3,7 +3,11 @@
 Design choices, each for a reason:
 - The engine core runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) so that weight tensors reach vLLM's model
   runner by reference through `collective_rpc`; with a separate engine process they would have to be pickled
-  (and tensors from a GPU cannot be). This limits an engine to tensor parallel 1, which `make_engine` checks.
+  (and tensors from a GPU cannot be).
+- Tensor parallelism keeps that: with `tensor_model_parallel_size` k > 1 each training rank runs one vLLM worker
+  of a k-way engine (vLLM's `external_launcher`, on the trainer's own torch.distributed group), as verl's SPMD
+  rollout does. The k ranks of a group are given the same prompts and seed and produce the same samples; each
+  loads the full gathered weights and vLLM keeps its own shard.
 - Log-probs are vLLM's `processed_logprobs` (after temperature), which is what the trainer recomputes from
   `logits / temperature`, so `rollout/logprob_diff` compares like with like.
 - Weights are sent in buckets of about `bucket_mb`, cut between decoder layers, so that no second full copy of
@@ -33,10 +37,6 @@ class VLLMRollout:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        if rollout.tensor_model_parallel_size != 1:
-            raise NotImplementedError(
-                "vLLM rollout with tensor_model_parallel_size > 1 is not implemented in rlc yet (weights are synced "
-                "in-process); set actor_rollout_ref.rollout.tensor_model_parallel_size: 1")
         from vllm import LLM
 
         self.device = device
@@ -49,7 +49,8 @@ class VLLMRollout:
         self.llm = LLM(
             model=model_path, revision=revision, tokenizer_revision=revision, trust_remote_code=trust_remote_code,
             skip_tokenizer_init=not rollout.stop, dtype="float32" if device == "cpu" else rollout.dtype,
-            tensor_parallel_size=1, gpu_memory_utilization=rollout.gpu_memory_utilization,
+            **_parallel_options(rollout.tensor_model_parallel_size, device),
+            gpu_memory_utilization=rollout.gpu_memory_utilization,
             enforce_eager=rollout.enforce_eager or device == "cpu", max_model_len=max_model_len,
             max_num_batched_tokens=max(rollout.max_num_batched_tokens, max_model_len),
             max_num_seqs=rollout.max_num_seqs, enable_prefix_caching=rollout.enable_prefix_caching,
@@ -92,6 +93,21 @@ class VLLMRollout:
         if self.sleeping:
             self.llm.wake_up()
             self.sleeping = False
+
+
+def _parallel_options(tp: int, device: str) -> dict[str, Any]:
+    """One engine per rank, or this rank's worker of a `tp`-way engine spread over `tp` neighbouring ranks."""
+    if tp == 1:
+        return {"tensor_parallel_size": 1}
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() % tp:
+        raise ValueError(f"vLLM tensor parallel {tp} needs a torch.distributed group whose size it divides")
+    # external_launcher reads the rank from the environment; each rank sees one GPU (Ray's CUDA_VISIBLE_DEVICES).
+    os.environ.update(RANK=str(dist.get_rank()), LOCAL_RANK="0")
+    # vLLM's custom all-reduce opens the peer GPUs' memory, which a process that sees one GPU cannot; NCCL can.
+    return {"tensor_parallel_size": tp, "distributed_executor_backend": "external_launcher",
+            **({"disable_custom_all_reduce": True} if device == "cuda" else {})}
 
 
 def _buckets(weights: Iterable[tuple[str, torch.Tensor]], limit: int) -> Iterator[list[tuple[str, torch.Tensor]]]:

@@ -52,8 +52,10 @@ class TrainWorker(RankWorker):
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
-        if params.seed is not None:  # ranks draw different streams; steps are 1 apart, so space ranks widely
-            params = replace(params, seed=params.seed + 1_000_003 * self.rank)
+        from rlc.config.checks import rollout_tensor_parallel
+
+        if params.seed is not None:  # engines draw different streams; steps are 1 apart, so space them widely
+            params = replace(params, seed=params.seed + 1_000_003 * (self.rank // rollout_tensor_parallel(self.cfg)))
         return self.rollout.generate(prompts, params)
 
     def sync_weights(self) -> None:
