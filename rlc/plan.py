@@ -23,9 +23,10 @@ class Parallelism:
     data_parallel: int
     tensor_parallel: int
     pipeline_parallel: int
+    rollout_placement: Literal["colocated", "separate"]  # on the training ranks, or on GPUs of its own
     rollout_tensor_parallel: int
     rollout_replicas: int  # vLLM engines; each spans `rollout_tensor_parallel` ranks of one node
-    rollout_groups: list[list[int]]  # global ranks of each vLLM tensor-parallel group
+    rollout_groups: list[list[int]]  # ranks of each engine (training ranks, or the rollout's own when separate)
     samples_per_step: int  # train_batch_size x rollout.n
     samples_per_rank: int
     mini_batch_per_rank: int
@@ -47,7 +48,7 @@ class LaunchPlan:
     executor: Executor
     device: str
     nnodes: int
-    gpus_per_node: int
+    gpus_per_node: int  # what each node must have: training GPUs, plus the rollout's own when separate
     parallelism: Parallelism
     nodes: list[Node]
     ray_port: int
@@ -62,7 +63,7 @@ class LaunchPlan:
 
 
 def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3") -> LaunchPlan:
-    from rlc.config.checks import data_parallel_size, rollout_tensor_parallel
+    from rlc.config.checks import data_parallel_size, rollout_ranks, rollout_tensor_parallel
 
     trainer, actor = config.trainer, config.actor_rollout_ref.actor
     rollout = config.actor_rollout_ref.rollout
@@ -70,25 +71,27 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
     tp, pp = (actor.megatron.tensor_model_parallel_size, actor.megatron.pipeline_model_parallel_size) \
         if config.backend == "megatron" else (1, 1)
     dp = data_parallel_size(config)
-    rollout_tp = rollout_tensor_parallel(config)
+    rollout_tp, generating = rollout_tensor_parallel(config), rollout_ranks(config)
     samples = config.data.train_batch_size * rollout.n
     parallelism = Parallelism(
         backend=config.backend, world_size=world, data_parallel=dp, tensor_parallel=tp, pipeline_parallel=pp,
-        rollout_tensor_parallel=rollout_tp, rollout_replicas=max(1, world // rollout_tp),
-        rollout_groups=[list(range(i, min(i + rollout_tp, world))) for i in range(0, world, rollout_tp)],
+        rollout_placement="colocated" if config.actor_rollout_ref.hybrid_engine else "separate",
+        rollout_tensor_parallel=rollout_tp, rollout_replicas=max(1, generating // rollout_tp),
+        rollout_groups=[list(range(i, min(i + rollout_tp, generating))) for i in range(0, generating, rollout_tp)],
         samples_per_step=samples, samples_per_rank=samples // dp,
         mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
         micro_batch_per_rank=actor.ppo_micro_batch_size_per_gpu or 1,
     )
     _check_topology(config, parallelism)
     gpus = trainer.n_gpus_per_node
-    nodes = [Node(i, "head" if i == 0 else "worker", gpus, list(range(i * gpus, (i + 1) * gpus)))
+    node_gpus = gpus + (0 if config.actor_rollout_ref.hybrid_engine else rollout.n_gpus_per_node)
+    nodes = [Node(i, "head" if i == 0 else "worker", node_gpus, list(range(i * gpus, (i + 1) * gpus)))
              for i in range(trainer.nnodes)]
     resource = "GPU" if trainer.device == "cuda" else "CPU"
     return LaunchPlan(
         name=f"{trainer.project_name}/{trainer.experiment_name}", run_dir=run_dir, executor=executor,
-        device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=gpus, parallelism=parallelism, nodes=nodes,
-        ray_port=RAY_PORT, ray_resources=[{resource: float(gpus)} for _ in nodes],
+        device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=node_gpus, parallelism=parallelism, nodes=nodes,
+        ray_port=RAY_PORT, ray_resources=[{resource: float(node_gpus)} for _ in nodes],
         placement_strategy="STRICT_SPREAD" if trainer.nnodes > 1 else "PACK",
         env=_environment(config, executor), driver=[python, "-m", "rlc_runtime", run_dir],
     )
@@ -135,9 +138,10 @@ def summary(plan: LaunchPlan) -> str:
         f"run       {plan.name}  ->  {plan.run_dir}",
         f"executor  {plan.executor}   device {plan.device}   backend {p.backend}",
         f"cluster   {plan.nnodes} node(s) x {plan.gpus_per_node} {'GPU' if plan.device == 'cuda' else 'CPU rank'}(s)"
-        f" = {p.world_size} ranks",
+        f", {p.world_size} training rank(s)",
         f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}",
-        f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel}",
+        f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel} "
+        f"({p.rollout_placement})",
         f"batch     {p.samples_per_step} samples/step, {p.samples_per_rank}/rank, mini {p.mini_batch_per_rank}/rank, "
         f"micro {p.micro_batch_per_rank}",
     ]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rlc.config.checks import n_gpus, rollout_tensor_parallel, uses_critic, uses_reference
+from rlc.config.checks import n_gpus, rollout_ranks, rollout_tensor_parallel, uses_critic, uses_reference
 from rlc.config.root import RLCConfig
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch
@@ -86,6 +86,7 @@ class Trainer:
     def _start_workers(self) -> None:
         from rlc_runtime.workers.actor import TrainWorker
         from rlc_runtime.workers.reward import RewardWorker
+        from rlc_runtime.workers.rollout import RolloutWorker
 
         cfg, trainer = self.cfg, self.cfg.trainer
         connect_ray(cfg.ray_kwargs.ray_init.num_cpus, cfg.ray_kwargs.ray_init.runtime_env)
@@ -98,6 +99,12 @@ class Trainer:
                                    timeout_s=cfg.actor_rollout_ref.nccl_timeout)
         self.reward = self._group("reward", RewardWorker, 1, "cpu", args=(payload,), distributed=False)
         self.workers.call("build")
+        self.generators = self.workers  # colocated: the training ranks generate
+        if not cfg.actor_rollout_ref.hybrid_engine:
+            self.generators = self._group("rollout", RolloutWorker, rollout_ranks(cfg), trainer.device,
+                                          gpus_per_node=cfg.actor_rollout_ref.rollout.n_gpus_per_node,
+                                          args=(payload,), timeout_s=cfg.actor_rollout_ref.nccl_timeout)
+            self.generators.call("build")
         nodes = self.workers.call("node_id")
         print(f"rlc_runtime: {self.world} train rank(s) on {len(set(nodes))} Ray node(s): "
               + ", ".join(f"rank {rank} on {node[:12]}" for rank, node in enumerate(nodes)), flush=True)
@@ -111,7 +118,7 @@ class Trainer:
         try:
             self._start_workers()
             start = self._restore()
-            self.workers.call("sync_weights")  # the rollout engines start from the policy's weights
+            self._sync_weights()  # the rollout engines start from the policy's weights
             self._loop(start)
             self._finish()
         finally:
@@ -184,7 +191,7 @@ class Trainer:
                 with timed("update_actor", timings):
                     metrics |= mean_metrics(self.workers.scatter("update_actor", batch.chunk(self.world)))
                 with timed("sync", timings):
-                    self.workers.call("sync_weights")
+                    self._sync_weights()
         metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
                                 self.use_critic)
         metrics |= timing_metrics(timings, batch) | throughput_metrics(batch, timings["step"], self.world)
@@ -198,10 +205,11 @@ class Trainer:
         prompts; samples come back grouped by prompt, in order."""
         tp = rollout_tensor_parallel(self.cfg)
         prompts = [list(row["input_ids"]) for row in rows]
-        slices = split_prompts(len(prompts), self.world // tp)
+        slices = split_prompts(len(prompts), self.generators.world_size // tp)
         per_rank = [[prompts[i] for i in s] for s in slices for _ in range(tp)]
-        parts = self.workers.scatter("generate", per_rank, params)[::tp]  # a group's ranks return the same samples
-        self.workers.call("release_rollout")
+        parts = self.generators.scatter("generate", per_rank, params)[::tp]  # an engine's ranks sample alike
+        if self.generators is self.workers:
+            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
         generations = []
         for part, s in zip(parts, slices, strict=True):
             for g in part:
@@ -210,6 +218,14 @@ class Trainer:
         batch = build_batch(prompts, generations, self.pad_id, self.cfg.actor_rollout_ref.rollout.response_length)
         batch.meta["row"] = list(range(len(batch)))  # where each sample started, to realign rewards later
         return batch
+
+    def _sync_weights(self) -> None:
+        if self.generators is self.workers:
+            self.workers.call("sync_weights")
+            return
+        refs = self.workers.submit("export_weights")
+        self.workers.wait(refs[1:], "export_weights")  # rank 0 holds the gathered weights; the others helped
+        self.generators.call("load_weights", refs[0])  # Ray hands each rollout rank the object, not the driver
 
     def _scatter(self, method: str, batch: TokenBatch) -> torch.Tensor:
         return torch.cat(self.workers.scatter(method, batch.chunk(self.world)))

@@ -53,6 +53,13 @@ def uses_reference(cfg: RLCConfig) -> bool:
     return cfg.actor_rollout_ref.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
 
 
+def rollout_ranks(cfg: RLCConfig) -> int:
+    """Ranks that generate: every training rank (colocated), or the rollout's own GPUs (`hybrid_engine: false`)."""
+    if cfg.actor_rollout_ref.hybrid_engine:
+        return n_gpus(cfg)
+    return cfg.trainer.nnodes * cfg.actor_rollout_ref.rollout.n_gpus_per_node
+
+
 def rollout_tensor_parallel(cfg: RLCConfig) -> int:
     """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
     rollout = cfg.actor_rollout_ref.rollout
@@ -124,20 +131,33 @@ def _mini_micro(where: tuple[str, ...], mini: int, micro: int | None, micro_per_
 
 
 def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
-    rollout, gpus_per_node = cfg.actor_rollout_ref.rollout, cfg.trainer.n_gpus_per_node
+    yield from _check_rollout_gpus(cfg)
+    rollout = cfg.actor_rollout_ref.rollout
+    gpus_per_node = cfg.trainer.n_gpus_per_node if cfg.actor_rollout_ref.hybrid_engine else rollout.n_gpus_per_node
     tp = rollout.tensor_model_parallel_size
     if rollout.name == "vllm" and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} does not divide n_gpus_per_node "
                          f"{gpus_per_node}", (*ROLLOUT, "tensor_model_parallel_size"))
-    elif rollout.name == "vllm" and tp > n_gpus(cfg):
-        yield Diagnostic(f"rollout tensor_model_parallel_size {tp} exceeds the {n_gpus(cfg)} GPUs of the job",
-                         (*ROLLOUT, "tensor_model_parallel_size"))
+    elif rollout.name == "vllm" and tp > rollout_ranks(cfg) > 0:
+        yield Diagnostic(f"rollout tensor_model_parallel_size {tp} exceeds the {rollout_ranks(cfg)} rollout ranks "
+                         "of the job", (*ROLLOUT, "tensor_model_parallel_size"))
     if cfg.backend == "megatron":
         m = cfg.actor_rollout_ref.actor.megatron
         model_parallel = m.tensor_model_parallel_size * m.pipeline_model_parallel_size
         if n_gpus(cfg) % model_parallel:
             yield Diagnostic(f"tensor x pipeline parallel = {model_parallel} does not divide the {n_gpus(cfg)} GPUs",
                              (*ACTOR, "megatron", "tensor_model_parallel_size"))
+
+
+def _check_rollout_gpus(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    own_gpus = cfg.actor_rollout_ref.rollout.n_gpus_per_node
+    if not cfg.actor_rollout_ref.hybrid_engine and own_gpus == 0:
+        yield Diagnostic("hybrid_engine is false, so the rollout needs GPUs of its own, but "
+                         "rollout.n_gpus_per_node is 0", (*ARF, "hybrid_engine"),
+                         hint="set actor_rollout_ref.rollout.n_gpus_per_node (GPUs per node that only generate)")
+    elif cfg.actor_rollout_ref.hybrid_engine and own_gpus:
+        yield Diagnostic("rollout.n_gpus_per_node is for hybrid_engine: false; colocated, the rollout uses the "
+                         "training GPUs", (*ROLLOUT, "n_gpus_per_node"), hint="set hybrid_engine: false, or remove it")
 
 
 def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

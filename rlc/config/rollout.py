@@ -64,6 +64,9 @@ class Rollout(Section):
     engine_kwargs: EngineKwargs = EngineKwargs()
     val_kwargs: SamplingKwargs = SamplingKwargs()
     multi_turn: MultiTurn = MultiTurn()
+    n_gpus_per_node: int = Field(0, ge=0, description=(
+        "rlc: with actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the "
+        "trainer.n_gpus_per_node that train"))
     logprob_diff_tolerance: float = Field(
         0.5, gt=0, description="rlc: fail when the mean |vLLM - trainer| log-prob difference exceeds this"
     )

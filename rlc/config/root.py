@@ -23,7 +23,9 @@ class ActorRolloutRef(Section):
     actor: Actor = Actor()
     rollout: Rollout = Rollout()
     ref: Ref = Ref()
-    hybrid_engine: bool = Field(True, description="Colocate actor and rollout on the same GPUs (vLLM sleeps)")
+    hybrid_engine: bool = Field(True, description=(
+        "Colocate actor and rollout on the same GPUs (vLLM sleeps while training); false: rollout on "
+        "rollout.n_gpus_per_node GPUs of its own"))
     nccl_timeout: int = Field(600, gt=0)
 
 

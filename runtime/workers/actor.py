@@ -11,7 +11,6 @@ when a KL term needs it. The critic is built only for GAE (or `critic.enable`).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.rollout.base import Generation, SamplingParams
 from rlc_runtime.workers.group import RankWorker
+from rlc_runtime.workers.rollout import generate, make_rollout
 
 
 class TrainWorker(RankWorker):
@@ -40,23 +40,17 @@ class TrainWorker(RankWorker):
         """Load every role's model (after `init_distributed`: FSDP needs the process group)."""
         from rlc.config.checks import uses_critic, uses_reference
         from rlc_runtime.models import load_tokenizer
-        from rlc_runtime.workers.rollout import make_rollout
 
         torch.manual_seed(self.cfg.trainer.seed + self.rank)
         self.actor = _make_engine(self.cfg, "actor", self.device)
         self.ref = _make_engine(self.cfg, "ref", self.device) if uses_reference(self.cfg) else None
         self.critic = _make_engine(self.cfg, "critic", self.device) if uses_critic(self.cfg) else None
-        self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
+        if self.cfg.actor_rollout_ref.hybrid_engine:
+            self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
     # rollout ---------------------------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        if not prompts:
-            return []
-        from rlc.config.checks import rollout_tensor_parallel
-
-        if params.seed is not None:  # engines draw different streams; steps are 1 apart, so space them widely
-            params = replace(params, seed=params.seed + 1_000_003 * (self.rank // rollout_tensor_parallel(self.cfg)))
-        return self.rollout.generate(prompts, params)
+        return generate(self.rollout, self.cfg, self.rank, prompts, params)
 
     def sync_weights(self) -> None:
         """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
@@ -65,6 +59,16 @@ class TrainWorker(RankWorker):
 
     def release_rollout(self) -> None:
         self.rollout.sleep()
+
+    def export_weights(self) -> dict[str, torch.Tensor] | None:
+        """The policy's full weights, on CPU, from rank 0 (for rollout ranks of their own). A collective: every
+        rank takes part in gathering them."""
+        gathered = ((name, tensor.detach().cpu()) for name, tensor in self.actor.named_weights())
+        if self.rank == 0:
+            return dict(gathered)
+        for _ in gathered:
+            pass
+        return None
 
     # training --------------------------------------------------------------------------------------------------
     def log_probs(self, batch: TokenBatch) -> torch.Tensor:

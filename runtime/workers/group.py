@@ -25,7 +25,7 @@ from typing import Any
 
 import ray
 from ray._private import ray_constants
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -98,11 +98,12 @@ class RankWorker:
 
 
 class WorkerGroup:
-    def __init__(self, name: str, cls: type, world_size: int, device: str, *, gpus_per_node: int = 1,
+    def __init__(self, name: str, cls: type, world_size: int, device: str, *, gpus_per_node: int | None = None,
                  args: tuple[Any, ...] = (), distributed: bool = True, timeout_s: int = 600) -> None:
+        """`gpus_per_node` ranks go to each node (None: all on one node)."""
         self.name, self.world_size = name, world_size
         remote_cls = ray.remote(cls)
-        placement = self._placement(world_size, device, gpus_per_node)
+        placement = self._placement(world_size, device, gpus_per_node or world_size, timeout_s)
         self.workers = [remote_cls.options(**placement(rank)).remote(rank, world_size, device, *args)
                         for rank in range(world_size)]
         if distributed:
@@ -111,15 +112,18 @@ class WorkerGroup:
         else:
             self._wait([w.ready.remote() for w in self.workers], "__init__")
 
-    @staticmethod
-    def _placement(world_size: int, device: str, gpus_per_node: int) -> Any:
+    def _placement(self, world_size: int, device: str, gpus_per_node: int, timeout_s: int) -> Any:
         nodes = -(-world_size // gpus_per_node)
         if device == "cpu" and nodes == 1:
             return lambda rank: {"num_cpus": 0}
         resource = "GPU" if device == "cuda" else "CPU"
-        group = placement_group([{resource: min(gpus_per_node, world_size)}] * nodes,
-                                strategy="STRICT_SPREAD" if nodes > 1 else "PACK")
-        ray.get(group.ready())
+        bundle = {resource: min(gpus_per_node, world_size)}
+        group = placement_group([bundle] * nodes, strategy="STRICT_SPREAD" if nodes > 1 else "PACK")
+        try:
+            ray.get(group.ready(), timeout=timeout_s)
+        except GetTimeoutError:
+            raise WorkerError(f"{self.name} workers: the Ray cluster cannot give {nodes} node(s) {bundle} each "
+                              f"within {timeout_s} s; it has {ray.cluster_resources()}") from None
         rank_share = {"num_cpus": 0, "num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
         return lambda rank: rank_share | {"scheduling_strategy": PlacementGroupSchedulingStrategy(
             group, placement_group_bundle_index=rank // gpus_per_node)}

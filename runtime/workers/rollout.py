@@ -1,19 +1,57 @@
 """The rollout role: which engine generates, with which sampling, and how its samples become a `TokenBatch`.
 
-Rollout is colocated with training, as verl's hybrid engine does it: every training rank holds a rollout engine
-and generates for its own slice of the prompts, and after each update the rank loads the trainer's weights into
-its engine in place (`named_weights` -> `load_weights`), without crossing a process boundary. `rollout.name`
-chooses the engine (`hf` or `vllm`); both implement `rlc_runtime.rollout.base.RolloutEngine`.
+By default rollout is colocated with training, as verl's hybrid engine does it: every training rank holds a rollout
+engine and generates for its own slice of the prompts, and after each update the rank loads the trainer's weights
+into its engine in place (`named_weights` -> `load_weights`), without crossing a process boundary. With
+`hybrid_engine: false` the engines run on ranks of their own (`RolloutWorker`), keep their GPUs (no sleep), and
+receive the weights gathered on training rank 0 through Ray's object store. `rollout.name` chooses the engine (`hf`
+or `vllm`); both implement `rlc_runtime.rollout.base.RolloutEngine`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.rollout.base import Generation, RolloutEngine, SamplingParams
+from rlc_runtime.workers.group import RankWorker
+
+
+class RolloutWorker(RankWorker):
+    """A rank that only generates (`hybrid_engine: false`)."""
+
+    def __init__(self, rank: int, world_size: int, device: str, config: dict[str, Any]) -> None:
+        super().__init__(rank, world_size, device)
+        from rlc.config.root import RLCConfig
+
+        self.cfg = RLCConfig.model_validate(config)
+        self.engine: Any = None
+
+    def build(self) -> None:
+        from rlc_runtime.models import load_tokenizer
+
+        self.engine = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        return generate(self.engine, self.cfg, self.rank, prompts, params)
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.engine.load_weights(weights.items())
+
+
+def generate(engine: RolloutEngine, cfg: Any, rank: int, prompts: list[list[int]],
+             params: SamplingParams) -> list[Generation]:
+    """Rank `rank`'s samples. The ranks of one tensor-parallel engine share its seed, so they sample alike."""
+    from rlc.config.checks import rollout_tensor_parallel
+
+    if not prompts:
+        return []
+    if params.seed is not None:  # engines draw different streams; steps are 1 apart, so space them widely
+        params = replace(params, seed=params.seed + 1_000_003 * (rank // rollout_tensor_parallel(cfg)))
+    return engine.generate(prompts, params)
 
 
 def make_rollout(cfg: Any, device: str, tokenizer: Any) -> RolloutEngine:

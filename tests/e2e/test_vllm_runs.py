@@ -50,3 +50,18 @@ def test_grpo_reward_rises_with_either_rollout_engine(tmp_path: Path, engine: st
     assert [r["step"] for r in rows] == list(range(1, 16))
     assert max(r["rollout/logprob_diff"] for r in rows) < 0.01  # the engine samples from the trainer's weights
     assert _rise(rows) >= 0.1, [round(r["critic/score/mean"], 3) for r in rows]
+
+
+def test_rollout_on_ranks_of_its_own(tmp_path: Path) -> None:
+    """`hybrid_engine: false`: one training rank, one vLLM rank; weights travel from trainer to engine each step."""
+    write_run_dir(tmp_path, **merge(QUICKSTART, {
+        "trainer": {"n_gpus_per_node": 1, "total_training_steps": 4},
+        "actor_rollout_ref": {"hybrid_engine": False,
+                              "rollout": {"name": "vllm", "tensor_model_parallel_size": 1, "n_gpus_per_node": 1,
+                                          "gpu_memory_utilization": 0.2}}}))
+    train(load_run_config(tmp_path), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # Stale weights in the engine would show here from step 2 on: every update moves the policy.
+    assert max(r["rollout/logprob_diff"] for r in rows) < 0.01
+    assert all(r["actor/grad_norm"] > 0 for r in rows)

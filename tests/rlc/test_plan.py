@@ -79,3 +79,23 @@ def test_checkpoints_default_into_the_run_dir(tmp_path: Path) -> None:
     resolved = (tmp_path / "run" / "config.resolved.yaml").read_text()
     assert f"default_local_dir: {tmp_path}/run/checkpoints" in resolved
     assert plan.driver[-2:] == ["rlc_runtime", str(tmp_path / "run")]
+
+
+def test_rollout_on_gpus_of_its_own(tmp_path: Path) -> None:
+    sets = [f"actor_rollout_ref.model.path={tmp_path}", "actor_rollout_ref.hybrid_engine=false",
+            "actor_rollout_ref.rollout.n_gpus_per_node=4", "trainer.n_gpus_per_node=4"]
+    plan, scripts, _ = prepare(LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", sets, nnodes=2, executor="ray",
+                                             run_dir=tmp_path / "run", offline=True))
+    p = plan.parallelism
+    assert (p.world_size, p.rollout_placement, p.rollout_replicas) == (8, "separate", 4)  # 2 nodes x 4 GPUs, tp 2
+    assert plan.gpus_per_node == 8 and plan.ray_resources == [{"GPU": 8.0}, {"GPU": 8.0}]
+    assert "--num-gpus=8" in (tmp_path / "run" / "ray_head.sh").read_text()
+
+
+def test_separate_rollout_needs_gpus(tmp_path: Path) -> None:
+    request = LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", [f"actor_rollout_ref.model.path={tmp_path}",
+                                                           "actor_rollout_ref.hybrid_engine=false"],
+                            run_dir=tmp_path / "run", offline=True)
+    with pytest.raises(CompileError) as info:
+        prepare(request)
+    assert any("rollout needs GPUs of its own" in d.message for d in info.value.diagnostics)
