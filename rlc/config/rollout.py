@@ -30,7 +30,8 @@ class EngineKwargs(Section):
 
 class Rollout(Section):
     name: Literal["vllm", "hf", "sglang"] = "vllm"
-    mode: Literal["sync", "async"] = "sync"
+    mode: Literal["sync", "async"] = unimplemented("sync", "async rollout (a rollout server) is not implemented",
+                                                   error=True)
     temperature: float = Field(1.0, ge=0)
     top_k: int = -1
     top_p: float = Field(1.0, gt=0, le=1)
