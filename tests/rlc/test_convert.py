@@ -16,8 +16,7 @@ from rlc.cmdline import split_command_line
 from rlc.convert import from_overrides, to_cli
 from rlc.overrides import OverrideError, format_value, parse_override
 
-SEED = Path(__file__).parents[3] / "shared" / "seeds" / "003_e96f176cdd66e370.txt"
-EXAMPLES = Path(__file__).parents[2] / "examples" / "yaml"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def convert(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -26,8 +25,9 @@ def convert(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
 
 
 def seed_blocks() -> tuple[str, str]:
-    text = SEED.read_text() if SEED.exists() else (EXAMPLES / "grpo_gsm8k.yaml").read_text()
-    return text.split("```bash")[1].split("```")[0], text.split("```yaml")[1].split("```")[0]
+    """Seed 003's old command line and its new YAML, both kept verbatim in examples/."""
+    return ((EXAMPLES / "legacy" / "verl_grpo_gsm8k.sh").read_text(),
+            (EXAMPLES / "yaml" / "grpo_gsm8k.yaml").read_text())
 
 
 def test_seed_003_command_converts_to_its_yaml() -> None:

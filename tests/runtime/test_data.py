@@ -33,7 +33,7 @@ def test_seed003_jsonl_rows() -> None:
     items = PromptDataset(load_rows([str(DATA / "arith_test.jsonl")]), TOKENIZER, options())
     assert len(items) == 64
     info = json.loads(items[5]["verification_info"])
-    assert info["type"] == "math_verifiable" and items[5]["ground_truth"] == items[5]["verification_info"]
+    assert info["type"] == "exact_match" and items[5]["ground_truth"] == items[5]["verification_info"]
     assert items[5]["prompt_text"].endswith("<|assistant|>")
 
 
