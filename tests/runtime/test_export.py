@@ -45,6 +45,7 @@ def _save_sharded(rank: int, out: str, port: int) -> None:
     if rank == 0:
         torch.save(full, f"{out}/expected.pt")
         model.config.save_pretrained(f"{out}/huggingface")
+    dist.barrier()  # a rank that leaves while gloo still talks to it aborts (SIGABRT)
     dist.destroy_process_group()
 
 

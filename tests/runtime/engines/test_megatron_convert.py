@@ -151,6 +151,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             results[f"{family}/tp{tp}/pp{pp}"] = entry
         parallel_state.destroy_model_parallel()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # a rank that leaves while gloo still talks to it aborts (SIGABRT)
     dist.destroy_process_group()
 
 
