@@ -93,7 +93,7 @@ class RankWorker:
 
     def node_ip(self) -> str:
         """The address this node joined Ray with (ray.util.get_node_ip_address guesses a routable one instead)."""
-        node_id = ray.get_runtime_context().get_node_id()
+        node_id = self.node_id()
         return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
 
 
