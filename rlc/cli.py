@@ -136,6 +136,8 @@ def launch(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last checkpoint")]
     = False,
     offline: OfflineOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Launch even if the memory estimate exceeds the GPU")]
+    = False,
 ) -> None:
     """Resolve, plan, render and start a training run."""
     from rlc.launch import LaunchRequest, execute, prepare
@@ -144,7 +146,7 @@ def launch(
     if executor not in ("local", "ray", "slurm"):
         raise typer.BadParameter("--executor is local, ray or slurm")
     request = LaunchRequest(file, set_ or [], backend, nnodes, gpus_per_node, executor,  # type: ignore[arg-type]
-                            run_dir, resume, offline)
+                            run_dir, resume, offline, force, dry_run)
     with reporting():
         plan, scripts, notes = prepare(request)
     _print(notes)

@@ -29,6 +29,8 @@ class LaunchRequest:
     run_dir: Path | None = None
     resume: bool = False
     offline: bool = False
+    force: bool = False  # launch even when the memory estimate says the run will not fit
+    dry_run: bool = False
 
 
 def flag_overrides(request: LaunchRequest) -> list[str]:
@@ -40,6 +42,7 @@ def flag_overrides(request: LaunchRequest) -> list[str]:
 def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagnostic]]:
     """Everything up to a rendered run directory; nothing is started."""
     from rlc.loader import load_config
+    from rlc.memory import plan_memory, verdict
     from rlc.plan import make_plan, run_dir_name
     from rlc.render import render_run_dir
     from rlc.resolve import dump_yaml, resolve
@@ -57,7 +60,10 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     _absolute_local_paths(config)
     if request.resume and trainer.resume_mode == "disable":
         trainer.resume_mode = "auto"
-    plan = make_plan(config, str(run_dir), request.executor, python=sys.executable)
+    memory = plan_memory(config)
+    if not request.dry_run and not request.force and (refusal := verdict(config, memory, "error")):
+        raise CompileError(refusal)
+    plan = make_plan(config, str(run_dir), request.executor, python=sys.executable, memory=memory)
     header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
     scripts = render_run_dir(plan, dump_yaml(config, header), python=sys.executable)
     return plan, scripts, loaded.warnings + resolved.notes

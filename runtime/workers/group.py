@@ -88,6 +88,19 @@ class RankWorker:
     def ready(self) -> bool:
         return True
 
+    def memory_peaks(self) -> dict[str, float]:
+        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved, and the device's
+        use (vLLM's pool and the CUDA context included) at the time of the call. Empty off the GPU."""
+        import torch
+
+        if self.device != "cuda":
+            return {}
+        free, total = torch.cuda.mem_get_info()
+        peaks = {"allocated": torch.cuda.max_memory_allocated() / 2**30,
+                 "reserved": torch.cuda.max_memory_reserved() / 2**30, "device_used": (total - free) / 2**30}
+        torch.cuda.reset_peak_memory_stats()
+        return peaks
+
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
