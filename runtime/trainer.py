@@ -81,7 +81,7 @@ class Trainer:
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
         self.groups: list[WorkerGroup] = []
-        self.memory_peaks: dict[str, float] = {}  # GiB reserved at peak, per phase, over the run
+        self.memory_peaks: dict[str, float] = {}  # GiB of the device at peak, per phase, over the run
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
 
@@ -217,8 +217,8 @@ class Trainer:
             peaks = self.workers.call("memory_peaks")
             for kind in peaks[0]:
                 metrics[f"perf/memory/{name}/{kind}_gb"] = max(p[kind] for p in peaks)
-            reserved = metrics[f"perf/memory/{name}/reserved_gb"]
-            self.memory_peaks[name] = max(self.memory_peaks.get(name, 0.0), reserved)
+            device = metrics[f"perf/memory/{name}/device_gb"]
+            self.memory_peaks[name] = max(self.memory_peaks.get(name, 0.0), device)
 
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
         """Each rollout engine (one rank, or the k ranks of a tensor-parallel engine) generates for its slice of the
@@ -320,9 +320,9 @@ class Trainer:
 
 
 def memory_summary(run_dir: Path, measured: dict[str, float]) -> str:
-    """One line: the measured peak (torch's reserved memory, per phase) beside the plan's estimate."""
+    """One line: the measured peak of the device (per phase) beside the plan's estimate."""
     phase, peak = max(measured.items(), key=lambda item: item[1])
-    line = f"memory: measured peak {peak:.1f} GiB reserved ({phase})"
+    line = f"memory: measured peak {peak:.1f} GiB ({phase})"
     try:
         estimate = json.loads((run_dir / "plan.json").read_text())["memory"]["peak"]
     except (OSError, ValueError, KeyError, TypeError):

@@ -89,15 +89,18 @@ class RankWorker:
         return True
 
     def memory_peaks(self) -> dict[str, float]:
-        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved, and the device's
-        use (vLLM's pool and the CUDA context included) at the time of the call. Empty off the GPU."""
+        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and the
+        device's (the reserved peak plus what lies outside torch's allocator now: the CUDA context, NCCL, vLLM's
+        own buffers). Empty off the GPU."""
         import torch
 
         if self.device != "cuda":
             return {}
         free, total = torch.cuda.mem_get_info()
+        outside = total - free - torch.cuda.memory_reserved()
         peaks = {"allocated": torch.cuda.max_memory_allocated() / 2**30,
-                 "reserved": torch.cuda.max_memory_reserved() / 2**30, "device_used": (total - free) / 2**30}
+                 "reserved": torch.cuda.max_memory_reserved() / 2**30,
+                 "device": (torch.cuda.max_memory_reserved() + outside) / 2**30}
         torch.cuda.reset_peak_memory_stats()
         return peaks
 
