@@ -33,6 +33,9 @@ GiB = 2**30
 CUDA_CONTEXT = 0.6 * GiB  # the CUDA context, cuBLAS workspaces and NCCL buffers: outside torch's allocator
 LOGIT_COPIES_UPDATE = 4.5  # bf16 logits, their fp32 copy, the tempered copy, softmax/entropy, and the gradients
 LOGIT_COPIES_NO_GRAD = 2.5  # fp32 copy, tempered copy, the logsumexp temporary; freed micro-batch by micro-batch
+ALLOCATOR_SLACK = 0.15  # torch's caching allocator reserves this much beyond a phase's live tensors (measured)
+VLLM_ASLEEP = 1.0 * GiB  # what a sleeping vLLM keeps: CUDA graphs, compile buffers (measured: 0.8-1.3 GiB)
+HEADROOM = 0.95  # a suggested change must leave this much of the GPU's memory: the estimate is good to ~5%
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,17 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
                 *_resident_state(config, shape)]
     if arf.hybrid_engine and arf.rollout.name == "vllm":
         plan.phases["rollout"] = resident + _vllm_pool(config, shape, gpu_bytes, plan)
+        resident = resident + [Line("vLLM asleep", VLLM_ASLEEP, "CUDA graphs and buffers a sleeping vLLM keeps")]
     micro = arf.rollout.log_prob_micro_batch_size_per_gpu or arf.actor.ppo_micro_batch_size_per_gpu
-    plan.phases["log_prob"] = resident + [_logits(config, shape, micro, LOGIT_COPIES_NO_GRAD, "log-prob logits")]
-    plan.phases["update"] = resident + _update_transients(config, shape)
+    plan.phases["log_prob"] = resident + _with_slack([_logits(config, shape, micro, LOGIT_COPIES_NO_GRAD,
+                                                              "log-prob logits")])
+    plan.phases["update"] = resident + _with_slack(_update_transients(config, shape))
     return plan
+
+
+def _with_slack(transients: list[Line]) -> list[Line]:
+    slack = ALLOCATOR_SLACK * sum(line.bytes for line in transients)
+    return transients + [Line("allocator slack", slack, f"{ALLOCATOR_SLACK:.0%} of the above: torch's cache")]
 
 
 def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
@@ -361,7 +371,8 @@ def _fixes(config: Any) -> list[tuple[str, Any]]:
 
 
 def fitting_changes(config: Any, shape: ModelShape, gpu_bytes: float, limit: int = 3) -> list[tuple[str, float]]:
-    """Up to `limit` single changes (`key=value`, one per key) after which the estimate fits, with the new peak."""
+    """Up to `limit` single changes (`key=value`, one per key) after which the estimate fits with headroom, with
+    the new peak."""
     found: dict[str, tuple[str, float]] = {}
     for key, value in _fixes(config):
         if key in found:
@@ -373,7 +384,7 @@ def fitting_changes(config: Any, shape: ModelShape, gpu_bytes: float, limit: int
             target = getattr(target, part)
         setattr(target, leaf, value)
         new = estimate(changed, shape, gpu_bytes)
-        if new.fits():
+        if new.peak()[1] <= HEADROOM * gpu_bytes:
             shown = str(value).lower() if isinstance(value, bool) else value
             found[key] = (f"{key}={shown}", new.peak()[1])
         if len(found) == limit:

@@ -147,11 +147,11 @@ def _big_model(tmp_path: Path) -> Path:
 
 def test_validate_warns_and_launch_refuses_naming_changes_that_fit(tmp_path: Path) -> None:
     model = _big_model(tmp_path)
-    cfg = _config(tmp_path, model, gpu_gb=24)
+    cfg = _config(tmp_path, model, gpu_gb=48)
     cfg.write_text(cfg.read_text().replace("ppo_micro_batch_size_per_gpu: 4", "ppo_micro_batch_size_per_gpu: 32")
                    .replace("max_response_length: 64", "max_response_length: 1024"))
     result = CliRunner().invoke(app, ["validate", str(cfg)])
-    assert result.exit_code == 0 and "warning" in result.output and "exceeds the GPU's 24.0 GiB" in result.output
+    assert result.exit_code == 0 and "warning" in result.output and "exceeds the GPU's 48.0 GiB" in result.output
 
     with pytest.raises(CompileError) as refused:
         prepare(LaunchRequest(cfg, run_dir=tmp_path / "run"))
@@ -161,8 +161,8 @@ def test_validate_warns_and_launch_refuses_naming_changes_that_fit(tmp_path: Pat
     assert changes, diagnostic.hint
     for change in changes:  # each named change really fits by the estimate
         fixed = load_config(cfg, [change]).config
-        plan = estimate(fixed, ModelShape.from_config(read_model_config(str(model))), 24 * GiB)
-        assert plan.fits(), change
+        plan = estimate(fixed, ModelShape.from_config(read_model_config(str(model))), 48 * GiB)
+        assert plan.peak()[1] <= 0.95 * 48 * GiB, change  # with the headroom the estimate's error needs
     plan, _, _ = prepare(LaunchRequest(cfg, run_dir=tmp_path / "forced", force=True))
     assert plan.memory.fits() is False
 
