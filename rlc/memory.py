@@ -190,6 +190,7 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
         optimizer_split = dp if meg.use_distributed_optimizer else 1
         params = shape.parameters() / split
         lines += [Line("actor parameters", params * 2, f"bf16, {how}"),
+                  Line("actor gradient buffer", params * 4, "fp32 main grads, kept between steps (megatron DDP)"),
                   Line("actor optimizer", params * 12 / optimizer_split,
                        f"fp32 master weights and Adam's two moments, 1/{optimizer_split} (distributed optimizer)")]
     elif _offloaded(config.actor_rollout_ref.actor.fsdp_config):
@@ -211,9 +212,10 @@ def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
     arf = config.actor_rollout_ref
     split, how = _split(config)
     offloaded = config.backend == "fsdp" and _offloaded(arf.actor.fsdp_config)
-    grads = 0 if offloaded else shape.parameters(shards=split) * 4
-    lines = [Line("actor gradients", grads, f"fp32, {how}" if grads else "on the CPU (param_offload)")]
+    lines = []
     if config.backend == "fsdp":
+        grads = 0 if offloaded else shape.parameters(shards=split) * 4
+        lines.append(Line("actor gradients", grads, f"fp32, {how}" if grads else "on the CPU (param_offload)"))
         layer = max(sum(math.prod(t) for t in shape.layer_tensors(i)) for i in range(shape.layers))
         lines.append(Line("gathered weights", (2 * layer + shape.vocab * shape.hidden) * 2,
                           "bf16 copies FSDP gathers: two decoder layers and the embeddings"))
@@ -231,8 +233,14 @@ def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
 
 def _logits(config: Any, shape: ModelShape, micro: int | None, copies: float, what: str) -> Line:
     positions = (micro or 1) * _response_length(config)
-    return Line(what, positions * shape.vocab * 4 * copies,
-                f"{positions} response positions x {shape.vocab} vocabulary x 4 bytes x {copies} copies")
+    counts = f"{positions} response positions x {shape.vocab} vocabulary x 4 bytes x {copies} copies"
+    if config.backend != "megatron":  # transformers computes the head only where a response token is predicted
+        return Line(what, positions * shape.vocab * 4 * copies, counts)
+    # megatron's output layer covers every position of the sequence, in bf16, split over tensor parallel ranks
+    everywhere = (micro or 1) * _sequence_length(config) * shape.vocab * 2
+    tp = config.actor_rollout_ref.actor.megatron.tensor_model_parallel_size
+    return Line(what, (everywhere + positions * shape.vocab * 4 * copies) / tp,
+                f"bf16 logits at all positions + {counts}, / tensor parallel {tp}")
 
 
 def _vllm_pool(config: Any, shape: ModelShape, gpu_bytes: float | None, plan: MemoryPlan) -> list[Line]:

@@ -89,9 +89,10 @@ class RankWorker:
         return True
 
     def memory_peaks(self) -> dict[str, float]:
-        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and the
-        device's (the reserved peak plus what lies outside torch's allocator now: the CUDA context, NCCL, vLLM's
-        own buffers). Empty off the GPU."""
+        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and what the
+        phase needed of the device: the allocated peak plus what lies outside torch's allocator now (the CUDA
+        context, NCCL, vLLM's pool). Reserved-but-free cache is left out: torch hands it back before it fails.
+        Empty off the GPU."""
         import torch
 
         if self.device != "cuda":
@@ -100,7 +101,7 @@ class RankWorker:
         outside = total - free - torch.cuda.memory_reserved()
         peaks = {"allocated": torch.cuda.max_memory_allocated() / 2**30,
                  "reserved": torch.cuda.max_memory_reserved() / 2**30,
-                 "device": (torch.cuda.max_memory_reserved() + outside) / 2**30}
+                 "device": (torch.cuda.max_memory_allocated() + outside) / 2**30}
         torch.cuda.reset_peak_memory_stats()
         return peaks
 
