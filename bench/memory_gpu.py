@@ -54,6 +54,9 @@ def measure(name: str, out: Path, steps: int, extra: list[str]) -> dict[str, obj
         measured = max((r.get(f"perf/memory/{s}/device_gb", 0.0) for r in rows for s in sources), default=0.0)
         result[phase] = {"estimate_gb": round(estimate, 2), "measured_gb": round(measured, 2),
                          "ratio": round(estimate / measured, 3) if measured else None}
+        for kind in ("allocated", "reserved"):
+            result[phase][kind + "_gb"] = round(max((r.get(f"perf/memory/{s}/{kind}_gb", 0.0) for r in rows
+                                                     for s in sources), default=0.0), 2)
     kv = re.findall(r"KV cache size: ([\d,]+) tokens", text)
     result["kv_tokens"] = {"estimate": plan["kv_cache_tokens"],
                            "vllm": int(kv[-1].replace(",", "")) if kv else None}
