@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import socket
+import time
 from typing import Any
 
 import ray
@@ -89,19 +90,18 @@ class RankWorker:
         return True
 
     def memory_peaks(self) -> dict[str, float]:
-        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and what the
-        phase needed of the device: the allocated peak plus what lies outside torch's allocator now (the CUDA
-        context, NCCL, vLLM's pool). Reserved-but-free cache is left out: torch hands it back before it fails.
-        Empty off the GPU."""
+        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and the
+        device's use (total - free, sampled every 10 ms). Only the last sees all of the GPU: vLLM's sleep mode
+        unmaps its pool while torch's books still count it, and the CUDA context lies outside them. Empty off
+        the GPU."""
         import torch
 
         if self.device != "cuda":
             return {}
-        free, total = torch.cuda.mem_get_info()
-        outside = total - free - torch.cuda.memory_reserved()
+        if not hasattr(self, "_device_sampler"):
+            self._device_sampler = DeviceSampler()
         peaks = {"allocated": torch.cuda.max_memory_allocated() / 2**30,
-                 "reserved": torch.cuda.max_memory_reserved() / 2**30,
-                 "device": (torch.cuda.max_memory_allocated() + outside) / 2**30}
+                 "reserved": torch.cuda.max_memory_reserved() / 2**30, "device": self._device_sampler.take() / 2**30}
         torch.cuda.reset_peak_memory_stats()
         return peaks
 
@@ -112,6 +112,39 @@ class RankWorker:
         """The address this node joined Ray with (ray.util.get_node_ip_address guesses a routable one instead)."""
         node_id = self.node_id()
         return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
+class DeviceSampler:
+    """The device's peak use (total - free) between calls of `take`, sampled by a daemon thread: what lies outside
+    torch's allocator (vLLM's pool, the CUDA context, NCCL) counts too."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        import threading
+
+        self.peak = self._used()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, args=(interval_s,), daemon=True, name="rlc-memory").start()
+
+    @staticmethod
+    def _used() -> int:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+    def _run(self, interval_s: float) -> None:
+        while True:
+            used = self._used()
+            with self.lock:
+                self.peak = max(self.peak, used)
+            time.sleep(interval_s)
+
+    def take(self) -> int:
+        """The peak since the last call; the next peak starts from the use now."""
+        now = self._used()
+        with self.lock:
+            peak, self.peak = max(self.peak, now), now
+        return peak
 
 
 class WorkerGroup:
