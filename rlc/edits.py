@@ -124,3 +124,19 @@ def _apply(tree: dict[str, Any], override: Override, value: Any) -> None:
         del node[last]
         return
     node[last] = value
+
+
+def schema_default(path: Sequence[str | int]) -> tuple[bool, bool, Any]:
+    """For the key at `path`: whether the schema declares it, whether it has a default, and the default."""
+    from rlc import schema
+
+    root = schema.load()
+    node: dict[str, Any] = root
+    for part in path:
+        found = [o["properties"][part] for o in _options(_resolve(node, root), root)
+                 if part in o.get("properties", {})]
+        if not found:
+            return False, False, None
+        node = found[0]
+    node = _resolve(node, root)
+    return True, "default" in node, node.get("default")

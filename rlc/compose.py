@@ -1,0 +1,156 @@
+"""Hydra defaults lists: a config whose `defaults:` names other files is composed from them, as Hydra would.
+
+verl's own configs (`ppo_trainer.yaml`, `actor/dp_actor.yaml`, ...) are built this way, so rlc composes them
+rather than asking users to flatten them by hand. What verl's files use is supported, with Hydra 1.3's rules:
+group entries `group@package: option` (paths relative to the including file's group, `../group`, or absolute
+`/group`), config entries `name@package`, `_self_` (last when not listed), `null` options and `optional`.
+Each file is merged at its package, in list order; as in OmegaConf, mappings merge key by key and anything else
+is replaced. Files are found under the directory of the first file (Hydra's config path). The rest of Hydra's
+defaults grammar (`override`, `# @package` headers, search paths, `_global_`) is a clear error, not a guess.
+Every key keeps the file:line:col where it was written, so diagnostics point into the right file.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position
+from rlc.source import Source, load_file
+
+MAX_FILES = 256  # files in one composition; verl's ppo_trainer.yaml uses 20
+
+
+@dataclass(frozen=True)
+class _Entry:
+    file: str  # relative to the config root, without `.yaml`
+    package: tuple[str, ...]  # relative to the including file's package
+    optional: bool
+    position: Position | None
+
+
+_SELF = _Entry("_self_", (), False, None)
+
+
+def has_defaults(source: Source) -> bool:
+    return "defaults" in source.data
+
+
+def compose(source: Source) -> Source:
+    """`source` with its defaults list (and theirs) merged in; the `defaults` keys are gone."""
+    root = Path(source.file).resolve().parent
+    out = Source(source.file, {}, {})
+    _Composer(root, out).include(source, "", (), [])
+    return out
+
+
+class _Composer:
+    def __init__(self, root: Path, out: Source) -> None:
+        self.root, self.out, self.files = root, out, 0
+
+    def include(self, source: Source, group: str, package: KeyPath, stack: list[str]) -> None:
+        entries = _entries(source, group)
+        if not any(entry is _SELF for entry in entries):
+            entries.append(_SELF)
+        for entry in entries:
+            if entry is _SELF:
+                own = {k: v for k, v in source.data.items() if k != "defaults"}
+                where = {p: pos for p, pos in source.positions.items() if p[:1] != ("defaults",)}
+                _merge(self.out, package, own, where)
+                continue
+            self.include_entry(entry, package, stack)
+
+    def include_entry(self, entry: _Entry, package: KeyPath, stack: list[str]) -> None:
+        file = self.root / f"{entry.file}.yaml"
+        if entry.file in stack:
+            raise _error(f"defaults cycle: {' -> '.join([*stack, entry.file])}", entry.position)
+        if not file.is_file():
+            if entry.optional:
+                return
+            raise _error(f"defaults: no config `{entry.file}.yaml` under {self.root}", entry.position,
+                         hint="Hydra looks for included files under the directory of the first config")
+        self.files += 1
+        if self.files > MAX_FILES:
+            raise _error(f"defaults include more than {MAX_FILES} files", entry.position)
+        child = load_file(file)
+        target = (*package, *entry.package)
+        if entry.position is not None and target not in self.out.positions:
+            self.out.positions[target] = entry.position
+        self.include(child, posixpath.dirname(entry.file), target, [*stack, entry.file])
+
+
+def _entries(source: Source, group: str) -> list[_Entry]:
+    listed = source.data.get("defaults", [])
+    if not isinstance(listed, list):
+        raise _error("`defaults` is a list of configs to compose (Hydra's defaults list)",
+                     source.position(("defaults",)))
+    entries = [_entry(item, group, source.position(("defaults", index))) for index, item in enumerate(listed)]
+    return [entry for entry in entries if entry is not None]  # a `null` option includes nothing
+
+
+def _entry(item: Any, group: str, position: Position | None) -> _Entry | None:
+    if item == "_self_":
+        return _SELF
+    if isinstance(item, str):
+        name, _, package = item.partition("@")
+        path = _group_path(name.strip(), group, position)
+        implied = posixpath.dirname(name.strip().lstrip("/"))
+        return _Entry(path, _package(package or implied.replace("/", "."), position), False, position)
+    if not (isinstance(item, dict) and len(item) == 1):
+        raise _error(f"defaults: cannot read the entry {item!r}; write `group@package: option` or `name`", position)
+    (key, option), = item.items()
+    words = key.split()
+    optional = words[:1] == ["optional"]
+    if words[:1] == ["override"]:
+        raise _error("defaults: `override` entries are not supported; set the keys directly", position)
+    name, _, package = words[-1].partition("@")
+    if len(words) > 1 + optional:
+        raise _error(f"defaults: cannot read the entry key `{key}`", position)
+    if option is None:
+        return None
+    if not isinstance(option, str):
+        raise _error(f"defaults: the option of `{key}` is one config name, not {option!r}", position)
+    if ".." in name and not package:
+        raise _error(f"defaults: `{key}` climbs groups; give its package as `{key}@<package>`", position)
+    path = _group_path(name, group, position)
+    return _Entry(f"{path}/{option}", _package(package or name.lstrip("/").replace("/", "."), position), optional,
+                  position)
+
+
+def _group_path(name: str, group: str, position: Position | None) -> str:
+    joined = posixpath.normpath(name.lstrip("/") if name.startswith("/") else posixpath.join(group, name))
+    if joined.startswith(".."):
+        raise _error(f"defaults: `{name}` points outside the config directory", position)
+    return joined
+
+
+def _package(text: str, position: Position | None) -> tuple[str, ...]:
+    if "_global_" in text or "_group_" in text or "_name_" in text:
+        raise _error(f"defaults: the package `{text}` is not supported; name the section, e.g. `@trainer`", position)
+    return tuple(part for part in text.split(".") if part)
+
+
+def _merge(out: Source, package: KeyPath, data: dict[str, Any], positions: dict[KeyPath, Position]) -> None:
+    node = out.data
+    for part in package:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    _merge_into(node, data)
+    for path, position in positions.items():
+        out.positions[(*package, *path)] = position
+
+
+def _merge_into(node: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(node.get(key), dict):
+            _merge_into(node[key], value)
+        else:
+            node[key] = copy.deepcopy(value)
+
+
+def _error(message: str, position: Position | None, hint: str | None = None) -> CompileError:
+    return CompileError([Diagnostic(message, ("defaults",), position, hint=hint)])
