@@ -31,7 +31,7 @@ def strip(tree: dict[str, Any]) -> tuple[dict[str, Any], list[Diagnostic]]:
     if targets:
         found.append(Diagnostic(f"{len(targets)} `_target_` key(s) name verl's config classes (first: "
                                 f"{dotted(targets[0])}); rlc checks these sections against its own schema and "
-                                "ignores them", severity="note", code="verl-target"))
+                                "ignores them", targets[0], severity="note", code="verl-target"))
     return out, found
 
 

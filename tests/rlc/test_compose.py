@@ -1,0 +1,109 @@
+"""Defaults lists compose as Hydra composes them: Hydra's own `compose` is the reference."""
+
+from pathlib import Path
+
+import pytest
+
+from rlc.compose import compose
+from rlc.diagnostics import CompileError
+from rlc.source import load_file
+
+# A config tree in the shape of verl's trainer/config: groups that include groups relatively, plain config
+# entries, explicit packages, `_self_` in and out of the list, a `null` option and an `optional` entry.
+FILES = {
+    "trainer.yaml": """\
+defaults:
+  - actor@actor_rollout_ref.actor: dp_actor
+  - reward_manager@reward_manager
+  - rollout@actor_rollout_ref.rollout: rollout
+  - optional extra@trainer.extra: absent
+  - critic@critic: null
+  - _self_
+actor_rollout_ref:
+  actor:
+    ppo_mini_batch_size: 8
+  rollout:
+    n: 4
+trainer:
+  total_epochs: 2
+""",
+    "actor/actor.yaml": """\
+ppo_mini_batch_size: 256
+clip_ratio: 0.2
+optim:
+  lr: 1.0e-6
+checkpoint:
+  save_contents: [model, optimizer]
+  load_contents: ${.save_contents}
+""",
+    "actor/dp_actor.yaml": """\
+defaults:
+  - ../optim@optim: fsdp
+  - ../engine@fsdp_config: fsdp
+  - actor
+  - _self_
+strategy: fsdp
+optim:
+  weight_decay: 0.01
+""",
+    "optim/fsdp.yaml": "lr: 3.0e-6\nbetas: [0.9, 0.999]\nweight_decay: 0.0\n",
+    "engine/fsdp.yaml": "param_offload: false\nwrap_policy:\n  min_num_params: 0\n",
+    "reward_manager.yaml": "name: naive\n",
+    "rollout/rollout.yaml": "name: ???\nn: 1\ntemperature: 1.0\n",
+    "critic/dp_critic.yaml": "ppo_epochs: 1\n",
+}
+
+
+def _write(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def _hydra(config_dir: Path, name: str) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        return OmegaConf.to_container(hydra_compose(config_name=name), resolve=False)
+
+
+def test_composition_equals_hydra(tmp_path: Path) -> None:
+    root = _write(tmp_path, FILES)
+    composed = compose(load_file(root / "trainer.yaml"))
+    assert composed.data == _hydra(root, "trainer")
+    assert composed.data["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1.0e-6  # actor.yaml after optim/fsdp
+
+
+@pytest.mark.filterwarnings("ignore:In 'main'")  # Hydra warns that `_self_` is implicit: that is the case tested
+def test_self_goes_last_when_not_listed(tmp_path: Path) -> None:
+    files = {"main.yaml": "defaults:\n  - part@sec: a\nsec:\n  x: from-main\n", "part/a.yaml": "x: from-a\ny: 1\n"}
+    root = _write(tmp_path, files)
+    assert compose(load_file(root / "main.yaml")).data == _hydra(root, "main") == {"sec": {"x": "from-main", "y": 1}}
+
+
+def test_positions_point_into_the_file_that_wrote_the_key(tmp_path: Path) -> None:
+    root = _write(tmp_path, FILES)
+    composed = compose(load_file(root / "trainer.yaml"))
+    weight_decay = composed.positions[("actor_rollout_ref", "actor", "optim", "weight_decay")]
+    assert (Path(weight_decay.file).name, weight_decay.line) == ("dp_actor.yaml", 8)
+    betas = composed.positions[("actor_rollout_ref", "actor", "optim", "betas")]
+    assert (Path(betas.file).parent.name, betas.line) == ("optim", 2)
+    mini = composed.positions[("actor_rollout_ref", "actor", "ppo_mini_batch_size")]
+    assert (Path(mini.file).name, mini.line) == ("trainer.yaml", 10)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("- nothing@x: here", "no config `nothing/here.yaml`"),
+    ("- override actor: dp_actor", "`override` entries are not supported"),
+    ("- actor@_global_: dp_actor", "the package `_global_` is not supported"),
+    ("- ../../up@x: y", "points outside the config directory"),
+    ("- main", "defaults cycle"),
+])
+def test_bad_defaults_are_clear_errors(tmp_path: Path, entry: str, message: str) -> None:
+    root = _write(tmp_path, {**FILES, "main.yaml": f"defaults:\n  {entry}\n"})
+    with pytest.raises(CompileError, match=message) as info:
+        compose(load_file(root / "main.yaml"))
+    assert info.value.diagnostics[0].position.line == 2
