@@ -89,6 +89,11 @@ def _child(node: dict[str, Any], key: str, root: dict[str, Any]) -> dict[str, An
     return None
 
 
+def schema_options(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object schemas `node` may be: itself, or each branch of its anyOf/oneOf, with `$ref`s followed."""
+    return _options(_resolve(node, root), root)
+
+
 def _options(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
     branches = node.get("anyOf") or node.get("oneOf")
     return [_resolve(b, root) for b in branches] if branches else [node]

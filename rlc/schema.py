@@ -7,7 +7,6 @@ becomes a `Diagnostic` with the key path, a plain-English message, and a hint (d
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -50,10 +49,11 @@ def _explain(error: Any, root: dict[str, Any]) -> Iterator[Diagnostic]:
     path: KeyPath = tuple(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties":
+        from rlc.suggest import did_you_mean
+
         known = sorted(_properties(error.schema, root))
         for key in sorted(set(error.instance) - set(known)):
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"did you mean `{close[0]}`?" if close else _known_keys_hint(known)
+            hint = did_you_mean((*path, key), known) or _known_keys_hint(known)
             yield Diagnostic(f"unknown key `{key}`", (*path, key), hint=hint, code="unknown-key")
     elif kind == "required":
         for key in error.validator_value:
