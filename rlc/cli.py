@@ -19,7 +19,17 @@ from rlc.diagnostics import CompileError, Diagnostic, render
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
 
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value")]
+def _check_sets(values: list[str] | None) -> list[str] | None:
+    """`-s key value` makes `value` a separate argument (often read as a file): say so at the flag."""
+    for text in values or []:
+        if "=" not in text and not text.startswith("~"):
+            raise typer.BadParameter(f"`{text}` is not key=value; write `-s {text}=VALUE` (with `=`, no space), or "
+                                     f"`-s ~{text}` to delete the key", param_hint="--set")
+    return values
+
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value",
+                                                     callback=_check_sets)]
 
 
 @contextmanager

@@ -33,12 +33,14 @@ class Loaded:
     warnings: list[Diagnostic] = field(default_factory=list)
 
 
-def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
-    """Load and check one config file with `--set` overrides applied; raises CompileError listing every problem."""
+def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tuple[str, str]] = ()) -> Loaded:
+    """Load and check one config file with `--set` overrides, then command-line flags given as (how the user
+    wrote the flag, its override), applied; raises CompileError listing every problem."""
     source = load_file(path)
     if has_defaults(source):
         source = compose(source)
-    tree, override_positions = apply_sets(source.data, sets)
+    labels = [f"--set {text}" for text in sets] + [label for label, _ in flags]
+    tree, override_positions = apply_sets(source.data, [*sets, *(text for _, text in flags)], labels)
     positions = {**source.positions, **override_positions}
     tree, found = markers.strip(tree)
     tree, problems = interpolate(tree, complete=False)
@@ -60,12 +62,13 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
     return Loaded(config, located, tree, found)
 
 
-def apply_sets(data: dict[str, Any], sets: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Position]]:
+def apply_sets(data: dict[str, Any], sets: Sequence[str], labels: Sequence[str] | None = None
+               ) -> tuple[dict[str, Any], dict[Any, Position]]:
     if not sets:
         return data, {}
     from rlc.edits import apply_overrides
 
-    return apply_overrides(data, sets)
+    return apply_overrides(data, sets, labels=labels)
 
 
 def _model_stage(tree: dict[str, Any]) -> list[Diagnostic]:
