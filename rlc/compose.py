@@ -3,10 +3,12 @@
 verl's own configs (`ppo_trainer.yaml`, `actor/dp_actor.yaml`, ...) are built this way, so rlc composes them
 rather than asking users to flatten them by hand. What verl's files use is supported, with Hydra 1.3's rules:
 group entries `group@package: option` (paths relative to the including file's group, `../group`, or absolute
-`/group`), config entries `name@package`, `_self_` (last when not listed), `null` options and `optional`.
+`/group`), config entries `name@package`, `_self_` (last when not listed), `null` options, `optional`, options
+that name another group's choice (`${model_engine}_actor`), `override group: option` in the first file, and the
+`# @package _global_` header.
 Each file is merged at its package, in list order; as in OmegaConf, mappings merge key by key and anything else
 is replaced. Files are found under the directory of the first file (Hydra's config path). The rest of Hydra's
-defaults grammar (`override`, `# @package` headers, search paths, `_global_`) is a clear error, not a guess.
+defaults grammar (other package headers, search paths, `_global_` in entries) is a clear error, not a guess.
 Every key keeps the file:line:col where it was written, so diagnostics point into the right file.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +29,16 @@ MAX_FILES = 256  # files in one composition; verl's ppo_trainer.yaml uses 20
 
 @dataclass(frozen=True)
 class _Entry:
-    file: str  # relative to the config root, without `.yaml`
+    path: str  # a config: its path under the root, without `.yaml`; a group entry: the group's path
+    option: str | None  # a group entry's option (may hold `${group}` choices); None for a config entry
     package: tuple[str, ...]  # relative to the including file's package
     optional: bool
     position: Position | None
+    override: bool = False
 
 
-_SELF = _Entry("_self_", (), False, None)
+_SELF = _Entry("_self_", None, (), False, None)
+_CHOICE = re.compile(r"\$\{([^{}]+)\}")
 
 
 def has_defaults(source: Source) -> bool:
@@ -43,16 +49,28 @@ def compose(source: Source) -> Source:
     """`source` with its defaults list (and theirs) merged in; the `defaults` keys are gone."""
     root = Path(source.file).resolve().parent
     out = Source(source.file, {}, {})
-    _Composer(root, out).include(source, "", (), [])
+    composer = _Composer(root, out)
+    composer.include(source, "", (), [])
+    for group, entry in composer.overrides.items():
+        if group not in composer.choices:
+            raise _error(f"defaults: `override {group}` matches no group in the defaults lists", entry.position)
     return out
 
 
 class _Composer:
     def __init__(self, root: Path, out: Source) -> None:
         self.root, self.out, self.files = root, out, 0
+        self.overrides: dict[str, _Entry] = {}  # `override group: option` entries of the first file
+        self.choices: dict[str, str] = {}  # each group's chosen option, for `${group}` in later options
 
     def include(self, source: Source, group: str, package: KeyPath, stack: list[str]) -> None:
         entries = _entries(source, group)
+        for entry in entries:
+            if entry.override and stack:
+                raise _error("defaults: `override` is supported in the first config only", entry.position)
+            if entry.override:
+                self.overrides[entry.path] = entry
+        entries = [entry for entry in entries if not entry.override]
         if not any(entry is _SELF for entry in entries):
             entries.append(_SELF)
         for entry in entries:
@@ -64,22 +82,52 @@ class _Composer:
             self.include_entry(entry, package, stack)
 
     def include_entry(self, entry: _Entry, package: KeyPath, stack: list[str]) -> None:
-        file = self.root / f"{entry.file}.yaml"
-        if entry.file in stack:
-            raise _error(f"defaults cycle: {' -> '.join([*stack, entry.file])}", entry.position)
+        name = entry.path if entry.option is None else f"{entry.path}/{self.option(entry)}"
+        file = self.root / f"{name}.yaml"
+        if name in stack:
+            raise _error(f"defaults cycle: {' -> '.join([*stack, name])}", entry.position)
         if not file.is_file():
             if entry.optional:
                 return
-            raise _error(f"defaults: no config `{entry.file}.yaml` under {self.root}", entry.position,
+            raise _error(f"defaults: no config `{name}.yaml` under {self.root}", entry.position,
                          hint="Hydra looks for included files under the directory of the first config")
         self.files += 1
         if self.files > MAX_FILES:
             raise _error(f"defaults include more than {MAX_FILES} files", entry.position)
         child = load_file(file)
-        target = (*package, *entry.package)
+        header = _package_header(file, entry.position)
+        target = header if header is not None else (*package, *entry.package)
         if entry.position is not None and target not in self.out.positions:
             self.out.positions[target] = entry.position
-        self.include(child, posixpath.dirname(entry.file), target, [*stack, entry.file])
+        self.include(child, posixpath.dirname(name), target, [*stack, name])
+
+    def option(self, entry: _Entry) -> str:
+        """The entry's option after `override`s, with `${group}` replaced by that group's choice."""
+        chosen = self.overrides[entry.path].option if entry.path in self.overrides else entry.option
+
+        def choice(match: re.Match) -> str:
+            if match.group(1).strip() not in self.choices:
+                raise _error(f"defaults: `{match.group(0)}` names no group chosen earlier in the defaults lists",
+                             entry.position)
+            return self.choices[match.group(1).strip()]
+
+        option = _CHOICE.sub(choice, chosen)
+        self.choices.setdefault(entry.path, option)
+        return option
+
+
+def _package_header(file: Path, position: Position | None) -> tuple[str, ...] | None:
+    """`# @package _global_` at the top of a file puts its keys at the root; None when there is no header."""
+    for line in file.read_text().splitlines():
+        if not line.startswith("#"):
+            return None
+        words = line[1:].split()
+        if words[:1] == ["@package"]:
+            if words[1:] != ["_global_"]:
+                raise _error(f"{file.name}: the header `{line}` is not supported (only `# @package _global_`)",
+                             position)
+            return ()
+    return None
 
 
 def _entries(source: Source, group: str) -> list[_Entry]:
@@ -98,26 +146,24 @@ def _entry(item: Any, group: str, position: Position | None) -> _Entry | None:
         name, _, package = item.partition("@")
         path = _group_path(name.strip(), group, position)
         implied = posixpath.dirname(name.strip().lstrip("/"))
-        return _Entry(path, _package(package or implied.replace("/", "."), position), False, position)
+        return _Entry(path, None, _package(package or implied.replace("/", "."), position), False, position)
     if not (isinstance(item, dict) and len(item) == 1):
         raise _error(f"defaults: cannot read the entry {item!r}; write `group@package: option` or `name`", position)
     (key, option), = item.items()
     words = key.split()
-    optional = words[:1] == ["optional"]
-    if words[:1] == ["override"]:
-        raise _error("defaults: `override` entries are not supported; set the keys directly", position)
-    name, _, package = words[-1].partition("@")
-    if len(words) > 1 + optional:
+    keyword = words[0] if len(words) == 2 and words[0] in ("optional", "override") else None
+    if len(words) != 1 + (keyword is not None):
         raise _error(f"defaults: cannot read the entry key `{key}`", position)
+    name, _, package = words[-1].partition("@")
     if option is None:
         return None
     if not isinstance(option, str):
         raise _error(f"defaults: the option of `{key}` is one config name, not {option!r}", position)
     if ".." in name and not package:
         raise _error(f"defaults: `{key}` climbs groups; give its package as `{key}@<package>`", position)
-    path = _group_path(name, group, position)
-    return _Entry(f"{path}/{option}", _package(package or name.lstrip("/").replace("/", "."), position), optional,
-                  position)
+    return _Entry(_group_path(name, group, position), option,
+                  _package(package or name.lstrip("/").replace("/", "."), position), keyword == "optional",
+                  position, keyword == "override")
 
 
 def _group_path(name: str, group: str, position: Position | None) -> str:

@@ -4,7 +4,8 @@ verl's dumped configs put `_target_: verl.<...>Config` in most sections: it name
 the section as. rlc validates the section against its own models instead, so a `verl.` target is dropped (one
 note for all of them) and any other target is an error: rlc cannot instantiate a user's class, and ignoring it
 would silently change what the section means. `???` is OmegaConf's "mandatory, not given yet": still there after
-overrides, it takes rlc's default with a warning, or is an error where rlc has no default.
+overrides, it takes rlc's default with a warning, or is an error where rlc has no default. verl 0.9's composed
+configs also carry the config-group choice `model_engine` (dp, megatron, ...) at the top: it is rlc's `backend`.
 
 Control characters (NUL, escape, ...) have no use in a setting and break the shell scripts, SLURM headers and
 model cards that values flow into, so they are refused in every string, keys included; tab and newline stay
@@ -20,6 +21,7 @@ from rlc.diagnostics import Diagnostic, KeyPath, dotted
 from rlc.interpolate import MISSING
 
 TARGET = "_target_"
+ENGINES = {"dp": "fsdp", "megatron": "megatron"}  # verl's `model_engine` choice -> rlc's `backend`
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -28,10 +30,12 @@ def strip(tree: dict[str, Any]) -> tuple[dict[str, Any], list[Diagnostic]]:
     found: list[Diagnostic] = []
     targets: list[KeyPath] = []
     out = _strip(tree, (), found, targets)
+    if "model_engine" in out:
+        found += _engine(out)
     if targets:
-        found.append(Diagnostic(f"{len(targets)} `_target_` key(s) name verl's config classes (first: "
-                                f"{dotted(targets[0])}); rlc checks these sections against its own schema and "
-                                "ignores them", targets[0], severity="note", code="verl-target"))
+        found.append(Diagnostic(f"this and {len(targets) - 1} more `_target_` key(s) name verl's config classes; "
+                                "rlc checks these sections against its own schema and ignores them", targets[0],
+                                severity="note", code="verl-target"))
     return out, found
 
 
@@ -56,6 +60,19 @@ def _strip(node: Any, path: KeyPath, found: list[Diagnostic], targets: list[KeyP
         else:
             out[key] = _strip(value, child, found, targets)
     return out
+
+
+def _engine(tree: dict[str, Any]) -> list[Diagnostic]:
+    """verl's `model_engine` group choice becomes `backend` (in place)."""
+    engine = tree.pop("model_engine")
+    backend = ENGINES.get(engine) if isinstance(engine, str) else None
+    if backend is None:
+        return [Diagnostic(f"model_engine {engine!r} is not one rlc runs", ("model_engine",),
+                           hint="rlc's engines: model_engine dp (backend fsdp) or megatron", code="model-engine")]
+    if tree.setdefault("backend", backend) != backend:
+        return [Diagnostic(f"model_engine {engine!r} means backend {backend!r}, but backend is "
+                           f"{tree['backend']!r}", ("model_engine",), code="model-engine")]
+    return []
 
 
 def _unset(path: KeyPath) -> tuple[bool, Diagnostic | None]:

@@ -95,9 +95,40 @@ def test_positions_point_into_the_file_that_wrote_the_key(tmp_path: Path) -> Non
     assert (Path(mini.file).name, mini.line) == ("trainer.yaml", 10)
 
 
+# verl 0.9's layout: the engine is a group choice that other options name, overridden by a second primary file
+# that includes the first; the engine's own file writes at the top with `# @package _global_`.
+ENGINE_FILES = {
+    "trainer.yaml": "defaults:\n  - model_engine: dp\n  - actor@actor_rollout_ref.actor: ${model_engine}_actor\n"
+                    "  - _self_\ntrainer:\n  total_epochs: 1\n",
+    "megatron_trainer.yaml": "defaults:\n  - trainer\n  - override model_engine: megatron\n  - _self_\n",
+    "model_engine/dp.yaml": "# @package _global_\nmodel_engine: dp\n",
+    "model_engine/megatron.yaml": "# @package _global_\nmodel_engine: megatron\n",
+    "actor/dp_actor.yaml": "strategy: fsdp\nfsdp_config:\n  param_offload: false\n",
+    "actor/megatron_actor.yaml": "strategy: megatron\nmegatron:\n  tensor_model_parallel_size: 1\n",
+}
+
+
+@pytest.mark.parametrize("name", ["trainer", "megatron_trainer"])
+def test_group_choices_overrides_and_global_package_equal_hydra(tmp_path: Path, name: str) -> None:
+    root = _write(tmp_path, ENGINE_FILES)
+    composed = compose(load_file(root / f"{name}.yaml")).data
+    assert composed == _hydra(root, name)
+    assert composed["model_engine"] == ("megatron" if name == "megatron_trainer" else "dp")
+
+
+def test_model_engine_becomes_backend(tmp_path: Path) -> None:
+    from rlc.markers import strip
+
+    tree, found = strip({"model_engine": "megatron", "trainer": {}})
+    assert tree == {"backend": "megatron", "trainer": {}} and found == []
+    _, found = strip({"model_engine": "veomni"})
+    assert "not one rlc runs" in found[0].message
+
+
 @pytest.mark.parametrize(("entry", "message"), [
     ("- nothing@x: here", "no config `nothing/here.yaml`"),
-    ("- override actor: dp_actor", "`override` entries are not supported"),
+    ("- override nothing: here", "`override nothing` matches no group"),
+    ("- actor@x: ${nothing}_actor", "names no group chosen earlier"),
     ("- actor@_global_: dp_actor", "the package `_global_` is not supported"),
     ("- ../../up@x: y", "points outside the config directory"),
     ("- main", "defaults cycle"),

@@ -59,7 +59,8 @@ def test_dumped_verl_shape_validates(tmp_path: Path) -> None:
     missing = said["missing-value"]
     assert missing.severity == "warning" and "rlc uses its default 'vllm'" in missing.message
     assert said["missing-value"].position.line == 24
-    assert "5 `_target_` key(s) name verl's config classes" in said["verl-target"].message
+    assert "this and 4 more `_target_` key(s) name verl's config classes" in said["verl-target"].message
+    assert said["verl-target"].position.line == 2
 
 
 def test_missing_value_set_by_override_is_quiet(tmp_path: Path) -> None:
