@@ -21,6 +21,7 @@ from rlc.diagnostics import Diagnostic, KeyPath, dotted
 REFERENCE = re.compile(r"\$\{([^{}]+)\}")
 MAX_CHAIN = 64  # keys resolved inside one another; verl's longest chain is 3
 MAX_CHARS = 100_000  # characters of one resolved string value
+MAX_NODES = 200_000  # values in the resolved tree (as rlc.source bounds aliases)
 MISSING = "???"  # OmegaConf's mandatory value: the user must set it
 
 
@@ -36,7 +37,25 @@ def interpolate(tree: dict[str, Any], *, complete: bool = True) -> tuple[dict[st
     """Resolve references. With `complete=False` (the user's partial tree) a reference to a key the user did not
     write is left for resolution to settle once defaults are explicit."""
     resolver = _Resolver(tree, complete)
-    return resolver.node(tree, ()), resolver.problems
+    resolved = resolver.node(tree, ())
+    if not resolver.problems and _expanded_size(resolved, MAX_NODES + 1) > MAX_NODES:
+        # a reference to a section shares it rather than copying it, so only the expanded size can tell
+        resolver.problems.append(Diagnostic(f"references expand the config to more than {MAX_NODES} values (an "
+                                            "expansion bound, not a reference cycle)"))
+    return resolved, resolver.problems
+
+
+def _expanded_size(node: Any, budget: int) -> int:
+    """How many values `node` holds when every shared section is counted each time; stops past `budget`."""
+    count, stack = 0, [node]
+    while stack and count < budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 class _Resolver:

@@ -72,3 +72,12 @@ def test_missing_keys_wait_for_defaults_unless_complete() -> None:
 def test_relative_reference_above_the_top(text: str) -> None:
     _, problems = interpolate({"a": text})
     assert problems
+
+
+def test_shared_sections_are_bounded_by_their_expanded_size() -> None:
+    tree = {"a": {"x": list(range(100))}}
+    for level in range(1, 5):  # each level holds ten references to the one before: 100 * 10**4 values
+        tree[f"l{level}"] = {f"k{i}": f"${{{'a' if level == 1 else f'l{level - 1}'}}}" for i in range(10)}
+    _, problems = interpolate(tree)
+    assert [p.message for p in problems] == ["references expand the config to more than 200000 values (an expansion "
+                                             "bound, not a reference cycle)"]
