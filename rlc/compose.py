@@ -7,8 +7,9 @@ group entries `group@package: option` (paths relative to the including file's gr
 that name another group's choice (`${model_engine}_actor`), `override group: option` in the first file, and the
 `# @package _global_` header.
 Each file is merged at its package, in list order; as in OmegaConf, mappings merge key by key and anything else
-is replaced. Files are found under the directory of the first file (Hydra's config path). The rest of Hydra's
-defaults grammar (other package headers, search paths, `_global_` in entries) is a clear error, not a guess.
+is replaced. Files are found under the directory of the first file, then `hydra.searchpath` (`file://`,
+`pkg://`). The rest of Hydra's defaults grammar (other package headers, `_global_` in entries) is a clear error,
+not a guess.
 Every key keeps the file:line:col where it was written, so diagnostics point into the right file.
 """
 
@@ -46,20 +47,47 @@ def has_defaults(source: Source) -> bool:
 
 
 def compose(source: Source) -> Source:
-    """`source` with its defaults list (and theirs) merged in; the `defaults` keys are gone."""
-    root = Path(source.file).resolve().parent
+    """`source` with its defaults list (and theirs) merged in; the `defaults` keys and Hydra's own `hydra` section
+    are gone."""
+    roots = [Path(source.file).resolve().parent, *_search_path(source)]
     out = Source(source.file, {}, {})
-    composer = _Composer(root, out)
+    composer = _Composer(roots, out)
     composer.include(source, "", (), [])
     for group, entry in composer.overrides.items():
         if group not in composer.choices:
-            raise _error(f"defaults: `override {group}` matches no group in the defaults lists", entry.position)
+            raise _error(f"`override {group}` matches no group in the defaults lists", entry.position)
+    out.data.pop("hydra", None)  # Hydra's settings for itself, not part of the job's config
     return out
 
 
+def _search_path(source: Source) -> list[Path]:
+    """`hydra.searchpath`: more directories to find configs in, after the first file's (as Hydra searches)."""
+    hydra = source.data.get("hydra")
+    entries = hydra.get("searchpath", []) if isinstance(hydra, dict) else []
+    return [_search_dir(entry, source.position(("hydra", "searchpath", index)))
+            for index, entry in enumerate(entries if isinstance(entries, list) else [entries])]
+
+
+def _search_dir(entry: Any, position: Position | None) -> Path:
+    scheme, _, rest = str(entry).partition("://")
+    if scheme == "file" and Path(rest).is_dir():
+        return Path(rest).resolve()  # relative to the current directory, as Hydra reads it
+    if scheme == "pkg":
+        from importlib.util import find_spec
+
+        top, *inner = rest.split(".")
+        spec = find_spec(top)  # finds the package without importing it (verl's import pulls in torch)
+        if spec is not None and spec.submodule_search_locations:
+            folder = Path(next(iter(spec.submodule_search_locations)), *inner)
+            if folder.is_dir():
+                return folder
+    raise _error(f"cannot find `{entry}` (file:// paths are relative to the current directory; "
+                 "pkg:// needs the package installed)", position, path=("hydra", "searchpath"))
+
+
 class _Composer:
-    def __init__(self, root: Path, out: Source) -> None:
-        self.root, self.out, self.files = root, out, 0
+    def __init__(self, roots: list[Path], out: Source) -> None:
+        self.roots, self.out, self.files = roots, out, 0
         self.overrides: dict[str, _Entry] = {}  # `override group: option` entries of the first file
         self.choices: dict[str, str] = {}  # each group's chosen option, for `${group}` in later options
 
@@ -67,7 +95,7 @@ class _Composer:
         entries = _entries(source, group)
         for entry in entries:
             if entry.override and stack:
-                raise _error("defaults: `override` is supported in the first config only", entry.position)
+                raise _error("`override` is supported in the first config only", entry.position)
             if entry.override:
                 self.overrides[entry.path] = entry
         entries = [entry for entry in entries if not entry.override]
@@ -83,17 +111,17 @@ class _Composer:
 
     def include_entry(self, entry: _Entry, package: KeyPath, stack: list[str]) -> None:
         name = entry.path if entry.option is None else f"{entry.path}/{self.option(entry)}"
-        file = self.root / f"{name}.yaml"
         if name in stack:
             raise _error(f"defaults cycle: {' -> '.join([*stack, name])}", entry.position)
-        if not file.is_file():
+        file = next((root / f"{name}.yaml" for root in self.roots if (root / f"{name}.yaml").is_file()), None)
+        if file is None:
             if entry.optional:
                 return
-            raise _error(f"defaults: no config `{name}.yaml` under {self.root}", entry.position,
-                         hint="Hydra looks for included files under the directory of the first config")
+            raise _error(f"no config `{name}.yaml` under {', '.join(str(r) for r in self.roots)}", entry.position,
+                         hint="configs are found under the first file's directory and `hydra.searchpath`")
         self.files += 1
         if self.files > MAX_FILES:
-            raise _error(f"defaults include more than {MAX_FILES} files", entry.position)
+            raise _error(f"the defaults lists include more than {MAX_FILES} files", entry.position)
         child = load_file(file)
         header = _package_header(file, entry.position)
         target = header if header is not None else (*package, *entry.package)
@@ -107,7 +135,7 @@ class _Composer:
 
         def choice(match: re.Match) -> str:
             if match.group(1).strip() not in self.choices:
-                raise _error(f"defaults: `{match.group(0)}` names no group chosen earlier in the defaults lists",
+                raise _error(f"`{match.group(0)}` names no group chosen earlier in the defaults lists",
                              entry.position)
             return self.choices[match.group(1).strip()]
 
@@ -148,19 +176,19 @@ def _entry(item: Any, group: str, position: Position | None) -> _Entry | None:
         implied = posixpath.dirname(name.strip().lstrip("/"))
         return _Entry(path, None, _package(package or implied.replace("/", "."), position), False, position)
     if not (isinstance(item, dict) and len(item) == 1):
-        raise _error(f"defaults: cannot read the entry {item!r}; write `group@package: option` or `name`", position)
+        raise _error(f"cannot read the entry {item!r}; write `group@package: option` or `name`", position)
     (key, option), = item.items()
     words = key.split()
     keyword = words[0] if len(words) == 2 and words[0] in ("optional", "override") else None
     if len(words) != 1 + (keyword is not None):
-        raise _error(f"defaults: cannot read the entry key `{key}`", position)
+        raise _error(f"cannot read the entry key `{key}`", position)
     name, _, package = words[-1].partition("@")
     if option is None:
         return None
     if not isinstance(option, str):
-        raise _error(f"defaults: the option of `{key}` is one config name, not {option!r}", position)
+        raise _error(f"the option of `{key}` is one config name, not {option!r}", position)
     if ".." in name and not package:
-        raise _error(f"defaults: `{key}` climbs groups; give its package as `{key}@<package>`", position)
+        raise _error(f"`{key}` climbs groups; give its package as `{key}@<package>`", position)
     return _Entry(_group_path(name, group, position), option,
                   _package(package or name.lstrip("/").replace("/", "."), position), keyword == "optional",
                   position, keyword == "override")
@@ -169,13 +197,13 @@ def _entry(item: Any, group: str, position: Position | None) -> _Entry | None:
 def _group_path(name: str, group: str, position: Position | None) -> str:
     joined = posixpath.normpath(name.lstrip("/") if name.startswith("/") else posixpath.join(group, name))
     if joined.startswith(".."):
-        raise _error(f"defaults: `{name}` points outside the config directory", position)
+        raise _error(f"`{name}` points outside the config directory", position)
     return joined
 
 
 def _package(text: str, position: Position | None) -> tuple[str, ...]:
     if "_global_" in text or "_group_" in text or "_name_" in text:
-        raise _error(f"defaults: the package `{text}` is not supported; name the section, e.g. `@trainer`", position)
+        raise _error(f"the package `{text}` is not supported; name the section, e.g. `@trainer`", position)
     return tuple(part for part in text.split(".") if part)
 
 
@@ -198,5 +226,6 @@ def _merge_into(node: dict[str, Any], data: dict[str, Any]) -> None:
             node[key] = copy.deepcopy(value)
 
 
-def _error(message: str, position: Position | None, hint: str | None = None) -> CompileError:
-    return CompileError([Diagnostic(message, ("defaults",), position, hint=hint)])
+def _error(message: str, position: Position | None, hint: str | None = None,
+           path: KeyPath = ("defaults",)) -> CompileError:
+    return CompileError([Diagnostic(message, path, position, hint=hint)])

@@ -138,3 +138,28 @@ def test_bad_defaults_are_clear_errors(tmp_path: Path, entry: str, message: str)
     with pytest.raises(CompileError, match=message) as info:
         compose(load_file(root / "main.yaml"))
     assert info.value.diagnostics[0].position.line == 2
+
+
+def test_search_path_finds_configs_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path / "lib" / "trainer" / "config", FILES)  # a checkout of the library's configs
+    user = tmp_path / "mine"
+    _write(user, {"run.yaml": "hydra:\n  searchpath:\n    - file://lib/trainer/config\ndefaults:\n  - trainer\n"
+                              "  - _self_\ntrainer:\n  total_epochs: 9\n"})
+    monkeypatch.chdir(tmp_path)  # file:// paths are relative to the working directory, as Hydra reads them
+    composed = compose(load_file(user / "run.yaml")).data
+    expected = _hydra(user, "run")
+    expected.pop("hydra", None)
+    assert composed == expected and composed["trainer"]["total_epochs"] == 9 and "hydra" not in composed
+
+
+def test_package_search_path_does_not_import_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "site" / "fakeverl"
+    _write(package / "trainer" / "config", FILES)
+    (package / "__init__.py").write_text("raise ImportError('importing the package is not allowed here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    user = _write(tmp_path / "mine", {"run.yaml": "hydra:\n  searchpath: [pkg://fakeverl.trainer.config]\n"
+                                                  "defaults: [trainer, _self_]\n"})
+    assert compose(load_file(user / "run.yaml")).data["actor_rollout_ref"]["actor"]["strategy"] == "fsdp"
+    (user / "bad.yaml").write_text("hydra:\n  searchpath: [file://no/such/dir]\ndefaults: [trainer]\n")
+    with pytest.raises(CompileError, match="hydra.searchpath: cannot find `file://no/such/dir`"):
+        compose(load_file(user / "bad.yaml"))
