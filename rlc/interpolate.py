@@ -110,20 +110,24 @@ class _Resolver:
         return pairs if isinstance(raw, dict) else [v for _, v in pairs]
 
     def text(self, text: str, path: KeyPath) -> Any:
-        whole = REFERENCE.fullmatch(text)
-        if whole:
-            return self.reference(whole.group(1).strip(), path)
-        out = REFERENCE.sub(lambda m: str(self.reference(m.group(1).strip(), path)), text)
-        if len(out) > MAX_CHARS:
-            raise Unresolvable(f"{text[:60]!r} expands to {len(out)} characters; rlc stops at {MAX_CHARS} "
+        spans = _spans(text)
+        if len(spans) == 1 and spans[0] == (0, len(text)):
+            return self.reference(text[2:-1].strip(), path)
+        out, last = [], 0
+        for start, end in spans:
+            out += [text[last:start], str(self.reference(text[start + 2:end - 1].strip(), path))]
+            last = end
+        joined = "".join([*out, text[last:]])
+        if len(joined) > MAX_CHARS:
+            raise Unresolvable(f"{text[:60]!r} expands to {len(joined)} characters; rlc stops at {MAX_CHARS} "
                                "(an expansion bound, not a reference cycle)")
-        return out
+        return joined
 
     def reference(self, expression: str, path: KeyPath) -> Any:
         if expression.startswith("oc.env:"):
             return _environment(expression[len("oc.env:"):])
         if expression.startswith("oc.select:"):
-            return self.select(expression[len("oc.select:"):], path)
+            return self.select(_arguments(expression[len("oc.select:"):]), path)
         if ":" in expression:
             raise Unresolvable(f"resolver `{expression.split(':')[0]}` is not supported")
         target = _target(expression, path)
@@ -131,13 +135,53 @@ class _Resolver:
             raise MissingKey(f"${{{expression}}} refers to a key that is not in the config")
         return self.key(target)
 
-    def select(self, arguments: str, path: KeyPath) -> Any:
-        """`oc.select:key,default`: the key's value, or the default (null when not given) when the key is absent."""
-        key, comma, default = arguments.partition(",")
-        target = _target(key.strip(), path)
+    def select(self, arguments: list[str], path: KeyPath) -> Any:
+        """`oc.select:key,default`: the key's value, or the default (null when not given) when the key is absent.
+        The default may itself be a reference (`${oc.select:a,${oc.select:b,null}}`)."""
+        target = _target(arguments[0], path)
         if _has(self.root, target) and _get(self.root, target) != MISSING:
             return self.key(target)
-        return _literal(default) if comma else None
+        if len(arguments) < 2:
+            return None
+        default = arguments[1]
+        return self.text(default, path) if "${" in default else _literal(default)
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each outermost `${...}` in `text`, braces matched so that references nest."""
+    spans, at = [], text.find("${")
+    while at >= 0:
+        depth, end = 0, at + 1
+        while end < len(text):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+            if depth == 0:
+                break
+        if depth:
+            raise Unresolvable(f"`{text[at:at + 40]}` has no closing `}}`")
+        spans.append((at, end))
+        at = text.find("${", end)
+    return spans
+
+
+def _arguments(text: str) -> list[str]:
+    """A resolver's arguments: split at commas outside brackets, braces and quotes; each stripped."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    return [*parts, "".join(current).strip()]
 
 
 def _environment(arguments: str) -> Any:

@@ -8,7 +8,7 @@ from rlc.interpolate import MAX_CHARS, interpolate
 VERL_SHAPE = {
     "data": {"max_prompt_length": 256, "max_response_length": 1024},
     "actor_rollout_ref": {
-        "model": {"path": "Qwen/Qwen2-0.5B", "use_fused_kernels": False},
+        "model": {"path": "Qwen/Qwen2-0.5B", "use_fused_kernels": False, "qat": {"enable": True, "bits": 4}},
         "actor": {
             "ppo_max_token_len_per_gpu": 4096,
             "use_fused_kernels": "${oc.select:actor_rollout_ref.model.use_fused_kernels,false}",
@@ -21,7 +21,11 @@ VERL_SHAPE = {
             "name": "${oc.select:trainer.missing,'naive'}",
             "token_len": "${..actor.ppo_max_token_len_per_gpu}",
         },
-        "rollout": {"prompt_length": "${oc.select:data.max_prompt_length,512}",
+        "rollout": {
+            "qat": "${oc.select:actor_rollout_ref.actor.fsdp_config.qat,${oc.select:actor_rollout_ref.model.qat,null}}",
+            "override_transformer_config": "${oc.select:actor_rollout_ref.actor.megatron.otc,{}}",
+            "quant": "${oc.select:nowhere,{enable: false, patterns: [lm_head, '*mlp.gate'], x: null}}",
+            "prompt_length": "${oc.select:data.max_prompt_length,512}",
                     "tag": "len-${data.max_prompt_length}-${.prompt_length}"},
     },
     "trainer": {"project_name": "p", "experiment_name": "${trainer.project_name}-run"},
@@ -34,6 +38,7 @@ def test_verl_resolvers_match_omegaconf() -> None:
     assert problems == []
     assert resolved == expected
     assert resolved["actor_rollout_ref"]["ref"]["use_torch_compile"] is True  # typed default, not "true"
+    assert resolved["actor_rollout_ref"]["rollout"]["qat"] == {"enable": True, "bits": 4}  # a nested default
 
 
 def _chain(levels: int) -> dict:
