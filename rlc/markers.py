@@ -5,7 +5,8 @@ the section as. rlc validates the section against its own models instead, so a `
 note for all of them) and any other target is an error: rlc cannot instantiate a user's class, and ignoring it
 would silently change what the section means. `???` is OmegaConf's "mandatory, not given yet": still there after
 overrides, it takes rlc's default with a warning, or is an error where rlc has no default. verl 0.9's composed
-configs also carry the config-group choice `model_engine` (dp, megatron, ...) at the top: it is rlc's `backend`.
+configs also carry the config-group choice `model_engine` (dp, megatron, ...) at the top: it is rlc's `backend`;
+older verl configs say megatron only through `actor.strategy`, which then sets `backend` when the file does not.
 
 Control characters (NUL, escape, ...) have no use in a setting and break the shell scripts, SLURM headers and
 model cards that values flow into, so they are refused in every string, keys included; tab and newline stay
@@ -32,6 +33,7 @@ def strip(tree: dict[str, Any]) -> tuple[dict[str, Any], list[Diagnostic]]:
     out = _strip(tree, (), found, targets)
     if "model_engine" in out:
         found += _engine(out)
+    found += _backend_from_strategy(out)
     if targets:
         found.append(Diagnostic(f"this and {len(targets) - 1} more `_target_` key(s) name verl's config classes; "
                                 "rlc checks these sections against its own schema and ignores them", targets[0],
@@ -73,6 +75,16 @@ def _engine(tree: dict[str, Any]) -> list[Diagnostic]:
         return [Diagnostic(f"model_engine {engine!r} means backend {backend!r}, but backend is "
                            f"{tree['backend']!r}", ("model_engine",), code="model-engine")]
     return []
+
+
+def _backend_from_strategy(tree: dict[str, Any]) -> list[Diagnostic]:
+    actor = tree.get("actor_rollout_ref", {}).get("actor", {}) if isinstance(tree.get("actor_rollout_ref"), dict) \
+        else {}
+    if "backend" in tree or not isinstance(actor, dict) or actor.get("strategy") != "megatron":
+        return []
+    tree["backend"] = "megatron"
+    return [Diagnostic("backend megatron, as verl's actor strategy says (rlc's `backend` is not set)",
+                       ("actor_rollout_ref", "actor", "strategy"), severity="note", code="backend-from-strategy")]
 
 
 def _unset(path: KeyPath) -> tuple[bool, Diagnostic | None]:

@@ -123,6 +123,10 @@ def test_model_engine_becomes_backend(tmp_path: Path) -> None:
     assert tree == {"backend": "megatron", "trainer": {}} and found == []
     _, found = strip({"model_engine": "veomni"})
     assert "not one rlc runs" in found[0].message
+    tree, found = strip({"actor_rollout_ref": {"actor": {"strategy": "megatron"}}})  # verl before model_engine
+    assert tree["backend"] == "megatron" and found[0].severity == "note"
+    tree, _ = strip({"backend": "fsdp", "actor_rollout_ref": {"actor": {"strategy": "megatron"}}})
+    assert tree["backend"] == "fsdp"  # what the file says wins; the checks then report the disagreement
 
 
 @pytest.mark.parametrize(("entry", "message"), [
