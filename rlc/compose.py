@@ -122,7 +122,7 @@ class _Composer:
         self.files += 1
         if self.files > MAX_FILES:
             raise _error(f"the defaults lists include more than {MAX_FILES} files", entry.position)
-        child = load_file(file)
+        child = load_file(file, allow_empty=True)
         header = _package_header(file, entry.position)
         target = header if header is not None else (*package, *entry.package)
         if entry.position is not None and target not in self.out.positions:

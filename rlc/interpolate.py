@@ -18,7 +18,7 @@ from typing import Any
 
 from rlc.diagnostics import Diagnostic, KeyPath, dotted
 
-REFERENCE = re.compile(r"\$\{([^{}]+)\}")
+REFERENCE = re.compile(r"\$\{([^{}]+)\}")  # an innermost `${...}`, for callers that only scan for references
 MAX_CHAIN = 64  # keys resolved inside one another; verl's longest chain is 3
 MAX_CHARS = 100_000  # characters of one resolved string value
 MAX_NODES = 200_000  # values in the resolved tree (as rlc.source bounds aliases)
@@ -206,6 +206,8 @@ def _target(expression: str, path: KeyPath) -> KeyPath:
     """The key path that `expression` names, from the value at `path` (leading dots: relative, as OmegaConf)."""
     dots = len(expression) - len(expression.lstrip("."))
     parts = tuple(p for p in expression[dots:].split(".") if p) if expression[dots:] else ()
+    if not dots and not parts:
+        raise Unresolvable("an empty reference `${}` names no key")
     if not dots:
         return parts
     if dots > len(path):
@@ -224,6 +226,8 @@ def _has(root: Any, path: KeyPath) -> bool:
 def _get(root: Any, path: KeyPath) -> Any:
     node = root
     for part in path:
+        if isinstance(node, list) and isinstance(part, str) and part.isdigit():
+            part = int(part)  # `${a.0}`: OmegaConf's list index
         listed = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if listed or isinstance(node, dict) and part in node:
             node = node[part]

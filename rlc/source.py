@@ -41,7 +41,8 @@ class Source:
         return None
 
 
-def load_file(path: str | Path) -> Source:
+def load_file(path: str | Path, *, allow_empty: bool = False) -> Source:
+    """`allow_empty`: an empty document is an empty mapping (Hydra's included configs may be empty)."""
     name = str(path)
     raw = _read_regular(Path(path), name)
     if b"\x00" in raw:
@@ -50,7 +51,7 @@ def load_file(path: str | Path) -> Source:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise _fail(name, f"not UTF-8 text (bad byte at offset {err.start})") from None
-    return load_text(text, name)
+    return load_text(text, name, allow_empty=allow_empty)
 
 
 def _read_regular(file: Path, name: str) -> bytes:
@@ -80,7 +81,7 @@ def _read_regular(file: Path, name: str) -> bytes:
     return raw
 
 
-def load_text(text: str, name: str = "<string>") -> Source:
+def load_text(text: str, name: str = "<string>", *, allow_empty: bool = False) -> Source:
     from ruamel.yaml import YAML
     from ruamel.yaml.composer import MaxDepthExceededError
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -100,6 +101,8 @@ def load_text(text: str, name: str = "<string>") -> Source:
         raise _syntax(f"YAML syntax error: {problem}", err.problem_mark or err.context_mark, text, name) from None
     except YAMLError as err:
         raise _fail(name, f"YAML error: {err}") from None
+    if doc is None and allow_empty:
+        return Source(name, {})
     if doc is None:
         raise _fail(name, "empty document", hint="a config is a mapping such as `trainer: {total_epochs: 1}`")
     if not isinstance(doc, dict):

@@ -15,6 +15,7 @@ FILES = {
 defaults:
   - actor@actor_rollout_ref.actor: dp_actor
   - reward_manager@reward_manager
+  - reward_manager@reward_manager.extra: empty
   - rollout@actor_rollout_ref.rollout: rollout
   - optional extra@trainer.extra: absent
   - critic@critic: null
@@ -51,6 +52,7 @@ optim:
     "reward_manager.yaml": "name: naive\n",
     "rollout/rollout.yaml": "name: ???\nn: 1\ntemperature: 1.0\n",
     "critic/dp_critic.yaml": "ppo_epochs: 1\n",
+    "reward_manager/empty.yaml": "# nothing here yet\n",
 }
 
 
@@ -92,7 +94,7 @@ def test_positions_point_into_the_file_that_wrote_the_key(tmp_path: Path) -> Non
     betas = composed.positions[("actor_rollout_ref", "actor", "optim", "betas")]
     assert (Path(betas.file).parent.name, betas.line) == ("optim", 2)
     mini = composed.positions[("actor_rollout_ref", "actor", "ppo_mini_batch_size")]
-    assert (Path(mini.file).name, mini.line) == ("trainer.yaml", 10)
+    assert (Path(mini.file).name, mini.line) == ("trainer.yaml", 11)
 
 
 # verl 0.9's layout: the engine is a group choice that other options name, overridden by a second primary file
