@@ -153,6 +153,10 @@ def fix_misplaced(path: Path) -> tuple[str, list[str], list[str]]:
         if _present(tree, target):
             said.append(f"{line}not moved `{diagnostic.dotted}`: `{'.'.join(target)}` is already set")
             continue
+        if not _written_here(document, diagnostic.path):
+            said.append(f"{line}not moved `{diagnostic.dotted}`: it comes from a merge key (`<<:`); move it in the "
+                        "anchored mapping")
+            continue
         _move(document, diagnostic.path, target)
         moved.append(f"{line}moved `{diagnostic.dotted}` -> `{'.'.join(target)}`")
     buffer = io.StringIO()
@@ -211,6 +215,14 @@ def _move(document: Any, source: tuple, target: tuple[str, ...]) -> None:
             break
         _detach_comment(outer, source[depth - 1])
         outer.pop(source[depth - 1])
+
+
+def _written_here(document: Any, path: tuple) -> bool:
+    """Whether the key at `path` is written in its own mapping (not merged in from an anchor with `<<:`)."""
+    parent = _at(document, path[:-1])
+    own = getattr(getattr(parent, "lc", None), "data", None) or {}
+    merged = [m[1] if isinstance(m, tuple) else m for m in getattr(parent, "merge", None) or ()]
+    return path[-1] in own or not any(path[-1] in m for m in merged)
 
 
 def _at(document: Any, path: tuple) -> Any:

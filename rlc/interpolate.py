@@ -89,7 +89,7 @@ class _Resolver:
             return self.done[path]
         if path in self.active:
             cycle = self.active[self.active.index(path):] + [path]
-            raise Unresolvable("reference cycle: " + " -> ".join(dotted(p) for p in cycle))
+            raise Unresolvable("reference cycle: " + " -> ".join(dotted(p) or "(the whole config)" for p in cycle))
         if len(self.active) >= MAX_CHAIN:
             raise Unresolvable(f"references nest more than {MAX_CHAIN} keys deep (an expansion bound, not a cycle)")
         raw = _get(self.root, path)

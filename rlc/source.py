@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,9 +171,9 @@ def _check_tag(node: Any, path: KeyPath, name: str, positions: dict[KeyPath, Pos
         raise CompileError([Diagnostic(f"the YAML tag `{shown}` is not supported: a config holds plain values "
                                        "(strings, numbers, booleans, lists, mappings)", path,
                                        _nearest(positions, path, name), hint="remove the tag")])
-    if isinstance(node, bytes):
-        raise CompileError([Diagnostic("binary (`!!binary`) values are not supported", path,
-                                       _nearest(positions, path, name))])
+    if isinstance(node, (bytes, AbstractSet)):
+        kind = "binary (`!!binary`)" if isinstance(node, bytes) else "set (`!!set`)"
+        raise CompileError([Diagnostic(f"{kind} values are not supported", path, _nearest(positions, path, name))])
 
 
 def _nearest(positions: dict[KeyPath, Position], path: KeyPath, name: str) -> Position:

@@ -207,3 +207,11 @@ def test_fix_never_overwrites_a_value_already_there(tmp_path: Path) -> None:
     cfg.write_text(text)
     code, _, err = convert("--fix", str(cfg))
     assert code == 0 and "is already set" in err and cfg.read_text() == text
+
+
+def test_fix_leaves_keys_that_come_from_a_merge_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    text = "offload: &off\n  param_offload: true\nactor_rollout_ref:\n  ref:\n    <<: *off\n"
+    cfg.write_text(text)
+    code, _, err = convert("--fix", str(cfg))
+    assert code == 0 and "it comes from a merge key" in err and cfg.read_text() == text
