@@ -93,7 +93,8 @@ def test_tags_other_than_yaml_own_are_refused(tmp_path: Path, tag: str) -> None:
     assert "is not supported: a config holds plain values" in message and "trainer.x" in message
 
 
-@pytest.mark.parametrize(("value", "words"), [("!!set {x, y}", "set (`!!set`)"), ("!!binary aGk=", "binary")])
+@pytest.mark.parametrize(("value", "words"), [("!!set {x, y}", "set (`!!set`)"),
+                                              ("!!binary aGk=", "binary (`!!binary`)")])
 def test_sets_and_binary_are_refused(tmp_path: Path, value: str, words: str) -> None:
     assert f"{words} values are not supported" in _error(tmp_path, f"trainer:\n  x: {value}\n")
 
