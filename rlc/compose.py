@@ -4,8 +4,8 @@ verl's own configs (`ppo_trainer.yaml`, `actor/dp_actor.yaml`, ...) are built th
 rather than asking users to flatten them by hand. What verl's files use is supported, with Hydra 1.3's rules:
 group entries `group@package: option` (paths relative to the including file's group, `../group`, or absolute
 `/group`), config entries `name@package`, `_self_` (last when not listed), `null` options, `optional`, options
-that name another group's choice (`${model_engine}_actor`), `override group: option` in the first file, and the
-`# @package _global_` header.
+that name another group's choice (`${model_engine}_actor`), `override group: option` in the first file or as an
+override (`--set model_engine=megatron`), and the `# @package _global_` header.
 Each file is merged at its package, in list order; as in OmegaConf, mappings merge key by key and anything else
 is replaced. Files are found under the directory of the first file, then `hydra.searchpath` (`file://`,
 `pkg://`). The rest of Hydra's defaults grammar (other package headers, `_global_` in entries) is a clear error,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,24 +41,33 @@ class _Entry:
 
 _SELF = _Entry("_self_", None, (), False, None)
 _CHOICE = re.compile(r"\$\{([^{}]+)\}")
+_GROUP_CHOICE = re.compile(r"[A-Za-z_][\w/]*=[\w.\-]+")  # `group=option`: no dots in the key, one word after
 
 
 def has_defaults(source: Source) -> bool:
     return "defaults" in source.data
 
 
-def compose(source: Source) -> Source:
+def compose(source: Source, sets: Sequence[str] = ()) -> tuple[Source, list[str]]:
     """`source` with its defaults list (and theirs) merged in; the `defaults` keys and Hydra's own `hydra` section
-    are gone."""
+    are gone. Overrides among `sets` that choose a config group's option (`model_engine=megatron`, as on verl's
+    command line) take part in the composition; the other overrides are returned, to be applied to the result."""
     roots = [Path(source.file).resolve().parent, *_search_path(source)]
     out = Source(source.file, {}, {})
     composer = _Composer(roots, out)
+    rest = []
+    for text in sets:
+        group, equals, option = text.partition("=")
+        if equals and _GROUP_CHOICE.fullmatch(text) and any((r / group / f"{option}.yaml").is_file() for r in roots):
+            composer.overrides[group] = _Entry(group, option, (), False, Position(f"--set {text}", 0, 0), True)
+        else:
+            rest.append(text)
     composer.include(source, "", (), [])
     for group, entry in composer.overrides.items():
         if group not in composer.choices:
             raise _error(f"`override {group}` matches no group in the defaults lists", entry.position)
     out.data.pop("hydra", None)  # Hydra's settings for itself, not part of the job's config
-    return out
+    return out, rest
 
 
 def _search_path(source: Source) -> list[Path]:

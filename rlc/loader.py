@@ -38,7 +38,7 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
     wrote the flag, its override), applied; raises CompileError listing every problem."""
     source = load_file(path)
     if has_defaults(source):
-        source = compose(source)
+        source, sets = compose(source, sets)
     labels = [f"--set {text}" for text in sets] + [label for label, _ in flags]
     tree, override_positions = apply_sets(source.data, [*sets, *(text for _, text in flags)], labels)
     positions = {**source.positions, **override_positions}

@@ -63,18 +63,18 @@ def _write(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-def _hydra(config_dir: Path, name: str) -> dict:
+def _hydra(config_dir: Path, name: str, overrides: tuple[str, ...] = ()) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        return OmegaConf.to_container(hydra_compose(config_name=name), resolve=False)
+        return OmegaConf.to_container(hydra_compose(config_name=name, overrides=list(overrides)), resolve=False)
 
 
 def test_composition_equals_hydra(tmp_path: Path) -> None:
     root = _write(tmp_path, FILES)
-    composed = compose(load_file(root / "trainer.yaml"))
+    composed = compose(load_file(root / "trainer.yaml"))[0]
     assert composed.data == _hydra(root, "trainer")
     assert composed.data["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1.0e-6  # actor.yaml after optim/fsdp
 
@@ -83,12 +83,12 @@ def test_composition_equals_hydra(tmp_path: Path) -> None:
 def test_self_goes_last_when_not_listed(tmp_path: Path) -> None:
     files = {"main.yaml": "defaults:\n  - part@sec: a\nsec:\n  x: from-main\n", "part/a.yaml": "x: from-a\ny: 1\n"}
     root = _write(tmp_path, files)
-    assert compose(load_file(root / "main.yaml")).data == _hydra(root, "main") == {"sec": {"x": "from-main", "y": 1}}
+    assert compose(load_file(root / "main.yaml"))[0].data == _hydra(root, "main") == {"sec": {"x": "from-main", "y": 1}}
 
 
 def test_positions_point_into_the_file_that_wrote_the_key(tmp_path: Path) -> None:
     root = _write(tmp_path, FILES)
-    composed = compose(load_file(root / "trainer.yaml"))
+    composed = compose(load_file(root / "trainer.yaml"))[0]
     weight_decay = composed.positions[("actor_rollout_ref", "actor", "optim", "weight_decay")]
     assert (Path(weight_decay.file).name, weight_decay.line) == ("dp_actor.yaml", 8)
     betas = composed.positions[("actor_rollout_ref", "actor", "optim", "betas")]
@@ -113,9 +113,17 @@ ENGINE_FILES = {
 @pytest.mark.parametrize("name", ["trainer", "megatron_trainer"])
 def test_group_choices_overrides_and_global_package_equal_hydra(tmp_path: Path, name: str) -> None:
     root = _write(tmp_path, ENGINE_FILES)
-    composed = compose(load_file(root / f"{name}.yaml")).data
+    composed = compose(load_file(root / f"{name}.yaml"))[0].data
     assert composed == _hydra(root, name)
     assert composed["model_engine"] == ("megatron" if name == "megatron_trainer" else "dp")
+
+
+def test_group_choice_on_the_command_line_equals_hydra(tmp_path: Path) -> None:
+    root = _write(tmp_path, ENGINE_FILES)
+    composed, rest = compose(load_file(root / "trainer.yaml"), ["model_engine=megatron", "trainer.total_epochs=3"])
+    assert composed.data == _hydra(root, "trainer", ("model_engine=megatron",))
+    assert composed.data["actor_rollout_ref"]["actor"]["strategy"] == "megatron"
+    assert rest == ["trainer.total_epochs=3"]  # applied afterwards, as an ordinary override
 
 
 def test_model_engine_becomes_backend(tmp_path: Path) -> None:
@@ -142,7 +150,7 @@ def test_model_engine_becomes_backend(tmp_path: Path) -> None:
 def test_bad_defaults_are_clear_errors(tmp_path: Path, entry: str, message: str) -> None:
     root = _write(tmp_path, {**FILES, "main.yaml": f"defaults:\n  {entry}\n"})
     with pytest.raises(CompileError, match=message) as info:
-        compose(load_file(root / "main.yaml"))
+        compose(load_file(root / "main.yaml"))[0]
     assert info.value.diagnostics[0].position.line == 2
 
 
@@ -152,7 +160,7 @@ def test_search_path_finds_configs_elsewhere(tmp_path: Path, monkeypatch: pytest
     _write(user, {"run.yaml": "hydra:\n  searchpath:\n    - file://lib/trainer/config\ndefaults:\n  - trainer\n"
                               "  - _self_\ntrainer:\n  total_epochs: 9\n"})
     monkeypatch.chdir(tmp_path)  # file:// paths are relative to the working directory, as Hydra reads them
-    composed = compose(load_file(user / "run.yaml")).data
+    composed = compose(load_file(user / "run.yaml"))[0].data
     expected = _hydra(user, "run")
     expected.pop("hydra", None)
     assert composed == expected and composed["trainer"]["total_epochs"] == 9 and "hydra" not in composed
@@ -165,7 +173,7 @@ def test_package_search_path_does_not_import_the_package(tmp_path: Path, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     user = _write(tmp_path / "mine", {"run.yaml": "hydra:\n  searchpath: [pkg://fakeverl.trainer.config]\n"
                                                   "defaults: [trainer, _self_]\n"})
-    assert compose(load_file(user / "run.yaml")).data["actor_rollout_ref"]["actor"]["strategy"] == "fsdp"
+    assert compose(load_file(user / "run.yaml"))[0].data["actor_rollout_ref"]["actor"]["strategy"] == "fsdp"
     (user / "bad.yaml").write_text("hydra:\n  searchpath: [file://no/such/dir]\ndefaults: [trainer]\n")
     with pytest.raises(CompileError, match="hydra.searchpath: cannot find `file://no/such/dir`"):
-        compose(load_file(user / "bad.yaml"))
+        compose(load_file(user / "bad.yaml"))[0]
