@@ -109,7 +109,10 @@ def _path(text: str, start: int, end: int) -> tuple[str, ...]:
         if not KEY.fullmatch(part):
             raise OverrideError(text, _bad_key(part), column + (len(part) - len(part.lstrip())))
         column += len(part) + 1
-    return tuple(key.split("."))
+    parts = tuple(key.split("."))
+    if len(parts) > MAX_DEPTH:
+        raise OverrideError(text, f"the key is {len(parts)} levels deep; a config is nested at most {MAX_DEPTH}")
+    return parts
 
 
 def _bad_key(part: str) -> str:
