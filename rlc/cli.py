@@ -19,7 +19,17 @@ from rlc.diagnostics import CompileError, Diagnostic, render
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
 
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value")]
+def _check_sets(values: list[str] | None) -> list[str] | None:
+    """`-s key value` makes `value` a separate argument (often read as a file): say so at the flag."""
+    for text in values or []:
+        if "=" not in text and not text.startswith("~"):
+            raise typer.BadParameter(f"`{text}` is not key=value; write `-s {text}=VALUE` (with `=`, no space), or "
+                                     f"`-s ~{text}` to delete the key", param_hint="--set")
+    return values
+
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value",
+                                                     callback=_check_sets)]
 
 
 @contextmanager
@@ -194,19 +204,28 @@ def convert(
     from_cli: Annotated[str | None, typer.Option("--from-cli", help="A verl command line ('-' reads stdin)")] = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="A shell script that runs verl")] = None,
     to_cli: Annotated[Path | None, typer.Option("--to-cli", help="A YAML config to print as overrides")] = None,
-    into: Annotated[Path | None, typer.Option("--into", help="Merge into this YAML, keeping its comments")] = None,
+    into: Annotated[Path | None, typer.Option("--into", help="Merge into this YAML file (edited in place, comments "
+                                              "kept; with -o the result goes there instead)")] = None,
+    fix: Annotated[Path | None, typer.Option("--fix", help="Move keys written in the wrong section of this YAML "
+                                             "file to where verl reads them (edited in place, comments kept)")]
+    = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
     expand_env: Annotated[bool, typer.Option("--expand-env", help="Expand $VAR from the environment; by default "
                                              "they become ${oc.env:VAR} references, resolved at launch")] = False,
     allow_unknown: Annotated[bool, typer.Option("--allow-unknown", help="Keep keys rlc does not know")] = False,
 ) -> None:
-    """Convert a legacy verl command line to YAML, or a YAML config to a command line."""
+    """Convert a legacy verl command line to YAML, a YAML config to a command line, or fix a YAML in place."""
     from rlc import convert as conv
     from rlc.cmdline import CmdlineError, split_command_line
     from rlc.files import write_atomic
 
-    if sum(x is not None for x in (from_cli, from_file, to_cli)) != 1:
-        raise typer.BadParameter("give exactly one of --from-cli, --from-file, --to-cli")
+    if sum(x is not None for x in (from_cli, from_file, to_cli, fix)) != 1:
+        raise typer.BadParameter("give exactly one of --from-cli, --from-file, --to-cli, --fix")
+    if fix is not None:
+        _fix(fix, output)
+        return
+    if into is not None and output is None:
+        output = into
     with reporting():
         if to_cli is not None:
             from rlc.source import load_file
@@ -231,6 +250,22 @@ def convert(
         typer.echo(f"wrote {output}", err=True)
     else:
         sys.stdout.write(text)
+
+
+def _fix(file: Path, output: Path | None) -> None:
+    from rlc.convert import fix_misplaced
+    from rlc.files import write_atomic
+
+    with reporting():
+        text, moved, left = fix_misplaced(file)
+    for line in moved + left:
+        typer.echo(line, err=True)
+    if not moved:
+        typer.echo(f"{file}: nothing to move", err=True)
+        return
+    target = output or file
+    write_atomic(target, text, mode=target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+    typer.echo(f"wrote {target}", err=True)
 
 
 def _read(path: Path | None) -> str:

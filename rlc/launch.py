@@ -33,10 +33,14 @@ class LaunchRequest:
     dry_run: bool = False
 
 
-def flag_overrides(request: LaunchRequest) -> list[str]:
-    flags = {"backend": request.backend, "trainer.nnodes": request.nnodes,
-             "trainer.n_gpus_per_node": request.gpus_per_node}
-    return [*request.sets, *(f"{key}={value}" for key, value in flags.items() if value is not None)]
+def flag_overrides(request: LaunchRequest) -> list[tuple[str, str]]:
+    """Each flag the user gave, as (the flag as written, its override), so messages name the flag."""
+    flags = {("--backend", "backend"): request.backend, ("--nnodes", "trainer.nnodes"): request.nnodes,
+             ("--gpus-per-node", "trainer.n_gpus_per_node"): request.gpus_per_node}
+    from rlc.overrides import format_value
+
+    return [(f"{flag} {value}", f"{key}={format_value(value)}") for (flag, key), value in flags.items()
+            if value is not None]
 
 
 def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagnostic]]:
@@ -47,7 +51,7 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     from rlc.render import render_run_dir
     from rlc.resolve import dump_yaml, resolve
 
-    loaded = load_config(request.config, flag_overrides(request))
+    loaded = load_config(request.config, request.sets, flag_overrides(request))
     resolved = resolve(loaded, offline=request.offline)
     config = resolved.config
     run_dir = (request.run_dir or _default_run_dir(config, request.resume, run_dir_name)).resolve()
