@@ -69,3 +69,15 @@ def _lookup(expression: str, root: dict[str, Any]) -> Any:
             raise MissingKey(f"${{{expression}}} refers to a key that is not in the config")
         node = node[part]
     return node
+
+
+def env_references(node: Any, path: KeyPath = ()) -> dict[KeyPath, str]:
+    """Every value that reads the environment, as written (`${oc.env:HF_TOKEN}`, `${oc.env:HOME}/data`).
+
+    rlc writes these back as references, never as their values, so a secret in the environment stays out of every
+    file it writes; the runtime resolves them from its own environment when it starts."""
+    if isinstance(node, dict):
+        return {p: t for key, value in node.items() for p, t in env_references(value, (*path, key)).items()}
+    if isinstance(node, list):
+        return {p: t for i, value in enumerate(node) for p, t in env_references(value, (*path, i)).items()}
+    return {path: node} if isinstance(node, str) and "${oc.env:" in node.replace(" ", "") else {}
