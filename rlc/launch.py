@@ -43,6 +43,7 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     from rlc.plan import make_plan, run_dir_name
     from rlc.render import render_run_dir
     from rlc.resolve import dump_yaml, resolve
+    from rlc.secrets import holds_secrets
 
     loaded = load_config(request.config, flag_overrides(request))
     resolved = resolve(loaded, offline=request.offline)
@@ -59,7 +60,8 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
         trainer.resume_mode = "auto"
     plan = make_plan(config, str(run_dir), request.executor, python=sys.executable)
     header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
-    scripts = render_run_dir(plan, dump_yaml(config, header), python=sys.executable)
+    tree = resolved.tree()
+    scripts = render_run_dir(plan, dump_yaml(tree, header), python=sys.executable, private=holds_secrets(tree))
     return plan, scripts, loaded.warnings + resolved.notes
 
 

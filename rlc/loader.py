@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rlc import schema
-from rlc.diagnostics import CompileError, Diagnostic, Position, has_errors
-from rlc.interpolate import interpolate
+from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position, has_errors
+from rlc.interpolate import env_references, interpolate
 from rlc.source import Source, load_file
 
 
@@ -24,6 +24,7 @@ class Loaded:
     source: Source
     tree: dict[str, Any]
     warnings: list[Diagnostic] = field(default_factory=list)
+    env_references: dict[KeyPath, str] = field(default_factory=dict)  # written back as such, never as values
 
 
 def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
@@ -31,6 +32,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
     source = load_file(path)
     tree, override_positions = apply_sets(source.data, sets)
     positions = {**source.positions, **override_positions}
+    references = env_references(tree)
     tree, found = interpolate(tree, complete=False)
     located = Source(source.file, tree, positions)
     found += schema.check(tree)
@@ -43,7 +45,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
     if has_errors(found):
         raise CompileError(found)
     config, _ = _build(tree)
-    return Loaded(config, located, tree, found)
+    return Loaded(config, located, tree, found, references)
 
 
 def apply_sets(data: dict[str, Any], sets: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Position]]:

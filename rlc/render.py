@@ -40,11 +40,12 @@ def _env_name(name: str) -> str:
     return name
 
 
-def render_run_dir(plan: LaunchPlan, resolved_yaml: str, python: str) -> list[Path]:
-    """Write everything the executor needs into plan.run_dir; returns the scripts written."""
+def render_run_dir(plan: LaunchPlan, resolved_yaml: str, python: str, private: bool = False) -> list[Path]:
+    """Write everything the executor needs into plan.run_dir; returns the scripts written. `private`: the config
+    holds a literal credential (the user wrote one into the YAML), so only its owner may read it."""
     run_dir = Path(plan.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.resolved.yaml", resolved_yaml)
+    write_atomic(run_dir / "config.resolved.yaml", resolved_yaml, mode=0o600 if private else 0o644)
     write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=2) + "\n")
     write_atomic(run_dir / "runtime_env.json", json.dumps({"env_vars": plan.env}, indent=2) + "\n")
     env = environment()
