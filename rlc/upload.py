@@ -37,8 +37,7 @@ at revision `{revision}`{step_text}.
 
 Environment references such as `${{oc.env:HF_TOKEN}}` are shown as written; credentials are redacted.
 
-```yaml
-{config}```
+{config}
 """
 
 
@@ -69,14 +68,15 @@ def model_card(repo_id: str, base_model: str, revision: str | None, dataset: str
     is redacted (rlc.secrets)."""
     from huggingface_hub import ModelCardData
 
+    from rlc.resolve import dump_yaml
     from rlc.secrets import redact
 
     metadata = ModelCardData(library_name="transformers", tags=["rlc", "reinforcement-learning", algorithm],
                              base_model=base_model if _is_repo_id(base_model) else None)
-    config_yaml = _yaml(redact(config)) if config is not None else "# not available\n"
+    config_yaml = dump_yaml(redact(config)) if config is not None else "# not available\n"
     body = MODEL_CARD_BODY.format(
         repo_id=_inline(repo_id), base_model=_inline(base_model), revision=_inline(revision or "unpinned"),
-        dataset=_inline(dataset), algorithm=_inline(algorithm), config=config_yaml.replace("```", "` ` `"),
+        dataset=_inline(dataset), algorithm=_inline(algorithm), config=_fenced(config_yaml),
         optimizer="included (`optimizer.pt`)" if optimizer else "not included",
         step_text=f", step {step}" if step is not None else "")
     return f"---\n{metadata.to_yaml()}\n---\n{body}"
@@ -98,17 +98,10 @@ def _inline(value: object) -> str:
     return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).replace("`", "")
 
 
-def _yaml(tree: dict[str, Any]) -> str:
-    import io
-
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    yaml.default_flow_style = False
-    yaml.width = 120
-    buffer = io.StringIO()
-    yaml.dump(tree, buffer)
-    return buffer.getvalue()
+def _fenced(text: str) -> str:
+    """A Markdown code block that no run of backticks inside `text` can close early."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}yaml\n{text}{fence}"
 
 
 def upload_folder(folder: Path, target: UploadTarget, *, include_optimizer: bool, max_retries: int = 3,

@@ -84,3 +84,12 @@ def test_offline_mode_is_reported_at_once(hub_server, monkeypatch: pytest.Monkey
     result = CliRunner().invoke(app, ["upload", str(model), "--repo-id", "tester/x", "--optimizer", "none"])
     assert result.exit_code == 1 and "HF_HUB_OFFLINE is set" in result.output
     assert hub_server.requests == []
+
+
+def test_backticks_in_the_config_stay_inside_its_code_block() -> None:
+    config = {"trainer": {"experiment_name": "x\n```\n# Heading from a config value\n````"}}
+    card = model_card("me/run", "Qwen/Qwen2-0.5B", "abc", "d", "grpo", config, optimizer=False)
+    fence, rest = card.split("## Resolved config", 1)[1].split("\n\n", 2)[2].split("yaml\n", 1)
+    assert set(fence) == {"`"} and len(fence) == 5
+    block, after = rest.split("\n" + fence, 1)
+    assert yaml.safe_load(block) == config and after.strip() == ""
