@@ -93,9 +93,9 @@ def _is_repo_id(name: str) -> bool:
 
 
 def _inline(value: object) -> str:
-    """One line of Markdown: control characters become spaces and backticks are dropped (they would end a code
-    span and let the rest of the value be read as Markdown)."""
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).replace("`", "")
+    """One line of Markdown: control characters become spaces, backticks are dropped (they would end a code span
+    and let the rest of the value be read as Markdown) and `|` is escaped (it would split a table cell)."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).replace("`", "").replace("|", "\\|")
 
 
 def _fenced(text: str) -> str:

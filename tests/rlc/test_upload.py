@@ -3,6 +3,7 @@ and the model card cannot be made to say more than rlc wrote (YAML metadata from
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -24,10 +25,12 @@ def _front_matter(card: str) -> dict:
 
 def test_a_newline_in_base_model_adds_no_metadata() -> None:
     hostile = "org/model\nlicense: mit\nrlc_injected: true\n---\n# injected heading"
-    card = model_card("me/run", hostile, "abc", "data\n- injected", "grpo", {"a": 1}, optimizer=False)
+    card = model_card("me/run", hostile, "abc", "data | extra cell\n- injected", "grpo", {"a": 1}, optimizer=False)
     assert _front_matter(card) == {"library_name": "transformers", "tags": ["rlc", "reinforcement-learning", "grpo"]}
     injected = ("license", "rlc_injected", "# injected", "- injected")
     assert not [line for line in card.splitlines() if line.startswith(injected)]
+    (row,) = [line for line in card.splitlines() if line.startswith("| dataset |")]
+    assert re.split(r"(?<!\\)\|", row)[2].strip() == r"data \| extra cell - injected"  # one cell, escaped
     clean = model_card("me/run", "Qwen/Qwen2-0.5B", "abc", "d", "grpo", None, optimizer=True)
     assert _front_matter(clean)["base_model"] == "Qwen/Qwen2-0.5B"
 
