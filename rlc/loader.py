@@ -41,6 +41,7 @@ def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
     # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.
     if all(d.code == "unknown-key" for d in found):
         found += _model_stage(_without(tree, [d.path for d in found]))
+    found = [_naming_references(d, tree, references) for d in found]
     found = sorted((_locate(d, located) for d in found), key=lambda d: (d.position.line, d.position.col))
     if has_errors(found):
         raise CompileError(found)
@@ -96,3 +97,21 @@ def _locate(diagnostic: Diagnostic, source: Source) -> Diagnostic:
     from dataclasses import replace
 
     return replace(diagnostic, position=source.position(diagnostic.path) or Position(source.file, 1, 1))
+
+
+def _naming_references(diagnostic: Diagnostic, tree: dict[str, Any], references: dict[KeyPath, str]) -> Diagnostic:
+    """A message about a value read from the environment shows the reference, never the value: it may be a secret
+    (`expected an integer, got "${oc.env:HF_TOKEN}"`)."""
+    from dataclasses import replace
+
+    node: Any = tree
+    for part in diagnostic.path:
+        node = node[part] if isinstance(node, dict | list) and _holds(node, part) else None
+    reference = references.get(diagnostic.path)
+    if reference is None or not isinstance(node, str) or not node:
+        return diagnostic
+    return replace(diagnostic, message=diagnostic.message.replace(node, reference))
+
+
+def _holds(node: dict | list, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)

@@ -97,3 +97,13 @@ def test_resolve_and_show_print_references_and_redact_literals(config: Path, tmp
     out = tmp_path / "resolved.yaml"  # a file the user asked for keeps what a run needs, readable by them only
     assert CliRunner().invoke(app, ["resolve", str(config), "--offline", "-o", str(out)]).exit_code == 0
     assert "hunter2-literal" in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_a_misplaced_secret_is_named_by_its_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_never_printed")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(CONFIG.replace("n_gpus_per_node: 1", "n_gpus_per_node: ${oc.env:HF_TOKEN}"))
+    result = CliRunner().invoke(app, ["validate", str(config)])
+    assert result.exit_code == 1
+    assert 'trainer.n_gpus_per_node: expected an integer, got "${oc.env:HF_TOKEN}"' in result.output
+    assert "hf_never_printed" not in result.output
