@@ -146,3 +146,10 @@ def test_a_nul_in_the_experiment_name_leaves_the_scripts_runnable(tmp_path: Path
         assert proc.returncode == 0, proc.stderr
         driver = b"\0".join([b"python-fake", b"-m", b"rlc_runtime", str(run_dir).encode()]) + b"\0"
         assert driver in (tmp_path / "calls").read_bytes(), f"{executor}: the driver did not start"
+
+
+def test_a_nul_never_reaches_a_shell_word() -> None:
+    from rlc.render import environment
+
+    with pytest.raises(CompileError, match="NUL"):
+        environment().from_string("x={{ v | q }}").render(v="a\0b")
