@@ -3,8 +3,8 @@
 The config names `${oc.env:HF_TOKEN}` and `${oc.env:WANDB_API_KEY}` (in Ray's runtime_env, where verl users put
 them). Every command a user would run on it runs for real, as a subprocess: validate, resolve, show, launch
 --dry-run, and a real CPU run (the quickstart's tiny model, two steps) that uploads its checkpoint to the loopback
-Hub. Then every file under the test's directory, every line printed and every file of the uploaded repo, read back
-from the Hub server, is searched for either value.
+Hub. Then every file under the test's directory, every line printed, every file of the uploaded repo (read back
+from the Hub server) and the logs of the Ray cluster the run started are searched for either value.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 TOKEN = "hf_e2eSecretToken0123456789abcdef"
 WANDB_KEY = "wandb0e2e0secret0key0123456789abcdef"
 SECRETS = (TOKEN.encode(), WANDB_KEY.encode())
+RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
 
 
 def _config(path: Path) -> Path:
@@ -58,7 +60,7 @@ def test_the_token_stays_a_reference_everywhere(tmp_path: Path, hub_server, monk
     rlc("resolve", config, "-o", tmp_path / "resolved.yaml")
     assert "'${oc.env:WANDB_API_KEY}'" in rlc("show", config, "--explain", "ray_kwargs")
     rlc("launch", config, "--dry-run", "--run-dir", tmp_path / "dry")
-    run_dir = tmp_path / "run"
+    run_dir, started = tmp_path / "run", time.time()
     out = rlc("launch", config, "--run-dir", run_dir, timeout=600)
     assert "uploaded" in out and "step 2/2" in out
 
@@ -72,4 +74,7 @@ def test_the_token_stays_a_reference_everywhere(tmp_path: Path, hub_server, monk
     leaks = [str(p) for p in written if any(s in p.read_bytes() for s in SECRETS)]
     leaks += [f"printed: {text[:80]!r}" for text in printed if TOKEN in text or WANDB_KEY in text]
     leaks += [f"uploaded: {name}" for name, data in uploaded.items() if any(s in data for s in SECRETS)]
+    ray_logs = [p for session in RAY_TEMP.glob("session_*") if session.stat().st_mtime >= started
+                for p in (session / "logs").rglob("*") if p.is_file()]
+    leaks += [f"Ray's log {p}" for p in ray_logs if any(s in p.read_bytes() for s in SECRETS)]
     assert not leaks, leaks
