@@ -84,22 +84,24 @@ def resolve_cmd(
     set_: SetOption = None,
     offline: OfflineOption = False,
 ) -> None:
-    """Write the fully resolved config: defaults explicit, Hub revisions pinned to commit shas."""
+    """Write the fully resolved config: defaults explicit, Hub revisions pinned to commit shas. Environment
+    references stay references; on the terminal, literal credentials are redacted."""
     from rlc.loader import load_config
     from rlc.resolve import dump_yaml, resolve
+    from rlc.secrets import holds_secrets, redact
 
     with reporting():
         loaded = load_config(file, set_ or [])
         resolved = resolve(loaded, offline=offline)
     _print(loaded.warnings + resolved.notes)
-    text = dump_yaml(resolved.config, header=f"Resolved by rlc from {file}. Every value is explicit.")
+    tree, header = resolved.tree(), f"Resolved by rlc from {file}. Every value is explicit."
     if output:
         from rlc.files import write_atomic
 
-        write_atomic(output, text)
+        write_atomic(output, dump_yaml(tree, header), mode=0o600 if holds_secrets(tree) else 0o644)
         typer.echo(f"wrote {output}", err=True)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(dump_yaml(redact(tree), header))
 
 
 @app.command()
@@ -112,10 +114,11 @@ def show(
     """Show each resolved value and where it came from: file:line, --set, a default, or the Hub."""
     from rlc.loader import load_config
     from rlc.resolve import resolve
+    from rlc.secrets import redact
 
     with reporting():
         resolved = resolve(load_config(file, set_ or []), offline=offline)
-    values = _flatten(resolved.config.model_dump(mode="json"))
+    values = _flatten(redact(resolved.tree()))
     keys = [k for k in resolved.provenance if explain is None or k == explain or k.startswith(explain + ".")]
     if not keys:
         typer.echo(f"error: no key `{explain}` in the config", err=True)

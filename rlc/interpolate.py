@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from rlc.diagnostics import Diagnostic, KeyPath, dotted
@@ -235,3 +236,30 @@ def _get(root: Any, path: KeyPath) -> Any:
             raise KeyError(part)
     return node
 
+
+def env_references(tree: dict[str, Any]) -> dict[KeyPath, str]:
+    """Every value that reads the environment, as written: `${oc.env:HF_TOKEN}`, `${oc.env:HOME}/data`, and
+    `${trainer.x}` where trainer.x reads it.
+
+    rlc writes these back as references, never as their values, so a secret in the environment stays out of every
+    file it writes; the runtime resolves them from its own environment when it starts."""
+    texts = dict(_strings(tree, ()))
+    found = {path: text for path, text in texts.items() if "${oc.env:" in text.replace(" ", "")}
+    while True:
+        names = {".".join(map(str, path)) for path in found}
+        more = {path: text for path, text in texts.items() if path not in found
+                and any(m.group(1).strip() in names for m in REFERENCE.finditer(text))}
+        if not more:
+            return found
+        found |= more
+
+
+def _strings(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, (*path, index))
+    elif isinstance(node, str):
+        yield path, node

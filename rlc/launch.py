@@ -50,6 +50,7 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     from rlc.plan import make_plan, run_dir_name
     from rlc.render import render_run_dir
     from rlc.resolve import dump_yaml, resolve
+    from rlc.secrets import holds_secrets
 
     loaded = load_config(request.config, request.sets, flag_overrides(request))
     resolved = resolve(loaded, offline=request.offline)
@@ -69,7 +70,8 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
         raise CompileError(refusal)
     plan = make_plan(config, str(run_dir), request.executor, python=sys.executable, memory=memory)
     header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
-    scripts = render_run_dir(plan, dump_yaml(config, header), python=sys.executable)
+    tree = resolved.tree()
+    scripts = render_run_dir(plan, dump_yaml(tree, header), python=sys.executable, private=holds_secrets(tree))
     return plan, scripts, loaded.warnings + resolved.notes
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from rlc import markers, schema
 from rlc.compose import compose, has_defaults
-from rlc.diagnostics import CompileError, Diagnostic, Position, has_errors
-from rlc.interpolate import interpolate
+from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position, has_errors
+from rlc.interpolate import env_references, interpolate
 from rlc.source import Source, load_file
 
 
@@ -31,6 +31,7 @@ class Loaded:
     source: Source
     tree: dict[str, Any]
     warnings: list[Diagnostic] = field(default_factory=list)
+    env_references: dict[KeyPath, str] = field(default_factory=dict)  # written back as such, never as values
 
 
 def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tuple[str, str]] = ()) -> Loaded:
@@ -43,6 +44,7 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
     tree, override_positions = apply_sets(source.data, [*sets, *(text for _, text in flags)], labels)
     positions = {**source.positions, **override_positions}
     tree, found = markers.strip(tree)
+    references = env_references(tree)
     tree, problems = interpolate(tree, complete=False)
     found += problems + markers.control_characters(tree)
     located = Source(source.file, tree, positions)
@@ -55,11 +57,12 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
     # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.
     if all(d.code == "unknown-key" for d in structural):
         found += _model_stage(_without(tree, [d.path for d in structural]))
+    found = [_naming_references(d, tree, references) for d in found]
     found = sorted((_locate(d, located) for d in found), key=_order)
     if has_errors(found):
         raise CompileError(found)
     config, _ = _build(tree)
-    return Loaded(config, located, tree, found)
+    return Loaded(config, located, tree, found, references)
 
 
 def apply_sets(data: dict[str, Any], sets: Sequence[str], labels: Sequence[str] | None = None
@@ -116,3 +119,21 @@ def _locate(diagnostic: Diagnostic, source: Source) -> Diagnostic:
     from dataclasses import replace
 
     return replace(diagnostic, position=source.position(diagnostic.path) or Position(source.file, 1, 1))
+
+
+def _naming_references(diagnostic: Diagnostic, tree: dict[str, Any], references: dict[KeyPath, str]) -> Diagnostic:
+    """A message about a value read from the environment shows the reference, never the value: it may be a secret
+    (`expected an integer, got "${oc.env:HF_TOKEN}"`)."""
+    from dataclasses import replace
+
+    node: Any = tree
+    for part in diagnostic.path:
+        node = node[part] if isinstance(node, dict | list) and _holds(node, part) else None
+    reference = references.get(diagnostic.path)
+    if reference is None or not isinstance(node, str) or not node:
+        return diagnostic
+    return replace(diagnostic, message=diagnostic.message.replace(node, reference))
+
+
+def _holds(node: dict | list, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)

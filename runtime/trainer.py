@@ -25,7 +25,7 @@ from rlc.config.root import RLCConfig
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.checkpoint import CheckpointError
-from rlc_runtime.loggers import Tracking
+from rlc_runtime.loggers import Tracking, config_to_log
 from rlc_runtime.metrics import (
     data_metrics,
     logprob_diff,
@@ -131,7 +131,7 @@ class Trainer:
     def _loop(self, start: int) -> None:
         trainer = self.cfg.trainer
         tracking = Tracking(trainer.logger, self.run_dir, trainer.project_name, trainer.experiment_name,
-                            self.cfg.model_dump(mode="json"), self.total_steps, start)
+                            config_to_log(self.run_dir), self.total_steps, start)
         try:
             if start == 0 and trainer.val_before_train and self.val_set is not None:
                 tracking.log(self._validate(0), 0)

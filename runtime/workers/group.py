@@ -49,8 +49,18 @@ def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None 
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, runtime_env=runtime_env,
-                 log_to_driver=True, logging_level=logging.WARNING)
+                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES,
+                 runtime_env=_inherited(runtime_env), log_to_driver=True, logging_level=logging.WARNING)
+
+
+def _inherited(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """runtime_env's variables set in this process instead: the workers of a cluster it starts inherit them, and
+    Ray's runtime_env agent would write them into its log in clear, secrets (HF_TOKEN) included. (On a cluster
+    started elsewhere they can only travel in runtime_env.)"""
+    if not runtime_env or not runtime_env.get("env_vars"):
+        return runtime_env
+    os.environ.update({name: str(value) for name, value in runtime_env["env_vars"].items()})
+    return {key: value for key, value in runtime_env.items() if key != "env_vars"} or None
 
 
 class WorkerError(RuntimeError):
