@@ -107,7 +107,7 @@ def _evaluate(facts: dict[str, Any], version: str, leaked: list[str]) -> dict[st
     own = {n: os.stat(f"/proc/self/ns/{n}").st_ino for n in NAMESPACES}
     cgroup_problem = cgroups.unavailable_reason()
     properties = {
-        "unprivileged": facts["outside_uid"] not in (None, 0),
+        "unprivileged": _host_uid(facts) not in (None, 0),
         "no_capabilities": not any(facts["caps"]) and facts["no_new_privs"],
         **{f"{n}_namespace": facts["ns"][n] != own[n] for n in NAMESPACES},
         "own_proc": facts["own_proc"],
@@ -124,8 +124,15 @@ def _evaluate(facts: dict[str, Any], version: str, leaked: list[str]) -> dict[st
     memory = ("a cgroup caps the memory and processes of each run together" if properties["total_memory_limit"]
               else f"RLIMIT_AS caps each process and RLIMIT_NPROC their number, no total cap "
                    f"({cgroup_problem or 'the cgroup did not stop several children'})")
-    return {"isolated": not missing, "tool": version, "uid": facts["outside_uid"], **properties,
+    return {"isolated": not missing, "tool": version, "uid": _host_uid(facts), **properties,
             "memory_limit": memory, "not_isolated": missing}
+
+
+def _host_uid(facts: dict[str, Any]) -> int | None:
+    """The program's uid on the host. Run by root, the program is in no user namespace of its own, so its
+    uid_map is the identity and its uid is the host's; run by a user, bwrap's user namespaces (nested, for
+    --disable-userns) can map only that user's uid: the kernel allows an unprivileged process no other."""
+    return facts["outside_uid"] if bwrap.as_root() else os.getuid()
 
 
 def _refused(reason: str) -> dict[str, Any]:
