@@ -68,7 +68,7 @@ def children(count, work, hold_s):
 def reap(pids, signal=None):
     if signal: [os.kill(p, signal) for p in pids]
     return [os.waitpid(p, 0)[1] for p in pids]
-hold = children(%(memory_children)d, lambda: bytearray(b"1") * (%(child_mb)d << 20), 0.5)
+hold = children(%(memory_children)d, lambda: bytearray(b"1") * (%(child_mb)d << 20), 0.2)
 out["memory_children_done"] = sum(s == 0 for s in reap(hold))
 forks = children(%(processes)d * 2, lambda: None, 5)
 out["forked"] = len(forks)
