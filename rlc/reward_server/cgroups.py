@@ -35,7 +35,7 @@ class RunCgroup:
         self.directories: list[Path] = []
         name = f"rlc-sandbox-{uuid.uuid4().hex[:12]}"
         try:
-            for parent, controllers in _parents().items():
+            for parent, controllers in server_cgroups().items():
                 directory = parent / name
                 directory.mkdir()
                 self.directories.append(directory)
@@ -89,7 +89,7 @@ class RunCgroup:
 @functools.cache
 def unavailable_reason() -> str | None:
     """None where a run's cgroup can be made here, else why not (in words, for /ping)."""
-    parents = _parents()
+    parents = server_cgroups()
     found = {c for controllers in parents.values() for c in controllers}
     if not {"memory", "pids"} <= found:
         return f"no cgroup hierarchy of this server offers {sorted({'memory', 'pids'} - found)}"
@@ -101,7 +101,7 @@ def unavailable_reason() -> str | None:
 
 
 @functools.cache
-def _parents() -> dict[Path, tuple[str, ...]]:
+def server_cgroups() -> dict[Path, tuple[str, ...]]:
     """The server's own cgroup directory in each hierarchy that has a memory or pids controller."""
     try:
         membership = Path("/proc/self/cgroup").read_text().splitlines()

@@ -179,7 +179,7 @@ def _delegated_cgroups(user: pwd.struct_passwd) -> Iterator[list[str]]:
     """cgroup.procs files of cgroups made for `user` (as systemd delegates one to a user session), if possible."""
     made = []
     if cgroups.unavailable_reason() is None:
-        for parent in cgroups._parents():
+        for parent in cgroups.server_cgroups():
             directory = parent / f"rlc-test-{os.getpid()}"
             directory.mkdir()
             made.append(directory)
