@@ -93,6 +93,8 @@ def report(execute: Callable[..., Any]) -> dict[str, Any]:
                                    "child_mb": CHILD_MB, "processes": PROCESSES}, "",
                          dict(time_s=30.0, memory_mb=MEMORY_MB, processes=PROCESSES, tmp_bytes=TMP_BYTES),
                          [marker, f"/etc/shadow:{secret}", ":".join(writable)])
+    except (OSError, RuntimeError) as e:  # e.g. setpriv missing, or a cgroup that cannot be made after all
+        return _refused(f"{version} could not start a program here: {e}")
     finally:
         os.unlink(secret)
     leaked = [p for p in writable if _remove(Path(p) / marker)]
