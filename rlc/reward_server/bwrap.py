@@ -52,14 +52,16 @@ def as_root() -> bool:
     return os.geteuid() == 0
 
 
-def command(program_dir: Path, tmp_bytes: int) -> list[str]:
+def command(program_dir: Path, tmp_bytes: int, seccomp_fd: int | None) -> list[str]:
     """bwrap's arguments up to the program's own command line, which follows them (`[*command(...), python, ...]`).
 
-    `program_dir` (the submitted program's files) appears read-only at PROGRAM_DIR; /tmp is empty and writable."""
+    `program_dir` (the submitted program's files) appears read-only at PROGRAM_DIR; /tmp is empty and writable;
+    `seccomp_fd`, if any, is an inherited descriptor from which bwrap reads a compiled seccomp filter."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise RuntimeError("bwrap is not installed (apt-get install bubblewrap)")
-    args = [bwrap, *_NAMESPACES, "--die-with-parent", "--new-session", "--clearenv"]
+    args = [bwrap, *_NAMESPACES, "--die-with-parent", "--new-session", "--clearenv",
+            *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])]
     for key, value in ENVIRONMENT.items():
         args += ["--setenv", key, value]
     args += _filesystem(program_dir, tmp_bytes)

@@ -2,9 +2,9 @@
 
 Design decisions, and why:
 - Each property is tested the way an attacker would test it (write to the root, to site-packages and to /dev;
-  read /etc/shadow and a 0600 file of the server's; fork past the limit; allocate past the total memory with
-  several children) and compared with the server's own view (its namespace ids), so the report /ping shows is
-  what held for a real program, on this host, at start.
+  read /etc/shadow and a 0600 file of the server's; make a user namespace; fork past the limit; allocate past
+  the total memory with several children) and compared with the server's own view (its namespace ids), so the
+  report /ping shows is what held for a real program, on this host, at start.
 - `isolated` needs every property but the total memory cap: where no cgroup can be made, RLIMIT_AS per process
   times RLIMIT_NPROC processes plus the tmpfs cap bound the memory instead, and the report says so in words.
 """
@@ -27,16 +27,22 @@ MEMORY_MB = 128  # each of MEMORY_CHILDREN holds CHILD_MB at once: over the tota
 MEMORY_CHILDREN, CHILD_MB = 4, 48
 TMP_BYTES = 1 << 20
 NAMESPACES = ("pid", "net", "mnt", "ipc", "uts")
-REQUIRED = ("unprivileged", "no_capabilities", *(f"{n}_namespace" for n in NAMESPACES), "own_proc",
+REQUIRED = ("unprivileged", "no_capabilities", "no_new_user_namespaces", "syscall_filter",
+            *(f"{n}_namespace" for n in NAMESPACES), "own_proc",
             "read_only_filesystem", "secrets_hidden", "private_tmp", "clean_environment", "no_inherited_fds",
             "process_limit")
 
 SCRIPT = """\
-import json, os, socket, sys, time
+import ctypes, json, os, socket, sys, time
 out = {}
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
 out["caps"] = [int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")]
 out["no_new_privs"] = status["NoNewPrivs"].strip() == "1"
+out["seccomp"] = status["Seccomp"].strip() == "2"
+pid = os.fork()
+if pid == 0:  # in a child, so that the probe itself stays where it is
+    os._exit(0 if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0 else 1)
+out["user_namespace_made"] = os.waitpid(pid, 0)[1] == 0
 uid = os.getuid()
 out["outside_uid"] = next((int(o) + uid - int(i) for i, o, n in (l.split() for l in open("/proc/self/uid_map"))
                            if int(i) <= uid < int(i) + int(n)), None)
@@ -111,6 +117,8 @@ def _evaluate(facts: dict[str, Any], version: str, leaked: list[str]) -> dict[st
     properties = {
         "unprivileged": _host_uid(facts) not in (None, 0),
         "no_capabilities": not any(facts["caps"]) and facts["no_new_privs"],
+        "no_new_user_namespaces": not facts["user_namespace_made"],
+        "syscall_filter": facts["seccomp"],
         **{f"{n}_namespace": facts["ns"][n] != own[n] for n in NAMESPACES},
         "own_proc": facts["own_proc"],
         "read_only_filesystem": not facts["wrote"] and not leaked,

@@ -3,10 +3,11 @@
 Design decisions, and why:
 - Isolation holds or code is refused. Each program runs under bubblewrap (see `bwrap`: unprivileged, fresh
   pid/network/mount/IPC namespaces and /proc, a read-only root with only Python in it, a size-capped private
-  /tmp, no capabilities, no inherited environment or descriptors) inside a cgroup of its own where the host
-  allows one (see `cgroups`). What holds is probed once per process by running a real program (see `probe`);
-  where anything is missing `run_python` raises SandboxRefused, and only `allow_unsafe=True` (the server's
-  --allow-unsafe-code) runs the program anyway, with the per-process limits alone.
+  /tmp, no capabilities, no inherited environment or descriptors), behind a seccomp filter (see `seccomp`: no
+  new user namespaces), inside a cgroup of its own where the host allows one (see `cgroups`). What holds is
+  probed once per process by running a real program (see `probe`); where anything is missing `run_python`
+  raises SandboxRefused, and only `allow_unsafe=True` (the server's --allow-unsafe-code) runs the program
+  anyway, with the per-process limits alone.
 - The per-process limits (address space, CPU seconds, file size, no core dumps, and the process count where no
   cgroup counts them) are set by a tiny bootstrap inside the child's interpreter before the submitted code, with
   soft == hard, so the program cannot raise them. Not `preexec_fn`: the server calls this from threads, and
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rlc.reward_server import bwrap, cgroups, probe
+from rlc.reward_server import bwrap, cgroups, probe, seccomp
 
 _BOOTSTRAP = """\
 import resource, sys
@@ -104,7 +105,8 @@ def refusal(report: dict[str, Any]) -> str:
 
 def _execute(code: str, stdin: str, limits: Limits, argv: Sequence[str], isolated: bool) -> RunResult:
     use_cgroup = isolated and cgroups.unavailable_reason() is None
-    with tempfile.TemporaryDirectory(prefix="rlc-sandbox-") as tmp, _cgroup(limits, use_cgroup) as cgroup:
+    with tempfile.TemporaryDirectory(prefix="rlc-sandbox-") as tmp, _cgroup(limits, use_cgroup) as cgroup, \
+            _seccomp_fd(isolated) as filter_fd:
         work = Path(tmp)
         program_dir = work / "program"
         program_dir.mkdir(mode=0o755)
@@ -112,14 +114,15 @@ def _execute(code: str, stdin: str, limits: Limits, argv: Sequence[str], isolate
         (program_dir / "main.py").chmod(0o644)  # the program may run as nobody
         (work / "stdin").write_text(stdin, encoding="utf-8")
         if isolated:
-            prefix = [*(cgroup.join_prefix() if cgroup else []), *bwrap.command(program_dir, limits.tmp_bytes)]
+            prefix = [*(cgroup.join_prefix() if cgroup else []),
+                      *bwrap.command(program_dir, limits.tmp_bytes, filter_fd)]
             program = f"{bwrap.PROGRAM_DIR}/main.py"
         else:
             prefix, program = [], str(program_dir / "main.py")
         command = [*_NICE, *prefix, sys.executable, "-I", "-c", _BOOTSTRAP, str(limits.memory_mb << 20),
                    str(math.floor(limits.time_s) + 1), str(limits.output_bytes),
                    str(0 if cgroup else limits.processes), program, *argv]
-        returncode = _wait(command, work, limits.time_s)
+        returncode = _wait(command, work, limits.time_s, () if filter_fd is None else (filter_fd,))
         stdout = _read_capped(work / "stdout", limits.output_bytes)
         stderr = _read_capped(work / "stderr", 64 << 10)
     status = "timeout" if returncode is None else ("ok" if returncode == 0 else "error")
@@ -135,12 +138,28 @@ def _cgroup(limits: Limits, wanted: bool) -> Iterator[cgroups.RunCgroup | None]:
         yield cgroup
 
 
-def _wait(command: list[str], work: Path, time_s: float) -> int | None:
+@contextlib.contextmanager
+def _seccomp_fd(wanted: bool) -> Iterator[int | None]:
+    """A pipe holding the compiled seccomp filter, for bwrap to read (it closes its copy: none reaches the program)."""
+    program = seccomp.program() if wanted else None
+    if program is None:
+        yield None
+        return
+    read, write = os.pipe()
+    try:
+        os.write(write, program)  # a filter is a few hundred bytes: far below a pipe's buffer
+        os.close(write)
+        yield read
+    finally:
+        os.close(read)
+
+
+def _wait(command: list[str], work: Path, time_s: float, pass_fds: tuple[int, ...]) -> int | None:
     """The exit status, or None at the time limit; the program's process group is killed either way."""
     with open(work / "stdin", "rb") as fin, open(work / "stdout", "wb") as fout, \
             open(work / "stderr", "wb") as ferr:
         proc = subprocess.Popen(command, stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=bwrap.ENVIRONMENT,
-                                start_new_session=True)
+                                start_new_session=True, pass_fds=pass_fds)
         try:
             return proc.wait(timeout=time_s)
         except subprocess.TimeoutExpired:

@@ -60,6 +60,10 @@ ATTACKS = {
                            "        mem.write(b'x')",
     "ptrace_server": LIBC + "    if libc.ptrace(16, {pid}, 0, 0) != 0:\n"
                      "        raise OSError(ctypes.get_errno(), 'ptrace')",
+    "user_namespace_tmpfs": LIBC + "    if libc.unshare(0x10000000 | 0x20000) != 0:  # CLONE_NEWUSER | CLONE_NEWNS\n"
+                            "        raise OSError(ctypes.get_errno(), 'unshare')\n"
+                            "    if libc.mount(b'none', b'/tmp', b'tmpfs', 0, None) != 0:\n"
+                            "        raise OSError(ctypes.get_errno(), 'mount')",
     "proc_root_of_init": "    os.listdir('/proc/1/root/root')\n    open('/proc/1/root/etc/shadow', 'rb').read()",
 }
 # Bounded, not denied: each prints "bounded" when the limit stopped it.
