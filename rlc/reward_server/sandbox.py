@@ -15,7 +15,6 @@ Design decisions, and why:
 - On the wall-clock limit, and also after a clean exit, bwrap's process group is killed: bwrap's pid namespace
   then takes every process the program started with it, even one that called setsid(), and the cgroup is
   emptied and removed. No orphans.
-- Programs run at nice 10, so that a burst of them starting cannot starve the server's event loop.
 - stdin, stdout and stderr are files of the server's, passed as descriptors, not pipes: output is capped by
   RLIMIT_FSIZE instead of growing in the server's memory, and a program that never reads its input cannot block.
 """
@@ -26,7 +25,6 @@ import contextlib
 import functools
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,9 +47,6 @@ source = open(sys.argv[5], encoding="utf-8").read()
 sys.argv = sys.argv[5:]
 exec(compile(source, sys.argv[0], "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
-
-# Programs yield the CPU to the server: its event loop keeps answering while a burst of programs starts.
-_NICE = [found, "-n", "10"] if (found := shutil.which("nice")) else []
 
 
 @dataclass(frozen=True)
@@ -119,7 +114,7 @@ def _execute(code: str, stdin: str, limits: Limits, argv: Sequence[str], isolate
             program = f"{bwrap.PROGRAM_DIR}/main.py"
         else:
             prefix, program = [], str(program_dir / "main.py")
-        command = [*_NICE, *prefix, sys.executable, "-I", "-c", _BOOTSTRAP, str(limits.memory_mb << 20),
+        command = [*prefix, sys.executable, "-I", "-c", _BOOTSTRAP, str(limits.memory_mb << 20),
                    str(math.floor(limits.time_s) + 1), str(limits.output_bytes),
                    str(0 if cgroup else limits.processes), program, *argv]
         returncode = _wait(command, work, limits.time_s, () if filter_fd is None else (filter_fd,))
