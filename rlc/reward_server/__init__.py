@@ -2,8 +2,9 @@
 
 Nothing heavy is imported here: fastapi, uvicorn and math-verify come with the `runtime` extra and load only
 when `serve` runs, so that importing `rlc` (and its CLI) never needs them. Modules: `config` (settings), `app`
-(HTTP), `verifiers/` (one scoring rule each), `sandbox` (running submitted code), `process` (starting the server
-as a child process, for tests, benchmarks and end-to-end runs).
+(HTTP), `verifiers/` (one scoring rule each), `sandbox` (running submitted code isolated, or refusing to) with
+`bwrap`, `seccomp`, `cgroups` and `probe` (what isolates it, and what holds on this host), `process` (starting
+the server as a child process, for tests, benchmarks and end-to-end runs).
 """
 
 from __future__ import annotations
