@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -218,10 +219,12 @@ class Server:
 
 
 @pytest.fixture(scope="module", params=["root", "ordinary_user", "ordinary_user_without_cgroups"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     if request.param != "ordinary_user" and os.getuid() != 0:
         pytest.skip("run by an ordinary user: the server runs only as that user (CI runs this as root)")
-    work = tmp_path_factory.mktemp(request.param)
+    # Straight under /tmp, which anyone may enter: only the sandbox keeps programs from these files, not a 0700
+    # directory above them (pytest's tmp_path has one).
+    work = Path(tempfile.mkdtemp(prefix="rlc-hostile-"))
     work.chmod(0o755)
     open_dir = work / "open"  # writable by anyone: only the sandbox's mount namespace keeps programs out
     open_dir.mkdir(mode=0o777)
@@ -237,6 +240,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                "--code-time-limit", str(TIME_LIMIT_S), "--code-memory-mb", str(MEMORY_MB)]
     user = None if request.param == "root" else pwd.getpwuid(os.getuid())
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
         if user is not None and os.getuid() == 0:
             user = _ensure_user()
             os.chown(secret, user.pw_uid, user.pw_gid)
