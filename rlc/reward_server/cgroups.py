@@ -48,13 +48,6 @@ class RunCgroup:
         return ["/bin/sh", "-c", _JOIN, "sh", str(len(self.directories)),
                 *(str(d / "cgroup.procs") for d in self.directories)]
 
-    def peak_memory(self) -> int:
-        for directory in self.directories:
-            for name in ("memory.max_usage_in_bytes", "memory.peak"):
-                with contextlib.suppress(OSError, ValueError):
-                    return int((directory / name).read_text())
-        return 0
-
     def kill(self, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
