@@ -79,8 +79,9 @@ def _filesystem(program_dir: Path, tmp_bytes: int) -> list[str]:
                 args += ["--perms", "0755", "--dir", str(parent)]
         made.add(path)
         args += ["--symlink", os.readlink(path), path] if os.path.islink(path) else ["--ro-bind", path, path]
-    return [*args, "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
-            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+    # /dev/shm too (multiprocessing's semaphores live there), capped like /tmp; the rest of /dev is read-only.
+    return [*args, "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs",
+            "/dev/shm", "--remount-ro", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
             "--ro-bind", str(program_dir), PROGRAM_DIR, "--remount-ro", "/", "--chdir", "/tmp"]
 
 

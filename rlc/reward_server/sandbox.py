@@ -55,7 +55,7 @@ class Limits:
     memory_mb: int = 512  # all processes of the run together where a cgroup counts them, else each
     output_bytes: int = 4 << 20  # stdout, and every file the program writes
     processes: int = 64  # processes and threads
-    tmp_bytes: int = 64 << 20  # the private /tmp
+    tmp_bytes: int = 64 << 20  # the private /tmp, and /dev/shm likewise
 
 
 @dataclass(frozen=True)

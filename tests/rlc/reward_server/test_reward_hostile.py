@@ -69,10 +69,10 @@ ATTACKS = {
 }
 # Bounded, not denied: each prints "bounded" when the limit stopped it.
 BOUNDED = {
-    "disk_fill": "import os\nwritten = 0\ntry:\n    for i in range(200):\n"
-                 "        with open(f'/tmp/fill{{i}}', 'wb') as f:\n            f.write(b'x' * (1 << 20))\n"
-                 "        written += 1\nexcept OSError:\n    pass\n"
-                 "print('bounded' if written < 100 else 'escaped')",
+    "disk_fill": "written = 0\nfor where in ('/tmp', '/dev/shm'):\n    try:\n        for i in range(200):\n"
+                 "            with open(f'{{where}}/fill{{i}}', 'wb') as f:\n"
+                 "                f.write(b'x' * (1 << 20))\n            written += 1\n    except OSError:\n"
+                 "        pass\nprint('bounded' if written < 150 else 'escaped')",  # 200 MB wanted, 2 x 64 MiB let
     "memory_via_children": "import os, time\npids = []\nfor _ in range(4):\n    pid = os.fork()\n"
                            "    if pid == 0:\n        x = bytearray(b'1') * (120 << 20)\n        time.sleep(0.5)\n"
                            "        os._exit(0)\n    pids.append(pid)\n"
