@@ -289,13 +289,16 @@ def reward_server(
     code_time_limit: Annotated[float, typer.Option(help="Seconds each code test may run")] = 5.0,
     code_memory_mb: Annotated[int, typer.Option(help="Memory limit of each code test")] = 512,
     request_log: Annotated[str | None, typer.Option(help="Append every request and verdict to this JSONL")] = None,
+    allow_unsafe_code: Annotated[bool, typer.Option(
+        "--allow-unsafe-code", help="Run code tests even where the sandbox cannot isolate them (see GET /ping)")]
+    = False,
 ) -> None:
     """Serve rewards over HTTP (the II-Thought rl_verifier protocol that `reward_api.api_url` points at)."""
     from rlc.reward_server import serve
 
     try:
         serve(host, port, workers, judge_url, judge_model=judge_model, code_time_limit_s=code_time_limit,
-              code_memory_mb=code_memory_mb, request_log=request_log)
+              code_memory_mb=code_memory_mb, request_log=request_log, allow_unsafe_code=allow_unsafe_code)
     except (ValueError, ImportError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
