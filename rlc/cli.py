@@ -200,7 +200,6 @@ def convert(
 ) -> None:
     """Convert a legacy verl command line to YAML, or a YAML config to a command line."""
     from rlc import convert as conv
-    from rlc.cmdline import CmdlineError, split_command_line
     from rlc.files import write_atomic
 
     if sum(x is not None for x in (from_cli, from_file, to_cli)) != 1:
@@ -212,15 +211,12 @@ def convert(
             text = conv.to_cli(load_file(to_cli).data)
         else:
             raw = sys.stdin.read() if from_cli == "-" else from_cli if from_cli is not None else _read(from_file)
-            try:
-                command = split_command_line(raw)
-            except CmdlineError as err:
-                raise CompileError([Diagnostic(str(err))]) from None
-            texts, notes = conv.renamed(command.overrides)
-            conv.check_texts(texts)
-            for note in command.notes + notes:
+            texts, notes, launch = conv.read_command(raw, str(from_file) if from_file else None)
+            for note in notes:
                 typer.echo(f"note: {note}", err=True)
-            if into is not None:
+            if launch is not None:
+                text = launch
+            elif into is not None:
                 text = conv.merge_into(into, texts, expand_env=expand_env, allow_unknown=allow_unknown)
             else:
                 text = conv.to_yaml(conv.from_overrides(texts, expand_env=expand_env, allow_unknown=allow_unknown))

@@ -27,6 +27,26 @@ RENAMED = {
 }
 
 
+def read_command(text: str, script: str | None = None) -> tuple[list[str], list[str], str | None]:
+    """A command line or script -> its overrides (checked), notes, and for II-VERL's `verl train-ppo CONFIG` the
+    equivalent `rlc launch` command line (its config is already YAML: nothing to convert)."""
+    from rlc.cmdline import CmdlineError, split_command_line
+
+    try:
+        command = split_command_line(text, script=script)
+    except CmdlineError as err:
+        raise CompileError([Diagnostic(str(err))]) from None
+    texts, notes = renamed(command.overrides)
+    check_texts(texts)
+    if command.config_file is not None:
+        words = ["rlc", "launch", command.config_file] + (["--backend", command.backend] if command.backend else [])
+        words += [w for t in texts for w in ("--set", t)]
+        return texts, command.notes + notes, " ".join(shlex.quote(w) for w in words) + "\n"
+    if command.backend:
+        texts = [f"backend={command.backend}", *texts]
+    return texts, command.notes + notes, None
+
+
 def renamed(texts: list[str]) -> tuple[list[str], list[str]]:
     """Overrides with verl's old key names moved to the current ones, and a note for each move."""
     out, notes = [], []

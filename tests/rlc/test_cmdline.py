@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import shlex
 import subprocess
@@ -99,13 +100,13 @@ def test_launchers_are_recognised_and_dropped(line: str, program: str) -> None:
 
 
 def test_redirections_pipes_and_options_are_noted() -> None:
-    command = split_command_line("python3 -m verl.trainer.main_ppo --config-path=cfg --config-name ppo_megatron "
-                                 "a.b=1 > out.log 2>&1 | tee x")
-    assert command.overrides == ["a.b=1"]
+    command = split_command_line("python3 -m verl.trainer.main_ppo --config-path=cfg --config-name "
+                                 "ppo_megatron_trainer a.b=1 > out.log 2>&1 | tee x")
+    assert command.overrides == ["a.b=1"] and command.backend == "megatron"
     assert "line 1: ignored the redirection `>out.log`" in command.notes
     assert "line 1: ignored the redirection `2>&1`" in command.notes
     assert "line 1: ignored `tee x`" in command.notes
-    assert any(note.startswith("`--config-name ppo_megatron`: that base config is not read") for note in command.notes)
+    assert "`--config-name=ppo_megatron_trainer` is verl's megatron trainer config: backend megatron" in command.notes
     multirun = split_command_line("python3 -m verl.trainer.main_ppo --multirun a.b=1")
     assert multirun.overrides == ["a.b=1"] and any("--multirun" in note for note in multirun.notes)
 
@@ -128,18 +129,23 @@ python3 -m verl.trainer.main_ppo e.f=3
     assert any(note.startswith("line 4: ignored a second verl command") for note in command.notes)
 
 
-def test_command_substitutions_reach_the_grammar_which_refuses_them() -> None:
-    """Lines that set things up with `$(...)` do no harm; a verl argument that needs one's output is an error."""
+def test_path_helpers_are_evaluated_and_other_commands_refused_where_verl_gets_them(tmp_path: Path) -> None:
+    """`$(cd "$(dirname "$0")" && pwd)` and `date` are evaluated when converting, with a note; `$(nproc)` is
+    harmless until a verl argument needs its output, and then an error naming its line."""
+    folder = tmp_path / "scripts"
+    folder.mkdir()
     script = """DIR=$(cd "$(dirname "$0")" && pwd)
-STAMP=`date +%s`
+STAMP=`date +%Y`
+CORES=$(nproc)
 python3 -m verl.trainer.main_ppo a.b=1 trainer.default_local_dir=$DIR/ckpt trainer.experiment_name="run_$STAMP"
 """
-    command = split_command_line(script)
-    assert command.overrides == ["a.b=1", 'trainer.default_local_dir=$(cd "$(dirname "$0")" && pwd)/ckpt',
-                                 "trainer.experiment_name=run_$(date +%s)"]
-    for text in command.overrides[1:]:
-        with pytest.raises(OverrideError, match=r"command substitution `\$\(\.\.\.\)` cannot be converted"):
-            parse_override(text)
+    command = split_command_line(script, script=str(folder / "run.sh"), cwd="/")
+    year = datetime.datetime.now(datetime.UTC).strftime("%Y")
+    assert command.overrides == ["a.b=1", f"trainer.default_local_dir={folder}/ckpt", f"trainer.experiment_name=run_{year}"]
+    assert f'line 1: `$(cd "$(dirname "$0")" && pwd)` evaluated when converting: {folder}' in command.notes
+    with pytest.raises(CmdlineError, match=r"^line 3: `\$\(nproc\)` runs a command whose output rlc does not know "
+                                           r".* \(it reaches the verl argument `n=` on line 4\)$"):
+        split_command_line(script.replace("a.b=1", "n=$CORES"), script=str(folder / "run.sh"))
 
 
 def test_here_documents_are_skipped() -> None:
@@ -167,7 +173,8 @@ def test_windows_line_endings() -> None:
     ("python3 -m verl.trainer.main_ppo --config-name", "line 1: option `--config-name` of"),
     ("python3 -m verl.trainer.main_ppo \\\n  a.b='x y", "line 2: unbalanced quote: the ' before `x y`"),
     ('python3 -m verl.trainer.main_ppo a.b="x', 'line 1: unbalanced quote: the " before `x`'),
-    ("python3 -m verl.trainer.main_ppo $(cat args.txt)", "`$(cat args.txt)` is a command substitution"),
+    ("python3 -m verl.trainer.main_ppo $(cat args.txt)", "line 1: `$(cat args.txt)` runs a command whose output rlc "
+     "does not know when converting; write its value in the script (it reaches the verl command on line 1)"),
     ("python3 -m verl.trainer.main_ppo a.b=$(date", "command substitution `$(date` is never closed"),
     ("python3 -m verl.trainer.main_ppo a.b=1 \\ \n  c.d=2", "line 1: a `\\` followed by a space"),
     ("cat <<EOF\nx\n", "line 3: the here-document `<<EOF` never ends"),
