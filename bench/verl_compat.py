@@ -11,7 +11,7 @@ is neither on PATH nor run (`command_not_found_handle` returns 0), except a few 
 `key=value` bash passed to verl, parsed by Hydra's own override parser, must equal the converted YAML's value once
 the YAML's `${oc.env:...}` references are resolved in the environment bash ran with.
 
-    python bench/verl_compat.py DIR [--show-failures]
+    python bench/verl_compat.py DIR [--cwd VERL_CHECKOUT] [--show-failures]
 """
 
 from __future__ import annotations
@@ -64,20 +64,27 @@ def make_sandbox(work: Path) -> dict[str, str]:
             "RLC_ARGV_LOG": str(work / "argv.jsonl"), "LANG": "C.UTF-8"}
 
 
-def bash_argv(script: Path, env: dict[str, str], cwd: Path) -> list[str] | None:
-    """The arguments bash passes after verl's entry point, or None if the script never reached it."""
+def bash_argv(script: Path, env: dict[str, str], cwd: Path) -> list[str] | str:
+    """The arguments bash passes after verl's entry point, or why the script never reached it."""
     log = Path(env["RLC_ARGV_LOG"])
     log.unlink(missing_ok=True)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        subprocess.run(["/bin/bash", str(script)], env=env, cwd=cwd, timeout=20, capture_output=True)
+    try:
+        done = subprocess.run(["/bin/bash", str(script)], env=env, cwd=cwd, timeout=20, capture_output=True)
+    except subprocess.TimeoutExpired:
+        return "bash ran past 20 s"
     if not log.exists():
-        return None
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return f"bash stopped before verl's entry point ({lines[-1] if lines else 'no message'})"
     for line in log.read_text().splitlines():
         argv = json.loads(line)
         for index, word in enumerate(argv):
             if ENTRY.search(word):
                 return argv[index + 1:]
-    return None
+    return "bash never ran verl's entry point"
+
+
+class HydraRefused(str):
+    """A word bash passes that Hydra's own parser rejects: verl would stop there too."""
 
 
 def hydra_values(argv: list[str]) -> dict[str, Any]:
@@ -89,7 +96,11 @@ def hydra_values(argv: list[str]) -> dict[str, Any]:
     for word in argv:
         if word.startswith(("-", "~")) or "=" not in word:
             continue
-        override = parser.parse_override(word)
+        try:
+            override = parser.parse_override(word)
+        except Exception as err:  # noqa: BLE001 - Hydra's parser raises several kinds; verl would fail alike
+            values[word.split("=", 1)[0].lstrip("+")] = HydraRefused(f"Hydra refuses `{word}`: {err}")
+            continue
         key = renamed([override.key_or_group + "=x"])[0][0].rsplit("=", 1)[0]
         values[key] = override.value()
     return values
@@ -160,7 +171,7 @@ def validate(runner: CliRunner, config: Path) -> tuple[str, list[dict[str, Any]]
     return ("ok" if result.exit_code == 0 else "error"), found
 
 
-def run(root: Path, show: bool) -> int:
+def run(root: Path, show: bool, cwd: Path | None) -> int:
     runner = CliRunner()
     counts: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
@@ -169,8 +180,9 @@ def run(root: Path, show: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = make_sandbox(work)
-        cwd = work / "cwd"
-        cwd.mkdir()
+        if cwd is None:
+            cwd = work / "cwd"
+            cwd.mkdir()
         previous = Path.cwd()
         os.chdir(cwd)  # `$(pwd)` is this folder for both bash and rlc
         try:
@@ -218,14 +230,23 @@ def compare(script: Path, name: Path, out: Path, env: dict[str, str], cwd: Path)
     from ruamel.yaml import YAML
 
     argv = bash_argv(script, env, cwd)
-    if argv is None:
-        return [f"{name}: bash never ran verl's entry point"]
-    tree = interpolated(YAML(typ="safe").load(out.read_text()) or {}, env)
+    if isinstance(argv, str):
+        return [f"(not compared) {name}: {argv}"]
+    text = out.read_text()
+    # A variable the script reads but never sets: bash passes "", rlc asks for it at launch (an error if unset).
+    unset = sorted({n for n in re.findall(r"\$\{oc\.env:(\w+)\}", text) if n not in env})
+    tree = interpolated(YAML(typ="safe").load(text) or {}, {**env, **dict.fromkeys(unset, "")})
     problems = []
     for key, value in hydra_values(argv).items():
+        if isinstance(value, HydraRefused):
+            problems.append(f"{name}: {value}")
+            continue
         ours = yaml_value(tree, key)
         if not same(value, ours):
             problems.append(f"{name}: {key}: bash passes {value!r}, the YAML has {ours!r}")
+    if unset:
+        problems.append(f"(not a difference) {name}: reads {', '.join(unset)}, which it never sets and the bench "
+                        "environment does not have: bash passes \"\", rlc requires them at launch")
     return problems
 
 
@@ -241,8 +262,9 @@ def report(total: int, counts: collections.Counter[str], errors: collections.Cou
     print("\nerrors by kind (messages, not scripts):")
     for label, count in errors.most_common():
         print(f"  {count:>4}  {label}")
-    print(f"\nvalues unequal to what bash passes: {len(mismatches)}")
-    for line in mismatches:
+    unequal = [m for m in mismatches if not m.startswith("(not")]
+    print(f"\nvalues unequal to what bash passes: {len(unequal)}")
+    for line in sorted(mismatches, key=lambda m: m.startswith("(not")):
         print(f"  {line}")
 
 
@@ -250,5 +272,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--show-failures", action="store_true")
+    parser.add_argument("--cwd", type=Path, help="Run the scripts from here, as their users do (verl's checkout: "
+                        "scripts find their configs under $(pwd)/examples); default: an empty temporary folder")
     options = parser.parse_args()
-    sys.exit(run(options.dir.resolve(), options.show_failures))
+    sys.exit(run(options.dir.resolve(), options.show_failures, options.cwd.resolve() if options.cwd else None))

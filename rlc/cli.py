@@ -211,15 +211,16 @@ def convert(
             text = conv.to_cli(load_file(to_cli).data)
         else:
             raw = sys.stdin.read() if from_cli == "-" else from_cli if from_cli is not None else _read(from_file)
-            texts, notes, launch = conv.read_command(raw, str(from_file) if from_file else None)
-            for note in notes:
+            command = conv.read_command(raw, str(from_file) if from_file else None)
+            for note in command.notes:
                 typer.echo(f"note: {note}", err=True)
-            if launch is not None:
-                text = launch
+            if command.launch is not None:
+                text = command.launch
             elif into is not None:
-                text = conv.merge_into(into, texts, expand_env=expand_env, allow_unknown=allow_unknown)
+                text = conv.merge_into(into, command.texts, expand_env=expand_env, allow_unknown=allow_unknown)
             else:
-                text = conv.to_yaml(conv.from_overrides(texts, expand_env=expand_env, allow_unknown=allow_unknown))
+                text = conv.to_yaml(conv.from_overrides(command.texts, base=command.base, expand_env=expand_env,
+                                                        allow_unknown=allow_unknown))
     if output:
         write_atomic(output, text)
         typer.echo(f"wrote {output}", err=True)

@@ -56,6 +56,8 @@ class CommandLine:
     notes: list[str] = field(default_factory=list)
     config_file: str | None = None  # II-VERL's `verl train-ppo CONFIG`: the user's YAML, which rlc reads as is
     backend: str | None = None  # from `--config-name` or II-VERL's `--backend`
+    config_name: str | None = None  # Hydra's `--config-name` of a config that is not verl's own trainer config
+    config_path: str | None = None  # Hydra's `--config-path`
 
 
 @dataclass
@@ -300,9 +302,8 @@ def _option(name: str, value: str, line: int, out: CommandLine) -> None:
     elif name in ("--config-name", "-cn"):
         config = value.removesuffix(".yaml")
         if config not in TRAINER_CONFIGS:
-            raise CmdlineError(f"line {line}: `{name}={value}` composes the run from a config of your own, which "
-                               "rlc does not read from a command line; known here: "
-                               f"{', '.join(TRAINER_CONFIGS)}. Convert that YAML's keys with `rlc convert --into`")
+            out.config_name = config  # a config of the user's: `rlc.convert` reads it from --config-path
+            return
         out.backend = TRAINER_CONFIGS[config]
         out.notes.append(f"`{name}={value}` is verl's {out.backend} trainer config: backend {out.backend}")
     elif name == "--backend":
@@ -312,7 +313,7 @@ def _option(name: str, value: str, line: int, out: CommandLine) -> None:
     elif name == "--config_path":
         out.config_file = value
     elif name in ("--config-path", "-cp", "--config-dir", "-cd"):
-        out.notes.append(f"`{name} {value}`: where Hydra looks for --config-name; rlc knows verl's trainer configs")
+        out.config_path = value
     else:
         out.notes.append(f"ignored option `{name}{' ' + value if value else ''}`")
 

@@ -157,10 +157,10 @@ class Lexer:
 
     def add_fields(self, value: str, quoted: bool, taint: str | None = None) -> None:
         """A variable's value: one word when quoted, else split on blanks (an environment reference stays whole)."""
-        if quoted or self.word_mode or has_environment(value):
+        if quoted or self.word_mode:
             self.add(value, taint)
             return
-        for index, text in enumerate(re.split(r"[ \t\n]+", value)):
+        for index, text in enumerate(_fields(value)):
             if index:
                 self.end_word()
             if text or taint:
@@ -402,6 +402,22 @@ class Lexer:
         self.heredocs = []
 
 
+def _fields(value: str) -> list[str]:
+    """Unquoted expansion's word splitting: on blanks, but not inside an environment reference `${X:-a b}`."""
+    fields, start, depth, pos = [], 0, 0, 0
+    while pos < len(value):
+        if value.startswith("${", pos) and has_environment(value[:pos + 1]):
+            depth, pos = depth + 1, pos + 2
+            continue
+        if value[pos] == "}" and depth:
+            depth -= 1
+        elif value[pos] in " \t\n" and not depth:
+            fields.append(value[start:pos])
+            start = pos + 1
+        pos += 1
+    return [*fields, value[start:]] if fields else [value]
+
+
 def _brace_end(text: str, pos: int) -> int:
     """The `}` closing the `${` whose body starts at `pos` (quotes and nested expansions respected); -1 if none."""
     depth = 1
@@ -611,7 +627,7 @@ def _default(lexer: Lexer, name: str, value: str | None, taint: str | None, op: 
                                  f"default `{literal(default)}`")
         return lexer.add_fields(default, quoted, default_taint)
     if value is None and not taint:
-        if "}" in literal(default):
+        if "}" in _without_references(default):
             lexer.fail(f"the default `{literal(default)}` of `${name}` holds a `}}`, which rlc cannot put in a "
                        "reference; write the value")
         return lexer.add("${" + name + ":-" + default + "}", default_taint)
@@ -620,6 +636,12 @@ def _default(lexer: Lexer, name: str, value: str | None, taint: str | None, op: 
             lexer.scope.assign(name, default, default_taint)
         return lexer.add_fields(default, quoted, default_taint)
     lexer.add_fields(value, quoted, taint)
+
+
+def _without_references(text: str) -> str:
+    while (shorter := re.sub(r"\$\{[^{}]*\}", "", text)) != text:
+        text = shorter
+    return text
 
 
 def _operate(lexer: Lexer, value: str, op: str, word: str) -> str:

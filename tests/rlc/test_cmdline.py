@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rlc.cmdline import CmdlineError, split_command_line
-from rlc.overrides import OverrideError, format_value, parse_override
+from rlc.overrides import format_value, parse_override
 
 SEED_SCRIPT = (Path(__file__).parents[2] / "examples" / "legacy" / "verl_grpo_gsm8k.sh").read_text()
 SEED_COMMAND = SEED_SCRIPT[SEED_SCRIPT.index("python3"):]  # seed 003's command, after the script's comments
@@ -140,8 +140,9 @@ CORES=$(nproc)
 python3 -m verl.trainer.main_ppo a.b=1 trainer.default_local_dir=$DIR/ckpt trainer.experiment_name="run_$STAMP"
 """
     command = split_command_line(script, script=str(folder / "run.sh"), cwd="/")
-    year = datetime.datetime.now(datetime.UTC).strftime("%Y")
-    assert command.overrides == ["a.b=1", f"trainer.default_local_dir={folder}/ckpt", f"trainer.experiment_name=run_{year}"]
+    year = time.strftime("%Y")  # `date` is local time
+    assert command.overrides == ["a.b=1", f"trainer.default_local_dir={folder}/ckpt",
+                                 f"trainer.experiment_name=run_{year}"]
     assert f'line 1: `$(cd "$(dirname "$0")" && pwd)` evaluated when converting: {folder}' in command.notes
     with pytest.raises(CmdlineError, match=r"^line 3: `\$\(nproc\)` runs a command whose output rlc does not know "
                                            r".* \(it reaches the verl argument `n=` on line 4\)$"):
