@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import re
@@ -72,15 +71,13 @@ def bash_argv(script: Path, env: dict[str, str], cwd: Path) -> list[str] | str:
         done = subprocess.run(["/bin/bash", str(script)], env=env, cwd=cwd, timeout=20, capture_output=True)
     except subprocess.TimeoutExpired:
         return "bash ran past 20 s"
-    if not log.exists():
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        return f"bash stopped before verl's entry point ({lines[-1] if lines else 'no message'})"
-    for line in log.read_text().splitlines():
+    for line in log.read_text().splitlines() if log.exists() else []:
         argv = json.loads(line)
         for index, word in enumerate(argv):
             if ENTRY.search(word):
                 return argv[index + 1:]
-    return "bash never ran verl's entry point"
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    return f"bash stopped before verl's entry point ({lines[-1] if lines else 'no message'})"
 
 
 class HydraRefused(str):
