@@ -19,13 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rlc.shell import SCRIPT_ARGUMENTS, ArrayWord, Command, Lexer, Scope, ShellError, decide, literal
+from rlc.shell import DECLARATIONS, SCRIPT_ARGUMENTS, ArrayWord, Command, Lexer, Scope, ShellError, decide, literal
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 _TRAINER = re.compile(r"([\w]+\.)*main_ppo")
 _OTHER_ENTRY = re.compile(r"verl(\.[\w]+)+|recipe(\.[\w]+)+")
 _SCRIPT_ARGUMENTS = {SCRIPT_ARGUMENTS}
-_DECLARATIONS = ("export", "declare", "typeset", "local", "readonly")
 # Hydra's options after the entry point (and ii_verl's `verl train-ppo --config_path/--backend`).
 _VALUE_OPTIONS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package",
                   "-p", "--experimental-rerun", "--config_path", "--backend"}
@@ -166,7 +165,7 @@ class _Walk:
         if entry is not None and runs is None:
             raise CmdlineError(f"line {command.line}: the verl command is inside {self.unknown_block().why()}; "
                                "rlc converts one command whose arguments are known: take it out of the block")
-        if words[0] in _DECLARATIONS or lead == len(words):
+        if words[0] in DECLARATIONS or lead == len(words):
             self.assign(command, runs)
         elif runs is None:
             return
@@ -184,7 +183,7 @@ class _Walk:
     def assign(self, command: Command, runs: bool | None) -> None:
         """Assignments and `export`/`declare`: the scope's variables; unknowable inside a run-time block."""
         words, taints = command.words, command.taints
-        declaring = words[0] in _DECLARATIONS
+        declaring = words[0] in DECLARATIONS
         if declaring:
             exported = words[0] == "export" or any(re.fullmatch(r"-\w*x\w*", w) for w in words[1:])
             words, taints = words[1:], taints[1:]

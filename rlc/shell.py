@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NoReturn
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DECLARATIONS = ("export", "declare", "typeset", "local", "readonly")
 SCRIPT_ARGUMENTS = "$@"  # the word that stands for `"$@"`, `$*`, `${@:2}`: the script's own arguments
 _OPERATORS = ("&&", "||", ";;", "|&", ";", "|", "&")
 _REDIRECTIONS = ("<<<", "<<-", "<<", ">>", ">&", ">|", "&>>", "&>", "<&", "<>", ">", "<")
@@ -157,7 +158,7 @@ class Lexer:
 
     def add_fields(self, value: str, quoted: bool, taint: str | None = None) -> None:
         """A variable's value: one word when quoted, else split on blanks (an environment reference stays whole)."""
-        if quoted or self.word_mode:
+        if quoted or self.word_mode or self.in_assignment():
             self.add(value, taint)
             return
         for index, text in enumerate(_fields(value)):
@@ -165,6 +166,13 @@ class Lexer:
                 self.end_word()
             if text or taint:
                 self.add(text, taint)
+
+    def in_assignment(self) -> bool:
+        """In the value of `NAME=…` (also after `export`/`local`), where bash does not split words."""
+        if not re.match(r"[A-Za-z_]\w*\+?=", "".join(self.word)):
+            return False
+        words = self.words[1:] if self.words[:1] and self.words[0] in DECLARATIONS else self.words
+        return all(re.match(r"[A-Za-z_]\w*\+?=|-", w) for w in words)
 
     def in_test(self) -> bool:
         """Inside `[[ … ]]`, where `&&`, `<`, `(` are words of the test, not operators."""

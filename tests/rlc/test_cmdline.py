@@ -260,3 +260,144 @@ def test_quoting_and_variables_read_as_bash_reads_them(words: list[str], v1: str
     expected = bash_arguments(script)
     assume(not any("\\$" in argument for argument in expected))  # our encoding of a literal `$` (see above)
     assert our_arguments(script) == expected
+
+
+# The shell forms verl's example scripts use, each in a script written in their style; bash is the reference
+# wherever the value is known when converting (the script sets everything the verl command reads).
+STATIC_FORMS = {
+    "defaults with nested quotes": r"""
+DATA_ROOT=/data
+MODEL= CKPT= ALT=""  # set but empty: `:-` takes the default, as the environment cannot change it
+MODEL=${MODEL:-"${DATA_ROOT}/models/Qwen 7B"}
+CKPT=${CKPT:-${DATA_ROOT}/ckpt}
+ALT=${ALT:-$DATA_ROOT}
+python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path="$MODEL" trainer.default_local_dir=$CKPT \
+    trainer.project_name=$ALT""",
+    "arithmetic over literals and variables": r"""
+max_prompt_length=$((1024 * 2))
+max_response_length=$((1024 * 8))
+sp=4
+actor_len=$(((max_prompt_length + max_response_length) / sp))
+python3 -m verl.trainer.main_ppo data.max_prompt_length=${max_prompt_length} \
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$actor_len c.d=$(( -7 / 2 )) e.f=$(( -7 % 3 ))""",
+    "arrays and script arguments": r"""
+COMMON=(
+    data.train_batch_size=16   # a comment inside the array
+    "trainer.experiment_name=a b"
+)
+COMMON+=(trainer.nnodes=1)
+python3 -m verl.trainer.main_ppo "${COMMON[@]}" trainer.n_gpus_per_node=${#COMMON[@]} x.y=${COMMON[2]} "$@" \
+    ${@:2}""",
+    "ANSI-C quoting, continuations, comments, exports": r"""
+export SEP=$'a\tb\x41\'c'  # the tab and the quote are literal
+# python3 -m verl.trainer.main_ppo not.this=1
+python3 -m verl.trainer.main_ppo trainer.project_name="$SEP" \
+    trainer.experiment_name=$'x\ny'""",
+    "parameter operations": r"""
+FILE=/data/gsm8k/train.parquet
+NAME=Qwen2.5-7B-Instruct
+python3 -m verl.trainer.main_ppo a.b=${FILE##*/} a.c=${FILE%.parquet} a.d=${NAME//-/_} a.e=${NAME,,} \
+    a.f=${NAME:0:5} a.g=${FILE:+set} a.h=${NAME^^}""",
+    "an if decided when converting": r"""
+backend=megatron
+if [[ $backend == "megatron" && -n "$backend" ]]; then
+    TP=4
+elif [ "$backend" = fsdp ]; then
+    TP=2
+else
+    TP=1
+fi
+python3 -m verl.trainer.main_ppo actor_rollout_ref.actor.megatron.tensor_model_parallel_size=$TP""",
+    "a function is defined, not run": r"""
+setup() {
+    MODEL=/wrong
+}
+MODEL=/right
+python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path=$MODEL""",
+}
+
+
+@pytest.mark.parametrize("script", STATIC_FORMS.values(), ids=STATIC_FORMS.keys())
+def test_shell_forms_read_as_bash_reads_them(script: str) -> None:
+    assert our_arguments(script) == [a for a in bash_arguments(script) if a]  # `"$@"` is no argument in bash
+
+
+def test_path_helpers_are_evaluated_as_bash_evaluates_them(tmp_path: Path) -> None:
+    (tmp_path / "examples" / "grpo").mkdir(parents=True)
+    path = tmp_path / "examples" / "grpo" / "run.sh"
+    path.write_text(r"""
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT=$(realpath "$SCRIPT_DIR/../..")
+python3 -m verl.trainer.main_ppo a.b=$SCRIPT_DIR a.c=$ROOT a.d=$(basename $0 .sh) a.e=$(pwd)/x a.f=$PWD
+""")
+    bash = subprocess.run(["bash", "-c", PRINT_ARGUMENTS + f"source {path}", str(path)], capture_output=True,
+                          check=True,
+                          env={"PATH": os.environ["PATH"]}, cwd=tmp_path, timeout=10).stdout.decode().split("\0")
+    ours = split_command_line(path.read_text(), script=str(path), cwd=str(tmp_path))
+    assert ours.overrides == bash[:-1]
+    assert ours.overrides[0] == f"a.b={tmp_path}/examples/grpo"
+    assert any(n.startswith("line 2: `$(cd") and n.endswith(f"evaluated when converting: {tmp_path}/examples/grpo")
+               for n in ours.notes)
+
+
+def test_environment_variables_become_references_with_their_defaults() -> None:
+    script = r"""
+N=${N_GPUS:-8}
+MODEL_PATH=${MODEL_PATH:-"${HOME}/models/Qwen 7B"}
+DATA=${DATA:-$RAY_DATA_HOME}
+python3 -m verl.trainer.main_ppo trainer.n_gpus_per_node=$N actor_rollout_ref.model.path="$MODEL_PATH" \
+    data.train_files=$DATA/train.parquet trainer.default_local_dir=~/ckpt
+"""
+    values = {parse_override(o).key: parse_override(o).value for o in split_command_line(script).overrides}
+    assert values == {"trainer.n_gpus_per_node": "${oc.env:N_GPUS,8}",
+                      "actor_rollout_ref.model.path": "${oc.env:MODEL_PATH,'${oc.env:HOME}/models/Qwen 7B'}",
+                      "data.train_files": "${oc.env:DATA,'${oc.env:RAY_DATA_HOME}'}/train.parquet",
+                      "trainer.default_local_dir": "~/ckpt"}  # bash expands `~` after `=` only in `NAME=`
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ('if [ "$USE_MEGATRON" = 1 ]; then\n    TP=4\nelse\n    TP=1\nfi\npython3 -m verl.trainer.main_ppo a.tp=$TP',
+     "^line 4: `TP` is set inside the `if` on line 1, decided at run time; rlc cannot tell which value verl gets: "
+     r"set it outside the block \(it reaches the verl argument `a.tp=1` on line 6\)$"),
+    ("for seed in 1 2 3; do\n  python3 -m verl.trainer.main_ppo a.seed=$seed\ndone",
+     "^line 2: the verl command is inside the loop on line 1"),
+    ("case $MODE in\n  big) BS=64 ;;\nesac\npython3 -m verl.trainer.main_ppo a.bs=$BS",
+     "^line 2: `BS` is set inside the `case` on line 1"),
+    ("GPUS=$(nvidia-smi -L | wc -l)\npython3 -m verl.trainer.main_ppo trainer.n_gpus_per_node=$GPUS",
+     r"^line 1: `\$\(nvidia-smi -L \| wc -l\)` runs a command whose output rlc does not know"),
+    ("python3 -m verl.trainer.main_ppo trainer.nnodes=$((NNODES * 2))",
+     r"^line 1: `\$\(\(NNODES \* 2\)\)` needs `NNODES` from the environment at run time"),
+    ("python3 -m verl.trainer.main_ppo a.b=$RANDOM", r"^line 1: `\$RANDOM` is a value bash makes at run time"),
+    ("python3 -m verl.trainer.main_ppo a.b=$1", r"^line 1: `\$1` is the script's argument 1"),
+    ("python3 -m verl.trainer.main_ppo a.b=${X#*/}", r"^line 1: `\$\{X#\*/\}` transforms `X`, which comes from"),
+])
+def test_what_only_run_time_knows_is_refused_naming_the_line(script: str, message: str) -> None:
+    with pytest.raises(CmdlineError, match=message):
+        split_command_line(script)
+
+
+def test_unknowable_values_the_verl_command_does_not_use_are_harmless() -> None:
+    script = ('NOW=$(hostname)\nif [ -d /x ]; then EXTRA=1; fi\nwhile true; do break; done\n'
+              'python3 -m verl.trainer.main_ppo a.b=1')
+    assert split_command_line(script).overrides == ["a.b=1"]
+
+
+@pytest.mark.parametrize(("option", "backend"), [
+    ("--config-name='ppo_megatron_trainer.yaml'", "megatron"), ("--config-name ppo_megatron_trainer", "megatron"),
+    ("--config-name=ppo_trainer", "fsdp"), ("", None)])
+def test_config_name_maps_to_the_backend(option: str, backend: str | None) -> None:
+    command = split_command_line(f"python3 -m verl.trainer.main_ppo --config-path=config {option} a.b=1")
+    assert command.backend == backend and command.overrides == ["a.b=1"]
+
+
+@pytest.mark.parametrize(("module", "why"), [
+    ("recipe.dapo.main_dapo", "is DAPO's trainer: dynamic sampling (`algorithm.filter_groups`) and the overlong "
+                              "reward buffer are not implemented in rlc"),
+    ("verl.trainer.main_generation", "generates responses for a dataset and does not train"),
+    ("verl.trainer.fsdp_sft_trainer", "is supervised fine-tuning"),
+    ("recipe.prime.main_prime", "is not verl's PPO trainer"),
+])
+def test_other_entry_points_are_refused_by_name(module: str, why: str) -> None:
+    with pytest.raises(CmdlineError) as info:
+        split_command_line(f"python3 -m {module} \\\n  a.b=1")
+    assert str(info.value).startswith(f"line 1: `{module}` {why}")
