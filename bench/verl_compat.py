@@ -193,12 +193,16 @@ def run(root: Path, show: bool, cwd: Path | None) -> int:
                     print(f"INTERNAL {name}: {output}", file=sys.stderr)
                     continue
                 if status == "error":
-                    for line in output.splitlines():
-                        if "error:" in line:
-                            errors[f"convert: {kind(line)}"] += 1
+                    messages = [line for line in output.splitlines() if "error:" in line]
+                    for line in messages:
+                        errors[f"convert: {kind(line)}"] += 1
+                    only_keys = all("unknown key" in line for line in messages)
+                    counts["convert refused: unknown keys only" if only_keys else
+                           "convert refused: the script itself (shell, entry point)"] += 1
                     if show:
                         print(f"--- {name}\n{output}", file=sys.stderr)
                     status, _ = convert(runner, script, out, allow_unknown=True)
+                    counts["converted with --allow-unknown" if status == "ok" else "refused"] += 1
                 else:
                     counts["converted"] += 1
                     verdict, diagnostics = validate(runner, out)
@@ -253,9 +257,12 @@ def report(total: int, counts: collections.Counter[str], errors: collections.Cou
         print(f"| {label:<70} | {count:>5} | {100 * count / max(total, 1):5.1f}% |")
 
     print(f"| {'scripts that run verl':<70} | {total:>5} | 100.0% |")
-    for label in ("converted", "validated clean", "valid, warnings only", "validate errors", "internal error"):
+    for label in ("converted", "validated clean", "valid, warnings only", "validate errors", "internal error",
+                  "convert refused: unknown keys only", "convert refused: the script itself (shell, entry point)"):
         row(label, counts[label])
     row("converted and valid (clean or warnings only)", counts["validated clean"] + counts["valid, warnings only"])
+    row("the shell read (converted, or converted with --allow-unknown)",
+        counts["converted"] + counts["converted with --allow-unknown"])
     print("\nerrors by kind (messages, not scripts):")
     for label, count in errors.most_common():
         print(f"  {count:>4}  {label}")
