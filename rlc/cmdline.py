@@ -145,6 +145,7 @@ class _Walk:
         if head == "function" or (len(words) > 1 and words[1] == "()"):
             self.function_pending = True
             name = words[1] if head == "function" else head
+            self.scope.functions.add(name)
             self.notes.append(f"line {line}: the function `{name}` is not followed; rlc does not run its body")
             return 2 + (len(words) > 2 and words[2] == "()") if head == "function" else 2
         if head == "{":

@@ -68,6 +68,7 @@ class Scope:
     notes: list[str] = field(default_factory=list)
     script: str | None = None  # `$0` as bash would see it
     cwd: str = field(default_factory=os.getcwd)
+    functions: set[str] = field(default_factory=set)  # defined by the script; their bodies are not run here
 
     def assign(self, name: str, value: str | list[str], taint: str | None) -> None:
         self.variables[name] = value
@@ -729,7 +730,9 @@ def command_output(scope: Scope, inner: str, line: int) -> tuple[str, str | None
     """A command substitution's output where it is a path helper (evaluated now, with a note), else a taint."""
     sub = Scope(dict(scope.variables), dict(scope.unknowable), [], scope.script, scope.cwd)  # a subshell
     shown = " ".join(inner.split())
-    unknown = (f"line {line}: `$({shown})` runs a command whose output rlc does not know when converting; "
+    first = inner.split()[0] if inner.split() else ""
+    what = f"calls the script's function `{first}`" if first in scope.functions else "runs a command"
+    unknown = (f"line {line}: `$({shown})` {what} whose output rlc does not know when converting; "
                "write its value in the script")
     output = ""
     try:

@@ -367,6 +367,8 @@ python3 -m verl.trainer.main_ppo trainer.n_gpus_per_node=$N actor_rollout_ref.mo
      r"^line 1: `\$\(nvidia-smi -L \| wc -l\)` runs a command whose output rlc does not know"),
     ("python3 -m verl.trainer.main_ppo trainer.nnodes=$((NNODES * 2))",
      r"^line 1: `\$\(\(NNODES \* 2\)\)` needs `NNODES` from the environment at run time"),
+    ("function now() {\n  date '+%d-%H-%M'\n}\npython3 -m verl.trainer.main_ppo a.name=run_$(now)",
+     r"^line 4: `\$\(now\)` calls the script's function `now` whose output rlc does not know"),
     ("python3 -m verl.trainer.main_ppo a.b=$RANDOM", r"^line 1: `\$RANDOM` is a value bash makes at run time"),
     ("python3 -m verl.trainer.main_ppo a.b=$1", r"^line 1: `\$1` is the script's argument 1"),
     ("python3 -m verl.trainer.main_ppo a.b=${X#*/}", r"^line 1: `\$\{X#\*/\}` transforms `X`, which comes from"),
