@@ -81,6 +81,7 @@ def split_command_line(text: str, script: str | None = None, cwd: str | None = N
     """
     scope = Scope(script=script, **({"cwd": cwd} if cwd else {}))
     state = _Walk(scope)
+    _check_nesting(text)
     try:
         for command in Lexer(text, scope).commands():
             state.command(command)
@@ -235,6 +236,19 @@ class _Walk:
         line = CommandLine([], self.env, program, self.notes)
         line.overrides = _arguments(command.words[entry + 1:], program, command.line, line)
         return line
+
+
+MAX_NESTING = 100
+
+
+def _check_nesting(text: str) -> None:
+    """Expansions nest by brackets: bounding the brackets' depth bounds the evaluator's recursion."""
+    depth, line = 0, 1
+    for char in text:
+        depth = max(0, depth + {"(": 1, "{": 1, ")": -1, "}": -1}.get(char, 0))
+        line += char == "\n"
+        if depth > MAX_NESTING:
+            raise CmdlineError(f"line {line}: brackets nested more than {MAX_NESTING} deep; rlc does not read that")
 
 
 def _refuse_entry(module: str, line: int) -> None:

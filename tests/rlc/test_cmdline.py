@@ -179,6 +179,8 @@ def test_windows_line_endings() -> None:
     ("python3 -m verl.trainer.main_ppo a.b=$(date", "command substitution `$(date` is never closed"),
     ("python3 -m verl.trainer.main_ppo a.b=1 \\ \n  c.d=2", "line 1: a `\\` followed by a space"),
     ("cat <<EOF\nx\n", "line 3: the here-document `<<EOF` never ends"),
+    ("python3 -m verl.trainer.main_ppo a.b=" + "${X:-" * 3000 + "}" * 3000, "line 1: brackets nested more than 100"),
+    ("python3 -m verl.trainer.main_ppo a.b=" + '"$(echo ' * 2000 + ')"' * 2000, "brackets nested more than 100"),
     ("echo hello\nset -x", "found no verl command"),
     ("", "found no verl command"),
 ])
