@@ -268,7 +268,8 @@ class Lexer:
                 self.fail("the array's `(` is never closed")
             if self.peek() == "\n" or (self.peek() == "#" and not self.started):
                 self.end_word()
-                self.pos = self.text.find("\n", self.pos) + 1 if self.peek() == "#" else self.pos + 1
+                end = self.text.find("\n", self.pos)
+                self.pos = (end if end >= 0 else len(self.text)) if self.peek() == "#" else self.pos + 1
                 continue
             self.step()
         self.end_word()
@@ -522,8 +523,15 @@ def integer_expression(text: str, names: dict[str, int]) -> int:
     """Bash integer arithmetic over literals and `names` (truncating `/` and `%`); ValueError if not that."""
     python = re.sub(r"(?<![/*])/(?![/*])", "//", text).replace("&&", " and ").replace("||", " or ")
     python = re.sub(r"!(?!=)", " not ", python)
-    tree = ast.parse(python.strip() or "0", mode="eval")
-    return int(_evaluate(tree.body, names))
+    try:
+        tree = ast.parse(python.strip() or "0", mode="eval")
+        return int(_evaluate(tree.body, names))
+    except (SyntaxError, KeyError, ZeroDivisionError, OverflowError, RecursionError, MemoryError) as err:
+        raise ValueError(f"not integer arithmetic: {err}") from None
+
+
+def _wrap(value: int) -> int:
+    return (value + 2 ** 63) % 2 ** 64 - 2 ** 63
 
 
 def _evaluate(node: ast.AST, names: dict[str, int]) -> int:
@@ -535,7 +543,13 @@ def _evaluate(node: ast.AST, names: dict[str, int]) -> int:
         left, right = _evaluate(node.left, names), _evaluate(node.right, names)
         if isinstance(node.op, ast.FloorDiv | ast.Mod) and right == 0:
             raise ValueError("division by 0")
-        return _ARITHMETIC_OPERATORS[type(node.op)](left, right)
+        if isinstance(node.op, ast.Pow):  # bash's integers are 64 bits wide and wrap
+            if right < 0:
+                raise ValueError("exponent less than 0")
+            return _wrap(pow(left, right, 2 ** 64))
+        if isinstance(node.op, ast.LShift | ast.RShift):
+            right %= 64
+        return _wrap(_ARITHMETIC_OPERATORS[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd | ast.Not | ast.Invert):
         value = _evaluate(node.operand, names)
         return {ast.USub: -value, ast.UAdd: value, ast.Not: int(not value), ast.Invert: ~value}[type(node.op)]
@@ -579,7 +593,7 @@ def value_of(lexer: Lexer, name: str, index: str | None) -> tuple[str | list[str
         return (value[0] if value else "") if isinstance(value, list) and index is None else value, taint
     try:
         position = integer_expression(index, {})
-    except (ValueError, SyntaxError, KeyError):
+    except ValueError:
         return "", f"{where}: the array index `{index}` of `{name}` is not a number rlc can work out"
     items = value if isinstance(value, list) else [value]
     return (items[position] if -len(items) <= position < len(items) else ""), taint
@@ -623,7 +637,10 @@ def expand_braced(lexer: Lexer, inner: str, quoted: bool) -> None:
         lexer.add("", taint or f"{where}: `${{{inner}}}` transforms `{name}`, which comes from the environment "
                                "at run time; rlc cannot compute it when converting")
         return
-    result = _operate(lexer, literal(value), op.group(0), word)
+    try:
+        result = _operate(lexer, literal(value), op.group(0), word)
+    except ValueError as err:
+        lexer.fail(f"`${{{inner}}}`: {err}")
     lexer.add_fields(result.replace("$", "\\$"), quoted, taint)
 
 
@@ -715,11 +732,11 @@ def arithmetic(lexer: Lexer, expression: str, line: int) -> tuple[str, str | Non
                         "converting: write the number, or set the variable in the script")
         try:
             values[name] = integer_expression(literal(value if isinstance(value, str) else value[0]), {})
-        except (ValueError, SyntaxError, KeyError):
+        except ValueError:
             return "", f"{needed} `{name}`, whose value `{value}` is not a number"
     try:
         return str(integer_expression(literal(text), values)), None
-    except (ValueError, SyntaxError, KeyError, ZeroDivisionError) as err:
+    except ValueError as err:
         return "", f"{needed} arithmetic rlc does not evaluate ({err})"
 
 
@@ -741,7 +758,7 @@ def command_output(scope: Scope, inner: str, line: int) -> tuple[str, str | None
         return "", unknown
     for command in commands:
         words = [w for w in command.words if w not in ("--",)]
-        if any(command.taints) or any(has_environment(w) for w in words) or words[0] not in _PATH_HELPERS:
+        if not words or any(command.taints) or any(has_environment(w) for w in words) or words[0] not in _PATH_HELPERS:
             taint = next((t for t in command.taints if t), None)
             return "", taint or unknown
         result = _helper(sub, [literal(w) for w in words])

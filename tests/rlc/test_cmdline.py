@@ -281,7 +281,8 @@ max_response_length=$((1024 * 8))
 sp=4
 actor_len=$(((max_prompt_length + max_response_length) / sp))
 python3 -m verl.trainer.main_ppo data.max_prompt_length=${max_prompt_length} \
-    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$actor_len c.d=$(( -7 / 2 )) e.f=$(( -7 % 3 ))""",
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$actor_len c.d=$(( -7 / 2 )) e.f=$(( -7 % 3 )) \
+    g.h=$(( 3 ** 50 )) i.j=$(( (1 << 62) * 4 + (sp > 2) ))""",
     "arrays and script arguments": r"""
 COMMON=(
     data.train_batch_size=16   # a comment inside the array
