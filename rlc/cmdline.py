@@ -67,6 +67,7 @@ class _Block:
     line: int
     runs: bool | None
     taken: bool = False  # an `if`: a branch before this one was known to run
+    name: str | None = None  # a function's
 
     def why(self) -> str:
         return {"if": f"the `if` on line {self.line}, decided at run time",
@@ -80,7 +81,7 @@ def split_command_line(text: str, script: str | None = None, cwd: str | None = N
     `script`: the script's path as bash would see it in `$0`; `cwd`: the folder `$(pwd)` means (default: here).
     """
     scope = Scope(script=script, **({"cwd": cwd} if cwd else {}))
-    state = _Walk(scope)
+    state = _Walk(scope, text)
     _check_nesting(text)
     try:
         for command in Lexer(text, scope).commands():
@@ -93,14 +94,15 @@ def split_command_line(text: str, script: str | None = None, cwd: str | None = N
 class _Walk:
     """The script's commands in order: control flow, assignments, and which one is the verl command."""
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, text: str) -> None:
         self.scope, self.notes = scope, scope.notes
+        self.lines = text.replace("\r\n", "\n").split("\n")
         self.env: dict[str, str] = {}
         self.blocks: list[_Block] = []
         self.chosen: Command | None = None
         self.entry = 0
         self.loose: list[Command] = []  # lines of bare overrides
-        self.function_pending = False
+        self.function_pending: str | None = None  # `name() {`: the name, until its `{`
 
     def runs(self) -> bool | None:
         if any(b.runs is False for b in self.blocks):
@@ -144,18 +146,20 @@ class _Walk:
             self.blocks.append(_Block("case" if head == "case" else "loop", line, None))
             return len(words)
         if head == "function" or (len(words) > 1 and words[1] == "()"):
-            self.function_pending = True
             name = words[1] if head == "function" else head
-            self.scope.functions.add(name)
-            self.notes.append(f"line {line}: the function `{name}` is not followed; rlc does not run its body")
+            self.function_pending, self.scope.functions[name] = name, None
+            self.notes.append(f"line {line}: the function `{name}` is defined here; rlc runs its body only for "
+                              "`$(name)`")
             return 2 + (len(words) > 2 and words[2] == "()") if head == "function" else 2
         if head == "{":
             self.blocks.append(_Block("function" if self.function_pending else "brace", line,
-                                      not self.function_pending))
-            self.function_pending = False
+                                      not self.function_pending, name=self.function_pending))
+            self.function_pending = None
             return 1
         if head in ("fi", "done", "esac", "}") and self.blocks:
-            self.blocks.pop()
+            block = self.blocks.pop()
+            if block.kind == "function" and block.name and line > block.line:  # the body: the lines between
+                self.scope.functions[block.name] = "\n".join(self.lines[block.line:line - 1])
         return 1
 
     def simple(self, command: Command) -> None:

@@ -68,7 +68,7 @@ class Scope:
     notes: list[str] = field(default_factory=list)
     script: str | None = None  # `$0` as bash would see it
     cwd: str = field(default_factory=os.getcwd)
-    functions: set[str] = field(default_factory=set)  # defined by the script; their bodies are not run here
+    functions: dict[str, str | None] = field(default_factory=dict)  # the script's, with their bodies' text
 
     def assign(self, name: str, value: str | list[str], taint: str | None) -> None:
         self.variables[name] = value
@@ -219,9 +219,11 @@ class Lexer:
             self.pos += 1
         elif char == "(" and self.started and re.fullmatch(r"[A-Za-z_]\w*\+?=", "".join(self.word)):
             self.array_elements()
-        elif char == "(" and self.peek(2) == "()" and not self.started and self.words:
+        elif char == "(" and self.peek(2) == "()" and (self.words or self.started):
+            self.end_word()
             self.add("()")  # `name() {`: a function definition
             self.pos += 2
+            self.end_word()
         elif char in "<>" or self.peek(2) == "&>":
             self.redirection()
         elif char in ";&|()":
@@ -743,11 +745,16 @@ def arithmetic(lexer: Lexer, expression: str, line: int) -> tuple[str, str | Non
 _PATH_HELPERS = ("pwd", "dirname", "basename", "realpath", "readlink", "cd", "date", "echo")
 
 
-def command_output(scope: Scope, inner: str, line: int) -> tuple[str, str | None]:
-    """A command substitution's output where it is a path helper (evaluated now, with a note), else a taint."""
-    sub = Scope(dict(scope.variables), dict(scope.unknowable), [], scope.script, scope.cwd)  # a subshell
+def command_output(scope: Scope, inner: str, line: int, calling: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """A command substitution's output where it is a path helper (evaluated now, with a note), else a taint.
+
+    `$(name)` of a function of the script runs its body the same way (`calling`: the functions on the way)."""
+    sub = Scope(dict(scope.variables), dict(scope.unknowable), [], scope.script, scope.cwd, scope.functions)
     shown = " ".join(inner.split())
     first = inner.split()[0] if inner.split() else ""
+    body = scope.functions.get(first) if inner.split() == [first] and first not in calling else None
+    if body is not None:
+        return command_output(scope, body, line, (*calling, first))
     what = f"calls the script's function `{first}`" if first in scope.functions else "runs a command"
     unknown = (f"line {line}: `$({shown})` {what} whose output rlc does not know when converting; "
                "write its value in the script")

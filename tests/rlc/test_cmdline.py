@@ -311,12 +311,16 @@ else
     TP=1
 fi
 python3 -m verl.trainer.main_ppo actor_rollout_ref.actor.megatron.tensor_model_parallel_size=$TP""",
-    "a function is defined, not run": r"""
+    "a function is defined, not run, except for its output": r"""
 setup() {
     MODEL=/wrong
 }
+function here() {
+    cd "$SUB" && pwd
+}
 MODEL=/right
-python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path=$MODEL""",
+SUB=/usr
+python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path=$MODEL trainer.default_local_dir=$(here)/ckpt""",
 }
 
 
@@ -370,8 +374,10 @@ python3 -m verl.trainer.main_ppo trainer.n_gpus_per_node=$N actor_rollout_ref.mo
      r"^line 1: `\$\(nvidia-smi -L \| wc -l\)` runs a command whose output rlc does not know"),
     ("python3 -m verl.trainer.main_ppo trainer.nnodes=$((NNODES * 2))",
      r"^line 1: `\$\(\(NNODES \* 2\)\)` needs `NNODES` from the environment at run time"),
-    ("function now() {\n  date '+%d-%H-%M'\n}\npython3 -m verl.trainer.main_ppo a.name=run_$(now)",
-     r"^line 4: `\$\(now\)` calls the script's function `now` whose output rlc does not know"),
+    ("function gpus() {\n  nvidia-smi -L | wc -l\n}\npython3 -m verl.trainer.main_ppo a.n=$(gpus)",
+     r"^line 4: `\$\(nvidia-smi -L \| wc -l\)` runs a command whose output rlc does not know"),
+    ("f() { date; }\npython3 -m verl.trainer.main_ppo a.n=$(f)",
+     r"^line 2: `\$\(f\)` calls the script's function `f` whose output rlc does not know"),
     ("python3 -m verl.trainer.main_ppo a.b=$RANDOM", r"^line 1: `\$RANDOM` is a value bash makes at run time"),
     ("python3 -m verl.trainer.main_ppo a.b=$1", r"^line 1: `\$1` is the script's argument 1"),
     ("python3 -m verl.trainer.main_ppo a.b=${X#*/}", r"^line 1: `\$\{X#\*/\}` transforms `X`, which comes from"),
