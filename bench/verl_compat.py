@@ -220,7 +220,9 @@ def run(root: Path, show: bool, cwd: Path | None) -> int:
                         if d.get("severity", "error") == "error":
                             errors[f"validate: {d.get('code') or kind(d['message'])}"] += 1
                 if status == "ok":
-                    mismatches += compare(script, name, out, env, cwd)
+                    found_here = compare(script, name, out, env, cwd)
+                    mismatches += found_here
+                    counts["values compared with bash"] += not any(m.startswith("(not compared)") for m in found_here)
         finally:
             os.chdir(previous)
     report(len(found), counts, errors, mismatches)
@@ -267,7 +269,8 @@ def report(total: int, counts: collections.Counter[str], errors: collections.Cou
     for label, count in errors.most_common():
         print(f"  {count:>4}  {label}")
     unequal = [m for m in mismatches if not m.startswith("(not")]
-    print(f"\nvalues unequal to what bash passes: {len(unequal)}")
+    print(f"\nscripts whose every value was compared with what bash passes: {counts['values compared with bash']}")
+    print(f"values unequal to what bash passes: {len(unequal)}")
     for line in sorted(mismatches, key=lambda m: m.startswith("(not")):
         print(f"  {line}")
 
