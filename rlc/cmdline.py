@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rlc.shell import DECLARATIONS, SCRIPT_ARGUMENTS, ArrayWord, Command, Lexer, Scope, ShellError, decide, literal
+from rlc.shell import DECLARATIONS, SCRIPT_ARGUMENTS, ArrayWord, Command, Lexer, Scope, ShellError
+from rlc.shell_builtins import decide, literal
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 _TRAINER = re.compile(r"([\w]+\.)*main_ppo")
