@@ -49,6 +49,9 @@ def read_command(text: str, script: str | None = None) -> Converted:
     texts, notes = renamed(command.overrides)
     check_texts(texts)
     out = Converted(texts, command.notes + notes)
+    if command.env:  # names only: a value may be a secret (WANDB_API_KEY=...)
+        out.notes.append(f"the script sets the environment variables {', '.join(sorted(command.env))} for verl; a "
+                         "config does not hold the environment: set them where you run `rlc launch`")
     if command.config_file is not None:  # II-VERL's config is already YAML: nothing to convert
         words = ["rlc", "launch", command.config_file] + (["--backend", command.backend] if command.backend else [])
         words += [w for t in texts for w in ("--set", t)]

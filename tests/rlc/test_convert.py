@@ -258,3 +258,14 @@ def test_ii_verl_command_converts_to_rlc_launch(line: str, launch: str) -> None:
     code, out, err = convert("--from-cli", line)
     assert code == 0, err
     assert out == launch + "\n"
+
+
+def test_exported_variables_are_named_not_written(tmp_path: Path) -> None:
+    """The environment is not config: its names are noted, and a secret's value appears nowhere."""
+    script = tmp_path / "run.sh"
+    script.write_text("export WANDB_API_KEY=sk-secret-123\nVLLM_USE_V1=1 python3 -m verl.trainer.main_ppo a.b=1\n")
+    code, out, err = convert("--from-file", str(script), "--allow-unknown")
+    assert code == 0
+    assert ("note: the script sets the environment variables VLLM_USE_V1, WANDB_API_KEY for verl; a config does not "
+            "hold the environment: set them where you run `rlc launch`") in err
+    assert "sk-secret" not in out + err
