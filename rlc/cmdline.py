@@ -165,10 +165,13 @@ class _Walk:
 
     def simple(self, command: Command) -> None:
         runs = self.runs()
-        if runs is False:
-            return
         words, lead = command.words, _count_assignments(command.words)
         entry = _entry_point(words, lead)
+        if runs is False:
+            if entry is not None:
+                self.notes.append(f"line {command.line}: ignored the verl command `{command.show()}`: it is in a "
+                                  "branch that does not run, or in a function's body")
+            return
         if entry is not None and runs is None:
             raise CmdlineError(f"line {command.line}: the verl command is inside {self.unknown_block().why()}; "
                                "rlc converts one command whose arguments are known: take it out of the block")

@@ -387,6 +387,15 @@ def test_what_only_run_time_knows_is_refused_naming_the_line(script: str, messag
         split_command_line(script)
 
 
+def test_a_verl_command_in_a_branch_that_does_not_run_is_noted() -> None:
+    script = ("MODE=fsdp\nif [ $MODE = megatron ]; then\n  python3 -m verl.trainer.main_ppo a.b=1\nelse\n"
+              "  python3 -m verl.trainer.main_ppo a.b=2\nfi\n")
+    command = split_command_line(script)
+    assert command.overrides == ["a.b=2"]
+    assert ("line 3: ignored the verl command `python3 -m verl.trainer.main_ppo a.b=1`: it is in a branch that does "
+            "not run, or in a function's body") in command.notes
+
+
 def test_unknowable_values_the_verl_command_does_not_use_are_harmless() -> None:
     script = ('NOW=$(hostname)\nif [ -d /x ]; then EXTRA=1; fi\nwhile true; do break; done\n'
               'python3 -m verl.trainer.main_ppo a.b=1')
