@@ -230,12 +230,25 @@ def run(root: Path, show: bool, cwd: Path | None) -> int:
 
 
 def compare(script: Path, name: Path, out: Path, env: dict[str, str], cwd: Path) -> list[str]:
+    """Differences between bash's argv and the YAML, run twice: with the environment's variables unset (the
+    script's defaults) and with every variable the YAML reads set (the references name the right variables)."""
+    text = out.read_text()
+    names = sorted(set(re.findall(r"\$\{oc\.env:(\w+)", text)) - set(env))
+    problems = _compare_once(script, name, text, env, cwd)
+    if names:
+        outside = _compare_once(script, name, text, {**env, **{n: f"/from-env/{n}" for n in names}}, cwd)
+        if not any(p.startswith("(not compared)") for p in outside):  # `set -u` scripts run only this way
+            problems = [p for p in problems if not p.startswith("(not compared)")]
+        problems += [f"{p} (with {', '.join(names)} set)" for p in outside if not p.startswith("(not")]
+    return problems
+
+
+def _compare_once(script: Path, name: Path, text: str, env: dict[str, str], cwd: Path) -> list[str]:
     from ruamel.yaml import YAML
 
     argv = bash_argv(script, env, cwd)
     if isinstance(argv, str):
         return [f"(not compared) {name}: {argv}"]
-    text = out.read_text()
     # A variable the script reads but never sets: bash passes "", rlc asks for it at launch (an error if unset).
     unset = sorted({n for n in re.findall(r"\$\{oc\.env:(\w+)\}", text) if n not in env})
     tree = interpolated(YAML(typ="safe").load(text) or {}, {**env, **dict.fromkeys(unset, "")})

@@ -229,7 +229,12 @@ def test_the_converted_values_are_what_bash_passes_to_python(tmp_path: Path) -> 
     assert bench.compare(script, "run.sh", out, env, tmp_path) == []
     out.write_text(out.read_text().replace("n: 4", "n: 5"))  # the check can fail
     assert bench.compare(script, "run.sh", out, env, tmp_path) == [
-        "run.sh: actor_rollout_ref.rollout.n: bash passes 4, the YAML has 5"]
+        "run.sh: actor_rollout_ref.rollout.n: bash passes 4, the YAML has 5",
+        "run.sh: actor_rollout_ref.rollout.n: bash passes 4, the YAML has 5 (with DATA_HOME, MODEL, N_GPUS set)"]
+    out.write_text(out.read_text().replace("n: 5", "n: 4").replace("oc.env:MODEL", "oc.env:MODEL_PATH"))
+    assert bench.compare(script, "run.sh", out, env, tmp_path) == [  # a reference to the wrong variable
+        "run.sh: actor_rollout_ref.model.path: bash passes 'Qwen/Qwen2.5-0.5B-Instruct', the YAML has "
+        "'/from-env/MODEL_PATH' (with DATA_HOME, MODEL_PATH, N_GPUS set)"]
 
 
 def test_a_hydra_config_of_the_users_own_is_the_base(tmp_path: Path) -> None:
