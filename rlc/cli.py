@@ -216,6 +216,10 @@ def convert(
                 typer.echo(f"note: {note}", err=True)
             if command.launch is not None:
                 text = command.launch
+            elif into is not None and command.base:
+                raise CompileError([Diagnostic("the script's `--config-name` names a config of its own, which is the "
+                                               "base of the conversion; --into would take a second base: convert "
+                                               "without --into")])
             elif into is not None:
                 text = conv.merge_into(into, command.texts, expand_env=expand_env, allow_unknown=allow_unknown)
             else:

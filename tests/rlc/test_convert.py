@@ -249,6 +249,9 @@ def test_a_hydra_config_of_the_users_own_is_the_base(tmp_path: Path) -> None:
     assert code == 0, err
     assert YAML(typ="safe").load(out) == {"backend": "megatron",
                                           "data": {"max_prompt_length": 512, "train_batch_size": 8}}
+    (tmp_path / "into.yaml").write_text("data:\n  train_batch_size: 4\n")
+    code, _, err = convert("--from-file", str(script), "--into", str(tmp_path / "into.yaml"))
+    assert code == 1 and "--into would take a second base: convert without --into" in err
     script.write_text("python3 -m verl.trainer.main_ppo --config-path=config --config-name=other a.b=1\n")
     code, _, err = convert("--from-file", str(script))
     assert code == 1 and "`--config-name=other` composes the run from a config of your own" in err
