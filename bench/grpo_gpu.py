@@ -1,11 +1,12 @@
 """GRPO on one GPU at the peer benchmark's shape, timed per phase, for comparison with TRL's GRPOTrainer.
 
-Shape (../shared/ENVIRONMENT.md): a random-initialised Qwen2-0.5B-shaped model, 8 prompts x 8 samples, prompts of
-about 160 tokens, 256 new tokens, bf16, gradient checkpointing, a KL term against a reference model
-(kl_loss_coef 0.001), one optimizer step of 64 samples per training step. TRL takes 7.69 s per step there.
+Shapes (../shared/ENVIRONMENT.md): random-initialised models from the tiny tokenizer, prompts of 40 `a+b=` groups
+(about 200 tokens), bf16, gradient checkpointing, a KL term against a reference model (kl_loss_coef 0.001), one
+optimizer step per training step. `--shape 0.5b`: Qwen2-0.5B, 8 prompts x 8 samples x 256 new tokens;
+`--shape 1.5b`: Qwen2.5-1.5B, 32 prompts x 8 samples x 1024 new tokens (generation-heavy).
 Nothing is downloaded: the model and tokenizer are built here. Run from the repo root on the GPU host:
 
-    python bench/grpo_gpu.py --rollout vllm --backend fsdp --steps 6 [--out DIR] [--set KEY=VALUE ...]
+    python bench/grpo_gpu.py --rollout vllm --backend fsdp --shape 0.5b --steps 6 [--out DIR] [--set KEY=VALUE ...]
 
 It launches `rlc launch` (the same path users take) and prints the mean of each `timing_s/*` metric over the
 steps after the first, the tokens/s of generation and update, and the peak GPU memory.
@@ -25,17 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 QWEN2_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
                  rope_theta=1000000.0, rms_norm_eps=1e-6)
+QWEN25_15B = dict(QWEN2_05B, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12)
+# name: (model shape, prompts per step, new tokens); each step is one optimizer step over all its samples
+SHAPES = {"0.5b": (QWEN2_05B, 8, 256), "1.5b": (QWEN25_15B, 32, 1024)}
 
 
-def build(out: Path) -> Path:
+def build(out: Path, shape: str = "0.5b") -> Path:
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    model_dir = out / "qwen2-0.5b-random"
+    model_dir = out / f"qwen2-{shape}-random"
     if not (model_dir / "config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(ROOT / "examples" / "models" / "tiny-qwen2")
         torch.manual_seed(0)
-        config = Qwen2Config(**QWEN2_05B, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        config = Qwen2Config(**SHAPES[shape][0], eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
         Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
     rng = random.Random(0)
@@ -52,20 +57,21 @@ def build(out: Path) -> Path:
     return model_dir
 
 
-def config(out: Path, model_dir: Path, rollout: str, backend: str, steps: int) -> Path:
+def config(out: Path, model_dir: Path, rollout: str, backend: str, steps: int, shape: str = "0.5b") -> Path:
+    _, prompts, new_tokens = SHAPES[shape]
     text = f"""
 backend: {backend}
 algorithm: {{adv_estimator: grpo}}
 data:
   train_files: {out / 'prompts.parquet'}
-  train_batch_size: 8
+  train_batch_size: {prompts}
   max_prompt_length: 256
-  max_response_length: 256
+  max_response_length: {new_tokens}
 actor_rollout_ref:
   model: {{path: {model_dir}, enable_gradient_checkpointing: true}}
   actor:
     optim: {{lr: 1.0e-6}}
-    ppo_mini_batch_size: 8
+    ppo_mini_batch_size: {prompts}
     ppo_micro_batch_size_per_gpu: 16
     use_kl_loss: true
     kl_loss_coef: 0.001
@@ -89,9 +95,9 @@ trainer:
   val_before_train: false
   logger: [console, jsonl]
   project_name: bench
-  experiment_name: grpo_{rollout}_{backend}
+  experiment_name: grpo_{rollout}_{backend}_{shape}
 """
-    path = out / f"grpo_{rollout}_{backend}.yaml"
+    path = out / f"grpo_{rollout}_{backend}_{shape}.yaml"
     path.write_text(text)
     return path
 
@@ -107,14 +113,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollout", default="vllm", choices=["vllm", "hf"])
     parser.add_argument("--backend", default="fsdp", choices=["fsdp", "megatron"])
+    parser.add_argument("--shape", default="0.5b", choices=sorted(SHAPES))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], help="passed on to `rlc launch --set`")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    model_dir = build(args.out)
-    cfg = config(args.out, model_dir, args.rollout, args.backend, args.steps)
-    run_dir = args.out / f"run-{args.rollout}-{args.backend}"
+    model_dir = build(args.out, args.shape)
+    cfg = config(args.out, model_dir, args.rollout, args.backend, args.steps, args.shape)
+    run_dir = args.out / f"run-{args.rollout}-{args.backend}-{args.shape}"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     sets = [arg for kv in args.set for arg in ("--set", kv)]
     code = subprocess.run([sys.executable, "-m", "rlc.cli", "launch", str(cfg), "--run-dir", str(run_dir), *sets],
@@ -122,7 +129,8 @@ def main() -> None:
     if code != 0:
         sys.exit(f"FAIL: the run exited {code}")
     summary = summarise(run_dir / "metrics.jsonl")
-    print(json.dumps({"rollout": args.rollout, "backend": args.backend, "set": args.set, **summary}, indent=1))
+    print(json.dumps({"rollout": args.rollout, "backend": args.backend, "shape": args.shape, "set": args.set,
+                      **summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,17 @@ from rlc.diagnostics import CompileError, Diagnostic, render
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
 
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value")]
+def _check_sets(values: list[str] | None) -> list[str] | None:
+    """`-s key value` makes `value` a separate argument (often read as a file): say so at the flag."""
+    for text in values or []:
+        if "=" not in text and not text.startswith("~"):
+            raise typer.BadParameter(f"`{text}` is not key=value; write `-s {text}=VALUE` (with `=`, no space), or "
+                                     f"`-s ~{text}` to delete the key", param_hint="--set")
+    return values
+
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value",
+                                                     callback=_check_sets)]
 
 
 @contextmanager
@@ -74,22 +84,24 @@ def resolve_cmd(
     set_: SetOption = None,
     offline: OfflineOption = False,
 ) -> None:
-    """Write the fully resolved config: defaults explicit, Hub revisions pinned to commit shas."""
+    """Write the fully resolved config: defaults explicit, Hub revisions pinned to commit shas. Environment
+    references stay references; on the terminal, literal credentials are redacted."""
     from rlc.loader import load_config
     from rlc.resolve import dump_yaml, resolve
+    from rlc.secrets import holds_secrets, redact
 
     with reporting():
         loaded = load_config(file, set_ or [])
         resolved = resolve(loaded, offline=offline)
     _print(loaded.warnings + resolved.notes)
-    text = dump_yaml(resolved.config, header=f"Resolved by rlc from {file}. Every value is explicit.")
+    tree, header = resolved.tree(), f"Resolved by rlc from {file}. Every value is explicit."
     if output:
         from rlc.files import write_atomic
 
-        write_atomic(output, text)
+        write_atomic(output, dump_yaml(tree, header), mode=0o600 if holds_secrets(tree) else 0o644)
         typer.echo(f"wrote {output}", err=True)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(dump_yaml(redact(tree), header))
 
 
 @app.command()
@@ -102,10 +114,11 @@ def show(
     """Show each resolved value and where it came from: file:line, --set, a default, or the Hub."""
     from rlc.loader import load_config
     from rlc.resolve import resolve
+    from rlc.secrets import redact
 
     with reporting():
         resolved = resolve(load_config(file, set_ or []), offline=offline)
-    values = _flatten(resolved.config.model_dump(mode="json"))
+    values = _flatten(redact(resolved.tree()))
     keys = [k for k in resolved.provenance if explain is None or k == explain or k.startswith(explain + ".")]
     if not keys:
         typer.echo(f"error: no key `{explain}` in the config", err=True)
@@ -136,6 +149,8 @@ def launch(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last checkpoint")]
     = False,
     offline: OfflineOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Launch even if the memory estimate exceeds the GPU")]
+    = False,
 ) -> None:
     """Resolve, plan, render and start a training run."""
     from rlc.launch import LaunchRequest, execute, prepare
@@ -144,7 +159,7 @@ def launch(
     if executor not in ("local", "ray", "slurm"):
         raise typer.BadParameter("--executor is local, ray or slurm")
     request = LaunchRequest(file, set_ or [], backend, nnodes, gpus_per_node, executor,  # type: ignore[arg-type]
-                            run_dir, resume, offline)
+                            run_dir, resume, offline, force, dry_run)
     with reporting():
         plan, scripts, notes = prepare(request)
     _print(notes)
@@ -192,18 +207,27 @@ def convert(
     from_cli: Annotated[str | None, typer.Option("--from-cli", help="A verl command line ('-' reads stdin)")] = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="A shell script that runs verl")] = None,
     to_cli: Annotated[Path | None, typer.Option("--to-cli", help="A YAML config to print as overrides")] = None,
-    into: Annotated[Path | None, typer.Option("--into", help="Merge into this YAML, keeping its comments")] = None,
+    into: Annotated[Path | None, typer.Option("--into", help="Merge into this YAML file (edited in place, comments "
+                                              "kept; with -o the result goes there instead)")] = None,
+    fix: Annotated[Path | None, typer.Option("--fix", help="Move keys written in the wrong section of this YAML "
+                                             "file to where verl reads them (edited in place, comments kept)")]
+    = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
     expand_env: Annotated[bool, typer.Option("--expand-env", help="Expand $VAR from the environment; by default "
                                              "they become ${oc.env:VAR} references, resolved at launch")] = False,
     allow_unknown: Annotated[bool, typer.Option("--allow-unknown", help="Keep keys rlc does not know")] = False,
 ) -> None:
-    """Convert a legacy verl command line to YAML, or a YAML config to a command line."""
+    """Convert a legacy verl command line to YAML, a YAML config to a command line, or fix a YAML in place."""
     from rlc import convert as conv
     from rlc.files import write_atomic
 
-    if sum(x is not None for x in (from_cli, from_file, to_cli)) != 1:
-        raise typer.BadParameter("give exactly one of --from-cli, --from-file, --to-cli")
+    if sum(x is not None for x in (from_cli, from_file, to_cli, fix)) != 1:
+        raise typer.BadParameter("give exactly one of --from-cli, --from-file, --to-cli, --fix")
+    if fix is not None:
+        _fix(fix, output)
+        return
+    if into is not None and output is None:
+        output = into
     with reporting():
         if to_cli is not None:
             from rlc.source import load_file
@@ -232,6 +256,22 @@ def convert(
         sys.stdout.write(text)
 
 
+def _fix(file: Path, output: Path | None) -> None:
+    from rlc.convert import fix_misplaced
+    from rlc.files import write_atomic
+
+    with reporting():
+        text, moved, left = fix_misplaced(file)
+    for line in moved + left:
+        typer.echo(line, err=True)
+    if not moved:
+        typer.echo(f"{file}: nothing to move", err=True)
+        return
+    target = output or file
+    write_atomic(target, text, mode=target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+    typer.echo(f"wrote {target}", err=True)
+
+
 def _read(path: Path | None) -> str:
     try:
         return path.read_text() if path else ""
@@ -250,13 +290,16 @@ def reward_server(
     code_time_limit: Annotated[float, typer.Option(help="Seconds each code test may run")] = 5.0,
     code_memory_mb: Annotated[int, typer.Option(help="Memory limit of each code test")] = 512,
     request_log: Annotated[str | None, typer.Option(help="Append every request and verdict to this JSONL")] = None,
+    allow_unsafe_code: Annotated[bool, typer.Option(
+        "--allow-unsafe-code", help="Run code tests even where the sandbox cannot isolate them (see GET /ping)")]
+    = False,
 ) -> None:
     """Serve rewards over HTTP (the II-Thought rl_verifier protocol that `reward_api.api_url` points at)."""
     from rlc.reward_server import serve
 
     try:
         serve(host, port, workers, judge_url, judge_model=judge_model, code_time_limit_s=code_time_limit,
-              code_memory_mb=code_memory_mb, request_log=request_log)
+              code_memory_mb=code_memory_mb, request_log=request_log, allow_unsafe_code=allow_unsafe_code)
     except (ValueError, ImportError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -127,14 +127,12 @@ def _at_override(diagnostic: Diagnostic, texts: list[str]) -> Diagnostic:
 
 def merge_into(base_file: Path, texts: list[str], *, expand_env: bool = False, allow_unknown: bool = False) -> str:
     """Apply the overrides to `base_file`, keeping its comments, key order and layout (ruamel round trip)."""
-    from ruamel.yaml import YAML
 
     from rlc.source import load_file
 
     source = load_file(base_file)  # the usual checks and messages for a bad file
     merged = from_overrides(texts, base=source.data, expand_env=expand_env, allow_unknown=allow_unknown)
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
+    yaml = _round_trip()
     document = yaml.load(base_file.read_text())
     _update(document, merged)
     buffer = io.StringIO()
@@ -187,3 +185,145 @@ def check_texts(texts: list[str]) -> None:
             problems.append(Diagnostic(str(err)))
     if problems:
         raise CompileError(problems)
+
+
+def fix_misplaced(path: Path) -> tuple[str, list[str], list[str]]:
+    """The file's text with each key in the wrong place moved to where verl reads it (comments, order and layout
+    kept), a line per move, and a line per misplaced key left alone. Only unambiguous moves are made
+    (`suggest.relocation`)."""
+    from rlc import schema
+    from rlc.source import load_file
+    from rlc.suggest import relocation, same_name
+
+    source = load_file(path)  # the usual checks and messages for a bad file
+    tree = source.data
+    backend = tree.get("backend") if tree.get("backend") in ("fsdp", "megatron") else "fsdp"
+    yaml = _round_trip()
+    document = yaml.load(path.read_text())
+    moved: list[str] = []
+    said: list[str] = []
+    for diagnostic in schema.check(tree):
+        where = source.position(diagnostic.path)
+        line = f"{path}:{where.line}: " if where else ""
+        if diagnostic.code != "unknown-key":
+            continue
+        target = relocation(diagnostic.path, backend)
+        if target is None:
+            places = ", ".join(f"`{'.'.join(p)}`" for p in same_name(diagnostic.path))
+            said += [f"{line}left `{diagnostic.dotted}`: it fits several places ({places})"] if places else []
+            continue
+        if _present(tree, target):
+            said.append(f"{line}not moved `{diagnostic.dotted}`: `{'.'.join(target)}` is already set")
+            continue
+        if not _written_here(document, diagnostic.path):
+            said.append(f"{line}not moved `{diagnostic.dotted}`: it comes from a merge key (`<<:`); move it in the "
+                        "anchored mapping")
+            continue
+        _move(document, diagnostic.path, target)
+        moved.append(f"{line}moved `{diagnostic.dotted}` -> `{'.'.join(target)}`")
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    return buffer.getvalue(), moved, said
+
+
+def _round_trip() -> Any:
+    """ruamel's round trip, writing null as `null` (its default, an empty value, surprises verl users)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml
+
+
+def _present(tree: dict[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = tree
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _move(document: Any, source: tuple, target: tuple[str, ...]) -> None:
+    """Move the key at `source` to `target` in a round-trip document; its end-of-line comment moves with it, the
+    comment lines that followed it stay where they were, and sections left empty are removed."""
+    from ruamel.yaml.comments import CommentedMap
+
+    parent = _at(document, source[:-1])
+    key = source[-1]
+    keys = list(parent)
+    eol, rest = _detach_comment(parent, key)
+    value = parent.pop(key)
+    node = document
+    for part in target[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = CommentedMap()
+        node = node[part]
+    node[target[-1]] = value
+    # the lines after the key introduce what follows it: they go after whatever now ends just before that
+    index = keys.index(key)
+    holder = _last_leaf(parent) if parent and index == len(keys) - 1 else \
+        _last_leaf(parent, keys[index - 1]) if index > 0 else None
+    if holder is None:
+        eol, rest = (eol or "") + rest, ""
+    if eol:
+        _add_comment(node, target[-1], eol)
+    if rest:
+        _add_comment(*holder, rest)
+    for depth in range(len(source) - 1, 0, -1):
+        outer = _at(document, source[:depth - 1])
+        if _at(document, source[:depth]):
+            break
+        _detach_comment(outer, source[depth - 1])
+        outer.pop(source[depth - 1])
+
+
+def _written_here(document: Any, path: tuple) -> bool:
+    """Whether the key at `path` is written in its own mapping (not merged in from an anchor with `<<:`)."""
+    parent = _at(document, path[:-1])
+    own = getattr(getattr(parent, "lc", None), "data", None) or {}
+    merged = [m[1] if isinstance(m, tuple) else m for m in getattr(parent, "merge", None) or ()]
+    return path[-1] in own or not any(path[-1] in m for m in merged)
+
+
+def _at(document: Any, path: tuple) -> Any:
+    for part in path:
+        document = document[part]
+    return document
+
+
+def _detach_comment(parent: Any, key: Any) -> tuple[str | None, str]:
+    """Remove `key`'s comment from `parent`: its end-of-line part (None if none) and the lines that follow."""
+    entry = parent.ca.items.pop(key, None)
+    token = entry[2] if entry and len(entry) > 2 else None
+    if token is None:
+        return None, ""
+    eol, _, rest = token.value.partition("\n")
+    return (eol if eol.strip() else None), rest
+
+
+def _add_comment(mapping: Any, key: Any, text: str) -> None:
+    """Append comment text after `mapping[key]`: an end-of-line comment, or lines after it (`text` then starts
+    a new line)."""
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    slot = mapping.ca.items.setdefault(key, [None, None, None, None])
+    if text.lstrip().startswith("#") and slot[2] is None:
+        slot[2] = CommentToken(text.lstrip() + "\n", CommentMark(0), None)
+        return
+    before, column = (slot[2].value, slot[2].column) if slot[2] is not None else ("\n", 0)
+    slot[2] = CommentToken(before + text, CommentMark(column), None)
+
+
+def _last_leaf(parent: Any, key: Any = None) -> tuple[Any, Any]:
+    """The mapping and key that end the text of `parent[key]` (or of all `parent`): where a following comment
+    is stored."""
+    if key is None:
+        key = list(parent)[-1]
+    value = parent[key]
+    while isinstance(value, dict) and value:
+        parent, key = value, list(value)[-1]
+        value = parent[key]
+    return parent, key

@@ -31,6 +31,8 @@ class Diagnostic:
     hint: str | None = None
     severity: Severity = "error"
     code: str | None = None  # a stable name for the kind of problem, e.g. "unknown-key"
+    quote: str | None = None  # the offending line of the file, shown under the message with a caret
+
 
     @property
     def dotted(self) -> str:
@@ -43,6 +45,9 @@ class Diagnostic:
             where = f"{pos.file}:{pos.line}:{pos.col}: " if pos.line else f"{pos.file}: "
         key = f"{self.dotted}: " if self.path else ""
         text = f"{where}{self.severity}: {key}{self.message}"
+        if self.quote is not None:
+            line, caret = _excerpt(self.quote, self.position.col if self.position else 1)
+            text += f"\n    | {line}\n    | {' ' * caret}^"
         return f"{text}\n    hint: {self.hint}" if self.hint else text
 
     def to_json(self) -> dict:
@@ -59,6 +64,14 @@ class CompileError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(d.format() for d in self.diagnostics)
+
+
+def _excerpt(line: str, col: int, width: int = 100) -> tuple[str, int]:
+    """At most `width` characters of `line` around column `col` (1-based), and the caret's offset in them."""
+    start = max(0, min(col - 1 - width // 2, len(line) - width))
+    prefix = "…" if start else ""
+    suffix = "…" if start + width < len(line) else ""
+    return prefix + line[start:start + width] + suffix, len(prefix) + col - 1 - start
 
 
 def dotted(path: Iterable[str | int]) -> str:

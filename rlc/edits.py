@@ -16,29 +16,32 @@ from rlc.overrides import Override, OverrideError, coerce, parse_override
 
 
 def apply_overrides(tree: dict[str, Any], texts: Sequence[str], *, expand_env: bool = False,
-                    where: str = "--set") -> tuple[dict[str, Any], dict[KeyPath, Position]]:
+                    where: str = "--set", labels: Sequence[str] | None = None
+                    ) -> tuple[dict[str, Any], dict[KeyPath, Position]]:
+    """`labels`, one per text, name where each came from in messages (`--backend x`); by default `{where} text`."""
     from rlc import schema
 
     root = schema.load()
+    origins = list(labels) if labels is not None else [f"{where} {text}" for text in texts]
     parsed, problems = [], []
-    for text in texts:
+    for text, origin in zip(texts, origins, strict=True):
         try:
             override = parse_override(text, expand_env)
-            parsed.append((override, _typed(override, root)))
+            parsed.append((override, _typed(override, root), Position(origin, 0, 0)))
         except OverrideError as err:
             problems.append(Diagnostic(err.reason if err.column is None else f"{err.reason} at column "
-                                       f"{err.column + 1}", position=Position(f"{where} {text}", 0, 0)))
+                                       f"{err.column + 1}", position=Position(origin, 0, 0)))
     if problems:
         raise CompileError(problems)
     out = copy.deepcopy(tree)
     positions: dict[KeyPath, Position] = {}
-    for override, value in parsed:
+    for override, value, origin in parsed:
         try:
             _apply(out, override, value)
         except OverrideError as err:
-            problems.append(Diagnostic(err.reason, override.path, Position(f"{where} {override.text}", 0, 0)))
+            problems.append(Diagnostic(err.reason, override.path, origin))
             continue
-        positions[override.path] = Position(f"{where} {override.text}", 0, 0)
+        positions[override.path] = origin
     if problems:
         raise CompileError(problems)
     return out, positions
@@ -89,6 +92,11 @@ def _child(node: dict[str, Any], key: str, root: dict[str, Any]) -> dict[str, An
     return None
 
 
+def schema_options(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object schemas `node` may be: itself, or each branch of its anyOf/oneOf, with `$ref`s followed."""
+    return _options(_resolve(node, root), root)
+
+
 def _options(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
     branches = node.get("anyOf") or node.get("oneOf")
     return [_resolve(b, root) for b in branches] if branches else [node]
@@ -108,7 +116,7 @@ def _apply(tree: dict[str, Any], override: Override, value: Any) -> None:
         if child is None and override.op != "delete":
             child = node[part] = {}
         if child is None:
-            raise OverrideError(override.text, f"cannot delete `{override.key}`: it is not set")
+            return _delete_default(override, value)
         if not isinstance(child, dict):
             raise OverrideError(override.text, f"`{'.'.join(override.path[:depth + 1])}` is a value, not a section")
         node = child
@@ -118,9 +126,36 @@ def _apply(tree: dict[str, Any], override: Override, value: Any) -> None:
                                            "override it")
     if override.op == "delete":
         if not exists:
-            raise OverrideError(override.text, f"cannot delete `{override.key}`: it is not set")
+            return _delete_default(override, value)
         if override.raw_value is not None and node[last] != value:
             raise OverrideError(override.text, f"`{override.key}` is {node[last]!r}, not {value!r}")
         del node[last]
         return
     node[last] = value
+
+
+def _delete_default(override: Override, value: Any) -> None:
+    """`~key` for a key the file does not set: as in Hydra, it deletes the default, so rlc's default applies
+    (nothing to change). Hydra's `~key=value` checks the value first; here the value is rlc's default."""
+    known, has_default, default = schema_default(override.path)
+    if not known:
+        raise OverrideError(override.text, f"cannot delete `{override.key}`: it is not set, and rlc has no such key")
+    if override.raw_value is not None and (not has_default or default != value):
+        shown = f"rlc's default {default!r}" if has_default else "not set"
+        raise OverrideError(override.text, f"`{override.key}` is {shown}, not {value!r}")
+
+
+def schema_default(path: Sequence[str | int]) -> tuple[bool, bool, Any]:
+    """For the key at `path`: whether the schema declares it, whether it has a default, and the default."""
+    from rlc import schema
+
+    root = schema.load()
+    node: dict[str, Any] = root
+    for part in path:
+        found = [o["properties"][part] for o in _options(_resolve(node, root), root)
+                 if part in o.get("properties", {})]
+        if not found:
+            return False, False, None
+        node = found[0]
+    node = _resolve(node, root)
+    return True, "default" in node, node.get("default")

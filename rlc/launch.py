@@ -29,22 +29,30 @@ class LaunchRequest:
     run_dir: Path | None = None
     resume: bool = False
     offline: bool = False
+    force: bool = False  # launch even when the memory estimate says the run will not fit
+    dry_run: bool = False
 
 
-def flag_overrides(request: LaunchRequest) -> list[str]:
-    flags = {"backend": request.backend, "trainer.nnodes": request.nnodes,
-             "trainer.n_gpus_per_node": request.gpus_per_node}
-    return [*request.sets, *(f"{key}={value}" for key, value in flags.items() if value is not None)]
+def flag_overrides(request: LaunchRequest) -> list[tuple[str, str]]:
+    """Each flag the user gave, as (the flag as written, its override), so messages name the flag."""
+    flags = {("--backend", "backend"): request.backend, ("--nnodes", "trainer.nnodes"): request.nnodes,
+             ("--gpus-per-node", "trainer.n_gpus_per_node"): request.gpus_per_node}
+    from rlc.overrides import format_value
+
+    return [(f"{flag} {value}", f"{key}={format_value(value)}") for (flag, key), value in flags.items()
+            if value is not None]
 
 
 def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagnostic]]:
     """Everything up to a rendered run directory; nothing is started."""
     from rlc.loader import load_config
+    from rlc.memory import plan_memory, verdict
     from rlc.plan import make_plan, run_dir_name
     from rlc.render import render_run_dir
     from rlc.resolve import dump_yaml, resolve
+    from rlc.secrets import holds_secrets
 
-    loaded = load_config(request.config, flag_overrides(request))
+    loaded = load_config(request.config, request.sets, flag_overrides(request))
     resolved = resolve(loaded, offline=request.offline)
     config = resolved.config
     run_dir = (request.run_dir or _default_run_dir(config, request.resume, run_dir_name)).resolve()
@@ -57,9 +65,13 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     _absolute_local_paths(config)
     if request.resume and trainer.resume_mode == "disable":
         trainer.resume_mode = "auto"
-    plan = make_plan(config, str(run_dir), request.executor, python=sys.executable)
+    memory = plan_memory(config)
+    if not request.dry_run and not request.force and (refusal := verdict(config, memory, "error")):
+        raise CompileError(refusal)
+    plan = make_plan(config, str(run_dir), request.executor, python=sys.executable, memory=memory)
     header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
-    scripts = render_run_dir(plan, dump_yaml(config, header), python=sys.executable)
+    tree = resolved.tree()
+    scripts = render_run_dir(plan, dump_yaml(tree, header), python=sys.executable, private=holds_secrets(tree))
     return plan, scripts, loaded.warnings + resolved.notes
 
 

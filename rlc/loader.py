@@ -1,4 +1,10 @@
-"""source -> overrides -> schema -> model -> checks: one config file in, a typed `RLCConfig` out.
+"""source -> defaults -> overrides -> verl markers -> references -> schema -> model -> checks: one file in, a
+typed `RLCConfig` out.
+
+verl's dumped and composed configs carry Hydra/OmegaConf markers that are not settings: `_target_` names the verl
+dataclass a section is instantiated as (rlc builds its own models, so a `verl.` class is dropped with one note,
+and any other class is an error: rlc cannot instantiate it), and `???` marks a value the user must give (still
+unset after overrides, it takes rlc's default with a warning, or is an error where rlc has none).
 
 Each stage returns diagnostics instead of raising; the first stage with errors stops the chain (a tree that fails
 the schema would only produce echoes of the same mistakes in the models). Positions are attached at the end, from
@@ -12,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlc import schema
-from rlc.diagnostics import CompileError, Diagnostic, Position, has_errors
-from rlc.interpolate import interpolate
+from rlc import markers, schema
+from rlc.compose import compose, has_defaults
+from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position, has_errors
+from rlc.interpolate import env_references, interpolate
 from rlc.source import Source, load_file
 
 
@@ -24,34 +31,47 @@ class Loaded:
     source: Source
     tree: dict[str, Any]
     warnings: list[Diagnostic] = field(default_factory=list)
+    env_references: dict[KeyPath, str] = field(default_factory=dict)  # written back as such, never as values
 
 
-def load_config(path: str | Path, sets: Sequence[str] = ()) -> Loaded:
-    """Load and check one config file with `--set` overrides applied; raises CompileError listing every problem."""
+def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tuple[str, str]] = ()) -> Loaded:
+    """Load and check one config file with `--set` overrides, then command-line flags given as (how the user
+    wrote the flag, its override), applied; raises CompileError listing every problem."""
     source = load_file(path)
-    tree, override_positions = apply_sets(source.data, sets)
+    if has_defaults(source):
+        source, sets = compose(source, sets)
+    labels = [f"--set {text}" for text in sets] + [label for label, _ in flags]
+    tree, override_positions = apply_sets(source.data, [*sets, *(text for _, text in flags)], labels)
     positions = {**source.positions, **override_positions}
-    tree, found = interpolate(tree, complete=False)
+    tree, found = markers.strip(tree)
+    references = env_references(tree)
+    tree, problems = interpolate(tree, complete=False)
+    found += problems + markers.control_characters(tree)
     located = Source(source.file, tree, positions)
-    found += schema.check(tree)
+    if has_errors(found):
+        raise CompileError(sorted((_locate(d, located) for d in found), key=_order))
+    structural = schema.check(tree)
+    found += structural
     # Unknown keys alone do not change what the rest means: drop them and run the model stage on what is left,
     # so that one run reports typos and cross-field problems together. Any other structural error would put
     # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.
-    if all(d.code == "unknown-key" for d in found):
-        found += _model_stage(_without(tree, [d.path for d in found]))
-    found = sorted((_locate(d, located) for d in found), key=lambda d: (d.position.line, d.position.col))
+    if all(d.code == "unknown-key" for d in structural):
+        found += _model_stage(_without(tree, [d.path for d in structural]))
+    found = [_naming_references(d, tree, references) for d in found]
+    found = sorted((_locate(d, located) for d in found), key=_order)
     if has_errors(found):
         raise CompileError(found)
     config, _ = _build(tree)
-    return Loaded(config, located, tree, found)
+    return Loaded(config, located, tree, found, references)
 
 
-def apply_sets(data: dict[str, Any], sets: Sequence[str]) -> tuple[dict[str, Any], dict[Any, Position]]:
+def apply_sets(data: dict[str, Any], sets: Sequence[str], labels: Sequence[str] | None = None
+               ) -> tuple[dict[str, Any], dict[Any, Position]]:
     if not sets:
         return data, {}
     from rlc.edits import apply_overrides
 
-    return apply_overrides(data, sets)
+    return apply_overrides(data, sets, labels=labels)
 
 
 def _model_stage(tree: dict[str, Any]) -> list[Diagnostic]:
@@ -88,9 +108,32 @@ def _build(tree: dict[str, Any]) -> tuple[Any, list[Diagnostic]]:
         return None, [Diagnostic(e["msg"], tuple(e["loc"])) for e in err.errors()]
 
 
+def _order(diagnostic: Diagnostic) -> tuple:
+    position = diagnostic.position
+    return (position.file, position.line, position.col) if position else ("", 0, 0)
+
+
 def _locate(diagnostic: Diagnostic, source: Source) -> Diagnostic:
     if diagnostic.position is not None:
         return diagnostic
     from dataclasses import replace
 
     return replace(diagnostic, position=source.position(diagnostic.path) or Position(source.file, 1, 1))
+
+
+def _naming_references(diagnostic: Diagnostic, tree: dict[str, Any], references: dict[KeyPath, str]) -> Diagnostic:
+    """A message about a value read from the environment shows the reference, never the value: it may be a secret
+    (`expected an integer, got "${oc.env:HF_TOKEN}"`)."""
+    from dataclasses import replace
+
+    node: Any = tree
+    for part in diagnostic.path:
+        node = node[part] if isinstance(node, dict | list) and _holds(node, part) else None
+    reference = references.get(diagnostic.path)
+    if reference is None or not isinstance(node, str) or not node:
+        return diagnostic
+    return replace(diagnostic, message=diagnostic.message.replace(node, reference))
+
+
+def _holds(node: dict | list, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)

@@ -40,6 +40,7 @@ FLOAT = re.compile(rf"[+-]?(?:(?:{_POINT}|{_INT_U})[eE][+-]?{_DIGITS}|{_POINT}|[
 _SHELL_FORM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(:-(.*))?", re.S)  # ${VAR}, ${VAR:-default}, ${1}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPABLE = "\\()[]{}:=, \t$"  # Hydra's ESC characters, and `$`
+MAX_DEPTH = 64  # nesting of lists/dicts in one value, as for YAML files (rlc.source)
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_./@%+*?|:\-]+")  # strings written without quotes by `format_value`
 
 
@@ -108,7 +109,10 @@ def _path(text: str, start: int, end: int) -> tuple[str, ...]:
         if not KEY.fullmatch(part):
             raise OverrideError(text, _bad_key(part), column + (len(part) - len(part.lstrip())))
         column += len(part) + 1
-    return tuple(key.split("."))
+    parts = tuple(key.split("."))
+    if len(parts) > MAX_DEPTH:
+        raise OverrideError(text, f"the key is {len(parts)} levels deep; a config is nested at most {MAX_DEPTH}")
+    return parts
 
 
 def _bad_key(part: str) -> str:
@@ -215,6 +219,7 @@ class _Parser:
 
     def __init__(self, source: str, text: str, start: int, exact: bool = True) -> None:
         self.source, self.text, self.pos, self.exact = source, text, start, exact
+        self.depth = 0
 
     def fail(self, message: str, at: int | None = None) -> NoReturn:
         raise OverrideError(self.source, message, (self.pos if at is None else at) if self.exact else None)
@@ -251,6 +256,9 @@ class _Parser:
     def container(self, closer: str) -> Any:
         """`[a, b]` or `{k: v}`, the opening bracket at `pos`."""
         opened, items = self.pos, {} if closer == "}" else []
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(f"lists and dicts nested more than {MAX_DEPTH} levels deep")
         self.pos += 1
         self.space()
         empty = self.peek() == closer
@@ -271,6 +279,7 @@ class _Parser:
             self.pos += 1
             self.space()
         self.pos += 1
+        self.depth -= 1
         return items
 
     def item(self, items: dict[str, Any]) -> None:

@@ -57,12 +57,14 @@ class LaunchPlan:
     env: dict[str, str]
     driver: list[str]  # argv of the runtime driver
     notes: list[str] = field(default_factory=list)
+    memory: Any = None  # rlc.memory.MemoryPlan: the per-GPU estimate (GPU runs whose model config is here)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"memory": self.memory.to_json() if self.memory else None}
 
 
-def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3") -> LaunchPlan:
+def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3",
+              memory: Any = None) -> LaunchPlan:
     from rlc.config.checks import data_parallel_size, rollout_ranks, rollout_tensor_parallel
 
     trainer, actor = config.trainer, config.actor_rollout_ref.actor
@@ -93,7 +95,7 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
         device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=node_gpus, parallelism=parallelism, nodes=nodes,
         ray_port=RAY_PORT, ray_resources=[{resource: float(node_gpus)} for _ in nodes],
         placement_strategy="STRICT_SPREAD" if trainer.nnodes > 1 else "PACK",
-        env=_environment(config, executor), driver=[python, "-m", "rlc_runtime", run_dir],
+        env=_environment(config, executor), driver=[python, "-m", "rlc_runtime", run_dir], memory=memory,
     )
 
 
@@ -146,4 +148,8 @@ def summary(plan: LaunchPlan) -> str:
         f"micro {p.micro_batch_per_rank}",
     ]
     lines += [f"node {n.index:<4} {n.role:<6} ranks {n.ranks[0]}-{n.ranks[-1]}" for n in plan.nodes]
+    if plan.memory is not None:
+        from rlc.memory import render
+
+        lines.append(render(plan.memory))
     return "\n".join(lines + [f"note      {note}" for note in plan.notes])

@@ -1,7 +1,10 @@
 """plan -> run directory: the resolved config, plan.json and the executor's scripts, from Jinja2 templates.
 
 Templates use StrictUndefined (a typo in a template is an error, not an empty string) and every value that reaches
-a shell goes through the `q` filter (shlex.quote), so a config value can never become shell code.
+a shell goes through the `q` filter (shlex.quote), so a config value can never become shell code. `#SBATCH` lines
+are read by sbatch, not by a shell, so their values go through `sbatch` instead (sbatch's own quoting, and `%`
+doubled where Slurm reads file name patterns). Comments flatten every control character, and a NUL, which no shell
+string can hold, is refused with a message rather than written into a script that would not run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from rlc.diagnostics import CompileError, Diagnostic
 from rlc.files import write_atomic
 from rlc.plan import LaunchPlan
 from rlc.resources import resource_dir
@@ -28,10 +32,36 @@ def environment() -> Any:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(resource_dir("templates")),
                              undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.filters["q"] = lambda value: shlex.quote(str(value))
-    env.filters["comment"] = lambda value: re.sub(r"[\r\n]+", " ", str(value))
+    env.filters["q"] = lambda value: shlex.quote(_no_nul(str(value)))
+    env.filters["comment"] = lambda value: re.sub(r"[\x00-\x1f\x7f]+", " ", str(value))
     env.filters["envname"] = _env_name
+    env.filters["sbatch"] = _sbatch_word
+    env.filters["slurm_pattern"] = _slurm_pattern
     return env
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise CompileError([Diagnostic(f"{value!r} contains a NUL character, which no shell script can hold",
+                                       hint="remove it from the config or the command line")])
+    return value
+
+
+def _sbatch_word(value: object) -> str:
+    """One argument of an `#SBATCH` line. sbatch splits these lines itself: quotes group, a backslash escapes the
+    next character (inside quotes too), an unquoted `#` starts a comment, and `$` or backquotes mean nothing. So:
+    double quotes, with `\\` and `"` escaped."""
+    text = _no_nul(str(value))
+    if any(ord(c) < 32 for c in text):
+        raise CompileError([Diagnostic(f"{text!r} contains a control character, which an #SBATCH line cannot hold")])
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _slurm_pattern(path: object) -> str:
+    """A literal path inside a Slurm file name pattern: `%` is doubled (else `%j` in a directory name would become
+    the job id). A name with a backslash is not read as a pattern at all (sbatch(1), "filename pattern")."""
+    text = str(path)
+    return text if "\\" in text else text.replace("%", "%%")
 
 
 def _env_name(name: str) -> str:
@@ -40,11 +70,12 @@ def _env_name(name: str) -> str:
     return name
 
 
-def render_run_dir(plan: LaunchPlan, resolved_yaml: str, python: str) -> list[Path]:
-    """Write everything the executor needs into plan.run_dir; returns the scripts written."""
+def render_run_dir(plan: LaunchPlan, resolved_yaml: str, python: str, private: bool = False) -> list[Path]:
+    """Write everything the executor needs into plan.run_dir; returns the scripts written. `private`: the config
+    holds a literal credential (the user wrote one into the YAML), so only its owner may read it."""
     run_dir = Path(plan.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.resolved.yaml", resolved_yaml)
+    write_atomic(run_dir / "config.resolved.yaml", resolved_yaml, mode=0o600 if private else 0o644)
     write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=2) + "\n")
     write_atomic(run_dir / "runtime_env.json", json.dumps({"env_vars": plan.env}, indent=2) + "\n")
     env = environment()

@@ -2,6 +2,11 @@
 
 What ran must be written down exactly: the resolved config is the only thing the runtime reads. Hub lookups happen
 here, before any GPU is touched, so a misspelt revision fails in a second instead of after the cluster starts.
+
+One exception to "every value explicit": a value that reads the environment (`${oc.env:HF_TOKEN}`) is checked
+with this machine's environment but written back as the reference, so no secret reaches a file, a terminal or an
+upload; the runtime resolves it from its own environment. A value the compiler then rewrote (a revision pinned to
+a sha, a relative path made absolute) is written as rewritten: that is what must run.
 """
 
 from __future__ import annotations
@@ -19,11 +24,22 @@ ARF_MODEL = ("actor_rollout_ref", "model")
 DATA_EXTENSIONS = (".parquet", ".json", ".jsonl", ".csv", ".arrow", ".txt")
 
 
+@dataclass(frozen=True)
+class EnvReference:
+    text: str  # as the user wrote it: `${oc.env:HF_TOKEN}`
+    value: Any  # what it resolved to here
+
+
 @dataclass
 class Resolved:
     config: Any  # RLCConfig
     provenance: dict[str, str]
     notes: list[Diagnostic] = field(default_factory=list)
+    references: dict[KeyPath, EnvReference] = field(default_factory=dict)
+
+    def tree(self) -> dict[str, Any]:
+        """The config as rlc writes and prints it: environment references kept (see the module docstring)."""
+        return written_tree(self.config, self.references)
 
 
 def resolve(loaded: Loaded, offline: bool = False) -> Resolved:
@@ -36,9 +52,21 @@ def resolve(loaded: Loaded, offline: bool = False) -> Resolved:
     if problems:
         raise CompileError([_at(p, loaded) for p in problems])
     config = RLCConfig.model_validate(tree)
+    checked = config.model_dump(mode="json")
+    references = {path: EnvReference(text, _get(checked, path)) for path, text in loaded.env_references.items()
+                  if _has(checked, path)}
     notes, pinned = _pin_all(config, offline, loaded)
     provenance = _provenance(loaded, config.model_dump(mode="json"), pinned)
-    return Resolved(config, provenance, notes)
+    return Resolved(config, provenance, notes, references)
+
+
+def written_tree(config: Any, references: dict[KeyPath, EnvReference]) -> dict[str, Any]:
+    tree = config.model_dump(mode="json")
+    for path, reference in references.items():
+        if _has(tree, path) and _get(tree, path) == reference.value:  # not rewritten since: still the reference
+            parent = _get(tree, path[:-1])
+            parent[path[-1]] = reference.text
+    return tree
 
 
 def _pin_all(config: Any, offline: bool, loaded: Loaded) -> tuple[list[Diagnostic], dict[KeyPath, str]]:
@@ -177,7 +205,10 @@ def _has(tree: dict[str, Any], path: KeyPath) -> bool:
 def _get(tree: dict[str, Any], path: KeyPath) -> Any:
     node: Any = tree
     for part in path:
-        node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node = node.get(part)
+        else:
+            node = node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
     return node
 
 
@@ -188,8 +219,8 @@ def _at(diagnostic: Diagnostic, loaded: Loaded) -> Diagnostic:
     return replace(diagnostic, position=position)
 
 
-def dump_yaml(config: Any, header: str = "") -> str:
-    """The resolved config as YAML: block style, keys in model order."""
+def dump_yaml(tree: dict[str, Any], header: str = "") -> str:
+    """The resolved config (`Resolved.tree()`) as YAML: block style, keys in model order."""
     import io
 
     from ruamel.yaml import YAML
@@ -200,5 +231,5 @@ def dump_yaml(config: Any, header: str = "") -> str:
     buffer = io.StringIO()
     if header:
         buffer.write("".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()))
-    yaml.dump(config.model_dump(mode="json"), buffer)
+    yaml.dump(tree, buffer)
     return buffer.getvalue()

@@ -7,7 +7,6 @@ becomes a `Diagnostic` with the key path, a plain-English message, and a hint (d
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -50,10 +49,11 @@ def _explain(error: Any, root: dict[str, Any]) -> Iterator[Diagnostic]:
     path: KeyPath = tuple(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties":
+        from rlc.suggest import did_you_mean
+
         known = sorted(_properties(error.schema, root))
         for key in sorted(set(error.instance) - set(known)):
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"did you mean `{close[0]}`?" if close else _known_keys_hint(known)
+            hint = did_you_mean((*path, key), known) or _known_keys_hint(known)
             yield Diagnostic(f"unknown key `{key}`", (*path, key), hint=hint, code="unknown-key")
     elif kind == "required":
         for key in error.validator_value:
@@ -64,27 +64,36 @@ def _explain(error: Any, root: dict[str, Any]) -> Iterator[Diagnostic]:
         yield Diagnostic(f"{_show(error.instance)} is not allowed", path,
                          hint="allowed: " + ", ".join(_show(v) for v in allowed))
     elif kind in ("anyOf", "oneOf"):
-        yield _explain_union(error, path, root)
+        yield from _explain_union(error, path, root)
     elif kind == "type":
         yield Diagnostic(f"expected {_type_words(error.validator_value)}, got {_show(error.instance)}", path)
     else:
         yield Diagnostic(_bound_message(error), path)
 
 
-def _explain_union(error: Any, path: KeyPath, root: dict[str, Any]) -> Diagnostic:
+def _explain_union(error: Any, path: KeyPath, root: dict[str, Any]) -> Iterator[Diagnostic]:
     """`int | None` and friends: say what was expected instead of "not valid under any of the given schemas"."""
     options = [_resolve(s, root) for s in error.validator_value]
     enums = [v for s in options for v in s.get("enum", [s["const"]] if "const" in s else [])]
     if enums and all("enum" in s or "const" in s or s.get("type") == "null" for s in options):
         allowed = enums + ([None] if any(s.get("type") == "null" for s in options) else [])
-        return Diagnostic(f"{_show(error.instance)} is not allowed", path,
-                          hint="allowed: " + ", ".join(_show(v) for v in allowed))
+        yield Diagnostic(f"{_show(error.instance)} is not allowed", path,
+                         hint="allowed: " + ", ".join(_show(v) for v in allowed))
+        return
+    fitting = [i for i, s in enumerate(options) if "type" in s and _type_ok(error.instance, s)]
     deeper = [sub for sub in error.context if sub.validator not in ("type",)]
+    if len(fitting) == 1 and any(sub.schema_path[0] == fitting[0] for sub in deeper):
+        # one option has the value's type: its own errors say what is wrong (an unknown key inside a mapping)
+        for sub in deeper:
+            if sub.schema_path[0] == fitting[0]:
+                yield from _explain(sub, root)
+        return
     if deeper and all(_type_ok(error.instance, s) is False for s in options if "type" in s):
         best = max(deeper, key=lambda e: len(e.absolute_path))
-        return next(_explain(best, root))
+        yield next(_explain(best, root))
+        return
     kinds = sorted({s.get("type", "object") for s in options if isinstance(s.get("type", "object"), str)})
-    return Diagnostic(f"expected {_type_words(kinds)}, got {_show(error.instance)}", path)
+    yield Diagnostic(f"expected {_type_words(kinds)}, got {_show(error.instance)}", path)
 
 
 def _type_ok(instance: Any, schema: dict[str, Any]) -> bool:

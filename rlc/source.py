@@ -3,11 +3,17 @@
 ruamel.yaml's round-trip loader records positions; we copy its tree into plain dicts and lists at once, so that
 later stages never see ruamel types, and keep the positions in a side table keyed by the dotted path.
 The copy also bounds the expanded size, which defuses alias bombs ("billion laughs"): aliases are references in
-ruamel's tree and only explode when expanded, which is exactly where we count.
+ruamel's tree and only explode when expanded, which is exactly where we count. Nesting depth is bounded while
+composing (ruamel's composer recurses), and only YAML's own tags are taken: a config holds plain data, so
+`!!python/object` and custom tags are errors rather than objects. Only regular files are read: a FIFO or a device
+would block or never end.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,8 @@ from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a config is kilobytes; megabytes mean a wrong file
 MAX_NODES = 200_000  # expanded nodes, after aliases
+MAX_DEPTH = 64  # nesting levels; verl's deepest config is about 8
+_YAML_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "map", "seq")}
 
 
 @dataclass
@@ -34,44 +42,68 @@ class Source:
         return None
 
 
-def load_file(path: str | Path) -> Source:
+def load_file(path: str | Path, *, allow_empty: bool = False) -> Source:
+    """`allow_empty`: an empty document is an empty mapping (Hydra's included configs may be empty)."""
     name = str(path)
-    file = Path(path)
-    if not file.exists():
-        raise _fail(name, "file not found", hint="check the path")
-    if file.is_dir():
-        raise _fail(name, "is a directory, not a YAML file")
-    size = file.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise _fail(name, f"file is {size / 2**20:.1f} MiB; a config is at most {MAX_FILE_BYTES // 2**20} MiB",
-                    hint="is this the right file?")
-    raw = file.read_bytes()
+    raw = _read_regular(Path(path), name)
     if b"\x00" in raw:
         raise _fail(name, "binary file, not YAML text")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise _fail(name, f"not UTF-8 text (bad byte at offset {err.start})") from None
-    return load_text(text, name)
+    return load_text(text, name, allow_empty=allow_empty)
 
 
-def load_text(text: str, name: str = "<string>") -> Source:
+def _read_regular(file: Path, name: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES; opened without blocking, so a FIFO cannot hang us."""
+    try:
+        handle = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise _fail(name, "file not found", hint="check the path") from None
+    except IsADirectoryError:
+        raise _fail(name, "is a directory, not a YAML file") from None
+    except OSError as err:
+        raise _fail(name, f"cannot open: {err.strerror}") from None
+    mode = os.fstat(handle).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(handle)
+        if stat.S_ISDIR(mode):
+            raise _fail(name, "is a directory, not a YAML file")
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise _fail(name, f"is {kind}, not a regular file", hint="a config is a YAML file on disk")
+    with os.fdopen(handle, "rb") as stream:
+        raw = stream.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        size = os.stat(file).st_size
+        raise _fail(name, f"file is {size / 2**20:.1f} MiB; a config is at most {MAX_FILE_BYTES // 2**20} MiB",
+                    hint="is this the right file?")
+    return raw
+
+
+def load_text(text: str, name: str = "<string>", *, allow_empty: bool = False) -> Source:
     from ruamel.yaml import YAML
+    from ruamel.yaml.composer import MaxDepthExceededError
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.max_depth = MAX_DEPTH
     try:
         doc = yaml.load(text)
+    except MaxDepthExceededError as err:
+        raise _syntax(f"nested more than {MAX_DEPTH} levels deep; a config is a few levels of sections",
+                      err.problem_mark, text, name) from None
     except MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        pos = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name, 1, 1)
         problem = " ".join(str(p) for p in (err.context, err.problem) if p)
         if "\t" in text and "\\t" in str(err):
             problem += " (tabs cannot indent YAML; use spaces)"
-        raise CompileError([Diagnostic(f"YAML syntax error: {problem}", position=pos)]) from None
+        raise _syntax(f"YAML syntax error: {problem}", err.problem_mark or err.context_mark, text, name) from None
     except YAMLError as err:
         raise _fail(name, f"YAML error: {err}") from None
+    if doc is None and allow_empty:
+        return Source(name, {})
     if doc is None:
         raise _fail(name, "empty document", hint="a config is a mapping such as `trainer: {total_epochs: 1}`")
     if not isinstance(doc, dict):
@@ -84,20 +116,29 @@ def load_text(text: str, name: str = "<string>") -> Source:
     return Source(name, data, positions)
 
 
+def _syntax(message: str, mark: Any, text: str, name: str) -> CompileError:
+    """A diagnostic at `mark` that quotes the offending line."""
+    if mark is None:
+        return _fail(name, message)
+    lines = text.splitlines()
+    quote = lines[mark.line] if mark.line < len(lines) else None
+    return CompileError([Diagnostic(message, position=Position(name, mark.line + 1, mark.column + 1),
+                                    quote=quote)])
+
+
 def _plain(node: Any, path: KeyPath, name: str, positions: dict[KeyPath, Position], budget: list[int]) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
         raise _fail(name, f"document expands to more than {MAX_NODES} nodes (an alias bomb?)")
+    _check_tag(node, path, name, positions)
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
-            if not isinstance(key, str):
-                key = str(key)
-            child = (*path, key)
-            line, col = node.lc.key(key) if hasattr(node, "lc") and key in node else (None, None)
-            if line is not None:
-                positions[child] = Position(name, line + 1, col + 1)
-            out[key] = _plain(value, child, name, positions, budget)
+            child = (*path, key if isinstance(key, str) else str(key))
+            found = _key_line_col(node, key)
+            if found is not None:
+                positions[child] = Position(name, found[0] + 1, found[1] + 1)
+            out[child[-1]] = _plain(value, child, name, positions, budget)
         return out
     if isinstance(node, list):
         out_list = []
@@ -109,6 +150,37 @@ def _plain(node: Any, path: KeyPath, name: str, positions: dict[KeyPath, Positio
             out_list.append(_plain(item, child, name, positions, budget))
         return out_list
     return _scalar(node)
+
+
+def _key_line_col(node: Any, key: Any) -> tuple[int, int] | None:
+    """Where `key` of a round-trip mapping was written: in the mapping itself or in one merged in with `<<:`."""
+    own = getattr(getattr(node, "lc", None), "data", None) or {}
+    if key in own:
+        return own[key][0], own[key][1]
+    for merged in getattr(node, "merge", None) or ():
+        merged = merged[1] if isinstance(merged, tuple) else merged
+        if key in merged:
+            return _key_line_col(merged, key)
+    return None
+
+
+def _check_tag(node: Any, path: KeyPath, name: str, positions: dict[KeyPath, Position]) -> None:
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag is not None and tag not in _YAML_TAGS:
+        shown = tag.replace("tag:yaml.org,2002:", "!!")
+        raise CompileError([Diagnostic(f"the YAML tag `{shown}` is not supported: a config holds plain values "
+                                       "(strings, numbers, booleans, lists, mappings)", path,
+                                       _nearest(positions, path, name), hint="remove the tag")])
+    if isinstance(node, (bytes, AbstractSet)):
+        kind = "binary (`!!binary`)" if isinstance(node, bytes) else "set (`!!set`)"
+        raise CompileError([Diagnostic(f"{kind} values are not supported", path, _nearest(positions, path, name))])
+
+
+def _nearest(positions: dict[KeyPath, Position], path: KeyPath, name: str) -> Position:
+    for end in range(len(path), -1, -1):
+        if (found := positions.get(tuple(path[:end]))) is not None:
+            return found
+    return Position(name, 1, 1)
 
 
 def _scalar(node: Any) -> Any:

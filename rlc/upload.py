@@ -1,25 +1,25 @@
 """Push a checkpoint folder to the Hugging Face Hub (seed 001), with retries, a model card, and no secrets.
 
-A failed upload never loses the checkpoint: the folder on disk is only read. Transient failures (connection
-errors, 5xx, 429) are retried with exponential backoff; authentication and permission errors are not, since
-retrying cannot fix them. The token is whatever huggingface_hub finds (HF_TOKEN, the stored login) and is never
-logged. A re-run after an interrupted upload re-sends only what the Hub lacks: large files are content-addressed,
-and the client skips objects the server already holds.
+A failed upload never loses the checkpoint: the folder on disk is only read. Transient failures (5xx, 429,
+timeouts, a connection cut mid-transfer) are retried with exponential backoff; authentication and permission errors
+are not, since retrying cannot fix them, and neither is an offline Hub (HF_HUB_OFFLINE, connection refused, a name
+that does not resolve): it is reported at once rather than after minutes of backoff. The token is whatever
+huggingface_hub finds (HF_TOKEN, the stored login) and is never logged. The model card's metadata comes from a YAML
+emitter and its config is redacted (rlc.secrets). A re-run after an interrupted upload re-sends only what the Hub
+lacks: large files are content-addressed, and the client skips objects the server already holds.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-MODEL_CARD = """---
-library_name: transformers
-tags: [rlc, reinforcement-learning, {algorithm}]
-{base_model_line}---
-
+MODEL_CARD_BODY = """
 # {repo_id}
 
 Trained with [rlc](https://github.com/rlc-project/rlc) ({algorithm}) from `{base_model}`
@@ -35,9 +35,14 @@ at revision `{revision}`{step_text}.
 
 ## Resolved config
 
-```yaml
-{config}```
+Environment references such as `${{oc.env:HF_TOKEN}}` are shown as written; credentials are redacted.
+
+{config}
 """
+
+
+OFFLINE_MESSAGE = ("upload to {repo_id}: huggingface_hub is offline (HF_HUB_OFFLINE is set); unset it and "
+                   "retry with `rlc upload`")
 
 
 class UploadError(Exception):
@@ -57,12 +62,46 @@ class UploadTarget:
 
 
 def model_card(repo_id: str, base_model: str, revision: str | None, dataset: str, algorithm: str,
-               config_yaml: str, optimizer: bool, step: int | None = None) -> str:
-    base_line = f"base_model: {base_model}\n" if "/" in base_model and not base_model.startswith("/") else ""
-    return MODEL_CARD.format(repo_id=repo_id, base_model=base_model, revision=revision or "unpinned",
-                             dataset=dataset, algorithm=algorithm, config=config_yaml,
-                             optimizer="included (`optimizer.pt`)" if optimizer else "not included",
-                             base_model_line=base_line, step_text=f", step {step}" if step is not None else "")
+               config: dict[str, Any] | None, optimizer: bool, step: int | None = None) -> str:
+    """README.md for the Hub. The metadata block is emitted by huggingface_hub's YAML dumper and every value in
+    the body is flattened to one line, so no value (a newline in `base_model`) can add lines of its own; the config
+    is redacted (rlc.secrets)."""
+    from huggingface_hub import ModelCardData
+
+    from rlc.resolve import dump_yaml
+    from rlc.secrets import redact
+
+    metadata = ModelCardData(library_name="transformers", tags=["rlc", "reinforcement-learning", algorithm],
+                             base_model=base_model if _is_repo_id(base_model) else None)
+    config_yaml = dump_yaml(redact(config)) if config is not None else "# not available\n"
+    body = MODEL_CARD_BODY.format(
+        repo_id=_inline(repo_id), base_model=_inline(base_model), revision=_inline(revision or "unpinned"),
+        dataset=_inline(dataset), algorithm=_inline(algorithm), config=_fenced(config_yaml),
+        optimizer="included (`optimizer.pt`)" if optimizer else "not included",
+        step_text=f", step {step}" if step is not None else "")
+    return f"---\n{metadata.to_yaml()}\n---\n{body}"
+
+
+def _is_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return "/" in name and not name.startswith((".", "/"))
+
+
+def _inline(value: object) -> str:
+    """One line of Markdown: control characters become spaces, backticks are dropped (they would end a code span
+    and let the rest of the value be read as Markdown) and `|` is escaped (it would split a table cell)."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).replace("`", "").replace("|", "\\|")
+
+
+def _fenced(text: str) -> str:
+    """A Markdown code block that no run of backticks inside `text` can close early."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}yaml\n{text}{fence}"
 
 
 def upload_folder(folder: Path, target: UploadTarget, *, include_optimizer: bool, max_retries: int = 3,
@@ -70,7 +109,11 @@ def upload_folder(folder: Path, target: UploadTarget, *, include_optimizer: bool
     """Create the repo if needed and upload `folder`; returns the commit URL. Raises UploadError."""
     from huggingface_hub import HfApi
 
+    from rlc.hub import offline_requested
+
     folder = Path(folder)
+    if offline_requested():
+        raise UploadError(OFFLINE_MESSAGE.format(repo_id=target.repo_id))
     if not (folder / "config.json").exists():
         raise UploadError(f"{folder} is not a Hugging Face model folder (no config.json)")
     api = HfApi()
@@ -100,19 +143,48 @@ def with_retries(action, repo_id: str, max_retries: int, backoff_s: float) -> st
 
 
 def _is_transient(err: Exception) -> bool:
+    """5xx, 429, timeouts and connections cut mid-transfer may pass; an offline or unreachable Hub will not."""
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(err, HfHubHTTPError):
         status = err.response.status_code if err.response is not None else 0
-        return status >= 500 or status == 429
+        return status >= 500 or status in (408, 429)
+    if _offline(err) or _unreachable(err):
+        return False
     return isinstance(err, (ConnectionError, TimeoutError)) or type(err).__name__ in (
-        "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "ReadError", "WriteError")
+        "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "RemoteProtocolError", "ReadError",
+        "WriteError")
+
+
+def _offline(err: BaseException) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return isinstance(err, OfflineModeIsEnabled)
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Connection refused or a name that does not resolve (httpx reports both as ConnectError), anywhere in the
+    chain of causes."""
+    import socket
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (ConnectionRefusedError, socket.gaierror)) or type(seen).__name__ == "ConnectError":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _explain(err: Exception, repo_id: str, attempts: int) -> str:
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
 
     status = err.response.status_code if isinstance(err, HfHubHTTPError) and err.response is not None else None
+    if _offline(err):
+        return OFFLINE_MESSAGE.format(repo_id=repo_id)
+    if _unreachable(err):
+        return (f"upload to {repo_id}: the Hub at {constants.ENDPOINT} cannot be reached ({_short(err)}); "
+                "check the network (or HF_ENDPOINT), then retry with `rlc upload`")
     if status == 401:
         return f"upload to {repo_id}: not authenticated; set HF_TOKEN or run `hf auth login`"
     if status == 403:
@@ -157,12 +229,10 @@ def card_for(folder: Path, repo_id: str, base_model: str | None, include_optimiz
     resolved = next((p / "config.resolved.yaml" for p in [folder, *folder.parents]
                      if (p / "config.resolved.yaml").exists()), None)
     if resolved is None:
-        return model_card(repo_id, base_model or "unknown", None, "unknown", "unknown", "# not available\n",
-                          include_optimizer)
+        return model_card(repo_id, base_model or "unknown", None, "unknown", "unknown", None, include_optimizer)
     from ruamel.yaml import YAML
 
-    text = resolved.read_text()
-    config = YAML(typ="safe").load(text)
+    config = YAML(typ="safe").load(resolved.read_text(encoding="utf-8"))
     model = config["actor_rollout_ref"]["model"]
     return model_card(repo_id, base_model or model["path"], model.get("revision"), str(config["data"]["train_files"]),
-                      config["algorithm"]["adv_estimator"], text, include_optimizer)
+                      config["algorithm"]["adv_estimator"], config, include_optimizer)

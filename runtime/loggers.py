@@ -4,6 +4,10 @@
 loses nothing already logged. On resume the lines of steps after the checkpoint are dropped (they are run again),
 so the file never holds a step twice. A sink that cannot start (wandb not installed) is a warning, never a failure:
 losing a dashboard must not cost a training run.
+
+The config a sink records (wandb's run config) is the file the compiler wrote, not the config in memory: the
+runtime resolved `${oc.env:HF_TOKEN}` from its environment, and that value must never reach a dashboard. Literal
+credentials are redacted as well (rlc.secrets).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
+
+from rlc.secrets import redact
 
 CONSOLE_KEYS = (("score", "critic/score/mean"), ("len", "response_length/mean"), ("pg_loss", "actor/pg_loss"),
                 ("kl", "actor/kl_loss"), ("vf_loss", "critic/vf_loss"), ("entropy", "actor/entropy"),
@@ -97,11 +103,19 @@ class WandbSink:
         self.run.finish()
 
 
+def config_to_log(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/config.resolved.yaml as written: environment references unresolved, credentials redacted."""
+    from ruamel.yaml import YAML
+
+    return redact(YAML(typ="safe").load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8")))
+
+
 class Tracking:
     """All configured sinks behind one `log(metrics, step)`."""
 
     def __init__(self, names: list[str], run_dir: Path, project: str, experiment: str, config: dict[str, Any],
                  total_steps: int, start_step: int) -> None:
+        config = redact(config)
         self.sinks: list[Sink] = []
         for name in names:
             sink = _make_sink(name, run_dir, project, experiment, config, total_steps, start_step)

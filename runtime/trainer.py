@@ -13,6 +13,8 @@ starts from the previous checkpoint, drops the metrics of the steps after it, an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from rlc.config.root import RLCConfig
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.checkpoint import CheckpointError
-from rlc_runtime.loggers import Tracking
+from rlc_runtime.loggers import Tracking, config_to_log
 from rlc_runtime.metrics import (
     data_metrics,
     logprob_diff,
@@ -79,6 +81,7 @@ class Trainer:
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
         self.groups: list[WorkerGroup] = []
+        self.memory_peaks: dict[str, float] = {}  # GiB of the device at peak, per phase, over the run
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
 
@@ -128,7 +131,7 @@ class Trainer:
     def _loop(self, start: int) -> None:
         trainer = self.cfg.trainer
         tracking = Tracking(trainer.logger, self.run_dir, trainer.project_name, trainer.experiment_name,
-                            self.cfg.model_dump(mode="json"), self.total_steps, start)
+                            config_to_log(self.run_dir), self.total_steps, start)
         try:
             if start == 0 and trainer.val_before_train and self.val_set is not None:
                 tracking.log(self._validate(0), 0)
@@ -155,6 +158,8 @@ class Trainer:
         metrics_file = self.run_dir / "metrics.jsonl"
         if metrics_file.exists():
             plot_curves(metrics_file, self.run_dir / "curves.png")
+        if self.memory_peaks:
+            print("rlc_runtime: " + memory_summary(self.run_dir, self.memory_peaks), flush=True)
         if self.cfg.hf_upload.enabled:
             _upload(self.cfg, checkpoint.find_latest(self.ckpt_root), self.run_dir)
 
@@ -163,21 +168,21 @@ class Trainer:
         cfg, timings, metrics = self.cfg, {}, {}
         with timed("step", timings):
             rows = [self.train_set[i] for i in self.sampler.next_batch()]
-            with timed("gen", timings):
+            with self._phase("gen", timings, metrics):
                 batch = self._generate(rows, sampling_params(cfg, seed=cfg.actor_rollout_ref.rollout.seed + step))
             reward_call = self.reward.submit("score", self._reward_samples(rows, batch), step)
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
-            with timed("old_log_prob", timings):
+            with self._phase("old_log_prob", timings, metrics):
                 batch.old_log_probs = self._scatter("log_probs", batch)
             if (diff := logprob_diff(batch)) is not None:
                 metrics["rollout/logprob_diff"] = diff
                 self._check_logprob_diff(diff)
             if self.use_ref:
-                with timed("ref", timings):
+                with self._phase("ref", timings, metrics):
                     batch.ref_log_probs = self._scatter("ref_log_probs", batch)
             if self.use_critic:
-                with timed("values", timings):
+                with self._phase("values", timings, metrics):
                     batch.values = self._scatter("values", batch)
             scores, reward_metrics, timings["reward"] = self.reward.wait(reward_call, "score")[0]
             metrics |= reward_metrics
@@ -185,12 +190,12 @@ class Trainer:
             with timed("adv", timings):
                 metrics |= self._advantages(batch, scores)
             if self.use_critic:
-                with timed("update_critic", timings):
+                with self._phase("update_critic", timings, metrics):
                     metrics |= mean_metrics(self.workers.scatter("update_critic", batch.chunk(self.world)))
             if cfg.trainer.critic_warmup <= step:
-                with timed("update_actor", timings):
+                with self._phase("update_actor", timings, metrics):
                     metrics |= mean_metrics(self.workers.scatter("update_actor", batch.chunk(self.world)))
-                with timed("sync", timings):
+                with self._phase("sync", timings, metrics):
                     self._sync_weights()
         metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
                                 self.use_critic)
@@ -199,6 +204,21 @@ class Trainer:
         if cfg.trainer.rollout_data_dir:
             dump_generations(Path(cfg.trainer.rollout_data_dir), step, rows, batch, scores.tolist())
         return metrics
+
+    @contextmanager
+    def _phase(self, name: str, timings: dict[str, float], metrics: dict[str, float]) -> Iterator[None]:
+        """Time a phase and, on GPUs, record its peak memory (the largest over ranks) as perf/memory/NAME/*."""
+        on_gpu = self.cfg.trainer.device == "cuda"
+        if on_gpu:
+            self.workers.call("memory_peaks")  # a fresh peak for this phase
+        with timed(name, timings):
+            yield
+        if on_gpu:
+            peaks = self.workers.call("memory_peaks")
+            for kind in peaks[0]:
+                metrics[f"perf/memory/{name}/{kind}_gb"] = max(p[kind] for p in peaks)
+            device = metrics[f"perf/memory/{name}/device_gb"]
+            self.memory_peaks[name] = max(self.memory_peaks.get(name, 0.0), device)
 
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
         """Each rollout engine (one rank, or the k ranks of a tensor-parallel engine) generates for its slice of the
@@ -297,6 +317,17 @@ class Trainer:
         self.kl_ctrl.value = state["extra"].get("kl_coef", self.kl_ctrl.value)
         print(f"rlc_runtime: resumed from {target} (step {state['step']} of {self.total_steps})", flush=True)
         return state["step"]
+
+
+def memory_summary(run_dir: Path, measured: dict[str, float]) -> str:
+    """One line: the measured peak of the device (per phase) beside the plan's estimate."""
+    phase, peak = max(measured.items(), key=lambda item: item[1])
+    line = f"memory: measured peak {peak:.1f} GiB ({phase})"
+    try:
+        estimate = json.loads((run_dir / "plan.json").read_text())["memory"]["peak"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return line + "; no estimate in plan.json"
+    return line + f", estimated {estimate['bytes'] / 2**30:.1f} GiB ({estimate['phase']})"
 
 
 def reward_sample(row: dict[str, Any], response: str) -> dict[str, Any]:

@@ -313,5 +313,12 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or Path(path).expanduser().exists()
 
 
+def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """A warning when the per-GPU estimate exceeds the GPU (`rlc launch` refuses it unless --force)."""
+    from rlc.memory import plan_memory, verdict
+
+    yield from verdict(cfg, plan_memory(cfg))
+
+
 CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_model_paths, check_unimplemented)
+                             check_trainer, check_services, check_model_paths, check_unimplemented, check_memory)

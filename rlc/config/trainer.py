@@ -39,6 +39,8 @@ class Trainer(Section):
     max_critic_ckpt_to_keep: int | None = Field(None, ge=1)
     ray_wait_register_center_timeout: int = 300
     seed: int = 42
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="rlc: each GPU's memory in GiB, for the memory estimate (default: nvidia-smi's)")
 
     @field_validator("logger")
     @classmethod

@@ -22,7 +22,7 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from rlc.reward_server.config import ServerConfig
-from rlc.reward_server.sandbox import network_isolation
+from rlc.reward_server.sandbox import isolation, refusal
 from rlc.reward_server.verifiers import UNSUPPORTED, VERIFIERS, BadVerificationInfo, Context, UpstreamError
 from rlc.reward_server.verifiers.extract import assistant_response
 from rlc.reward_server.verifiers.format_check import WEIGHT, format_score
@@ -48,7 +48,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         judge = _judge_client(config)
         state["ctx"] = Context(config, judge)
-        network_isolation()  # probe once now, not inside the first code request
+        _log_isolation(config)  # probed once now, not inside the first code request
         try:
             yield
         finally:
@@ -60,7 +60,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/ping")
     async def ping() -> dict[str, Any]:
         return {"status": "ok", "message": "rlc reward server is running", "types": sorted(VERIFIERS),
-                "network_isolation": network_isolation(), "judge": config.judge_url is not None}
+                "network_isolation": isolation()["net_namespace"], "isolation": isolation(),
+                "unsafe_code_allowed": config.allow_unsafe_code, "judge": config.judge_url is not None}
 
     @app.post("/reward")
     async def reward(item: RewardRequest) -> RewardResponse:
@@ -102,6 +103,17 @@ def _parse(raw: str) -> tuple[str, dict[str, Any]]:
         raise HTTPException(status_code=422, detail=f"{vtype}: verification_info.answer must be an object, got "
                                                     f"{type(info['answer']).__name__}")
     return vtype, info["answer"]
+
+
+def _log_isolation(config: ServerConfig) -> None:
+    report = isolation()
+    if report["isolated"]:
+        log.info("code tests run isolated: %s", report["memory_limit"])
+    elif config.allow_unsafe_code:
+        log.warning("UNSAFE: --allow-unsafe-code: code tests run WITHOUT isolation, as uid %d, able to read and "
+                    "write what this server can. %s", os.getuid(), refusal(report))
+    else:
+        log.warning("%s", refusal(report))
 
 
 def _judge_client(config: ServerConfig) -> httpx.AsyncClient | None:

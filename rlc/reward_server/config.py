@@ -24,6 +24,7 @@ class ServerConfig:
     code_time_limit_s: float = 5.0  # wall clock, per test case
     code_memory_mb: int = 512  # address space, per test case
     max_sandboxes: int = field(default_factory=lambda: os.cpu_count() or 1)  # per worker process
+    allow_unsafe_code: bool = False  # run code tests even where the sandbox cannot isolate them (logged loudly)
     format_reward: bool = False  # rl_verifier's USE_FORMAT_VERIFIER: 0.9 * answer + 0.1 * format
     request_log: str | None = None  # JSONL, one line per scored request (a hash of the sample, not its text)
 

@@ -91,6 +91,11 @@ class VLLMRollout:
 
     def wake_up(self) -> None:
         if self.sleeping:
+            import torch
+
+            # The trainer's allocator still caches its update's peak; vLLM's pool would be claimed on top of it
+            # (measured at 1.5B: 134 of 139 GiB instead of 78). Hand the cache back first.
+            torch.cuda.empty_cache()
             self.llm.wake_up()
             self.sleeping = False
 

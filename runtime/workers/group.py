@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import socket
+import time
 from typing import Any
 
 import ray
@@ -48,8 +49,18 @@ def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None 
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, runtime_env=runtime_env,
-                 log_to_driver=True, logging_level=logging.WARNING)
+                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES,
+                 runtime_env=_inherited(runtime_env), log_to_driver=True, logging_level=logging.WARNING)
+
+
+def _inherited(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """runtime_env's variables set in this process instead: the workers of a cluster it starts inherit them, and
+    Ray's runtime_env agent would write them into its log in clear, secrets (HF_TOKEN) included. (On a cluster
+    started elsewhere they can only travel in runtime_env.)"""
+    if not runtime_env or not runtime_env.get("env_vars"):
+        return runtime_env
+    os.environ.update({name: str(value) for name, value in runtime_env["env_vars"].items()})
+    return {key: value for key, value in runtime_env.items() if key != "env_vars"} or None
 
 
 class WorkerError(RuntimeError):
@@ -88,6 +99,22 @@ class RankWorker:
     def ready(self) -> bool:
         return True
 
+    def memory_peaks(self) -> dict[str, float]:
+        """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and the
+        device's use (total - free, sampled every 10 ms). Only the last sees all of the GPU: vLLM's sleep mode
+        unmaps its pool while torch's books still count it, and the CUDA context lies outside them. Empty off
+        the GPU."""
+        import torch
+
+        if self.device != "cuda":
+            return {}
+        if not hasattr(self, "_device_sampler"):
+            self._device_sampler = DeviceSampler()
+        peaks = {"allocated": torch.cuda.max_memory_allocated() / 2**30,
+                 "reserved": torch.cuda.max_memory_reserved() / 2**30, "device": self._device_sampler.take() / 2**30}
+        torch.cuda.reset_peak_memory_stats()
+        return peaks
+
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
@@ -95,6 +122,39 @@ class RankWorker:
         """The address this node joined Ray with (ray.util.get_node_ip_address guesses a routable one instead)."""
         node_id = self.node_id()
         return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
+class DeviceSampler:
+    """The device's peak use (total - free) between calls of `take`, sampled by a daemon thread: what lies outside
+    torch's allocator (vLLM's pool, the CUDA context, NCCL) counts too."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        import threading
+
+        self.peak = self._used()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, args=(interval_s,), daemon=True, name="rlc-memory").start()
+
+    @staticmethod
+    def _used() -> int:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+    def _run(self, interval_s: float) -> None:
+        while True:
+            used = self._used()
+            with self.lock:
+                self.peak = max(self.peak, used)
+            time.sleep(interval_s)
+
+    def take(self) -> int:
+        """The peak since the last call; the next peak starts from the use now."""
+        now = self._used()
+        with self.lock:
+            peak, self.peak = max(self.peak, now), now
+        return peak
 
 
 class WorkerGroup:

@@ -123,11 +123,11 @@ def test_into_keeps_comments_and_order(tmp_path: Path) -> None:
     base = tmp_path / "base.yaml"
     base.write_text("# my experiment\ntrainer:\n  total_epochs: 2  # short\n  project_name: p\ndata:\n"
                     "  train_files: x.parquet\n")
-    code, out, _ = convert("--from-cli", "trainer.total_epochs=5 ++data.val_files=y.parquet ~trainer.project_name",
-                           "--into", str(base))
-    assert code == 0
-    assert out == ("# my experiment\ntrainer:\n  total_epochs: 5  # short\ndata:\n  train_files: x.parquet\n"
-                   "  val_files: y.parquet\n")
+    code, out, err = convert("--from-cli", "trainer.total_epochs=5 ++data.val_files=y.parquet ~trainer.project_name",
+                             "--into", str(base))
+    assert code == 0 and out == "" and f"wrote {base}" in err  # the file is edited, not printed
+    assert base.read_text() == ("# my experiment\ntrainer:\n  total_epochs: 5  # short\ndata:\n"
+                                "  train_files: x.parquet\n  val_files: y.parquet\n")
 
 
 def test_stdin_and_output_file(tmp_path: Path) -> None:
@@ -277,3 +277,56 @@ def test_exported_variables_are_named_not_written(tmp_path: Path) -> None:
     assert ("note: the script sets the environment variables VLLM_USE_V1, WANDB_API_KEY for verl; a config does not "
             "hold the environment: set them where you run `rlc launch`") in err
     assert "sk-secret" not in out + err
+
+
+# An II-VERL style config: a key verl reads one level down, comments everywhere, a blank line before a section.
+MISPLACED = """\
+# reward-server run
+actor_rollout_ref:
+  actor:
+    optim:
+      lr: 1.0e-06  # small
+  ref:
+    log_prob_micro_batch_size_per_gpu: 2  # per GPU
+    param_offload: true  # the reference fits on CPU
+
+  rollout:
+    name: vllm
+    tokenizer_mode: null
+# Enable remote reward server
+reward_api:
+  enable: true
+trainer:
+  lr_warmup_steps: 3
+"""
+
+
+def test_fix_moves_misplaced_keys_and_keeps_comments(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(MISPLACED)
+    code, out, err = convert("--fix", str(cfg))
+    assert code == 0 and out == ""
+    assert (f"{cfg}:8: moved `actor_rollout_ref.ref.param_offload` -> "
+            "`actor_rollout_ref.ref.fsdp_config.param_offload`") in err
+    assert "left `trainer.lr_warmup_steps`: it fits several places" in err  # two optimizers have one: no guess
+    expected = MISPLACED.replace("    param_offload: true  # the reference fits on CPU\n",
+                                 "    fsdp_config:\n      param_offload: true # the reference fits on CPU\n")
+    assert cfg.read_text() == expected
+    code, _, err = convert("--fix", str(cfg))
+    assert code == 0 and "nothing to move" in err
+
+
+def test_fix_never_overwrites_a_value_already_there(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    text = "actor_rollout_ref:\n  ref:\n    param_offload: true\n    fsdp_config:\n      param_offload: false\n"
+    cfg.write_text(text)
+    code, _, err = convert("--fix", str(cfg))
+    assert code == 0 and "is already set" in err and cfg.read_text() == text
+
+
+def test_fix_leaves_keys_that_come_from_a_merge_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    text = "offload: &off\n  param_offload: true\nactor_rollout_ref:\n  ref:\n    <<: *off\n"
+    cfg.write_text(text)
+    code, _, err = convert("--fix", str(cfg))
+    assert code == 0 and "it comes from a merge key" in err and cfg.read_text() == text

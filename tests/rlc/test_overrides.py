@@ -254,3 +254,10 @@ def test_messages_are_one_line() -> None:
         with pytest.raises(OverrideError) as info:
             parse_override(text)
         assert "\n" not in str(info.value) and re.search(r"\(column \d+\)$", str(info.value))
+
+
+def test_deep_nesting_in_a_value_is_bounded() -> None:
+    with pytest.raises(OverrideError, match="nested more than 64 levels"):
+        parse_override("a=" + "[" * 2000 + "]" * 2000)
+    with pytest.raises(OverrideError, match="levels deep; a config is nested at most 64"):
+        parse_override(".".join(["a"] * 2000) + "=1")

@@ -1,5 +1,6 @@
 """Bad files get one clear message with a position, never a traceback."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,48 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
 
 def test_huge_file_is_refused(tmp_path: Path) -> None:
     assert "MiB" in _error(tmp_path, "a: " + "x" * (MAX_FILE_BYTES * 8) + "\n")
+
+
+def test_merge_keys_take_positions_from_where_each_key_was_written() -> None:
+    text = "base: &b\n  x: 1\n  y: 2\nother:\n  <<: *b\n  y: 3\n"
+    source = load_text(text, "f.yaml")
+    assert source.data["other"] == {"x": 1, "y": 3}
+    where = {key: (source.positions[("other", key)].line, source.positions[("other", key)].col) for key in "xy"}
+    assert where == {"x": (2, 3), "y": (6, 3)}  # x comes from the anchor's line, y is the override's
+
+
+@pytest.mark.parametrize("depth", [2000, 100_000])
+def test_deep_nesting_is_bounded(tmp_path: Path, depth: int) -> None:
+    message = _error(tmp_path, "a: " + "[" * depth + "]" * depth + "\n")
+    assert "nested more than 64 levels" in message and "cfg.yaml:1:" in message
+
+
+def test_block_nesting_is_bounded(tmp_path: Path) -> None:
+    text = "".join("  " * level + f"k{level}:\n" for level in range(100)) + "  " * 100 + "v: 1\n"
+    assert "nested more than 64 levels" in _error(tmp_path, text)
+
+
+@pytest.mark.parametrize("tag", ["!!python/object:os.system {}", "!!python/name:os.system", "!custom 3"])
+def test_tags_other_than_yaml_own_are_refused(tmp_path: Path, tag: str) -> None:
+    message = _error(tmp_path, f"trainer:\n  x: {tag}\n")
+    assert "is not supported: a config holds plain values" in message and "trainer.x" in message
+
+
+@pytest.mark.parametrize(("value", "words"), [("!!set {x, y}", "set (`!!set`)"),
+                                              ("!!binary aGk=", "binary (`!!binary`)")])
+def test_sets_and_binary_are_refused(tmp_path: Path, value: str, words: str) -> None:
+    assert f"{words} values are not supported" in _error(tmp_path, f"trainer:\n  x: {value}\n")
+
+
+def test_syntax_error_quotes_the_line(tmp_path: Path) -> None:
+    message = _error(tmp_path, "a: 1\nb:  c: 2\n")
+    assert message.splitlines()[1:] == ["    | b:  c: 2", "    |      ^"]
+
+
+def test_fifo_and_device_are_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # reading it would block forever if opened the ordinary way
+    with pytest.raises(CompileError, match="is a FIFO, not a regular file"):
+        load_file(fifo)
+    with pytest.raises(CompileError, match="is a device, not a regular file"):
+        load_file("/dev/zero")

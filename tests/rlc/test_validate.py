@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlc.cli import app
+from rlc.diagnostics import CompileError
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "yaml").glob("*.yaml"))
 BASE = """\
@@ -146,3 +147,39 @@ def test_a_compiler_only_install_warns_instead(tmp_path: Path, monkeypatch: pyte
         monkeypatch.setitem(sys.modules, module, None)
     code, out = run("validate", write(tmp_path, BASE.replace("name: hf", "name: vllm") + "backend: megatron\n"))
     assert code == 0 and "warning: backend: backend megatron needs megatron-core" in out, out
+
+
+def test_set_without_equals_names_the_flag(tmp_path: Path) -> None:
+    code, out = run("validate", write(tmp_path, BASE), "-s", "trainer.total_epochs", "3")
+    assert code == 2 and "is not key=value" in out and "file not found" not in out
+
+
+def test_launch_flags_are_reported_as_flags(tmp_path: Path) -> None:
+    from rlc.launch import LaunchRequest, prepare
+
+    with pytest.raises(CompileError) as info:
+        prepare(LaunchRequest(Path(write(tmp_path, BASE)), backend="fsdpp", offline=True))
+    (error,) = info.value.diagnostics
+    assert error.position.file == "--backend fsdpp" and error.dotted == "backend"
+
+
+def test_delete_reaches_defaults_as_hydra_does(tmp_path: Path) -> None:
+    from rlc.loader import load_config
+
+    cfg = write(tmp_path, BASE)
+    # not in the file: deleting the default leaves rlc's default, which is what verl's dataclass would then use
+    default = load_config(cfg).config.trainer.total_epochs
+    assert load_config(cfg, ["~trainer.total_epochs"]).config.trainer.total_epochs == default
+    with pytest.raises(CompileError, match="rlc has no such key"):
+        load_config(cfg, ["~trainer.no_such_key"])
+    with pytest.raises(CompileError, match="is rlc's default"):
+        load_config(cfg, ["~trainer.nnodes=7"])
+    assert "n_gpus_per_node" not in load_config(cfg, ["~trainer.n_gpus_per_node"]).tree["trainer"]
+
+
+def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None:
+    from rlc.loader import load_config
+
+    assert load_config(write(tmp_path, BASE), ["+trainer.total_epochs=3"]).config.trainer.total_epochs == 3
+    with pytest.raises(CompileError, match="already set; use `\\+\\+"):
+        load_config(write(tmp_path, BASE), ["+trainer.n_gpus_per_node=4"])

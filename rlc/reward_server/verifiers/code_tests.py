@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from rlc.reward_server.sandbox import Limits, RunResult, run_python
+from rlc.reward_server.sandbox import Limits, RunResult, SandboxRefused, run_python
 from rlc.reward_server.verifiers.base import BadVerificationInfo, Context, require
 from rlc.reward_server.verifiers.extract import has_code_block, python_code
 
@@ -30,15 +30,21 @@ async def code_verifiable(output: str, answer: dict[str, Any], ctx: Context) -> 
     if code is None:
         return 0.0
     limits = Limits(time_s=ctx.config.code_time_limit_s, memory_mb=ctx.config.code_memory_mb)
-    run = functools.partial(_run, code=code, limits=limits, limiter=ctx.sandboxes)
-    results = await asyncio.gather(*(run(stdin) for stdin, _ in cases))
+    run = functools.partial(_run, code=code, limits=limits, limiter=ctx.sandboxes,
+                            allow_unsafe=ctx.config.allow_unsafe_code)
+    try:
+        results = await asyncio.gather(*(run(stdin) for stdin, _ in cases))
+    except SandboxRefused as e:  # a 422 like an unsupported type: retrying cannot help
+        raise BadVerificationInfo(str(e)) from None
     passed = sum(result.status == "ok" and same_output(result.stdout, expected)
                  for result, (_, expected) in zip(results, cases, strict=True))
     return passed / len(cases)
 
 
-async def _run(stdin: str, code: str, limits: Limits, limiter: anyio.CapacityLimiter) -> RunResult:
-    return await anyio.to_thread.run_sync(run_python, code, stdin, limits, limiter=limiter)
+async def _run(stdin: str, code: str, limits: Limits, limiter: anyio.CapacityLimiter,
+               allow_unsafe: bool) -> RunResult:
+    run = functools.partial(run_python, code, stdin, limits, allow_unsafe=allow_unsafe)
+    return await anyio.to_thread.run_sync(run, limiter=limiter)
 
 
 def _test_cases(answer: dict[str, Any]) -> list[tuple[str, str]]:

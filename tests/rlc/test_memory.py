@@ -1,0 +1,177 @@
+"""The memory estimate against real tensors: parameter, gradient and Adam-state bytes of tiny models built by
+transformers and trained one step by torch, FSDP2's shards on two gloo ranks, and the verdict's refusals."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from transformers import AutoConfig, AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from rlc.cli import app
+from rlc.diagnostics import CompileError
+from rlc.launch import LaunchRequest, prepare
+from rlc.loader import load_config
+from rlc.memory import GiB, ModelShape, estimate, read_model_config
+
+TINY = Path(__file__).resolve().parents[2] / "examples" / "models" / "tiny-qwen2"
+SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2)
+FAMILIES = {
+    "qwen2, tied embeddings": {"model_type": "qwen2", **SMALL, "tie_word_embeddings": True},
+    "llama, biases, untied": {"model_type": "llama", **SMALL, "attention_bias": True, "mlp_bias": True,
+                              "tie_word_embeddings": False},
+    "qwen3, qk-norm": {"model_type": "qwen3", **SMALL, "head_dim": 32},
+    "mixtral": {"model_type": "mixtral", **SMALL, "num_local_experts": 4},
+    "qwen2-moe, shared expert, a dense layer": {"model_type": "qwen2_moe", **SMALL, "num_experts": 4,
+                                                "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48,
+                                                "mlp_only_layers": [1]},
+    "qwen3-moe": {"model_type": "qwen3_moe", **SMALL, "num_experts": 4, "moe_intermediate_size": 32,
+                  "head_dim": 16},
+}
+
+ODD = {"model_type": "qwen2", **SMALL, "vocab_size": 301, "tie_word_embeddings": False}
+
+
+def _model(config: dict) -> torch.nn.Module:
+    kind = config["model_type"]
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(kind, **{k: v for k, v in config.items()
+                                                                          if k != "model_type"}))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parameter_count_equals_the_model_transformers_builds(family: str) -> None:
+    config = FAMILIES[family]
+    real = sum(p.numel() for p in _model(config).parameters())
+    assert ModelShape.from_config(config).parameters() == real
+
+
+def _config(tmp_path: Path, model_dir: Path, extra: str = "", gpu_gb: float = 80) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"""
+algorithm: {{adv_estimator: grpo}}
+data: {{train_files: {model_dir}/config.json, train_batch_size: 8, max_prompt_length: 64, max_response_length: 64}}
+actor_rollout_ref:
+  model: {{path: {model_dir}, enable_gradient_checkpointing: true}}
+  actor: {{ppo_mini_batch_size: 8, ppo_micro_batch_size_per_gpu: 4, use_kl_loss: true}}
+  rollout: {{name: vllm, n: 4, tensor_model_parallel_size: 1, gpu_memory_utilization: 0.4,
+            log_prob_micro_batch_size_per_gpu: 8}}
+trainer: {{device: cuda, n_gpus_per_node: 1, gpu_memory_gb: {gpu_gb}}}
+{extra}""")
+    return path
+
+
+def _lines(plan: object, phase: str) -> dict[str, float]:
+    return {line.what: line.bytes for line in plan.phases[phase]}
+
+
+def test_weights_gradients_and_adam_state_equal_the_real_tensors(tmp_path: Path) -> None:
+    """fp32 weights, their gradients and AdamW's two moments after one real optimizer step."""
+    model = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 300, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    weights = nbytes(model.parameters())
+    grads = nbytes(p.grad for p in model.parameters())
+    moments = nbytes(t for state in optimizer.state.values() for k, t in state.items() if k != "step")
+
+    config = load_config(_config(tmp_path, TINY)).config
+    plan = estimate(config, ModelShape.from_config(read_model_config(str(TINY))), 80 * GiB)
+    update = _lines(plan, "update")
+    assert (update["actor parameters"], update["actor gradients"], update["actor optimizer"]) == \
+        (weights, grads, moments)
+    assert update["reference parameters"] == weights / 2  # the reference keeps bf16 weights
+
+
+def _rank(rank: int, port: int, out: Path) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        model = _model(ODD)
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        local = sum(p.to_local().numel() for p in model.parameters())
+        (out / f"rank{rank}.json").write_text(json.dumps(local))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_shards_divide_as_the_estimate_says(tmp_path: Path) -> None:
+    """FSDP2 gives rank 0 the first ceil(rows / world) rows of every tensor: the estimate's per-rank count."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_rank, args=(port, tmp_path), nprocs=2, join=True)
+    shape = ModelShape.from_config(ODD)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0 == shape.parameters(shards=2)
+    assert rank0 + rank1 == shape.parameters()
+    assert rank0 > shape.parameters() / 2  # the odd vocabulary makes FSDP's padding visible
+
+
+def test_model_config_comes_from_the_hub_cache_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    folder = tmp_path / "hub" / "models--org--tiny"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(sha)
+    (folder / "snapshots" / sha).mkdir(parents=True)
+    (folder / "snapshots" / sha / "config.json").write_text((TINY / "config.json").read_text())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a network call would fail
+    assert read_model_config("org/tiny")["vocab_size"] == 300
+    assert read_model_config("org/tiny", "v2") is None  # a revision the cache does not hold
+
+
+def _big_model(tmp_path: Path) -> Path:
+    """A config.json of a Qwen2-1.5B-shaped model (no weights: the estimate needs none)."""
+    folder = tmp_path / "qwen2-1.5b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
+        "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2, "tie_word_embeddings": True}))
+    return folder
+
+
+def test_validate_warns_and_launch_refuses_naming_changes_that_fit(tmp_path: Path) -> None:
+    model = _big_model(tmp_path)
+    cfg = _config(tmp_path, model, gpu_gb=48)
+    cfg.write_text(cfg.read_text().replace("ppo_micro_batch_size_per_gpu: 4", "ppo_micro_batch_size_per_gpu: 32")
+                   .replace("max_response_length: 64", "max_response_length: 1024"))
+    result = CliRunner().invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 0 and "warning" in result.output and "exceeds the GPU's 48.0 GiB" in result.output
+
+    with pytest.raises(CompileError) as refused:
+        prepare(LaunchRequest(cfg, run_dir=tmp_path / "run"))
+    [diagnostic] = refused.value.diagnostics
+    assert diagnostic.severity == "error" and "--force" in diagnostic.hint
+    changes = [part.split(" (")[0].split("--set ")[1] for part in diagnostic.hint.split("; ") if "--set " in part]
+    assert changes, diagnostic.hint
+    for change in changes:  # each named change really fits by the estimate
+        fixed = load_config(cfg, [change]).config
+        plan = estimate(fixed, ModelShape.from_config(read_model_config(str(model))), 48 * GiB)
+        assert plan.peak()[1] <= 0.95 * 48 * GiB, change  # with the headroom the estimate's error needs
+    plan, _, _ = prepare(LaunchRequest(cfg, run_dir=tmp_path / "forced", force=True))
+    assert plan.memory.fits() is False
+
+
+def test_plan_json_carries_the_estimate_and_cpu_runs_have_none(tmp_path: Path) -> None:
+    plan, _, _ = prepare(LaunchRequest(_config(tmp_path, TINY), run_dir=tmp_path / "run", dry_run=True))
+    written = json.loads((tmp_path / "run" / "plan.json").read_text())["memory"]
+    assert written["peak"]["bytes"] == plan.memory.peak()[1] > 0.4 * 80 * GiB  # vLLM's pool is in the rollout peak
+    assert written["kv_cache_tokens"] > 0
+    cpu = _config(tmp_path, TINY, extra="")
+    cpu.write_text(cpu.read_text().replace("device: cuda", "device: cpu"))
+    assert prepare(LaunchRequest(cpu, run_dir=tmp_path / "cpu", dry_run=True))[0].memory is None
