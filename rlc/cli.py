@@ -219,7 +219,6 @@ def convert(
 ) -> None:
     """Convert a legacy verl command line to YAML, a YAML config to a command line, or fix a YAML in place."""
     from rlc import convert as conv
-    from rlc.cmdline import CmdlineError, split_command_line
     from rlc.files import write_atomic
 
     if sum(x is not None for x in (from_cli, from_file, to_cli, fix)) != 1:
@@ -236,18 +235,20 @@ def convert(
             text = conv.to_cli(load_file(to_cli).data)
         else:
             raw = sys.stdin.read() if from_cli == "-" else from_cli if from_cli is not None else _read(from_file)
-            try:
-                command = split_command_line(raw)
-            except CmdlineError as err:
-                raise CompileError([Diagnostic(str(err))]) from None
-            texts, notes = conv.renamed(command.overrides)
-            conv.check_texts(texts)
-            for note in command.notes + notes:
+            command = conv.read_command(raw, str(from_file) if from_file else None)
+            for note in command.notes:
                 typer.echo(f"note: {note}", err=True)
-            if into is not None:
-                text = conv.merge_into(into, texts, expand_env=expand_env, allow_unknown=allow_unknown)
+            if command.launch is not None:
+                text = command.launch
+            elif into is not None and command.base:
+                raise CompileError([Diagnostic("the script's `--config-name` names a config of its own, which is the "
+                                               "base of the conversion; --into would take a second base: convert "
+                                               "without --into")])
+            elif into is not None:
+                text = conv.merge_into(into, command.texts, expand_env=expand_env, allow_unknown=allow_unknown)
             else:
-                text = conv.to_yaml(conv.from_overrides(texts, expand_env=expand_env, allow_unknown=allow_unknown))
+                text = conv.to_yaml(conv.from_overrides(command.texts, base=command.base, expand_env=expand_env,
+                                                        allow_unknown=allow_unknown))
     if output:
         write_atomic(output, text)
         typer.echo(f"wrote {output}", err=True)

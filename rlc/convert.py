@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import shlex
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,67 @@ RENAMED = {
     "critic.model.fsdp_config": "critic.fsdp",
     "actor_rollout_ref.rollout.micro_batch_size": "actor_rollout_ref.rollout.log_prob_micro_batch_size",
 }
+
+
+@dataclass
+class Converted:
+    """What a legacy command line amounts to in rlc."""
+
+    texts: list[str]  # overrides, checked
+    notes: list[str]
+    base: dict[str, Any] | None = None  # the keys of the user's own `--config-name` YAML, under the overrides
+    launch: str | None = None  # II-VERL's `verl train-ppo CONFIG`: the equivalent `rlc launch` command line
+
+
+def read_command(text: str, script: str | None = None) -> Converted:
+    """A command line or script -> its overrides, notes, and what its Hydra options name."""
+    from rlc.cmdline import CmdlineError, split_command_line
+
+    try:
+        command = split_command_line(text, script=script)
+    except CmdlineError as err:
+        raise CompileError([Diagnostic(str(err))]) from None
+    texts, notes = renamed(command.overrides)
+    check_texts(texts)
+    out = Converted(texts, command.notes + notes)
+    if command.env:  # names only: a value may be a secret (WANDB_API_KEY=...)
+        out.notes.append(f"the script sets the environment variables {', '.join(sorted(command.env))} for verl; a "
+                         "config does not hold the environment: set them where you run `rlc launch`")
+    if command.config_file is not None:  # II-VERL's config is already YAML: nothing to convert
+        words = ["rlc", "launch", command.config_file] + (["--backend", command.backend] if command.backend else [])
+        words += [w for t in texts for w in ("--set", t)]
+        out.launch = " ".join(shlex.quote(w) for w in words) + "\n"
+        return out
+    backend = command.backend
+    if command.config_name is not None:
+        out.base, backend = hydra_config(command.config_path, command.config_name, out.notes)
+    if backend:
+        out.texts = [f"backend={backend}", *texts]
+    return out
+
+
+def hydra_config(folder: str | None, name: str, notes: list[str]) -> tuple[dict[str, Any], str | None]:
+    """The user's `--config-path`/`--config-name` YAML: its keys, and the backend its `defaults:` list names."""
+    from rlc.cmdline import TRAINER_CONFIGS
+    from rlc.source import load_file
+
+    where = Path(folder or ".", name + ".yaml")
+    if not folder or not where.is_absolute() or not where.is_file():
+        raise CompileError([Diagnostic(
+            f"`--config-name={name}` composes the run from a config of your own, and rlc cannot find it "
+            f"({where}{'' if where.is_absolute() else ': --config-path must be absolute here'}); convert from "
+            "where it exists, or merge its keys with `rlc convert --into`")])
+    data = dict(load_file(where).data)
+    defaults = data.pop("defaults", []) or []
+    data.pop("hydra", None)
+    bases = [d for d in defaults if d != "_self_"]
+    unknown = [d for d in bases if not (isinstance(d, str) and d.removesuffix(".yaml") in TRAINER_CONFIGS)]
+    if unknown:
+        raise CompileError([Diagnostic(f"{where}: its `defaults:` entries {unknown} are not verl's trainer configs "
+                                       f"({', '.join(TRAINER_CONFIGS)}); rlc cannot compose them")])
+    backend = next((TRAINER_CONFIGS[d.removesuffix(".yaml")] for d in bases), None)
+    notes.append(f"read `--config-name={name}` from {where}: its keys are the base of the converted config")
+    return data, backend
 
 
 def renamed(texts: list[str]) -> tuple[list[str], list[str]]:

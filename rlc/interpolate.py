@@ -24,6 +24,7 @@ MAX_CHAIN = 64  # keys resolved inside one another; verl's longest chain is 3
 MAX_CHARS = 100_000  # characters of one resolved string value
 MAX_NODES = 200_000  # values in the resolved tree (as rlc.source bounds aliases)
 MISSING = "???"  # OmegaConf's mandatory value: the user must set it
+ENVIRONMENT = re.compile(r"\$\{\s*oc\.env:.*\}", re.S)  # a value that is one environment reference
 
 
 class MissingKey(LookupError):
@@ -100,6 +101,8 @@ class _Resolver:
                 value = type(raw)(self._children(raw, path))
             else:
                 value = self.text(raw, path) if isinstance(raw, str) and "${" in raw else raw
+                if isinstance(raw, str) and isinstance(value, str) and ENVIRONMENT.fullmatch(raw.strip()):
+                    value = _typed(value, path)
         finally:
             self.active.pop()
         self.done[path] = value
@@ -126,7 +129,7 @@ class _Resolver:
 
     def reference(self, expression: str, path: KeyPath) -> Any:
         if expression.startswith("oc.env:"):
-            return _environment(expression[len("oc.env:"):])
+            return self.environment(expression[len("oc.env:"):], path)
         if expression.startswith("oc.select:"):
             return self.select(_arguments(expression[len("oc.select:"):]), path)
         if ":" in expression:
@@ -135,6 +138,20 @@ class _Resolver:
         if not _has(self.root, target):
             raise MissingKey(f"${{{expression}}} refers to a key that is not in the config")
         return self.key(target)
+
+    def environment(self, arguments: str, path: KeyPath) -> Any:
+        """`oc.env:VAR,default`: the variable, or the default, which may itself hold references (a shell script's
+        `${X:-${HOME}/data}`), read only when the variable is unset."""
+        name, _, default = arguments.partition(",")
+        value = os.environ.get(name.strip())
+        if value is not None:
+            return value
+        if not default:
+            raise Unresolvable(f"environment variable {name.strip()} is not set")
+        default = default.strip()
+        if len(default) > 1 and default[0] == default[-1] and default[0] in "'\"":
+            default = default[1:-1]
+        return self.text(default, path) if "${" in default else default
 
     def select(self, arguments: list[str], path: KeyPath) -> Any:
         """`oc.select:key,default`: the key's value, or the default (null when not given) when the key is absent.
@@ -185,12 +202,23 @@ def _arguments(text: str) -> list[str]:
     return [*parts, "".join(current).strip()]
 
 
-def _environment(arguments: str) -> Any:
-    name, _, default = arguments.partition(",")
-    value = os.environ.get(name.strip())
-    if value is None and not default:
-        raise Unresolvable(f"environment variable {name.strip()} is not set")
-    return value if value is not None else default.strip().strip("'\"")
+def _typed(text: str, path: KeyPath) -> Any:
+    """An environment variable's text typed as Hydra types a command-line word, where the field is not a string:
+    `${oc.env:N,8}` in an integer field is 8, as `key=${N:-8}` on verl's command line would have been."""
+    from rlc import schema
+    from rlc.edits import field_types
+    from rlc.overrides import scalar
+
+    kinds, _ = field_types(schema.load(), [str(p) for p in path])
+    typed = scalar(text.strip())
+    fits = {bool: "boolean", int: "integer", float: "number", type(None): "null"}.get(type(typed))
+    if not kinds:  # a free-form field: Hydra's typing of the word
+        return typed
+    if "string" in kinds or fits is None:
+        return text
+    if fits == "integer" and "integer" not in kinds and "number" in kinds:
+        return float(typed)
+    return typed if fits in kinds or (fits == "integer" and "number" in kinds) else text
 
 
 def _literal(text: str) -> Any:

@@ -197,6 +197,8 @@ def _variables(text: str, literal: set[int], replace: Callable[[str, str | None]
             pos = at + 1
             continue
         kind, name, default, pos = _dollar(text, at)
+        if default is not None:  # the shell expands a default's own variables: `${X:-${HOME}/data}`
+            default = _variables(default, set(), replace)[0]
         out.append(replace(name, default) if kind == "env" else name)
         found = True
     out.append(text[pos:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rlc.cmdline import CmdlineError, split_command_line
-from rlc.overrides import OverrideError, format_value, parse_override
+from rlc.overrides import format_value, parse_override
 
 SEED_SCRIPT = (Path(__file__).parents[2] / "examples" / "legacy" / "verl_grpo_gsm8k.sh").read_text()
 SEED_COMMAND = SEED_SCRIPT[SEED_SCRIPT.index("python3"):]  # seed 003's command, after the script's comments
@@ -99,13 +100,13 @@ def test_launchers_are_recognised_and_dropped(line: str, program: str) -> None:
 
 
 def test_redirections_pipes_and_options_are_noted() -> None:
-    command = split_command_line("python3 -m verl.trainer.main_ppo --config-path=cfg --config-name ppo_megatron "
-                                 "a.b=1 > out.log 2>&1 | tee x")
-    assert command.overrides == ["a.b=1"]
+    command = split_command_line("python3 -m verl.trainer.main_ppo --config-path=cfg --config-name "
+                                 "ppo_megatron_trainer a.b=1 > out.log 2>&1 | tee x")
+    assert command.overrides == ["a.b=1"] and command.backend == "megatron"
     assert "line 1: ignored the redirection `>out.log`" in command.notes
     assert "line 1: ignored the redirection `2>&1`" in command.notes
     assert "line 1: ignored `tee x`" in command.notes
-    assert any(note.startswith("`--config-name ppo_megatron`: that base config is not read") for note in command.notes)
+    assert "`--config-name=ppo_megatron_trainer` is verl's megatron trainer config: backend megatron" in command.notes
     multirun = split_command_line("python3 -m verl.trainer.main_ppo --multirun a.b=1")
     assert multirun.overrides == ["a.b=1"] and any("--multirun" in note for note in multirun.notes)
 
@@ -128,18 +129,24 @@ python3 -m verl.trainer.main_ppo e.f=3
     assert any(note.startswith("line 4: ignored a second verl command") for note in command.notes)
 
 
-def test_command_substitutions_reach_the_grammar_which_refuses_them() -> None:
-    """Lines that set things up with `$(...)` do no harm; a verl argument that needs one's output is an error."""
+def test_path_helpers_are_evaluated_and_other_commands_refused_where_verl_gets_them(tmp_path: Path) -> None:
+    """`$(cd "$(dirname "$0")" && pwd)` and `date` are evaluated when converting, with a note; `$(nproc)` is
+    harmless until a verl argument needs its output, and then an error naming its line."""
+    folder = tmp_path / "scripts"
+    folder.mkdir()
     script = """DIR=$(cd "$(dirname "$0")" && pwd)
-STAMP=`date +%s`
+STAMP=`date +%Y`
+CORES=$(nproc)
 python3 -m verl.trainer.main_ppo a.b=1 trainer.default_local_dir=$DIR/ckpt trainer.experiment_name="run_$STAMP"
 """
-    command = split_command_line(script)
-    assert command.overrides == ["a.b=1", 'trainer.default_local_dir=$(cd "$(dirname "$0")" && pwd)/ckpt',
-                                 "trainer.experiment_name=run_$(date +%s)"]
-    for text in command.overrides[1:]:
-        with pytest.raises(OverrideError, match=r"command substitution `\$\(\.\.\.\)` cannot be converted"):
-            parse_override(text)
+    command = split_command_line(script, script=str(folder / "run.sh"), cwd="/")
+    year = time.strftime("%Y")  # `date` is local time
+    assert command.overrides == ["a.b=1", f"trainer.default_local_dir={folder}/ckpt",
+                                 f"trainer.experiment_name=run_{year}"]
+    assert f'line 1: `$(cd "$(dirname "$0")" && pwd)` evaluated when converting: {folder}' in command.notes
+    with pytest.raises(CmdlineError, match=r"^line 3: `\$\(nproc\)` runs a command whose output rlc does not know "
+                                           r".* \(it reaches the verl argument `n=` on line 4\)$"):
+        split_command_line(script.replace("a.b=1", "n=$CORES"), script=str(folder / "run.sh"))
 
 
 def test_here_documents_are_skipped() -> None:
@@ -167,10 +174,13 @@ def test_windows_line_endings() -> None:
     ("python3 -m verl.trainer.main_ppo --config-name", "line 1: option `--config-name` of"),
     ("python3 -m verl.trainer.main_ppo \\\n  a.b='x y", "line 2: unbalanced quote: the ' before `x y`"),
     ('python3 -m verl.trainer.main_ppo a.b="x', 'line 1: unbalanced quote: the " before `x`'),
-    ("python3 -m verl.trainer.main_ppo $(cat args.txt)", "`$(cat args.txt)` is a command substitution"),
+    ("python3 -m verl.trainer.main_ppo $(cat args.txt)", "line 1: `$(cat args.txt)` runs a command whose output rlc "
+     "does not know when converting; write its value in the script (it reaches the verl command on line 1)"),
     ("python3 -m verl.trainer.main_ppo a.b=$(date", "command substitution `$(date` is never closed"),
     ("python3 -m verl.trainer.main_ppo a.b=1 \\ \n  c.d=2", "line 1: a `\\` followed by a space"),
     ("cat <<EOF\nx\n", "line 3: the here-document `<<EOF` never ends"),
+    ("python3 -m verl.trainer.main_ppo a.b=" + "${X:-" * 3000 + "}" * 3000, "line 1: brackets nested more than 100"),
+    ("python3 -m verl.trainer.main_ppo a.b=" + '"$(echo ' * 2000 + ')"' * 2000, "brackets nested more than 100"),
     ("echo hello\nset -x", "found no verl command"),
     ("", "found no verl command"),
 ])
@@ -252,3 +262,162 @@ def test_quoting_and_variables_read_as_bash_reads_them(words: list[str], v1: str
     expected = bash_arguments(script)
     assume(not any("\\$" in argument for argument in expected))  # our encoding of a literal `$` (see above)
     assert our_arguments(script) == expected
+
+
+# The shell forms verl's example scripts use, each in a script written in their style; bash is the reference
+# wherever the value is known when converting (the script sets everything the verl command reads).
+STATIC_FORMS = {
+    "defaults with nested quotes": r"""
+DATA_ROOT=/data
+MODEL= CKPT= ALT=""  # set but empty: `:-` takes the default, as the environment cannot change it
+MODEL=${MODEL:-"${DATA_ROOT}/models/Qwen 7B"}
+CKPT=${CKPT:-${DATA_ROOT}/ckpt}
+ALT=${ALT:-$DATA_ROOT}
+python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path="$MODEL" trainer.default_local_dir=$CKPT \
+    trainer.project_name=$ALT""",
+    "arithmetic over literals and variables": r"""
+max_prompt_length=$((1024 * 2))
+max_response_length=$((1024 * 8))
+sp=4
+actor_len=$(((max_prompt_length + max_response_length) / sp))
+python3 -m verl.trainer.main_ppo data.max_prompt_length=${max_prompt_length} \
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$actor_len c.d=$(( -7 / 2 )) e.f=$(( -7 % 3 )) \
+    g.h=$(( 3 ** 50 )) i.j=$(( (1 << 62) * 4 + (sp > 2) ))""",
+    "arrays and script arguments": r"""
+COMMON=(
+    data.train_batch_size=16   # a comment inside the array
+    "trainer.experiment_name=a b"
+)
+COMMON+=(trainer.nnodes=1)
+python3 -m verl.trainer.main_ppo "${COMMON[@]}" trainer.n_gpus_per_node=${#COMMON[@]} x.y=${COMMON[2]} "$@" \
+    ${@:2}""",
+    "ANSI-C quoting, continuations, comments, exports": r"""
+export SEP=$'a\tb\x41\'c'  # the tab and the quote are literal
+# python3 -m verl.trainer.main_ppo not.this=1
+python3 -m verl.trainer.main_ppo trainer.project_name="$SEP" \
+    trainer.experiment_name=$'x\ny'""",
+    "parameter operations": r"""
+FILE=/data/gsm8k/train.parquet
+NAME=Qwen2.5-7B-Instruct
+python3 -m verl.trainer.main_ppo a.b=${FILE##*/} a.c=${FILE%.parquet} a.d=${NAME//-/_} a.e=${NAME,,} \
+    a.f=${NAME:0:5} a.g=${FILE:+set} a.h=${NAME^^}""",
+    "an if decided when converting": r"""
+backend=megatron
+if [[ $backend == "megatron" && -n "$backend" ]]; then
+    TP=4
+elif [ "$backend" = fsdp ]; then
+    TP=2
+else
+    TP=1
+fi
+python3 -m verl.trainer.main_ppo actor_rollout_ref.actor.megatron.tensor_model_parallel_size=$TP""",
+    "a function is defined, not run, except for its output": r"""
+setup() {
+    MODEL=/wrong
+}
+function here() {
+    cd "$SUB" && pwd
+}
+MODEL=/right
+SUB=/usr
+python3 -m verl.trainer.main_ppo actor_rollout_ref.model.path=$MODEL trainer.default_local_dir=$(here)/ckpt""",
+}
+
+
+@pytest.mark.parametrize("script", STATIC_FORMS.values(), ids=STATIC_FORMS.keys())
+def test_shell_forms_read_as_bash_reads_them(script: str) -> None:
+    assert our_arguments(script) == [a for a in bash_arguments(script) if a]  # `"$@"` is no argument in bash
+
+
+def test_path_helpers_are_evaluated_as_bash_evaluates_them(tmp_path: Path) -> None:
+    (tmp_path / "examples" / "grpo").mkdir(parents=True)
+    path = tmp_path / "examples" / "grpo" / "run.sh"
+    path.write_text(r"""
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT=$(realpath "$SCRIPT_DIR/../..")
+python3 -m verl.trainer.main_ppo a.b=$SCRIPT_DIR a.c=$ROOT a.d=$(basename $0 .sh) a.e=$(pwd)/x a.f=$PWD
+""")
+    bash = subprocess.run(["bash", "-c", PRINT_ARGUMENTS + f"source {path}", str(path)], capture_output=True,
+                          check=True,
+                          env={"PATH": os.environ["PATH"]}, cwd=tmp_path, timeout=10).stdout.decode().split("\0")
+    ours = split_command_line(path.read_text(), script=str(path), cwd=str(tmp_path))
+    assert ours.overrides == bash[:-1]
+    assert ours.overrides[0] == f"a.b={tmp_path}/examples/grpo"
+    assert any(n.startswith("line 2: `$(cd") and n.endswith(f"evaluated when converting: {tmp_path}/examples/grpo")
+               for n in ours.notes)
+
+
+def test_environment_variables_become_references_with_their_defaults() -> None:
+    script = r"""
+N=${N_GPUS:-8}
+MODEL_PATH=${MODEL_PATH:-"${HOME}/models/Qwen 7B"}
+DATA=${DATA:-$RAY_DATA_HOME}
+python3 -m verl.trainer.main_ppo trainer.n_gpus_per_node=$N actor_rollout_ref.model.path="$MODEL_PATH" \
+    data.train_files=$DATA/train.parquet trainer.default_local_dir=~/ckpt
+"""
+    values = {parse_override(o).key: parse_override(o).value for o in split_command_line(script).overrides}
+    assert values == {"trainer.n_gpus_per_node": "${oc.env:N_GPUS,8}",
+                      "actor_rollout_ref.model.path": "${oc.env:MODEL_PATH,'${oc.env:HOME}/models/Qwen 7B'}",
+                      "data.train_files": "${oc.env:DATA,'${oc.env:RAY_DATA_HOME}'}/train.parquet",
+                      "trainer.default_local_dir": "~/ckpt"}  # bash expands `~` after `=` only in `NAME=`
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ('if [ "$USE_MEGATRON" = 1 ]; then\n    TP=4\nelse\n    TP=1\nfi\npython3 -m verl.trainer.main_ppo a.tp=$TP',
+     "^line 4: `TP` is set inside the `if` on line 1, decided at run time; rlc cannot tell which value verl gets: "
+     r"set it outside the block \(it reaches the verl argument `a.tp=1` on line 6\)$"),
+    ("for seed in 1 2 3; do\n  python3 -m verl.trainer.main_ppo a.seed=$seed\ndone",
+     "^line 2: the verl command is inside the loop on line 1"),
+    ("case $MODE in\n  big) BS=64 ;;\nesac\npython3 -m verl.trainer.main_ppo a.bs=$BS",
+     "^line 2: `BS` is set inside the `case` on line 1"),
+    ("GPUS=$(nvidia-smi -L | wc -l)\npython3 -m verl.trainer.main_ppo trainer.n_gpus_per_node=$GPUS",
+     r"^line 1: `\$\(nvidia-smi -L \| wc -l\)` runs a command whose output rlc does not know"),
+    ("python3 -m verl.trainer.main_ppo trainer.nnodes=$((NNODES * 2))",
+     r"^line 1: `\$\(\(NNODES \* 2\)\)` needs `NNODES` from the environment at run time"),
+    ("function gpus() {\n  nvidia-smi -L | wc -l\n}\npython3 -m verl.trainer.main_ppo a.n=$(gpus)",
+     r"^line 4: `\$\(nvidia-smi -L \| wc -l\)` runs a command whose output rlc does not know"),
+    ("f() { date; }\npython3 -m verl.trainer.main_ppo a.n=$(f)",
+     r"^line 2: `\$\(f\)` calls the script's function `f` whose output rlc does not know"),
+    ("python3 -m verl.trainer.main_ppo a.b=$RANDOM", r"^line 1: `\$RANDOM` is a value bash makes at run time"),
+    ("python3 -m verl.trainer.main_ppo a.b=$1", r"^line 1: `\$1` is the script's argument 1"),
+    ("python3 -m verl.trainer.main_ppo a.b=${X#*/}", r"^line 1: `\$\{X#\*/\}` transforms `X`, which comes from"),
+])
+def test_what_only_run_time_knows_is_refused_naming_the_line(script: str, message: str) -> None:
+    with pytest.raises(CmdlineError, match=message):
+        split_command_line(script)
+
+
+def test_a_verl_command_in_a_branch_that_does_not_run_is_noted() -> None:
+    script = ("MODE=fsdp\nif [ $MODE = megatron ]; then\n  python3 -m verl.trainer.main_ppo a.b=1\nelse\n"
+              "  python3 -m verl.trainer.main_ppo a.b=2\nfi\n")
+    command = split_command_line(script)
+    assert command.overrides == ["a.b=2"]
+    assert ("line 3: ignored the verl command `python3 -m verl.trainer.main_ppo a.b=1`: it is in a branch that does "
+            "not run, or in a function's body") in command.notes
+
+
+def test_unknowable_values_the_verl_command_does_not_use_are_harmless() -> None:
+    script = ('NOW=$(hostname)\nif [ -d /x ]; then EXTRA=1; fi\nwhile true; do break; done\n'
+              'python3 -m verl.trainer.main_ppo a.b=1')
+    assert split_command_line(script).overrides == ["a.b=1"]
+
+
+@pytest.mark.parametrize(("option", "backend"), [
+    ("--config-name='ppo_megatron_trainer.yaml'", "megatron"), ("--config-name ppo_megatron_trainer", "megatron"),
+    ("--config-name=ppo_trainer", "fsdp"), ("", None)])
+def test_config_name_maps_to_the_backend(option: str, backend: str | None) -> None:
+    command = split_command_line(f"python3 -m verl.trainer.main_ppo --config-path=config {option} a.b=1")
+    assert command.backend == backend and command.overrides == ["a.b=1"]
+
+
+@pytest.mark.parametrize(("module", "why"), [
+    ("recipe.dapo.main_dapo", "is DAPO's trainer: dynamic sampling (`algorithm.filter_groups`) and the overlong "
+                              "reward buffer are not implemented in rlc"),
+    ("verl.trainer.main_generation", "generates responses for a dataset and does not train"),
+    ("verl.trainer.fsdp_sft_trainer", "is supervised fine-tuning"),
+    ("recipe.prime.main_prime", "is not verl's PPO trainer"),
+])
+def test_other_entry_points_are_refused_by_name(module: str, why: str) -> None:
+    with pytest.raises(CmdlineError) as info:
+        split_command_line(f"python3 -m {module} \\\n  a.b=1")
+    assert str(info.value).startswith(f"line 1: `{module}` {why}")

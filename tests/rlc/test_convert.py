@@ -164,6 +164,121 @@ def test_yaml_to_cli_to_yaml_is_the_identity(config: dict) -> None:
     assert from_overrides(split_command_line(cli).overrides) == config
 
 
+GSM8K_SCRIPT = r"""#!/usr/bin/env bash
+set -xeuo pipefail
+N_GPUS=${N_GPUS:-8}
+DATA_HOME=${DATA_HOME:-"${HOME}/data"}
+MODEL=${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}
+rollout_n=4
+mini_batch=$((N_GPUS * 2))
+python3 -m verl.trainer.main_ppo \
+    algorithm.adv_estimator=grpo \
+    data.train_files="$DATA_HOME/gsm8k/train.parquet" data.val_files="$DATA_HOME/gsm8k/test.parquet" \
+    data.train_batch_size=32 \
+    actor_rollout_ref.model.path=$MODEL \
+    actor_rollout_ref.actor.ppo_mini_batch_size=16 \
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 \
+    actor_rollout_ref.rollout.n=$rollout_n \
+    trainer.n_gpus_per_node=$N_GPUS trainer.nnodes=1 $@
+"""
+
+
+def test_an_environment_default_is_typed_by_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${N_GPUS:-8}` in an integer field validates as the integer 8, and the environment's value wins at launch."""
+    from rlc.loader import load_config
+
+    script = tmp_path / "run.sh"
+    script.write_text(GSM8K_SCRIPT.replace("mini_batch=$((N_GPUS * 2))\n", ""))
+    code, _, err = convert("--from-file", str(script), "-o", str(tmp_path / "c.yaml"))
+    assert code == 0, err
+    assert "n_gpus_per_node: ${oc.env:N_GPUS,8}" in (tmp_path / "c.yaml").read_text()
+    for name in ("N_GPUS", "DATA_HOME", "MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/home/u")
+    first = load_config(tmp_path / "c.yaml").config
+    assert first.trainer.n_gpus_per_node == 8 and first.data.train_files == "/home/u/data/gsm8k/train.parquet"
+    monkeypatch.setenv("N_GPUS", "2")
+    monkeypatch.setenv("DATA_HOME", "/d")
+    second = load_config(tmp_path / "c.yaml").config
+    assert second.trainer.n_gpus_per_node == 2 and second.data.train_files == "/d/gsm8k/train.parquet"
+
+
+def test_arithmetic_over_the_environment_is_refused_with_its_line(tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text(GSM8K_SCRIPT.replace("ppo_mini_batch_size=16", "ppo_mini_batch_size=$mini_batch"))
+    code, _, err = convert("--from-file", str(script))
+    assert code == 1
+    assert "line 7: `$((N_GPUS * 2))` needs `N_GPUS` from the environment at run time" in err
+
+
+def test_the_converted_values_are_what_bash_passes_to_python(tmp_path: Path) -> None:
+    """bench/verl_compat.py's check: the script runs under bash with a stub `python3` that records its argv."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("verl_compat", Path(__file__).parents[2] / "bench" / "verl_compat.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    script, out, work = tmp_path / "run.sh", tmp_path / "c.yaml", tmp_path / "work"
+    script.write_text(GSM8K_SCRIPT.replace("mini_batch=$((N_GPUS * 2))\n", "").replace("=$rollout_n", "=$((2 * 2))"))
+    work.mkdir()
+    env = bench.make_sandbox(work)
+    assert convert("--from-file", str(script), "-o", str(out))[0] == 0
+    argv = bench.bash_argv(script, env, tmp_path)
+    assert "actor_rollout_ref.rollout.n=4" in argv and f"data.train_files={work}/home/data/gsm8k/train.parquet" in argv
+    assert bench.compare(script, "run.sh", out, env, tmp_path) == []
+    out.write_text(out.read_text().replace("n: 4", "n: 5"))  # the check can fail
+    assert bench.compare(script, "run.sh", out, env, tmp_path) == [
+        "run.sh: actor_rollout_ref.rollout.n: bash passes 4, the YAML has 5",
+        "run.sh: actor_rollout_ref.rollout.n: bash passes 4, the YAML has 5 (with DATA_HOME, MODEL, N_GPUS set)"]
+    out.write_text(out.read_text().replace("n: 5", "n: 4").replace("oc.env:MODEL", "oc.env:MODEL_PATH"))
+    assert bench.compare(script, "run.sh", out, env, tmp_path) == [  # a reference to the wrong variable
+        "run.sh: actor_rollout_ref.model.path: bash passes 'Qwen/Qwen2.5-0.5B-Instruct', the YAML has "
+        "'/from-env/MODEL_PATH' (with DATA_HOME, MODEL_PATH, N_GPUS set)"]
+
+
+def test_a_hydra_config_of_the_users_own_is_the_base(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "my_grpo.yaml").write_text(
+        "hydra:\n  searchpath: [pkg://verl/trainer/config]\ndefaults:\n  - ppo_megatron_trainer\n  - _self_\n"
+        "data:\n  max_prompt_length: 512\n")
+    script = tmp_path / "run.sh"
+    script.write_text(f'CONFIG_PATH="{tmp_path}/config"\npython3 -m verl.trainer.main_ppo --config-path="$CONFIG_PATH" '
+                      "--config-name='my_grpo' data.train_batch_size=8\n")
+    code, out, err = convert("--from-file", str(script))
+    assert code == 0, err
+    assert YAML(typ="safe").load(out) == {"backend": "megatron",
+                                          "data": {"max_prompt_length": 512, "train_batch_size": 8}}
+    (tmp_path / "into.yaml").write_text("data:\n  train_batch_size: 4\n")
+    code, _, err = convert("--from-file", str(script), "--into", str(tmp_path / "into.yaml"))
+    assert code == 1 and "--into would take a second base: convert without --into" in err
+    script.write_text("python3 -m verl.trainer.main_ppo --config-path=config --config-name=other a.b=1\n")
+    code, _, err = convert("--from-file", str(script))
+    assert code == 1 and "`--config-name=other` composes the run from a config of your own" in err
+
+
+@pytest.mark.parametrize(("line", "launch"), [
+    ("verl train-ppo --config_path examples/grpo.yaml --backend megatron trainer.nnodes=2",
+     "rlc launch examples/grpo.yaml --backend megatron --set trainer.nnodes=2"),
+    ("verl train-ppo 'my config.yaml'", "rlc launch 'my config.yaml'"),
+])
+def test_ii_verl_command_converts_to_rlc_launch(line: str, launch: str) -> None:
+    code, out, err = convert("--from-cli", line)
+    assert code == 0, err
+    assert out == launch + "\n"
+
+
+def test_exported_variables_are_named_not_written(tmp_path: Path) -> None:
+    """The environment is not config: its names are noted, and a secret's value appears nowhere."""
+    script = tmp_path / "run.sh"
+    script.write_text("export WANDB_API_KEY=sk-secret-123\nVLLM_USE_V1=1 python3 -m verl.trainer.main_ppo a.b=1\n")
+    code, out, err = convert("--from-file", str(script), "--allow-unknown")
+    assert code == 0
+    assert ("note: the script sets the environment variables VLLM_USE_V1, WANDB_API_KEY for verl; a config does not "
+            "hold the environment: set them where you run `rlc launch`") in err
+    assert "sk-secret" not in out + err
+
+
 # An II-VERL style config: a key verl reads one level down, comments everywhere, a blank line before a section.
 MISPLACED = """\
 # reward-server run
