@@ -28,6 +28,7 @@ class TokenBatch:
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
     token_level_rewards: torch.Tensor | None = None
+    rollout_is_weights: torch.Tensor | None = None  # rollout correction: trainer/rollout importance weights
     # Per-sample metadata (not tensors), length B:
     meta: dict[str, list[Any]] = field(default_factory=dict)
 
