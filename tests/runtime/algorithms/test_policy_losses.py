@@ -112,8 +112,10 @@ def test_kl_cov_penalises_the_top_covariance_token() -> None:
 # At ratio 1 each mode's token loss is a constant per row: -A for the ratio losses, -A log p for gpg and cispo,
 # -A x 2 / tau for sapo. Rows: A = 1 over 2 tokens, A = -2 over 3 tokens, T = 4.
 ROW_VALUES = {"gpg": (-LN(0.5), 2 * LN(0.5)), "cispo": (-LN(0.5), 2 * LN(0.5)), "sapo": (-2.0, 4 / 1.05)}
-AGGREGATE = {"token-mean": lambda a, b: (2 * a + 3 * b) / 5, "seq-mean-token-sum": lambda a, b: (2 * a + 3 * b) / 2,
-             "seq-mean-token-mean": lambda a, b: (a + b) / 2, "seq-mean-token-sum-norm": lambda a, b: (2 * a + 3 * b) / 4}
+AGGREGATE = {"token-mean": lambda a, b: (2 * a + 3 * b) / 5,
+             "seq-mean-token-sum": lambda a, b: (2 * a + 3 * b) / 2,
+             "seq-mean-token-mean": lambda a, b: (a + b) / 2,
+             "seq-mean-token-sum-norm": lambda a, b: (2 * a + 3 * b) / 4}
 
 
 @pytest.mark.parametrize("agg", list(AGGREGATE))
