@@ -10,7 +10,8 @@ from rlc.config.base import Section, unimplemented
 from rlc.config.engine import Checkpoint, FSDPConfig, MegatronConfig, Optim
 
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-KLLossType = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
+KLLossType = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "kl+", "k1+", "abs+", "low_var_kl+", "k3+"]
+"""Schulman's estimators; a `+` suffix takes k2's gradient straight through (see losses.kl_penalty)."""
 LOSS_MODES = ("vanilla", "gspo", "sapo", "gpg", "cispo", "clip_cov", "kl_cov", "geo_mean")
 """Every `policy_loss.loss_mode` rlc runs: the keys of rlc_runtime.algorithms.policy_losses.POLICY_LOSSES."""
 SEQUENCE_LEVEL_LOSS_MODES = ("gspo", "sapo", "geo_mean")

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from rlc.config.actor import KLLossType
 from rlc.config.base import Section, unimplemented
 
 ADV_ESTIMATORS = ("gae", "grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized", "reinforce_plus_plus",
@@ -52,7 +53,7 @@ class Algorithm(Section):
     lam: float = Field(1.0, ge=0, le=1)
     norm_adv_by_std_in_grpo: bool = True
     use_kl_in_reward: bool = False
-    kl_penalty: Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"] = "kl"
+    kl_penalty: KLLossType = "kl"
     kl_ctrl: KLControl = KLControl()
     filter_groups: FilterGroups = FilterGroups()
     rollout_correction: RolloutCorrection = RolloutCorrection()
