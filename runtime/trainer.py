@@ -3,7 +3,10 @@
 A step, in verl's order: sample prompts -> generate n per prompt (each rank its slice) -> decode -> rewards (on
 the reward worker, overlapping the log-prob passes) -> old log-probs -> reference log-probs -> values ->
 advantages -> critic update -> actor update (after `critic_warmup`) -> weight sync into the rollout engines ->
-metrics -> validation every `test_freq` -> checkpoint every `save_freq`. The controller holds only token ids, texts
+metrics -> validation every `test_freq` -> checkpoint every `save_freq`. DAPO's dynamic sampling scores each round
+of generations at once (it needs the scores to choose the prompts to keep) and generates rounds until the batch is
+full; ReMax adds one greedy generation per prompt for its baseline; rollout correction reweights (and may mask)
+tokens once the trainer's old log-probs are known. The controller holds only token ids, texts
 and per-token tensors; models live in the workers.
 
 Metrics are logged before the checkpoint is written, so a kill between the two loses nothing: the resumed run
@@ -21,7 +24,7 @@ import torch
 from rlc.config.checks import n_gpus, rollout_ranks, rollout_tensor_parallel, uses_critic, uses_reference
 from rlc.config.root import RLCConfig
 from rlc_runtime import checkpoint
-from rlc_runtime.batch import TokenBatch
+from rlc_runtime.batch import TokenBatch, pad_to
 from rlc_runtime.checkpoint import CheckpointError
 from rlc_runtime.loggers import Tracking
 from rlc_runtime.metrics import (
@@ -205,7 +208,9 @@ class Trainer:
         Without the group filter the reward worker scores while the log-prob passes run."""
         if self.cfg.algorithm.filter_groups.enable:
             rows, batch, scored = self._filtered_rollout(step, metrics)
-            pending = lambda: scored  # noqa: E731 - already scored: the filter needed the scores
+
+            def pending() -> tuple[torch.Tensor, dict[str, float], float]:
+                return scored  # already scored: the filter needed the scores
         else:
             rows = [self.train_set[i] for i in self.sampler.next_batch()]
             batch = self._generate(rows, self._params(step))
@@ -276,7 +281,8 @@ class Trainer:
             rows += [round_rows[uid] for uid in keep]
             parts.append(part)
             kept_scores.append(shaped[index])
-        batch = TokenBatch.concat(parts)
+        widths = max(p.prompt_length for p in parts), max(p.responses.shape[1] for p in parts)
+        batch = TokenBatch.concat([pad_to(part, *widths, self.pad_id) for part in parts])
         batch.meta["row"] = list(range(len(batch)))
         metrics["train/num_gen_batches"] = round_
         return rows, batch, (torch.cat(kept_scores), reward_metrics, seconds)
