@@ -27,7 +27,8 @@ class KLControl(Section):
 class FilterGroups(Section):
     enable: bool = Field(False, description="DAPO dynamic sampling: drop prompts whose samples all score alike")
     metric: Literal["acc", "score", "seq_reward", "seq_final_reward"] | None = Field(
-        "acc", description="What must vary within a prompt's samples to keep it (all are the sample's score in rlc)")
+        None, description="What must vary within a prompt's samples to keep it: acc is the reward function's score, "
+                          "the others that score after overlong shaping")
     max_num_gen_batches: int = Field(
         0, ge=0, description="Generation rounds per step before giving up on filling the batch; 0: no limit")
     max_inflight_gen_batches: int = unimplemented(1, "rounds are generated one after the other")

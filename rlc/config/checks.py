@@ -263,6 +263,10 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
         yield Diagnostic("remax's baseline is a greedy response, and with rollout.do_sample false every sample is "
                          "greedy too: every advantage is zero", (*ROLLOUT, "do_sample"), hint="set do_sample true")
     if algo.filter_groups.enable:
+        if algo.filter_groups.metric is None:
+            yield Diagnostic("filter_groups needs a metric whose variance decides which prompts stay",
+                             ("algorithm", "filter_groups", "metric"),
+                             hint="acc, score, seq_reward or seq_final_reward")
         if rollout.n < 2:
             yield Diagnostic("filter_groups keeps prompts whose samples score differently; with rollout.n "
                              f"{rollout.n} no prompt ever qualifies", (*ROLLOUT, "n"), hint="set n >= 2")

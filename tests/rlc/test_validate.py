@@ -156,6 +156,8 @@ def test_a_compiler_only_install_warns_instead(tmp_path: Path, monkeypatch: pyte
      "algorithm.filter_groups.enable", "filter_groups with remax is not implemented"),
     (("adv_estimator: grpo", "adv_estimator: grpo\n  filter_groups:\n    enable: true"),
      "actor_rollout_ref.rollout.n", "no prompt ever qualifies"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  filter_groups:\n    enable: true"),
+     "algorithm.filter_groups.metric", "needs a metric"),
     (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k9"),
      "algorithm.rollout_correction.rollout_rs", "not one of verl's"),
 ])
