@@ -4,7 +4,7 @@ habit is wrong (examples/yaml/plus_one.yaml: the reward wants the sum plus one, 
 A step's `critic/score/mean` starts near 0 there, and an update that only sharpens the policy lowers it, so a rise
 of 0.1 between the mean of the first five steps and the last five is learning. The control is the same run with
 a learning rate of 1e-12 (the schema requires lr > 0): what the metric does by sampling noise alone. Runs start
-the way users start them, `rlc launch` in a subprocess; 12 steps each, one test per family.
+the way users start them, `rlc launch` in a subprocess; 10 steps each, one test per family.
 """
 
 from __future__ import annotations
