@@ -167,6 +167,7 @@ class Trainer:
         with timed("step", timings):
             with timed("gen", timings):
                 rows, batch, pending = self._rollout(step, metrics)
+                self._release_rollout()
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
             with timed("old_log_prob", timings):
@@ -304,8 +305,6 @@ class Trainer:
         slices = split_prompts(len(prompts), self.generators.world_size // tp)
         per_rank = [[prompts[i] for i in s] for s in slices for _ in range(tp)]
         parts = self.generators.scatter("generate", per_rank, params)[::tp]  # an engine's ranks sample alike
-        if self.generators is self.workers:
-            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
         generations = []
         for part, s in zip(parts, slices, strict=True):
             for g in part:
@@ -314,6 +313,11 @@ class Trainer:
         batch = build_batch(prompts, generations, self.pad_id, self.cfg.actor_rollout_ref.rollout.response_length)
         batch.meta["row"] = list(range(len(batch)))  # where each sample started, to realign rewards later
         return batch
+
+    def _release_rollout(self) -> None:
+        """Once a phase's generations are all done (DAPO and ReMax generate more than once per step)."""
+        if self.generators is self.workers:
+            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
 
     def _sync_weights(self) -> None:
         if self.generators is self.workers:
@@ -377,6 +381,7 @@ class Trainer:
         rows = [self.val_set[i] for i in range(len(self.val_set))]
         params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
         batch = self._generate(rows, params)
+        self._release_rollout()
         scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
         sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
         trainer = self.cfg.trainer
