@@ -48,3 +48,25 @@ def test_threshold_specs() -> None:
         parse_thresholds(["token_k2"], "0.1_2")
     with pytest.raises(ValueError, match="each option must be one of"):
         rejection_mask(torch.zeros(1, 1), torch.ones(1, 1), "token_k9", 1.0)
+
+
+def test_mismatch_metrics_and_rejection_before_weighting() -> None:
+    from types import SimpleNamespace
+
+    from rlc_runtime.algorithms.rollout_correction import apply_rollout_correction
+
+    # Token 0: trainer 0.5, rollout 0.25 -> rho = 2; token 1: trainer 0.5, rollout 0.05 -> rho = 10, rejected by
+    # token_k1 at 4 (bounds 0.25..4), so the weights only see token 0.
+    old, rollout = torch.tensor([[LN(0.5), LN(0.5)]]), torch.tensor([[LN(0.25), LN(0.05)]])
+    cfg = SimpleNamespace(rollout_rs="token_k1", rollout_rs_threshold=4.0, rollout_is="token",
+                          rollout_is_threshold=5.0, rollout_is_batch_normalize=False)
+    weights, mask, m = apply_rollout_correction(cfg, old, rollout, torch.ones(1, 2))
+    assert mask.tolist() == [[1.0, 0.0]] and weights.flatten().tolist() == pytest.approx([2.0, 0.0])
+    # Over both tokens: kl = mean(log rollout - log old) = (-ln 2 - ln 10) / 2; chi2 = (4 + 100) / 2 - 1;
+    # perplexities exp(-mean log p): trainer 2, rollout exp((ln 4 + ln 20) / 2) = sqrt(80).
+    assert m["rollout_corr/kl"] == pytest.approx(-(LN(2) + LN(10)) / 2)
+    assert m["rollout_corr/k3_kl"] == pytest.approx((2 - 1 - LN(2) + 10 - 1 - LN(10)) / 2)
+    assert m["rollout_corr/chi2_token"] == pytest.approx(51.0)
+    assert m["rollout_corr/training_ppl"] == pytest.approx(2.0)
+    assert m["rollout_corr/rollout_ppl"] == pytest.approx(math.sqrt(80))
+    assert m["rollout_corr/rollout_rs_masked_fraction"] == 0.5 and m["rollout_corr/rollout_is_mean"] == 2.0
