@@ -111,8 +111,7 @@ def sapo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: to
     At r = 1 the gate's slope is 1 (PPO's gradient); far from 1 it fades. tau_pos applies where A > 0, tau_neg
     elsewhere (a larger tau_neg damps negative updates faster, which the paper finds more stable)."""
     log_ratio = _log_ratio(old_log_prob, log_prob)
-    tau = torch.where(advantages > 0, torch.as_tensor(config.tau_pos, dtype=advantages.dtype),
-                      torch.as_tensor(config.tau_neg, dtype=advantages.dtype))
+    tau = torch.where(advantages > 0, config.tau_pos, config.tau_neg).to(advantages.dtype)
     gate = torch.sigmoid(tau * (torch.exp(log_ratio) - 1)) * (4 / tau)
     zero = torch.zeros(())
     return -gate * advantages, {"actor/pg_clipfrac": zero, "actor/ppo_kl": masked_mean(-log_ratio, mask),
