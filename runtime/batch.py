@@ -28,6 +28,7 @@ class TokenBatch:
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
     token_level_rewards: torch.Tensor | None = None
+    rollout_is_weights: torch.Tensor | None = None  # rollout correction: trainer/rollout importance weights
     # Per-sample metadata (not tensors), length B:
     meta: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -69,3 +70,25 @@ class TokenBatch:
             else:
                 out[f.name] = None
         return TokenBatch(**out)
+
+
+def pad_to(batch: TokenBatch, prompt_length: int, response_length: int, pad_id: int) -> TokenBatch:
+    """The same samples in a wider layout: prompts left-padded to `prompt_length`, responses (and every per-token
+    tensor) right-padded to `response_length`, so batches generated apart can be concatenated."""
+    grow_p, grow_r = prompt_length - batch.prompt_length, response_length - batch.responses.shape[1]
+    if grow_p < 0 or grow_r < 0:
+        raise ValueError("pad_to only widens a batch")
+
+    def widen(t: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (grow_p, grow_r), value=value)
+
+    attention = widen(batch.attention_mask, 0)
+    out = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    out |= {"input_ids": widen(batch.input_ids, pad_id), "attention_mask": attention,
+            "position_ids": (attention.cumsum(-1) - 1).clamp(min=0)}
+    for name in ("responses", "response_mask", "old_log_probs", "ref_log_probs", "rollout_log_probs", "values",
+                 "advantages", "returns", "token_level_rewards", "rollout_is_weights"):
+        value = out[name]
+        if value is not None:
+            out[name] = torch.nn.functional.pad(value, (0, grow_r), value=pad_id if name == "responses" else 0)
+    return TokenBatch(**out)

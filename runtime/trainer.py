@@ -3,7 +3,10 @@
 A step, in verl's order: sample prompts -> generate n per prompt (each rank its slice) -> decode -> rewards (on
 the reward worker, overlapping the log-prob passes) -> old log-probs -> reference log-probs -> values ->
 advantages -> critic update -> actor update (after `critic_warmup`) -> weight sync into the rollout engines ->
-metrics -> validation every `test_freq` -> checkpoint every `save_freq`. The controller holds only token ids, texts
+metrics -> validation every `test_freq` -> checkpoint every `save_freq`. DAPO's dynamic sampling scores each round
+of generations at once (it needs the scores to choose the prompts to keep) and generates rounds until the batch is
+full; ReMax adds one greedy generation per prompt for its baseline; rollout correction reweights (and may mask)
+tokens once the trainer's old log-probs are known. The controller holds only token ids, texts
 and per-token tensors; models live in the workers.
 
 Metrics are logged before the checkpoint is written, so a kill between the two loses nothing: the resumed run
@@ -23,7 +26,7 @@ import torch
 from rlc.config.checks import n_gpus, rollout_ranks, rollout_tensor_parallel, uses_critic, uses_reference
 from rlc.config.root import RLCConfig
 from rlc_runtime import checkpoint
-from rlc_runtime.batch import TokenBatch
+from rlc_runtime.batch import TokenBatch, pad_to
 from rlc_runtime.checkpoint import CheckpointError
 from rlc_runtime.loggers import Tracking, config_to_log
 from rlc_runtime.metrics import (
@@ -167,10 +170,9 @@ class Trainer:
     def _step(self, step: int) -> dict[str, float]:
         cfg, timings, metrics = self.cfg, {}, {}
         with timed("step", timings):
-            rows = [self.train_set[i] for i in self.sampler.next_batch()]
             with self._phase("gen", timings, metrics):
-                batch = self._generate(rows, sampling_params(cfg, seed=cfg.actor_rollout_ref.rollout.seed + step))
-            reward_call = self.reward.submit("score", self._reward_samples(rows, batch), step)
+                rows, batch, pending = self._rollout(step, metrics)
+                self._release_rollout()
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
             with self._phase("old_log_prob", timings, metrics):
@@ -178,15 +180,16 @@ class Trainer:
             if (diff := logprob_diff(batch)) is not None:
                 metrics["rollout/logprob_diff"] = diff
                 self._check_logprob_diff(diff)
+                metrics |= self._rollout_correction(batch)
             if self.use_ref:
                 with self._phase("ref", timings, metrics):
                     batch.ref_log_probs = self._scatter("ref_log_probs", batch)
             if self.use_critic:
                 with self._phase("values", timings, metrics):
                     batch.values = self._scatter("values", batch)
-            scores, reward_metrics, timings["reward"] = self.reward.wait(reward_call, "score")[0]
+            scores, reward_metrics, timings["reward"] = pending()
             metrics |= reward_metrics
-            scores = torch.tensor(scores, dtype=torch.float32)[batch_order(batch)]
+            scores = scores[batch_order(batch)]
             with timed("adv", timings):
                 metrics |= self._advantages(batch, scores)
             if self.use_critic:
@@ -220,6 +223,100 @@ class Trainer:
             device = metrics[f"perf/memory/{name}/device_gb"]
             self.memory_peaks[name] = max(self.memory_peaks.get(name, 0.0), device)
 
+    # rollout: generation, scores, DAPO's group filter, ReMax's greedy baseline ----------------------------------
+    def _rollout(self, step: int, metrics: dict[str, float]) -> tuple[list[dict[str, Any]], TokenBatch, Any]:
+        """(rows, batch, pending) where pending() gives (scores in generation order, reward metrics, seconds).
+        Without the group filter the reward worker scores while the log-prob passes run."""
+        if self.cfg.algorithm.filter_groups.enable:
+            rows, batch, scored = self._filtered_rollout(step, metrics)
+
+            def pending() -> tuple[torch.Tensor, dict[str, float], float]:
+                return scored  # already scored: the filter needed the scores
+        else:
+            rows = [self.train_set[i] for i in self.sampler.next_batch()]
+            batch = self._generate(rows, self._params(step))
+            call, lengths = self.reward.submit("score", self._reward_samples(rows, batch), step), self._lengths(batch)
+
+            def pending() -> tuple[torch.Tensor, dict[str, float], float]:
+                scores, reward_metrics, seconds = self.reward.wait(call, "score")[0]
+                shaped, shaping_metrics = self._shape(torch.tensor(scores, dtype=torch.float32), lengths)
+                return shaped, reward_metrics | shaping_metrics, seconds
+        if self.cfg.algorithm.adv_estimator == "remax":
+            greedy = self._greedy_scores(rows, step)
+            batch.meta["reward_baseline"] = [greedy[uid] for uid in batch.meta["uid"]]
+        return rows, batch, pending
+
+    def _params(self, step: int, round_: int = 0) -> Any:
+        return sampling_params(self.cfg, seed=self.cfg.actor_rollout_ref.rollout.seed + step + 7919 * round_)
+
+    @staticmethod
+    def _lengths(batch: TokenBatch) -> torch.Tensor:
+        return batch.response_mask.sum(-1)
+
+    def _shape(self, scores: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """DAPO's overlong penalty on the scores, when `reward_model.overlong_buffer.enable`."""
+        from rlc_runtime.algorithms.dapo import overlong_penalty
+
+        buffer = self.cfg.reward_model.overlong_buffer
+        if not buffer.enable:
+            return scores, {}
+        penalty = overlong_penalty(lengths, self.cfg.data.max_response_length, buffer.len, buffer.penalty_factor)
+        return scores + penalty, {"reward/overlong_reward/mean": penalty.mean().item(),
+                                  "reward/overlong/mean": (penalty < 0).float().mean().item()}
+
+    def _score_now(self, rows: list[dict[str, Any]], batch: TokenBatch,
+                   step: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], float]:
+        """(raw scores, shaped scores, metrics, seconds), in generation order."""
+        scores, reward_metrics, seconds = self.reward.call("score", self._reward_samples(rows, batch), step)[0]
+        raw = torch.tensor(scores, dtype=torch.float32)
+        shaped, shaping_metrics = self._shape(raw, self._lengths(batch))
+        return raw, shaped, reward_metrics | shaping_metrics, seconds
+
+    def _filtered_rollout(self, step: int, metrics: dict[str, float]) -> tuple[
+            list[dict[str, Any]], TokenBatch, tuple[torch.Tensor, dict[str, float], float]]:
+        """DAPO's dynamic sampling: generate rounds of train_batch_size prompts, keep the prompts whose scores
+        vary, until train_batch_size prompts are kept (extra ones are dropped) or max_num_gen_batches is reached."""
+        from rlc_runtime.algorithms.dapo import varied_groups
+
+        groups, want = self.cfg.algorithm.filter_groups, self.cfg.data.train_batch_size
+        rows: list[dict[str, Any]] = []
+        parts: list[TokenBatch] = []
+        kept_scores: list[torch.Tensor] = []
+        seconds, round_, reward_metrics = 0.0, 0, {}
+        while len(rows) < want:
+            round_ += 1
+            if 0 < groups.max_num_gen_batches < round_:
+                raise RunError(f"dynamic sampling kept {len(rows)} of {want} prompts in {round_ - 1} generation "
+                               f"rounds (algorithm.filter_groups.max_num_gen_batches): the others scored alike in "
+                               f"every sample; the data may be too easy or too hard for the model")
+            round_rows = [self.train_set[i] for i in self.sampler.next_batch()]
+            batch = self._generate(round_rows, self._params(step, round_ - 1))
+            raw, shaped, reward_metrics, spent = self._score_now(round_rows, batch, step)
+            seconds += spent
+            metric = raw if groups.metric == "acc" else shaped
+            keep = varied_groups(metric, batch.meta["uid"])[: want - len(rows)]
+            new_uid = {uid: len(rows) + k for k, uid in enumerate(keep)}
+            index = [i for i, uid in enumerate(batch.meta["uid"]) if uid in new_uid]
+            part = batch.select(index)
+            part.meta["uid"] = [new_uid[uid] for uid in part.meta["uid"]]
+            rows += [round_rows[uid] for uid in keep]
+            parts.append(part)
+            kept_scores.append(shaped[index])
+        widths = max(p.prompt_length for p in parts), max(p.responses.shape[1] for p in parts)
+        batch = TokenBatch.concat([pad_to(part, *widths, self.pad_id) for part in parts])
+        batch.meta["row"] = list(range(len(batch)))
+        metrics["train/num_gen_batches"] = round_
+        return rows, batch, (torch.cat(kept_scores), reward_metrics, seconds)
+
+    def _greedy_scores(self, rows: list[dict[str, Any]], step: int) -> list[float]:
+        """ReMax's baseline: the score of one greedy response per prompt (shaped as the samples are)."""
+        from dataclasses import replace
+
+        greedy = self._generate(rows, replace(self._params(step), n=1, temperature=0.0, seed=None))
+        _, shaped, _, _ = self._score_now(rows, greedy, None)
+        by_prompt = dict(zip(greedy.meta["uid"], shaped.tolist(), strict=True))
+        return [by_prompt[uid] for uid in range(len(rows))]
+
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
         """Each rollout engine (one rank, or the k ranks of a tensor-parallel engine) generates for its slice of the
         prompts; samples come back grouped by prompt, in order."""
@@ -228,8 +325,6 @@ class Trainer:
         slices = split_prompts(len(prompts), self.generators.world_size // tp)
         per_rank = [[prompts[i] for i in s] for s in slices for _ in range(tp)]
         parts = self.generators.scatter("generate", per_rank, params)[::tp]  # an engine's ranks sample alike
-        if self.generators is self.workers:
-            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
         generations = []
         for part, s in zip(parts, slices, strict=True):
             for g in part:
@@ -238,6 +333,11 @@ class Trainer:
         batch = build_batch(prompts, generations, self.pad_id, self.cfg.actor_rollout_ref.rollout.response_length)
         batch.meta["row"] = list(range(len(batch)))  # where each sample started, to realign rewards later
         return batch
+
+    def _release_rollout(self) -> None:
+        """Once a phase's generations are all done (DAPO and ReMax generate more than once per step)."""
+        if self.generators is self.workers:
+            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
 
     def _sync_weights(self) -> None:
         if self.generators is self.workers:
@@ -263,8 +363,19 @@ class Trainer:
             raise RunError(f"rollout/logprob_diff {diff:.3f} exceeds rollout.logprob_diff_tolerance {limit}: the "
                            f"rollout engine does not run the trainer's weights (a failed weight sync?)")
 
+    def _rollout_correction(self, batch: TokenBatch) -> dict[str, float]:
+        """verl's decoupled rollout correction: IS weights and rejection between rollout and trainer log-probs."""
+        from rlc_runtime.algorithms.rollout_correction import apply_rollout_correction
+
+        correction = self.cfg.algorithm.rollout_correction
+        if not (correction.rollout_is or correction.rollout_rs):
+            return {}
+        batch.rollout_is_weights, batch.response_mask, metrics = apply_rollout_correction(
+            correction, batch.old_log_probs, batch.rollout_log_probs, batch.response_mask)
+        return metrics
+
     def _advantages(self, batch: TokenBatch, scores: torch.Tensor) -> dict[str, float]:
-        from rlc_runtime.algorithms.advantages import compute_advantage
+        from rlc_runtime.algorithms.advantages import AdvantageInputs, compute_advantage
         from rlc_runtime.algorithms.losses import kl_penalty
 
         algo, mask, metrics = self.cfg.algorithm, batch.response_mask, {}
@@ -278,8 +389,11 @@ class Trainer:
             current = ((kl.sum(-1) / mask.sum(-1).clamp(min=1)).mean()).item()
             metrics |= {"actor/reward_kl_penalty": current, "actor/reward_kl_penalty_coeff": self.kl_ctrl.value}
             self.kl_ctrl.update(current, len(batch))
-        batch.advantages, batch.returns = compute_advantage(
-            algo, batch.token_level_rewards, mask, torch.tensor(batch.meta["uid"]), values=batch.values)
+        baseline = batch.meta.get("reward_baseline")
+        batch.advantages, batch.returns = compute_advantage(algo, AdvantageInputs(
+            batch.token_level_rewards, mask, torch.tensor(batch.meta["uid"]), values=batch.values,
+            reward_baselines=torch.tensor(baseline, dtype=torch.float32) if baseline is not None else None,
+            old_log_probs=batch.old_log_probs))
         return metrics
 
     # validation ------------------------------------------------------------------------------------------------
@@ -287,6 +401,7 @@ class Trainer:
         rows = [self.val_set[i] for i in range(len(self.val_set))]
         params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
         batch = self._generate(rows, params)
+        self._release_rollout()
         scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
         sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
         trainer = self.cfg.trainer

@@ -6,7 +6,9 @@ JSON string, what the remote reward API reads). The model is a 1.3 MB Qwen2 warm
 teacher (`rlc_runtime.tiny.warm_up`): greedy decoding gets every sum right, sampling at temperature 1 about 40%,
 so GRPO has something to improve. Measured with the quickstart (16 prompts x 8 samples, 4 mini-batches, lr 2e-4):
 `critic/score/mean` goes from ~0.5 over the first five steps to ~0.86 over steps 26-30; lr 1e-3 and above collapse.
-Run from the repository root (under two minutes on 2 cores):
+`arith_plus_one_*.parquet` asks the same questions but rewards the sum plus one: the model's habit is wrong there,
+which is what the learning tests (tests/e2e/test_learning.py) need. Run from the repository root (under two
+minutes on 2 cores):
 
     python examples/models/build_tiny.py
 """
@@ -26,8 +28,8 @@ SFT_STEPS = 2000
 SPLITS = {"train": (1, 400), "test": (2, 64)}  # split -> (seed, rows)
 
 
-def verl_row(question: str, answer: str, split: str, index: int) -> dict:
-    return {"data_source": "arith", "prompt": [{"role": "user", "content": question}],
+def verl_row(question: str, answer: str, split: str, index: int, source: str = "arith") -> dict:
+    return {"data_source": source, "prompt": [{"role": "user", "content": question}],
             "reward_model": {"style": "rule", "ground_truth": answer},
             "extra_info": {"split": split, "index": index, "question": question, "answer": answer}}
 
@@ -54,8 +56,22 @@ def write_data() -> None:
         os.replace(f"{jsonl}.tmp", jsonl)
 
 
+def write_plus_one_data() -> None:
+    """The learning tests' task: the same prompts, but the reward wants the sum plus one. The tiny model's habit
+    (the sum) scores 0 there, so a policy update that only sharpens the model cannot raise the score."""
+    import datasets
+
+    for split, (seed, count) in SPLITS.items():
+        problems = [(q, str(int(a) + 1)) for q, a in arith_problems(seed, count)]
+        parquet = DATA / f"arith_plus_one_{split}.parquet"
+        rows = [verl_row(q, a, split, i, "arith_plus_one") for i, (q, a) in enumerate(problems)]
+        datasets.Dataset.from_list(rows).to_parquet(f"{parquet}.tmp")
+        os.replace(f"{parquet}.tmp", parquet)
+
+
 def main() -> None:
     write_data()
+    write_plus_one_data()
     build_tiny_checkpoint(MODEL, "qwen2", sft_steps=SFT_STEPS, seed=0)
     print(f"wrote {DATA} and {MODEL}")
 

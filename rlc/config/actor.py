@@ -10,11 +10,21 @@ from rlc.config.base import Section, unimplemented
 from rlc.config.engine import Checkpoint, FSDPConfig, MegatronConfig, Optim
 
 LossAggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-KLLossType = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"]
+KLLossType = Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "kl+", "k1+", "abs+", "low_var_kl+", "k3+"]
+"""Schulman's estimators; a `+` suffix takes k2's gradient straight through (see losses.kl_penalty)."""
+LOSS_MODES = ("vanilla", "gspo", "sapo", "gpg", "cispo", "clip_cov", "kl_cov", "geo_mean")
+"""Every `policy_loss.loss_mode` rlc runs: the keys of rlc_runtime.algorithms.policy_losses.POLICY_LOSSES."""
+SEQUENCE_LEVEL_LOSS_MODES = ("gspo", "sapo", "geo_mean")
+"""Modes verl always aggregates with seq-mean-token-mean, whatever loss_agg_mode says (rlc honours loss_agg_mode)."""
 
 
 class PolicyLoss(Section):
-    loss_mode: Literal["vanilla"] = "vanilla"
+    loss_mode: Literal[LOSS_MODES] = "vanilla"
+    clip_cov_ratio: float = Field(0.0002, gt=0, description="clip_cov: fraction of tokens whose gradient is cut")
+    clip_cov_lb: float = Field(1.0, description="clip_cov: lower bound of the covariance of a cut token")
+    clip_cov_ub: float = Field(5.0, description="clip_cov: upper bound of the covariance of a cut token")
+    kl_cov_ratio: float = Field(0.0002, gt=0, description="kl_cov: fraction of tokens given the KL penalty")
+    ppo_kl_coef: float = Field(0.1, ge=0, description="kl_cov: coefficient of the |log ratio| penalty")
 
 
 class Actor(Section):
@@ -29,6 +39,8 @@ class Actor(Section):
     clip_ratio_low: float | None = Field(None, gt=0, description="Defaults to clip_ratio")
     clip_ratio_high: float | None = Field(None, gt=0, description="Defaults to clip_ratio")
     clip_ratio_c: float = Field(3.0, gt=1)
+    tau_pos: float = Field(1.0, gt=0, description="sapo: gate temperature for tokens with positive advantage")
+    tau_neg: float = Field(1.05, gt=0, description="sapo: gate temperature for tokens with non-positive advantage")
     policy_loss: PolicyLoss = PolicyLoss()
     loss_agg_mode: LossAggMode = "token-mean"
     entropy_coeff: float = 0.0

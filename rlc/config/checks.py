@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from rlc.config.algorithm import IMPLEMENTED_ESTIMATORS
+from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
+from rlc.config.algorithm import GROUP_ESTIMATORS
 from rlc.config.base import UNIMPLEMENTED
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
@@ -240,22 +241,67 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         yield Diagnostic(f"max_prompt_length + max_response_length = "
                          f"{data.max_prompt_length + data.max_response_length} exceeds rollout.max_model_len {limit}",
                          (*ROLLOUT, "max_model_len"))
-    if cfg.algorithm.adv_estimator in ("grpo", "rloo") and rollout.n < 2:
+    if cfg.algorithm.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
         yield Diagnostic(f"{cfg.algorithm.adv_estimator} compares samples of the same prompt, but rollout.n is "
                          f"{rollout.n}: every advantage will be zero", (*ROLLOUT, "n"), hint="set n >= 2",
                          severity="warning")
 
 
 def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
-    estimator = cfg.algorithm.adv_estimator
-    if estimator not in IMPLEMENTED_ESTIMATORS:
-        yield Diagnostic(f"adv_estimator {estimator} is not implemented", ("algorithm", "adv_estimator"),
-                         hint="implemented: " + ", ".join(IMPLEMENTED_ESTIMATORS))
+    algo, actor, rollout = cfg.algorithm, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    estimator = algo.adv_estimator
     if estimator == "gae" and cfg.critic.enable is False:
         yield Diagnostic("adv_estimator gae needs a critic, but critic.enable is false", ("critic", "enable"))
-    if cfg.actor_rollout_ref.actor.use_kl_loss and cfg.algorithm.use_kl_in_reward:
+    if estimator == "optimal_token_baseline":
+        yield Diagnostic("adv_estimator optimal_token_baseline is not implemented in rlc's runtime yet: it needs "
+                         "sum_v pi_v^2 at every response token from the trainer's forward pass, which rlc's engines "
+                         "do not return", ("algorithm", "adv_estimator"), hint="use grpo or rloo")
+    if estimator == "grpo_passk" and rollout.n < 2:
+        yield Diagnostic("grpo_passk rewards the best of a prompt's samples over the second best: it needs "
+                         f"rollout.n >= 2, got {rollout.n}", (*ROLLOUT, "n"))
+    if estimator == "remax" and not rollout.do_sample:
+        yield Diagnostic("remax's baseline is a greedy response, and with rollout.do_sample false every sample is "
+                         "greedy too: every advantage is zero", (*ROLLOUT, "do_sample"), hint="set do_sample true")
+    if algo.filter_groups.enable:
+        if algo.filter_groups.metric is None:
+            yield Diagnostic("filter_groups needs a metric whose variance decides which prompts stay",
+                             ("algorithm", "filter_groups", "metric"),
+                             hint="acc, score, seq_reward or seq_final_reward")
+        if rollout.n < 2:
+            yield Diagnostic("filter_groups keeps prompts whose samples score differently; with rollout.n "
+                             f"{rollout.n} no prompt ever qualifies", (*ROLLOUT, "n"), hint="set n >= 2")
+        if estimator == "remax":
+            yield Diagnostic("filter_groups with remax is not implemented: the greedy baselines are generated for "
+                             "one round of prompts", ("algorithm", "filter_groups", "enable"))
+    buffer = cfg.reward_model.overlong_buffer
+    if buffer.enable and not 0 < buffer.len <= cfg.data.max_response_length:
+        yield Diagnostic(f"overlong_buffer.len must be in 1..max_response_length "
+                         f"({cfg.data.max_response_length}), got {buffer.len}", ("reward_model", "overlong_buffer",
+                                                                                "len"))
+    yield from _check_rollout_correction(cfg)
+    mode = actor.policy_loss.loss_mode
+    if mode in SEQUENCE_LEVEL_LOSS_MODES and actor.loss_agg_mode != "seq-mean-token-mean":
+        yield Diagnostic(f"verl aggregates loss_mode {mode} with seq-mean-token-mean whatever loss_agg_mode says; "
+                         f"rlc uses loss_agg_mode {actor.loss_agg_mode} as set", (*ACTOR, "loss_agg_mode"),
+                         severity="warning")
+    if actor.use_kl_loss and algo.use_kl_in_reward:
         yield Diagnostic("both use_kl_loss and use_kl_in_reward are on: the KL is penalised twice",
                          ("algorithm", "use_kl_in_reward"), severity="warning")
+
+
+def _check_rollout_correction(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    correction, where = cfg.algorithm.rollout_correction, ("algorithm", "rollout_correction")
+    if not correction.rollout_rs:
+        return
+    options = [o.strip() for o in correction.rollout_rs.split(",") if o.strip()]
+    known = ("token_k1", "token_k2", "token_k3", "seq_sum_k1", "seq_sum_k2", "seq_sum_k3", "seq_mean_k1",
+             "seq_mean_k2", "seq_mean_k3", "seq_max_k2", "seq_max_k3")
+    for option in options:
+        if option not in known:
+            yield Diagnostic(f"rollout_rs option {option!r} is not one of verl's", (*where, "rollout_rs"),
+                             hint=", ".join(known))
+    if correction.rollout_rs_threshold is None:
+        yield Diagnostic("rollout_rs needs rollout_rs_threshold", (*where, "rollout_rs_threshold"))
 
 
 def check_trainer(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

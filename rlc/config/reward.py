@@ -14,11 +14,19 @@ class CustomRewardFunction(Section):
     name: str = "compute_score"
 
 
+class OverlongBuffer(Section):
+    enable: bool = Field(False, description="DAPO overlong shaping: penalise responses in the last `len` tokens")
+    len: int = Field(0, ge=0, description="Tokens before max_response_length where the penalty starts")
+    penalty_factor: float = Field(1.0, ge=0, description="Penalty at max_response_length, growing linearly to it")
+    log: bool = Field(False, description="Log the penalty's share (rlc always logs it)")
+
+
 class RewardModel(Section):
     enable: bool = unimplemented(False, "model-based rewards are not implemented; use reward_api", error=True)
     reward_manager: str = "naive"
     model: dict | None = None
     micro_batch_size_per_gpu: int | None = None
+    overlong_buffer: OverlongBuffer = OverlongBuffer()
 
 
 class RewardAPI(Section):

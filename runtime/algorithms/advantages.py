@@ -9,15 +9,17 @@ the cost stays flat for large rollout batches; the numbers are those of verl's l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rlc_runtime.algorithms.masked import masked_mean, masked_whiten
 
-__all__ = ["compute_advantage", "gae_advantage", "grpo_outcome_advantage", "masked_mean", "masked_whiten",
-           "reinforce_plus_plus_advantage", "rloo_outcome_advantage"]
+__all__ = ["ADVANTAGE_ESTIMATORS", "AdvantageInputs", "compute_advantage", "gae_advantage",
+           "grpo_outcome_advantage", "masked_mean", "masked_whiten", "reinforce_plus_plus_advantage",
+           "rloo_outcome_advantage"]
 
 GroupIndex = torch.Tensor | Sequence[Any]
 
@@ -108,20 +110,147 @@ def gae_advantage(token_level_rewards: torch.Tensor, values: torch.Tensor, respo
     return masked_whiten(advantages, response_mask) * response_mask, returns
 
 
+def grpo_passk_advantage(scores: torch.Tensor, group_index: GroupIndex, response_mask: torch.Tensor,
+                         norm_by_std: bool = True, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass@k training (Chen et al. 2025): only each group's best response gets an advantage, the best score minus
+    the second best (over the group's std + eps when `norm_by_std`); the rest get 0. Ties go to the first sample."""
+    ids = _group_ids(group_index)
+    advantages = torch.zeros_like(scores)
+    for group in range(int(ids.max()) + 1 if len(ids) else 0):
+        members = torch.nonzero(ids == group).flatten()
+        if len(members) < 2:
+            raise ValueError(f"grpo_passk needs at least 2 samples per prompt; a group has {len(members)}")
+        group_scores = scores[members]
+        top = torch.topk(group_scores, 2)
+        gap = top.values[0] - top.values[1]
+        advantages[members[top.indices[0]]] = gap / (group_scores.std() + eps) if norm_by_std else gap
+    advantages = advantages[:, None] * response_mask
+    return advantages, advantages
+
+
+def reinforce_plus_plus_baseline_advantage(scores: torch.Tensor, group_index: GroupIndex,
+                                           response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++ with baseline (Hu et al. 2025): the score minus its group's mean (0 for a group of one),
+    broadcast over the response and whitened over the whole batch's response tokens."""
+    mean, _, count = _group_stats(scores, group_index)
+    centred = scores - torch.where(count == 1, torch.zeros_like(mean), mean)
+    tokens = centred[:, None] * response_mask
+    advantages = masked_whiten(tokens, response_mask) * response_mask
+    return advantages, advantages
+
+
+def opo_advantage(scores: torch.Tensor, group_index: GroupIndex,
+                  response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """OPO (Hao et al. 2025): the score minus its group's length-weighted mean score, the baseline that is optimal
+    for a policy gradient summed over tokens; a group of one keeps its score."""
+    lengths = response_mask.sum(-1).to(scores.dtype)
+    ids = _group_ids(group_index).to(scores.device)
+    groups = int(ids.max()) + 1 if len(ids) else 0
+    weighted = torch.zeros(groups, dtype=scores.dtype).index_add_(0, ids, lengths * scores)
+    total = torch.zeros(groups, dtype=scores.dtype).index_add_(0, ids, lengths)
+    count = torch.zeros(groups, dtype=scores.dtype).index_add_(0, ids, torch.ones_like(scores))
+    baseline = torch.where(count[ids] > 1, weighted[ids] / total[ids].clamp(min=1e-8), torch.zeros_like(scores))
+    advantages = (scores - baseline)[:, None] * response_mask
+    return advantages, advantages
+
+
+def gpg_advantage(scores: torch.Tensor, group_index: GroupIndex,
+                  response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPG (Chu et al. 2025): the score minus its group's mean, times batch size / number of non-zero scores
+    (the paper's alpha, which undoes the dilution by groups that carry no signal); no std normalisation."""
+    mean, _, count = _group_stats(scores, group_index)
+    alpha = len(scores) / max(int(torch.count_nonzero(scores)), 1)
+    centred = alpha * (scores - torch.where(count == 1, torch.zeros_like(mean), mean))
+    advantages = centred[:, None] * response_mask
+    return advantages, advantages
+
+
+def remax_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                    reward_baselines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReMax (Li et al. 2023): the reward-to-go minus the score of the prompt's greedy response at every token."""
+    returns = (token_level_rewards * response_mask).flip(-1).cumsum(-1).flip(-1)
+    return returns - reward_baselines[:, None] * response_mask, returns
+
+
+def optimal_token_baseline_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                                     group_index: GroupIndex, old_log_probs: torch.Tensor,
+                                     sum_pi_squared: torch.Tensor,
+                                     eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimal token baseline (verl): a baseline per position t and prompt, B_t = sum G_t W_t / sum W_t over the
+    group's samples, where G_t is the reward-to-go and W_t = sum_{j<=t} (1 - 2 pi_j + sum_v pi_v^2), the
+    accumulated squared norm of the score function of a softmax policy. A group of one has no baseline."""
+    returns = (token_level_rewards * response_mask).flip(-1).cumsum(-1).flip(-1)
+    weight = ((1 - 2 * old_log_probs.exp() + sum_pi_squared) * response_mask).cumsum(-1) * response_mask
+    ids = _group_ids(group_index).to(returns.device)
+    groups = int(ids.max()) + 1 if len(ids) else 0
+    numerator = torch.zeros(groups, returns.shape[1], dtype=returns.dtype).index_add_(0, ids, returns * weight)
+    denominator = torch.zeros(groups, returns.shape[1], dtype=returns.dtype).index_add_(0, ids, weight)
+    count = torch.zeros(groups, dtype=returns.dtype).index_add_(0, ids, torch.ones_like(returns[:, 0]))
+    baseline = torch.where(count[ids, None] > 1, numerator[ids] / (denominator[ids] + eps), torch.zeros_like(returns))
+    return (returns - baseline) * response_mask, returns
+
+
+@dataclass
+class AdvantageInputs:
+    """What an estimator may read of a batch; each takes what it needs."""
+
+    token_level_rewards: torch.Tensor
+    response_mask: torch.Tensor
+    group_index: GroupIndex
+    values: torch.Tensor | None = None
+    reward_baselines: torch.Tensor | None = None
+    old_log_probs: torch.Tensor | None = None
+    sum_pi_squared: torch.Tensor | None = None
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return self.token_level_rewards.sum(-1)
+
+    def need(self, name: str, estimator: str) -> torch.Tensor:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"adv_estimator {estimator} needs {name}, which this batch does not carry")
+        return value
+
+
+Estimator = Callable[[Any, AdvantageInputs], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _grpo(algo: Any, x: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    return grpo_outcome_advantage(x.scores, x.group_index, x.response_mask, algo.norm_adv_by_std_in_grpo)
+
+
+def _rloo(algo: Any, x: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    return rloo_outcome_advantage(x.scores, x.group_index, x.response_mask)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
+    "gae": lambda algo, x: gae_advantage(x.token_level_rewards, x.need("values", "gae"), x.response_mask,
+                                         algo.gamma, algo.lam),
+    "grpo": _grpo,
+    "grpo_vectorized": _grpo,  # verl's second implementation of the same numbers
+    "grpo_passk": lambda algo, x: grpo_passk_advantage(x.scores, x.group_index, x.response_mask,
+                                                       algo.norm_adv_by_std_in_grpo),
+    "rloo": _rloo,
+    "rloo_vectorized": _rloo,
+    "reinforce_plus_plus": lambda algo, x: reinforce_plus_plus_advantage(x.token_level_rewards, x.response_mask,
+                                                                         algo.gamma),
+    "reinforce_plus_plus_baseline": lambda algo, x: reinforce_plus_plus_baseline_advantage(
+        x.scores, x.group_index, x.response_mask),
+    "remax": lambda algo, x: remax_advantage(x.token_level_rewards, x.response_mask,
+                                             x.need("reward_baselines", "remax")),
+    "opo": lambda algo, x: opo_advantage(x.scores, x.group_index, x.response_mask),
+    "gpg": lambda algo, x: gpg_advantage(x.scores, x.group_index, x.response_mask),
+    "optimal_token_baseline": lambda algo, x: optimal_token_baseline_advantage(
+        x.token_level_rewards, x.response_mask, x.group_index, x.need("old_log_probs", "optimal_token_baseline"),
+        x.need("sum_pi_squared", "optimal_token_baseline")),
+}
+
+
 @torch.no_grad()
-def compute_advantage(algorithm: Any, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
-                      group_index: GroupIndex, values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_advantage(algorithm: Any, inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch on `algorithm.adv_estimator` (the `algorithm` config section); returns (advantages, returns)."""
     estimator = algorithm.adv_estimator
-    scores = token_level_rewards.sum(-1)
-    if estimator == "grpo":
-        return grpo_outcome_advantage(scores, group_index, response_mask, algorithm.norm_adv_by_std_in_grpo)
-    if estimator == "rloo":
-        return rloo_outcome_advantage(scores, group_index, response_mask)
-    if estimator == "reinforce_plus_plus":
-        return reinforce_plus_plus_advantage(token_level_rewards, response_mask, algorithm.gamma)
-    if estimator == "gae":
-        if values is None:
-            raise ValueError("adv_estimator gae needs the critic's values")
-        return gae_advantage(token_level_rewards, values, response_mask, algorithm.gamma, algorithm.lam)
-    raise ValueError(f"adv_estimator {estimator!r} is not implemented (grpo, rloo, reinforce_plus_plus, gae are)")
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"adv_estimator {estimator!r} is not one of: {', '.join(ADVANTAGE_ESTIMATORS)}")
+    return ADVANTAGE_ESTIMATORS[estimator](algorithm, inputs)

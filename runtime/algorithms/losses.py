@@ -13,7 +13,7 @@ import torch
 from rlc_runtime.algorithms.masked import masked_mean, masked_sum
 
 AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "kl+", "k1+", "abs+", "low_var_kl+", "k3+")
 
 
 def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -64,8 +64,14 @@ def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) ->
     """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probs (Schulman, 2020).
 
     k1 (`kl`) is log p - log q; `abs` its absolute value; k2 (`mse`) half its square; k3 (`low_var_kl`)
-    q/p - log(q/p) - 1, unbiased and never negative, clamped to [-10, 10] as verl does.
+    q/p - log(q/p) - 1, unbiased and never negative, clamped to [-10, 10] as verl does. A `+` suffix (`k3+`)
+    keeps that value but takes k2's gradient (straight through): k2's expected gradient is the KL's gradient,
+    while k1's and k3's are not (verl's intent; its own code raises on the suffix).
     """
+    if kind.endswith("+") and kind[:-1] in KL_KINDS:
+        value = kl_penalty(log_prob, ref_log_prob, kind[:-1])
+        surrogate = 0.5 * (log_prob - ref_log_prob).square()
+        return surrogate - surrogate.detach() + value.detach()
     delta = log_prob - ref_log_prob
     if kind in ("kl", "k1"):
         return delta

@@ -33,9 +33,9 @@ from rlc_runtime.algorithms.losses import (
     entropy_from_logits,
     kl_penalty,
     log_probs_from_logits,
-    policy_loss,
     value_loss,
 )
+from rlc_runtime.algorithms.policy_losses import compute_policy_loss
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.optim import build_optimizer
 from rlc_runtime.engines.packing import packing_pays, response_logits
@@ -142,14 +142,14 @@ class FSDPEngine:
         mask = part.response_mask.to(device)
         log_prob, entropy = self._log_probs(part, with_entropy=True, entropy_grad=actor.entropy_coeff != 0)
         old = part.old_log_probs.to(device) if part.old_log_probs is not None else log_prob.detach()
-        pg_loss, clipfrac, ppo_kl, lower = policy_loss(
-            old, log_prob, part.advantages.to(device), mask, actor.clip_ratio_low, actor.clip_ratio_high,
-            actor.clip_ratio_c, actor.loss_agg_mode)
+        weights = part.rollout_is_weights.to(device) if part.rollout_is_weights is not None else None
+        pg_loss, pg_metrics = compute_policy_loss(
+            actor.policy_loss.loss_mode, old, log_prob, part.advantages.to(device), mask, actor.loss_agg_mode, actor,
+            weights)
         entropy_loss = agg_loss(entropy, mask, actor.loss_agg_mode)
         loss = pg_loss - actor.entropy_coeff * entropy_loss
-        metrics = {"actor/pg_loss": pg_loss.item(), "actor/pg_clipfrac": clipfrac.item(),
-                   "actor/ppo_kl": ppo_kl.item(), "actor/pg_clipfrac_lower": lower.item(),
-                   "actor/entropy": entropy_loss.item()}
+        metrics = {"actor/pg_loss": pg_loss.item(), "actor/entropy": entropy_loss.item(),
+                   **{k: v.item() for k, v in pg_metrics.items()}}
         if actor.use_kl_loss:
             kl = agg_loss(kl_penalty(log_prob, part.ref_log_probs.to(device), actor.kl_loss_type), mask,
                           actor.loss_agg_mode)

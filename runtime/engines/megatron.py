@@ -43,7 +43,8 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlc_runtime.algorithms.losses import agg_loss, kl_penalty, policy_loss, value_loss
+from rlc_runtime.algorithms.losses import agg_loss, kl_penalty, value_loss
+from rlc_runtime.algorithms.policy_losses import compute_policy_loss
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.megatron_convert import hf_to_megatron, iter_megatron_to_hf
 from rlc_runtime.engines.megatron_loss import response_logits, vocab_parallel_entropy, vocab_parallel_log_probs
@@ -52,7 +53,8 @@ from rlc_runtime.models import load_causal_lm, load_config, load_tokenizer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _OUTPUT = "output_layer.weight"
-_PER_TOKEN = ("responses", "response_mask", "old_log_probs", "ref_log_probs", "advantages", "values", "returns")
+_PER_TOKEN = ("responses", "response_mask", "old_log_probs", "ref_log_probs", "advantages", "values", "returns",
+              "rollout_is_weights")
 # Distributed-optimizer state as Megatron-LM saves it by default: each rank writes its own part, nothing is
 # gathered; a resume may change the data-parallel size but not the tensor or pipeline parallel sizes.
 _CHECKPOINT_FORMAT = {"distrib_optim_sharding_type": "dp_reshardable"}
@@ -222,12 +224,11 @@ class MegatronEngine:
         log_prob = vocab_parallel_log_probs(self._logits(mb, output), mb["responses"])
         with torch.set_grad_enabled(actor.entropy_coeff != 0):  # otherwise only reported: keep no graph
             entropy = agg_loss(vocab_parallel_entropy(self._logits(mb, output)), mask, actor.loss_agg_mode)
-        pg_loss, clipfrac, ppo_kl, lower = policy_loss(
-            mb["old_log_probs"], log_prob, mb["advantages"], mask, actor.clip_ratio_low, actor.clip_ratio_high,
-            actor.clip_ratio_c, actor.loss_agg_mode)
+        pg_loss, pg_metrics = compute_policy_loss(
+            actor.policy_loss.loss_mode, mb["old_log_probs"], log_prob, mb["advantages"], mask, actor.loss_agg_mode,
+            actor, mb.get("rollout_is_weights"))
         loss = pg_loss - actor.entropy_coeff * entropy
-        metrics = {"actor/pg_loss": pg_loss, "actor/pg_clipfrac": clipfrac, "actor/ppo_kl": ppo_kl,
-                   "actor/pg_clipfrac_lower": lower, "actor/entropy": entropy}
+        metrics = {"actor/pg_loss": pg_loss, "actor/entropy": entropy, **pg_metrics}
         if actor.use_kl_loss and "ref_log_probs" in mb:
             kl = agg_loss(kl_penalty(log_prob, mb["ref_log_probs"], actor.kl_loss_type), mask, actor.loss_agg_mode)
             loss = loss + actor.kl_loss_coef * kl

@@ -63,6 +63,7 @@ class VLLMRollout:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
+        self.wake_up()  # a second generation in one phase (validation, DAPO's rounds) may find the engine asleep
         sampling = VSamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
             max_tokens=params.max_tokens, stop=list(params.stop) or None, stop_token_ids=self.eos_token_ids,

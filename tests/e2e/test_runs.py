@@ -140,3 +140,17 @@ def test_rewards_from_the_remote_server(tmp_path: Path) -> None:
         expected = [float(s["response"].strip() == json.loads(s["ground_truth"])["answer"]["value"]) for s in saved]
         assert [s["score"] for s in saved] == expected
         assert sum(s["score"] for s in saved) / 16 == pytest.approx(row["critic/score/mean"])
+
+
+def test_remax_with_rollout_correction(tmp_path: Path) -> None:
+    # The HF rollout samples with the trainer's own weights, so the importance weights are ~1 and nothing is
+    # rejected; the greedy baseline rollout runs once per prompt.
+    write_run_dir(tmp_path, algorithm={"adv_estimator": "remax", "rollout_correction": {
+        "rollout_is": "sequence", "rollout_is_threshold": 2.0, "rollout_rs": "token_k1", "rollout_rs_threshold": 2.0}},
+                  trainer={"total_training_steps": 2})
+    _run(tmp_path)
+    rows = read_metrics(tmp_path)
+    for row in rows:
+        assert row["rollout_corr/rollout_is_mean"] == pytest.approx(1.0, abs=1e-3)
+        assert row["rollout_corr/rollout_rs_masked_fraction"] == 0.0
+        assert abs(row["rollout_corr/kl"]) < 1e-4 and "actor/pg_loss" in row

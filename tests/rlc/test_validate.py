@@ -183,3 +183,34 @@ def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None
     assert load_config(write(tmp_path, BASE), ["+trainer.total_epochs=3"]).config.trainer.total_epochs == 3
     with pytest.raises(CompileError, match="already set; use `\\+\\+"):
         load_config(write(tmp_path, BASE), ["+trainer.n_gpus_per_node=4"])
+
+
+@pytest.mark.parametrize(("edit", "path", "message"), [
+    (("adv_estimator: grpo", "adv_estimator: grpo_passk"), "actor_rollout_ref.rollout.n", "needs rollout.n >= 2"),
+    (("adv_estimator: grpo", "adv_estimator: optimal_token_baseline"), "algorithm.adv_estimator",
+     "not implemented in rlc's runtime yet"),
+    (("adv_estimator: grpo", "adv_estimator: remax\n  filter_groups:\n    enable: true"),
+     "algorithm.filter_groups.enable", "filter_groups with remax is not implemented"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  filter_groups:\n    enable: true"),
+     "actor_rollout_ref.rollout.n", "no prompt ever qualifies"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  filter_groups:\n    enable: true"),
+     "algorithm.filter_groups.metric", "needs a metric"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k9"),
+     "algorithm.rollout_correction.rollout_rs", "not one of verl's"),
+])
+def test_algorithm_combinations_that_cannot_run_are_refused(tmp_path: Path, edit: tuple[str, str], path: str,
+                                                           message: str) -> None:
+    text = BASE.replace(*edit).replace("n: 4", "n: 1")
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    assert code == 1
+    found = {p["path"]: p["message"] for p in json.loads(out) if p["severity"] == "error"}
+    assert message in found[path], found
+
+
+def test_remax_with_greedy_sampling_and_a_pinned_aggregation_warn(tmp_path: Path) -> None:
+    text = BASE.replace("adv_estimator: grpo", "adv_estimator: remax").replace(
+        "    n: 4", "    n: 4\n    do_sample: false").replace(
+        "ppo_mini_batch_size: 8", "ppo_mini_batch_size: 8\n    policy_loss:\n      loss_mode: gspo")
+    code, out = run("validate", write(tmp_path, text))
+    assert "every sample is greedy too" in out
+    assert "verl aggregates loss_mode gspo with seq-mean-token-mean" in out

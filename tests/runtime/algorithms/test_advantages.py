@@ -1,11 +1,13 @@
 """Advantage estimators against examples worked out by hand (the arithmetic is in the comments)."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from rlc_runtime.algorithms.advantages import (
+    AdvantageInputs,
     compute_advantage,
     gae_advantage,
     grpo_outcome_advantage,
@@ -103,15 +105,89 @@ def test_reinforce_plus_plus_by_hand() -> None:
 def test_compute_advantage_dispatches_on_the_config() -> None:
     rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0]])  # outcome scores 1 and 0 on the last token
     algo = SimpleNamespace(adv_estimator="grpo", norm_adv_by_std_in_grpo=False, gamma=1.0, lam=1.0)
-    adv, _ = compute_advantage(algo, rewards, torch.ones(2, 2), torch.tensor([0, 0]))
+    adv, _ = compute_advantage(algo, AdvantageInputs(rewards, torch.ones(2, 2), torch.tensor([0, 0])))
     assert adv.tolist() == [[0.5, 0.5], [-0.5, -0.5]]
-    with pytest.raises(ValueError, match="needs the critic's values"):
-        compute_advantage(SimpleNamespace(adv_estimator="gae"), rewards, torch.ones(2, 2), [0, 0])
-    with pytest.raises(ValueError, match="'remax' is not implemented"):
-        compute_advantage(SimpleNamespace(adv_estimator="remax"), rewards, torch.ones(2, 2), [0, 0])
+    with pytest.raises(ValueError, match="gae needs values"):
+        compute_advantage(SimpleNamespace(adv_estimator="gae"), AdvantageInputs(rewards, torch.ones(2, 2), [0, 0]))
+    with pytest.raises(ValueError, match="remax needs reward_baselines"):
+        compute_advantage(SimpleNamespace(adv_estimator="remax"), AdvantageInputs(rewards, torch.ones(2, 2), [0, 0]))
+    with pytest.raises(ValueError, match="'nope' is not one of"):
+        compute_advantage(SimpleNamespace(adv_estimator="nope"), AdvantageInputs(rewards, torch.ones(2, 2), [0, 0]))
 
 
 def test_adaptive_kl_moves_towards_target() -> None:
     controller = KLController(0.1, target=0.05, horizon=10)
     controller.update(current_kl=0.1, n_steps=1)  # twice the target: error clipped to 0.2 -> x (1 + 0.2 / 10)
     assert controller.value == pytest.approx(0.102)
+
+
+def test_the_registry_is_the_schemas_list_of_estimators() -> None:
+    from rlc.config.algorithm import ADV_ESTIMATORS
+    from rlc_runtime.algorithms.advantages import ADVANTAGE_ESTIMATORS
+
+    assert set(ADVANTAGE_ESTIMATORS) == set(ADV_ESTIMATORS)
+
+
+def test_grpo_passk_rewards_only_the_best_sample() -> None:
+    from rlc_runtime.algorithms.advantages import grpo_passk_advantage
+
+    # scores 1, 0, 0.5: best minus second best = 0.5; sample std of the group = 0.5 -> 1.0 when normalised.
+    scores, mask = torch.tensor([1.0, 0.0, 0.5]), torch.ones(3, 1)
+    adv, _ = grpo_passk_advantage(scores, [7, 7, 7], mask, norm_by_std=False)
+    assert adv[:, 0].tolist() == [0.5, 0.0, 0.0]
+    adv, _ = grpo_passk_advantage(scores, [7, 7, 7], mask)
+    assert adv[:, 0].tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-5)
+    adv, _ = grpo_passk_advantage(torch.tensor([1.0, 1.0]), [0, 0], torch.ones(2, 1))  # all equal: nothing
+    assert adv.abs().sum() == 0
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        grpo_passk_advantage(torch.tensor([1.0]), [0], torch.ones(1, 1))
+
+
+def test_reinforce_plus_plus_baseline_by_hand() -> None:
+    from rlc_runtime.algorithms.advantages import reinforce_plus_plus_baseline_advantage
+
+    # groups {1, 0} (mean 0.5) and {1} alone (baseline 0): 0.5, -0.5, 1 on lengths 1, 1, 2 -> tokens 0.5, -0.5,
+    # 1, 1: mean 0.5, unbiased variance (0 + 1 + 0.25 + 0.25) / 3 = 0.5 -> whitened 0, -1.41421, 0.70711 x 2.
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    adv, _ = reinforce_plus_plus_baseline_advantage(torch.tensor([1.0, 0.0, 1.0]), [0, 0, 1], mask)
+    assert adv.flatten().tolist() == pytest.approx([0.0, 0.0, -1.41421, 0.0, 0.70711, 0.70711], abs=1e-4)
+
+
+def test_opo_baseline_is_length_weighted() -> None:
+    from rlc_runtime.algorithms.advantages import opo_advantage
+
+    # scores 1, 0 with lengths 1, 3: baseline (1 x 1 + 3 x 0) / 4 = 0.25; a group of one keeps its score.
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    adv, _ = opo_advantage(torch.tensor([1.0, 0.0, 0.7]), [0, 0, 1], mask)
+    assert adv.flatten().tolist() == pytest.approx([0.75, 0, 0, -0.25, -0.25, -0.25, 0.7, 0, 0])
+
+
+def test_gpg_scales_by_the_share_of_non_zero_scores() -> None:
+    from rlc_runtime.algorithms.advantages import gpg_advantage
+
+    # 4 samples, 1 non-zero: alpha = 4; group means 0.5 and 0 -> 4 x (0.5, -0.5, 0, 0).
+    adv, _ = gpg_advantage(torch.tensor([1.0, 0.0, 0.0, 0.0]), [0, 0, 1, 1], torch.ones(4, 1))
+    assert adv[:, 0].tolist() == [2.0, -2.0, 0.0, 0.0]
+    adv, _ = gpg_advantage(torch.zeros(2), [0, 0], torch.ones(2, 1))  # all zero: no division by zero
+    assert adv.abs().sum() == 0
+
+
+def test_remax_subtracts_the_greedy_score() -> None:
+    from rlc_runtime.algorithms.advantages import remax_advantage
+
+    adv, returns = remax_advantage(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]]),
+                                   torch.tensor([0.3]))
+    assert returns[0, :2].tolist() == [1.0, 1.0] and adv[0].tolist() == pytest.approx([0.7, 0.7, 0.0])
+
+
+def test_optimal_token_baseline_by_hand() -> None:
+    from rlc_runtime.algorithms.advantages import optimal_token_baseline_advantage
+
+    # pi = 0.5, 0.25, sum pi^2 = 0.5: w = 1 - 2 pi + 0.5 = 0.5, 1.0; baseline (0.5 x 1 + 1 x 0) / 1.5 = 1/3.
+    adv, _ = optimal_token_baseline_advantage(torch.tensor([[1.0], [0.0]]), torch.ones(2, 1), [0, 0],
+                                              torch.tensor([[math.log(0.5)], [math.log(0.25)]]),
+                                              torch.tensor([[0.5], [0.5]]))
+    assert adv[:, 0].tolist() == pytest.approx([2 / 3, -1 / 3])
+    adv, _ = optimal_token_baseline_advantage(torch.tensor([[1.0]]), torch.ones(1, 1), [0], torch.zeros(1, 1),
+                                              torch.ones(1, 1))
+    assert adv.tolist() == [[1.0]]  # a group of one has no baseline

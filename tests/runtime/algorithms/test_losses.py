@@ -136,3 +136,13 @@ def test_value_loss_clips_by_hand() -> None:
     vpreds, values, returns = torch.tensor([[2.0, 0.2]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 1.0]])
     loss, clipfrac = value_loss(vpreds, returns, values, torch.ones(1, 2), cliprange_value=0.5)
     assert loss.item() == pytest.approx(0.7225) and clipfrac.item() == 0.5
+
+
+def test_plus_suffix_keeps_the_value_and_takes_k2s_gradient() -> None:
+    # log p - log q = ln 2: k3's value q/p - log(q/p) - 1 = 0.5 + ln 2 - 1; k2's gradient d(delta^2 / 2) = ln 2.
+    logp = torch.tensor([math.log(0.5)], requires_grad=True)
+    ref = torch.tensor([math.log(0.25)])
+    value = kl_penalty(logp, ref, "k3+")
+    value.backward()
+    assert value.item() == pytest.approx(0.5 + math.log(2) - 1)
+    assert logp.grad.item() == pytest.approx(math.log(2))
