@@ -1,4 +1,7 @@
-"""`algorithm`: advantage estimation and the KL-in-reward controller (verl's names and defaults)."""
+"""`algorithm`: advantage estimation and the KL-in-reward controller (verl's names and defaults).
+
+The names of verl's advantage estimators live here once, beside the subset rlc's runtime runs.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +9,95 @@ from typing import Literal
 
 from pydantic import Field
 
-from rlc.config.base import Section, unimplemented
+from rlc.config.actor import IMPLEMENTED_KL_KINDS, KLKind
+from rlc.config.base import Section, instead, partly, refused
 
-AdvEstimator = Literal["gae", "grpo", "reinforce_plus_plus", "rloo", "remax", "grpo_passk", "opo", "gpg"]
+ADV_ESTIMATORS = ("gae", "grpo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "rloo", "opo",
+                  "grpo_passk", "gpg", "rloo_vectorized", "grpo_vectorized", "optimal_token_baseline",
+                  "tir_optimal_token_baseline")
+"""Every advantage estimator verl registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py)."""
 IMPLEMENTED_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus")
+
+ROLLOUT_CORRECTION = "rollout correction (importance weights against the rollout engine) is not implemented in rlc yet"
+PF_PPO = "used only by pf_ppo (use_pf_ppo), which rlc does not implement"
 
 
 class KLControl(Section):
+    """The KL-in-reward coefficient: fixed, or adapted towards target_kl."""
+
     type: Literal["fixed", "adaptive"] = "fixed"
+    """fixed, or adaptive (Ziegler et al.): the coefficient follows the measured KL."""
     kl_coef: float = Field(0.001, ge=0)
+    """(Initial) coefficient of the KL penalty in the reward."""
     horizon: int = Field(10000, gt=0)
+    """Adaptive: samples over which the coefficient adapts."""
     target_kl: float = Field(0.1, gt=0)
+    """Adaptive: the KL the controller aims for."""
 
 
 class FilterGroups(Section):
-    enable: bool = unimplemented(False, "dynamic sampling (DAPO filter_groups) is not implemented", error=True)
-    metric: str | None = "reward"
-    max_num_gen_batches: int = 0
-    max_inflight_gen_batches: int = 1
+    """DAPO's dynamic sampling: drop groups whose samples all score the same."""
+
+    enable: bool = refused(False, "dynamic sampling (DAPO filter_groups) is not implemented in rlc yet")
+    """Keep generating until train_batch_size prompts have groups with mixed scores."""
+    metric: str | None = instead("reward", "used only by dynamic sampling, which rlc does not implement yet")
+    """Score that must vary within a group: acc, score, seq_reward, seq_final_reward."""
+    max_num_gen_batches: int = instead(0, "used only by dynamic sampling, which rlc does not implement yet")
+    """Most generation rounds per step (0: no limit)."""
+    max_inflight_gen_batches: int = instead(1, "used only by dynamic sampling, which rlc does not implement yet")
+    """Generation rounds in flight at once."""
+
+
+class RolloutCorrection(Section):
+    """Importance sampling and rejection between the rollout engine's and the trainer's distributions."""
+
+    rollout_is: str | None = refused(None, ROLLOUT_CORRECTION)
+    """Importance-weight level: null (off), token or sequence."""
+    rollout_is_threshold: float = instead(2.0, ROLLOUT_CORRECTION)
+    """Upper truncation of the importance weights."""
+    rollout_rs: str | None = refused(None, ROLLOUT_CORRECTION)
+    """Rejection-sampling rule: null (off), token_k1, seq_sum_k1, seq_mean_k3, ..."""
+    rollout_rs_threshold: str | float | None = instead(None, ROLLOUT_CORRECTION)
+    """Threshold of the rejection rule."""
+    bypass_mode: bool = refused(False, ROLLOUT_CORRECTION)
+    """Use the rollout's log-probs as the old policy (two policies instead of three)."""
+    loss_type: Literal["ppo_clip", "reinforce"] = instead("ppo_clip", ROLLOUT_CORRECTION)
+    """Bypass mode's loss: PPO clip or REINFORCE with explicit weights."""
+    rollout_is_batch_normalize: bool = instead(False, ROLLOUT_CORRECTION)
+    """Normalise the importance weights to mean 1 over the batch."""
+
+
+class PFPPO(Section):
+    """Policy filtration PPO: reweight samples by reward."""
+
+    reweight_method: Literal["pow", "max_min", "max_random"] = instead("pow", PF_PPO)
+    """How samples are reweighted."""
+    weight_pow: float = instead(2.0, PF_PPO)
+    """Exponent of the pow method."""
 
 
 class Algorithm(Section):
-    adv_estimator: AdvEstimator = "gae"
+    """Advantages and the KL penalty in the reward."""
+
+    adv_estimator: Literal[ADV_ESTIMATORS] = partly("gae", IMPLEMENTED_ESTIMATORS)  # type: ignore[valid-type]
+    """Advantage estimator: gae (PPO with a critic), grpo, rloo, reinforce_plus_plus, remax, opo, gpg, ..."""
     gamma: float = Field(1.0, ge=0, le=1)
+    """Discount factor."""
     lam: float = Field(1.0, ge=0, le=1)
+    """GAE's lambda: bias-variance trade-off of the advantage."""
     norm_adv_by_std_in_grpo: bool = True
+    """GRPO: divide advantages by the group's standard deviation (false: Dr. GRPO)."""
     use_kl_in_reward: bool = False
-    kl_penalty: Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3"] = "kl"
+    """Subtract a KL(policy || reference) penalty from the reward; needs the reference model."""
+    kl_penalty: KLKind = partly("kl", IMPLEMENTED_KL_KINDS)
+    """KL estimator of the in-reward penalty: kl (k1), abs, mse (k2), low_var_kl (k3), full."""
     kl_ctrl: KLControl = KLControl()
+    """The penalty's coefficient."""
     filter_groups: FilterGroups = FilterGroups()
-    use_pf_ppo: bool = unimplemented(False)
+    """DAPO dynamic sampling."""
+    rollout_correction: RolloutCorrection = RolloutCorrection()
+    """Off-policy correction between rollout and trainer."""
+    use_pf_ppo: bool = refused(False, "policy filtration PPO (pf_ppo) is not implemented in rlc")
+    """Reweight samples by reward (PF-PPO)."""
+    pf_ppo: PFPPO = PFPPO()
+    """PF-PPO options."""

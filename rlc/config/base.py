@@ -1,8 +1,17 @@
-"""Shared pieces of the config models.
+"""Shared pieces of the config models, and the status of every key as data on the key.
 
-Every section forbids unknown keys (a typo is an error, never a silent default). Keys that verl accepts but rlc's
-runtime does not implement are declared with `unimplemented(...)`: they validate, so existing verl configs keep
-working, and setting them to anything but the default earns a warning that says so.
+Every section forbids unknown keys (a typo is an error, never a silent default) and carries verl's keys under
+verl's names, so a verl config validates. Each key is exactly one of:
+
+- implemented (no marker): the runtime reads it, or the compiler turns it into what the runtime reads;
+- `instead(default, what)`: accepted; a value other than the default earns a warning saying what rlc does instead;
+- `refused(default, why)`: known from verl, not implemented; a value other than the default is an error saying why;
+- `partly(default, implemented, why)`: a name from verl's list (loss modes, estimators, engines); the schema
+  accepts all of verl's names, and one that rlc does not run yet is an error naming those it does.
+
+The marker lives in the field's JSON Schema (`x-rlc`), so validation (`checks.check_status`), the key table
+(`rlc keys`) and the tests read the same data; no key's status is an `if` somewhere else. Descriptions are the
+fields' docstrings (`use_attribute_docstrings`), shown in the JSON Schema and by `rlc show --explain`.
 """
 
 from __future__ import annotations
@@ -11,18 +20,35 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-UNIMPLEMENTED = "x-rlc-unimplemented"
-"""JSON Schema key marking a field rlc accepts for verl compatibility but does not act on."""
+STATUS = "x-rlc"
+"""JSON Schema key holding a field's status: `{"status": "warn" | "refused" | "partial", "note": ..., ...}`."""
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=(),
+                              use_attribute_docstrings=True)
 
 
-def unimplemented(default: Any, why: str = "rlc's runtime ignores it", *, error: bool = False, **kwargs: Any) -> Any:
-    """A verl key rlc accepts but does not act on. `error=True` for switches whose silent no-op would mislead."""
-    return Field(default, json_schema_extra={UNIMPLEMENTED: {"why": why, "error": error}}, **kwargs)
+def instead(default: Any, what: str, **kwargs: Any) -> Any:
+    """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead."""
+    return Field(default, json_schema_extra={STATUS: {"status": "warn", "note": what}}, **kwargs)
 
 
-Interp = str
-"""An OmegaConf-style `${a.b}` reference; resolved by `rlc resolve`."""
+def refused(default: Any, why: str, **kwargs: Any) -> Any:
+    """A verl key rlc knows but does not implement: any value but the default is an error giving `why`."""
+    return Field(default, json_schema_extra={STATUS: {"status": "refused", "note": why}}, **kwargs)
+
+
+def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", **kwargs: Any) -> Any:
+    """A choice among verl's names of which rlc runs only `implemented`."""
+    marker = {"status": "partial", "implemented": list(implemented), "note": why}
+    return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
+
+
+def status_of(field: Any) -> dict[str, Any] | None:
+    """The `x-rlc` marker of a pydantic FieldInfo, or None for an implemented key."""
+    extra = field.json_schema_extra
+    return extra.get(STATUS) if isinstance(extra, dict) else None
+
+
+PROFILING = "profiling is not implemented in rlc; rlc logs step timings (timing_s/*) instead"

