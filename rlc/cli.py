@@ -275,6 +275,21 @@ def schema_cmd(
         sys.stdout.write(text)
 
 
+@app.command("keys")
+def keys_cmd(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+) -> None:
+    """Print (or write) the table of every config key with its default and status (implemented, warns, refused)."""
+    from rlc import keytable, schema
+    from rlc.files import write_atomic
+
+    text = keytable.markdown(schema.load())
+    if output:
+        write_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+
+
 def main() -> None:
     try:
         app()

@@ -29,6 +29,7 @@ Strategy = Literal["fsdp", "fsdp2", "megatron"]
 COV_ONLY = "used only by loss_mode clip_cov / kl_cov, which rlc does not implement yet"
 SAPO_ONLY = "used only by loss_mode sapo, which rlc does not implement yet"
 DYNAMIC_BSZ = "used only with dynamic batch sizes (use_dynamic_bsz), which rlc does not implement"
+ROLLOUT_N = "actor_rollout_ref.rollout.n"
 VISION = "multimodal (vision) models are not implemented in rlc"
 NO_COMPILE = "rlc does not torch.compile the model"
 
@@ -55,7 +56,7 @@ class Actor(Section):
 
     strategy: Strategy = "fsdp"
     """Training engine; `backend` decides it in rlc (megatron here maps to backend megatron)."""
-    rollout_n: int | None = instead(None, "rlc reads the sample count from rollout.n")
+    rollout_n: int | None = instead(None, "rlc reads the sample count from rollout.n", same_as=ROLLOUT_N)
     """Samples per prompt, mirrored from rollout.n by verl."""
     ppo_mini_batch_size: int = Field(256, gt=0)
     """Prompts per optimizer step (times rollout.n samples), split over the data-parallel ranks."""
@@ -117,9 +118,11 @@ class Actor(Section):
     """Compute the entropy in chunks to save memory."""
     entropy_checkpointing: bool = instead(False, "rlc does not recompute the entropy in backward")
     """Recompute the entropy in the backward pass instead of storing it."""
-    use_remove_padding: bool | None = instead(None, "rlc reads model.use_remove_padding")
+    use_remove_padding: bool | None = instead(None, "rlc reads model.use_remove_padding",
+                                               same_as="actor_rollout_ref.model.use_remove_padding")
     """Mirror of model.use_remove_padding."""
-    use_fused_kernels: bool | None = instead(None, "rlc reads model.use_fused_kernels")
+    use_fused_kernels: bool | None = instead(None, "rlc reads model.use_fused_kernels",
+                                              same_as="actor_rollout_ref.model.use_fused_kernels")
     """Mirror of model.use_fused_kernels."""
     calculate_sum_pi_squared: bool = refused(False, "used by optimal_token_baseline, which rlc does not implement")
     """Compute the sum of squared token probabilities (for the optimal token baseline)."""
@@ -147,7 +150,7 @@ class Ref(Section):
 
     strategy: Strategy | None = None
     """Engine of the reference (default: the actor's)."""
-    rollout_n: int | None = instead(None, "rlc reads the sample count from rollout.n")
+    rollout_n: int | None = instead(None, "rlc reads the sample count from rollout.n", same_as=ROLLOUT_N)
     """Samples per prompt, mirrored from rollout.n by verl."""
     log_prob_micro_batch_size: int | None = Field(None, gt=0)
     """Deprecated global micro batch of reference log-probs; rlc divides it by the data-parallel size."""
@@ -173,6 +176,7 @@ class Ref(Section):
     """MoE router replay."""
     fsdp_config: FSDPConfig = FSDPConfig(param_offload=False)
     """FSDP sharding of the reference (backend fsdp)."""
-    megatron: MegatronConfig = instead(MegatronConfig(), "the reference uses the actor's megatron layout "
-                                                         "(actor_rollout_ref.actor.megatron)")
+    megatron: MegatronConfig = instead(
+        MegatronConfig(), "the reference uses the actor's megatron layout (actor_rollout_ref.actor.megatron)",
+        same_as="actor_rollout_ref.actor.megatron")
     """Megatron options of the reference."""

@@ -4,7 +4,8 @@ Every section forbids unknown keys (a typo is an error, never a silent default) 
 verl's names, so a verl config validates. Each key is exactly one of:
 
 - implemented (no marker): the runtime reads it, or the compiler turns it into what the runtime reads;
-- `instead(default, what)`: accepted; a value other than the default earns a warning saying what rlc does instead;
+- `instead(default, what)`: accepted; a value other than the default (or than the key it mirrors, `same_as`) earns
+  a warning saying what rlc does instead;
 - `refused(default, why)`: known from verl, not implemented; a value other than the default is an error saying why;
 - `partly(default, implemented, why)`: a name from verl's list (loss modes, estimators, engines); the schema
   accepts all of verl's names, and one that rlc does not run yet is an error naming those it does.
@@ -29,9 +30,14 @@ class Section(BaseModel):
                               use_attribute_docstrings=True)
 
 
-def instead(default: Any, what: str, **kwargs: Any) -> Any:
-    """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead."""
-    return Field(default, json_schema_extra={STATUS: {"status": "warn", "note": what}}, **kwargs)
+def instead(default: Any, what: str, *, same_as: str | None = None, **kwargs: Any) -> Any:
+    """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead.
+
+    `same_as`: the dotted key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`); a
+    value equal to that key's is what rlc does anyway, so it earns no warning.
+    """
+    marker = {"status": "warn", "note": what} | ({"same_as": same_as} if same_as else {})
+    return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 
 def refused(default: Any, why: str, **kwargs: Any) -> Any:

@@ -289,31 +289,58 @@ def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
 
 def check_status(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     """Each key's status marker (see `rlc.config.base`) applied to the value the user gave it."""
-    yield from _walk_status(cfg, ())
+    yield from _walk_status(cfg, cfg, ())
 
 
-def _walk_status(model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
+def _walk_status(root: BaseModel, model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
     for name, field in type(model).model_fields.items():
         value, marker = getattr(model, name), status_of(field)
-        found = _status_diagnostic(marker, name, value, field.default, (*path, name)) if marker else None
+        found = _status_diagnostic(root, marker, name, value, field.default, (*path, name)) if marker else None
         if found and (marker["status"] == "partial" or name in model.model_fields_set):
             yield found
         elif isinstance(value, BaseModel):
-            yield from _walk_status(value, (*path, name))
+            yield from _walk_status(root, value, (*path, name))
 
 
-def _status_diagnostic(marker: dict[str, Any], name: str, value: Any, default: Any,
+def _status_diagnostic(root: BaseModel, marker: dict[str, Any], name: str, value: Any, default: Any,
                        path: tuple[str, ...]) -> Diagnostic | None:
     if marker["status"] == "partial":
         if value is None or value in marker["implemented"]:
             return None
         return Diagnostic(f"{name} {value!r} is known to verl, but {marker['note']}", path,
                           hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
-    if value == default:
+    mirrored = _at(root, marker["same_as"]) if "same_as" in marker else default
+    if _same(value, default) or _same(value, mirrored):
         return None
     refused = marker["status"] == "refused"
-    return Diagnostic(f"set to {value!r}, but {marker['note']}", path, severity="error" if refused else "warning",
-                      code="not-implemented" if refused else "ignored")
+    return Diagnostic(f"set to {_differences(value, mirrored)}, but {marker['note']}", path,
+                      severity="error" if refused else "warning", code="not-implemented" if refused else "ignored")
+
+
+def _at(root: BaseModel, dotted: str) -> Any:
+    node: Any = root
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _same(value: Any, other: Any) -> bool:
+    """Sections compare by their implemented keys (their marked keys are checked one by one, in the walk)."""
+    if isinstance(value, BaseModel) and isinstance(other, BaseModel):
+        return all(getattr(value, k) == getattr(other, k) for k in _implemented(value))
+    return value == other
+
+
+def _implemented(section: BaseModel) -> list[str]:
+    return [k for k, field in type(section).model_fields.items() if not status_of(field)]
+
+
+def _differences(value: Any, other: Any) -> str:
+    """A section by the implemented keys that differ; anything else by its repr."""
+    if not isinstance(value, BaseModel):
+        return repr(value)
+    return ", ".join(f"{k}={getattr(value, k)!r}" for k in _implemented(value)
+                     if getattr(value, k) != getattr(other, k, None))
 
 
 def _looks_local(path: str) -> bool:

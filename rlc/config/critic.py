@@ -26,7 +26,8 @@ class Critic(Section):
     """Train a critic; default: exactly when adv_estimator is gae."""
     strategy: Strategy = "fsdp"
     """Training engine; `backend` decides it in rlc."""
-    rollout_n: int | None = instead(None, "rlc reads the sample count from actor_rollout_ref.rollout.n")
+    rollout_n: int | None = instead(None, "rlc reads the sample count from actor_rollout_ref.rollout.n",
+                                      same_as="actor_rollout_ref.rollout.n")
     """Samples per prompt, mirrored from rollout.n by verl."""
     optim: Optim = Optim(lr=1e-5)
     """Optimizer and schedule of the critic."""
@@ -34,8 +35,9 @@ class Critic(Section):
     """The value model."""
     fsdp: FSDPConfig = FSDPConfig()
     """Older place of the critic's FSDP options (model.fsdp_config wins when set)."""
-    megatron: MegatronConfig = instead(MegatronConfig(), "the critic uses the actor's megatron layout "
-                                                         "(actor_rollout_ref.actor.megatron)")
+    megatron: MegatronConfig = instead(
+        MegatronConfig(), "the critic uses the actor's megatron layout (actor_rollout_ref.actor.megatron)",
+        same_as="actor_rollout_ref.actor.megatron")
     """Megatron options of the critic."""
     ppo_mini_batch_size: int | None = Field(None, gt=0)
     """Prompts per critic optimizer step (default: the actor's)."""

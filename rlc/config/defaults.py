@@ -16,8 +16,9 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
 
     actor.clip_ratio_low = actor.clip_ratio_low or actor.clip_ratio
     actor.clip_ratio_high = actor.clip_ratio_high or actor.clip_ratio
-    if actor.optim.warmup_style and "lr_scheduler_type" not in actor.optim.model_fields_set:
-        actor.optim.lr_scheduler_type = actor.optim.warmup_style
+    for optim in (actor.optim, critic.optim):
+        if optim.warmup_style and "lr_scheduler_type" not in optim.model_fields_set:
+            optim.lr_scheduler_type = optim.warmup_style
     if actor.ppo_micro_batch_size_per_gpu is None and actor.ppo_micro_batch_size is not None:
         actor.ppo_micro_batch_size_per_gpu = max(1, actor.ppo_micro_batch_size // data_parallel_size(cfg))
     if cfg.backend == "megatron":
