@@ -30,6 +30,7 @@ COV_ONLY = "used only by loss_mode clip_cov / kl_cov, which rlc does not impleme
 SAPO_ONLY = "used only by loss_mode sapo, which rlc does not implement yet"
 DYNAMIC_BSZ = "used only with dynamic batch sizes (use_dynamic_bsz), which rlc does not implement"
 ROLLOUT_N = "actor_rollout_ref.rollout.n"
+ACTOR = "actor_rollout_ref.actor."
 VISION = "multimodal (vision) models are not implemented in rlc"
 NO_COMPILE = "rlc does not torch.compile the model"
 
@@ -67,7 +68,7 @@ class Actor(Section):
     use_dynamic_bsz: bool = instead(False, "dynamic batch sizes are not implemented: micro-batches hold "
                                            "ppo_micro_batch_size_per_gpu samples (the whole mini-batch when unset)")
     """Pack micro-batches by token count (ppo_max_token_len_per_gpu) instead of sample count."""
-    ppo_max_token_len_per_gpu: int = instead(16384, DYNAMIC_BSZ, gt=0)
+    ppo_max_token_len_per_gpu: int = instead(16384, DYNAMIC_BSZ, only_with=".use_dynamic_bsz", gt=0)
     """Token budget of a micro-batch with use_dynamic_bsz."""
     clip_ratio: float = Field(0.2, gt=0)
     """PPO clip range epsilon; the default of clip_ratio_low and clip_ratio_high."""
@@ -156,14 +157,14 @@ class Ref(Section):
     """Deprecated global micro batch of reference log-probs; rlc divides it by the data-parallel size."""
     log_prob_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward pass on each GPU when computing reference log-probs."""
-    log_prob_use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ)
+    log_prob_use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ, same_as=ACTOR + "use_dynamic_bsz")
     """Token-count micro-batches for reference log-probs (default: actor.use_dynamic_bsz)."""
-    log_prob_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ)
+    log_prob_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".log_prob_use_dynamic_bsz")
     """Token budget of those micro-batches."""
     ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
     """Ranks that split each sequence (default: the actor's)."""
-    use_torch_compile: bool = instead(True, NO_COMPILE)
-    """Compile the log-prob function with torch.compile."""
+    use_torch_compile: bool = instead(True, NO_COMPILE, same_as=ACTOR + "use_torch_compile")
+    """Compile the log-prob function with torch.compile (default: the actor's)."""
     entropy_from_logits_with_chunking: bool = instead(False, "the reference computes no entropy in rlc")
     """Compute the entropy in chunks."""
     entropy_checkpointing: bool = instead(False, "the reference computes no entropy in rlc")
@@ -174,9 +175,10 @@ class Ref(Section):
     """Profiling of the reference's forward passes."""
     router_replay: RouterReplay = RouterReplay()
     """MoE router replay."""
-    fsdp_config: FSDPConfig = FSDPConfig(param_offload=False)
+    fsdp_config: FSDPConfig = FSDPConfig(param_offload=False, forward_only=True)
     """FSDP sharding of the reference (backend fsdp)."""
     megatron: MegatronConfig = instead(
-        MegatronConfig(), "the reference uses the actor's megatron layout (actor_rollout_ref.actor.megatron)",
+        MegatronConfig(forward_only=True),
+        "the reference uses the actor's megatron layout (actor_rollout_ref.actor.megatron)",
         same_as="actor_rollout_ref.actor.megatron")
     """Megatron options of the reference."""

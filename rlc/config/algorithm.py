@@ -40,11 +40,14 @@ class FilterGroups(Section):
 
     enable: bool = refused(False, "dynamic sampling (DAPO filter_groups) is not implemented in rlc yet")
     """Keep generating until train_batch_size prompts have groups with mixed scores."""
-    metric: str | None = instead("reward", "used only by dynamic sampling, which rlc does not implement yet")
+    metric: str | None = instead("reward", "used only by dynamic sampling, which rlc does not implement yet",
+                         only_with=".enable")
     """Score that must vary within a group: acc, score, seq_reward, seq_final_reward."""
-    max_num_gen_batches: int = instead(0, "used only by dynamic sampling, which rlc does not implement yet")
+    max_num_gen_batches: int = instead(0, "used only by dynamic sampling, which rlc does not implement yet",
+                         only_with=".enable")
     """Most generation rounds per step (0: no limit)."""
-    max_inflight_gen_batches: int = instead(1, "used only by dynamic sampling, which rlc does not implement yet")
+    max_inflight_gen_batches: int = instead(1, "used only by dynamic sampling, which rlc does not implement yet",
+                         only_with=".enable")
     """Generation rounds in flight at once."""
 
 
@@ -53,26 +56,26 @@ class RolloutCorrection(Section):
 
     rollout_is: str | None = refused(None, ROLLOUT_CORRECTION)
     """Importance-weight level: null (off), token or sequence."""
-    rollout_is_threshold: float = instead(2.0, ROLLOUT_CORRECTION)
+    rollout_is_threshold: float = instead(2.0, ROLLOUT_CORRECTION, only_with=".rollout_is")
     """Upper truncation of the importance weights."""
     rollout_rs: str | None = refused(None, ROLLOUT_CORRECTION)
     """Rejection-sampling rule: null (off), token_k1, seq_sum_k1, seq_mean_k3, ..."""
-    rollout_rs_threshold: str | float | None = instead(None, ROLLOUT_CORRECTION)
+    rollout_rs_threshold: str | float | None = instead(None, ROLLOUT_CORRECTION, only_with=".rollout_rs")
     """Threshold of the rejection rule."""
     bypass_mode: bool = refused(False, ROLLOUT_CORRECTION)
     """Use the rollout's log-probs as the old policy (two policies instead of three)."""
-    loss_type: Literal["ppo_clip", "reinforce"] = instead("ppo_clip", ROLLOUT_CORRECTION)
+    loss_type: Literal["ppo_clip", "reinforce"] = instead("ppo_clip", ROLLOUT_CORRECTION, only_with=".bypass_mode")
     """Bypass mode's loss: PPO clip or REINFORCE with explicit weights."""
-    rollout_is_batch_normalize: bool = instead(False, ROLLOUT_CORRECTION)
+    rollout_is_batch_normalize: bool = instead(False, ROLLOUT_CORRECTION, only_with=".rollout_is")
     """Normalise the importance weights to mean 1 over the batch."""
 
 
 class PFPPO(Section):
     """Policy filtration PPO: reweight samples by reward."""
 
-    reweight_method: Literal["pow", "max_min", "max_random"] = instead("pow", PF_PPO)
+    reweight_method: Literal["pow", "max_min", "max_random"] = instead("pow", PF_PPO, only_with="algorithm.use_pf_ppo")
     """How samples are reweighted."""
-    weight_pow: float = instead(2.0, PF_PPO)
+    weight_pow: float = instead(2.0, PF_PPO, only_with="algorithm.use_pf_ppo")
     """Exponent of the pow method."""
 
 

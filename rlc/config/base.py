@@ -5,7 +5,8 @@ verl's names, so a verl config validates. Each key is exactly one of:
 
 - implemented (no marker): the runtime reads it, or the compiler turns it into what the runtime reads;
 - `instead(default, what)`: accepted; a value other than the default (or than the key it mirrors, `same_as`) earns
-  a warning saying what rlc does instead;
+  a warning saying what rlc does instead, unless the switch it depends on (`only_with`) is off, as verl ignores it
+  then too;
 - `refused(default, why)`: known from verl, not implemented; a value other than the default is an error saying why;
 - `partly(default, implemented, why)`: a name from verl's list (loss modes, estimators, engines); the schema
   accepts all of verl's names, and one that rlc does not run yet is an error naming those it does.
@@ -30,13 +31,17 @@ class Section(BaseModel):
                               use_attribute_docstrings=True)
 
 
-def instead(default: Any, what: str, *, same_as: str | None = None, **kwargs: Any) -> Any:
+def instead(default: Any, what: str, *, same_as: str | None = None, only_with: str | None = None,
+            **kwargs: Any) -> Any:
     """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead.
 
-    `same_as`: the dotted key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`); a
-    value equal to that key's is what rlc does anyway, so it earns no warning.
+    `same_as`: the key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`): a value
+    equal to that key's is what rlc does anyway, so it earns no warning. `only_with`: the switch without which verl
+    ignores this key too (`lora_alpha` without `lora_rank`): while it is off, rlc and verl agree, so no warning.
+    Both are dotted keys from the root, or from this key's section when they start with a dot.
     """
-    marker = {"status": "warn", "note": what} | ({"same_as": same_as} if same_as else {})
+    marker = {"status": "warn", "note": what}
+    marker |= ({"same_as": same_as} if same_as else {}) | ({"only_with": only_with} if only_with else {})
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 

@@ -289,27 +289,35 @@ def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
 
 def check_status(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     """Each key's status marker (see `rlc.config.base`) applied to the value the user gave it."""
-    yield from _walk_status(cfg, cfg, ())
+    yield from _walk_status(cfg, cfg, type(cfg).model_construct(), ())
 
 
-def _walk_status(root: BaseModel, model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
+def _walk_status(root: BaseModel, model: BaseModel, defaults: BaseModel,
+                 path: tuple[str, ...]) -> Iterator[Diagnostic]:
+    """`defaults`: the section as its parent's field declares it (`ref.fsdp_config` is `FSDPConfig(forward_only=
+    True)`, as in verl), so that each key is compared with the default of its place."""
     for name, field in type(model).model_fields.items():
-        value, marker = getattr(model, name), status_of(field)
-        found = _status_diagnostic(root, marker, name, value, field.default, (*path, name)) if marker else None
-        if found and (marker["status"] == "partial" or name in model.model_fields_set):
+        value, marker, default = getattr(model, name), status_of(field), getattr(defaults, name, field.default)
+        found = None
+        if marker and (marker["status"] == "partial" or name in model.model_fields_set):
+            found = _status_diagnostic(root, model, marker, name, value, default, (*path, name))
+        if found:
             yield found
         elif isinstance(value, BaseModel):
-            yield from _walk_status(root, value, (*path, name))
+            inner = default if type(default) is type(value) else type(value).model_construct()
+            yield from _walk_status(root, value, inner, (*path, name))
 
 
-def _status_diagnostic(root: BaseModel, marker: dict[str, Any], name: str, value: Any, default: Any,
-                       path: tuple[str, ...]) -> Diagnostic | None:
+def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, Any], name: str, value: Any,
+                       default: Any, path: tuple[str, ...]) -> Diagnostic | None:
     if marker["status"] == "partial":
         if value is None or value in marker["implemented"]:
             return None
         return Diagnostic(f"{name} {value!r} is known to verl, but {marker['note']}", path,
                           hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
-    mirrored = _at(root, marker["same_as"]) if "same_as" in marker else default
+    if "only_with" in marker and not _at(root, section, marker["only_with"]):
+        return None
+    mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else default
     if _same(value, default) or _same(value, mirrored):
         return None
     refused = marker["status"] == "refused"
@@ -317,9 +325,9 @@ def _status_diagnostic(root: BaseModel, marker: dict[str, Any], name: str, value
                       severity="error" if refused else "warning", code="not-implemented" if refused else "ignored")
 
 
-def _at(root: BaseModel, dotted: str) -> Any:
-    node: Any = root
-    for part in dotted.split("."):
+def _at(root: BaseModel, section: BaseModel, dotted: str) -> Any:
+    node: Any = section if dotted.startswith(".") else root
+    for part in dotted.lstrip(".").split("."):
         node = getattr(node, part)
     return node
 

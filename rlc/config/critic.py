@@ -49,11 +49,11 @@ class Critic(Section):
     """Deprecated global micro batch of value computation; rlc divides it by the data-parallel size."""
     forward_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward pass on each GPU when computing values (default: ppo_micro_batch_size_per_gpu)."""
-    use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ)
+    use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ, same_as="actor_rollout_ref.actor.use_dynamic_bsz")
     """Token-count micro-batches (default: the actor's use_dynamic_bsz)."""
-    ppo_max_token_len_per_gpu: int = instead(32768, DYNAMIC_BSZ, gt=0)
+    ppo_max_token_len_per_gpu: int = instead(32768, DYNAMIC_BSZ, only_with=".use_dynamic_bsz", gt=0)
     """Token budget of a training micro-batch with use_dynamic_bsz."""
-    forward_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ)
+    forward_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".use_dynamic_bsz")
     """Token budget of a value micro-batch with use_dynamic_bsz."""
     ppo_epochs: int | None = Field(None, ge=1)
     """Passes over each batch (default: the actor's)."""

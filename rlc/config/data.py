@@ -82,7 +82,8 @@ class Data(Section):
     val_batch_size: int | None = instead(None, "rlc validates the whole validation set in one batch, as verl "
                                                "does", gt=0)
     """Deprecated in verl: validation uses one batch."""
-    tool_config_path: str | None = instead(None, "tools need multi-turn rollout, which is not implemented in rlc yet")
+    tool_config_path: str | None = instead(None, "tools need multi-turn rollout, which is not implemented in rlc yet",
+                                           same_as="actor_rollout_ref.rollout.multi_turn.tool_config_path")
     """Mirror of rollout.multi_turn.tool_config_path."""
     return_raw_input_ids: bool = instead(False, OWN_LOADER)
     """Also return the prompt ids tokenized without chat template."""

@@ -17,11 +17,16 @@ SINGLE_DTYPE = ("rlc keeps trainable weights in fp32 and the reference in bf16 o
                 "compute dtypes")
 
 
+VERL_TRANSFORMER_OVERRIDES = {"recompute_granularity": None, "recompute_modules": ["core_attn"],
+                              "recompute_method": None, "recompute_num_layers": None, "attention_backend": "flash"}
+"""verl's default `override_transformer_config`; a config that keeps it earns no warning."""
+
+
 class Optim(Section):
     """The AdamW optimizer and its learning-rate schedule."""
 
-    optimizer: Literal["AdamW", "adamw"] = "AdamW"
-    """Optimizer class; rlc runs torch's AdamW (verl's default)."""
+    optimizer: Literal["AdamW", "adamw", "adam"] = "AdamW"
+    """Optimizer: AdamW (FSDP) or adam (Megatron's name of the same decoupled-weight-decay Adam)."""
     optimizer_impl: str = instead("torch.optim", "rlc always uses torch.optim.AdamW")
     """Module to import the optimizer class from."""
     lr: float = Field(1e-6, gt=0)
@@ -168,8 +173,9 @@ class MegatronConfig(Section):
     override_ddp_config: dict[str, Any] = instead({}, "rlc builds Megatron's DistributedDataParallelConfig itself")
     """Fields of Megatron's DistributedDataParallelConfig to override."""
     override_transformer_config: dict[str, Any] = instead(
-        {}, "rlc builds Megatron's TransformerConfig from the Hugging Face config; recompute and attention options "
-            "here are not applied (rlc recomputes whole layers when model.enable_gradient_checkpointing)")
+        VERL_TRANSFORMER_OVERRIDES,
+        "rlc builds Megatron's TransformerConfig from the Hugging Face config; recompute and attention options here "
+        "are not applied (rlc recomputes whole layers when model.enable_gradient_checkpointing)")
     """Fields of Megatron's TransformerConfig to override (recompute_*, attention_backend, ...)."""
     override_mcore_model_config: dict[str, Any] = instead(
         {}, "rlc builds the Megatron model from the Hugging Face config")
@@ -192,54 +198,41 @@ class Checkpoint(Section):
                                          "Hugging Face model when hf_upload is on")
     """Parts written at each save: model, optimizer, extra (rng, scheduler), hf_model."""
     load_contents: list[Literal["model", "optimizer", "extra", "hf_model"]] | None = instead(
-        None, "rlc always resumes model, optimizer and trainer state together")
+        None, "rlc always resumes model, optimizer and trainer state together", same_as=".save_contents")
     """Parts read on resume (default: save_contents)."""
     async_save: bool = instead(False, "rlc saves synchronously")
     """Save checkpoints in the background."""
 
 
-class ProfilerToolConfig(Section):
-    """Per-tool profiler options (nsys, npu, torch, torch_memory)."""
-
-    nsys: dict[str, Any] = instead({}, PROFILING)
-    """Nsight Systems options."""
-    npu: dict[str, Any] = instead({}, PROFILING)
-    """Ascend NPU profiler options."""
-    torch: dict[str, Any] = instead({}, PROFILING)
-    """torch.profiler options."""
-    torch_memory: dict[str, Any] = instead({}, PROFILING)
-    """CUDA memory-snapshot options."""
-
-
 class Profiler(Section):
     """A role's profiler (verl's `profiler` block of actor, ref, rollout, critic, reward model)."""
 
-    tool: str | None = instead(None, PROFILING)
+    tool: str | None = instead(None, PROFILING, only_with=".enable")
     """Profiler to run: nsys, npu, torch or torch_memory."""
     enable: bool = refused(False, PROFILING)
     """Profile this role."""
-    all_ranks: bool = instead(False, PROFILING)
+    all_ranks: bool = instead(False, PROFILING, only_with=".enable")
     """Profile every rank."""
-    ranks: list[int] = instead([], PROFILING)
+    ranks: list[int] = instead([], PROFILING, only_with=".enable")
     """Ranks to profile."""
-    save_path: str | None = instead(None, PROFILING)
+    save_path: str | None = instead(None, PROFILING, only_with=".enable")
     """Where traces go."""
-    tool_config: ProfilerToolConfig | None = ProfilerToolConfig()
-    """Per-tool options."""
+    tool_config: dict[str, Any] | None = instead(None, PROFILING, only_with=".enable")
+    """Per-tool options (nsys, npu, torch, torch_memory)."""
 
 
 class GlobalProfiler(Section):
     """verl's `global_profiler`: which steps to profile, with which tool."""
 
-    tool: str | None = instead(None, PROFILING)
+    tool: str | None = instead(None, PROFILING, only_with=".steps")
     """Profiler to run: nsys, npu, torch or torch_memory."""
     steps: list[int] | None = refused(None, PROFILING)
     """Training steps to profile."""
-    profile_continuous_steps: bool = instead(False, PROFILING)
+    profile_continuous_steps: bool = instead(False, PROFILING, only_with=".steps")
     """Merge consecutive profiled steps into one trace."""
-    save_path: str = instead("outputs/profile", PROFILING)
+    save_path: str = instead("outputs/profile", PROFILING, only_with=".steps")
     """Where traces go."""
-    global_tool_config: dict[str, Any] = instead({}, PROFILING)
+    global_tool_config: dict[str, Any] = instead({}, PROFILING, only_with=".steps")
     """Per-tool options of the controller and workers (nsys, torch_memory)."""
 
 

@@ -29,7 +29,7 @@ class TiledMLP(Section):
 
     enabled: bool = instead(False, "rlc computes the MLP untiled")
     """Tile the MLP's forward and backward."""
-    num_shards: int = instead(4, "rlc computes the MLP untiled")
+    num_shards: int = instead(4, "rlc computes the MLP untiled", only_with=".enabled")
     """Tiles per MLP."""
 
 
@@ -42,58 +42,59 @@ class Mtp(Section):
     """Train the MTP layers."""
     enable_rollout: bool = refused(False, MTP_ONLY)
     """Use them for speculative decoding in the rollout."""
-    detach_encoder: bool = instead(False, MTP_ONLY)
+    detach_encoder: bool = instead(False, MTP_ONLY, only_with=".enable")
     """Stop gradients from the MTP loss into the main model."""
-    mtp_loss_scaling_factor: float = instead(0.1, MTP_ONLY)
+    mtp_loss_scaling_factor: float = instead(0.1, MTP_ONLY, only_with=".enable")
     """Weight of the MTP loss."""
-    speculative_algorithm: str = instead("EAGLE", MTP_ONLY)
+    speculative_algorithm: str = instead("EAGLE", MTP_ONLY, only_with=".enable")
     """Speculative decoding algorithm."""
-    speculative_num_steps: int = instead(2, MTP_ONLY)
+    speculative_num_steps: int = instead(2, MTP_ONLY, only_with=".enable")
     """Draft steps per speculation."""
-    speculative_eagle_topk: int = instead(2, MTP_ONLY)
+    speculative_eagle_topk: int = instead(2, MTP_ONLY, only_with=".enable")
     """EAGLE's top-k branching."""
-    speculative_num_draft_tokens: int = instead(4, MTP_ONLY)
+    speculative_num_draft_tokens: int = instead(4, MTP_ONLY, only_with=".enable")
     """Draft tokens per speculation."""
-    method: str = instead("mtp", MTP_ONLY)
+    method: str = instead("mtp", MTP_ONLY, only_with=".enable")
     """Speculation method."""
-    num_speculative_tokens: int = instead(1, MTP_ONLY)
+    num_speculative_tokens: int = instead(1, MTP_ONLY, only_with=".enable")
     """Tokens proposed per step."""
 
 
 class MegatronLora(Section):
     """verl's Megatron LoRA block (`model.lora`)."""
 
-    type: str = instead("lora", LORA_ONLY)
+    type: str = instead("lora", LORA_ONLY, only_with=".rank")
     """Adapter type: lora, dora, ..."""
-    merge: bool = instead(False, LORA_ONLY)
+    merge: bool = instead(False, LORA_ONLY, only_with=".rank")
     """Merge the adapter into the weights for the rollout."""
     rank: int = refused(0, LORA, ge=0)
     """LoRA rank; 0 trains all weights."""
-    alpha: int = instead(32, LORA_ONLY)
+    alpha: int = instead(32, LORA_ONLY, only_with=".rank")
     """LoRA scaling numerator."""
-    dropout: float = instead(0.0, LORA_ONLY)
+    dropout: float = instead(0.0, LORA_ONLY, only_with=".rank")
     """Dropout on the adapter's input."""
-    target_modules: list[str] = instead(["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"], LORA_ONLY)
+    target_modules: list[str] = instead(["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"], LORA_ONLY,
+                                        only_with=".rank")
     """Megatron modules that get adapters."""
-    exclude_modules: list[str] = instead([], LORA_ONLY)
+    exclude_modules: list[str] = instead([], LORA_ONLY, only_with=".rank")
     """Modules left without adapters."""
-    dropout_position: str = instead("pre", LORA_ONLY)
+    dropout_position: str = instead("pre", LORA_ONLY, only_with=".rank")
     """Where the dropout sits."""
-    lora_A_init_method: str = instead("xavier", LORA_ONLY)  # noqa: N815 (verl's key)
+    lora_A_init_method: str = instead("xavier", LORA_ONLY, only_with=".rank")  # noqa: N815 (verl's key)
     """Initialisation of A."""
-    lora_B_init_method: str = instead("zero", LORA_ONLY)  # noqa: N815 (verl's key)
+    lora_B_init_method: str = instead("zero", LORA_ONLY, only_with=".rank")  # noqa: N815 (verl's key)
     """Initialisation of B."""
-    a2a_experimental: bool = instead(False, LORA_ONLY)
+    a2a_experimental: bool = instead(False, LORA_ONLY, only_with=".rank")
     """Experimental all-to-all for expert adapters."""
-    dtype: str | None = instead(None, LORA_ONLY)
+    dtype: str | None = instead(None, LORA_ONLY, only_with=".rank")
     """Adapter dtype."""
     adapter_path: str | None = refused(None, LORA)
     """Adapter to start from."""
-    freeze_vision_model: bool = instead(True, LORA_ONLY)
+    freeze_vision_model: bool = instead(True, LORA_ONLY, only_with=".rank")
     """Keep the vision encoder frozen."""
-    freeze_vision_projection: bool = instead(True, LORA_ONLY)
+    freeze_vision_projection: bool = instead(True, LORA_ONLY, only_with=".rank")
     """Keep the vision projection frozen."""
-    freeze_language_model: bool = instead(True, LORA_ONLY)
+    freeze_language_model: bool = instead(True, LORA_ONLY, only_with=".rank")
     """Keep the language model's base weights frozen."""
 
 
@@ -132,11 +133,11 @@ class ModelConfig(Section):
     """Pack sequences without padding (where the attention kernel supports it)."""
     lora_rank: int = refused(0, LORA, ge=0)
     """LoRA rank; 0 trains all weights."""
-    lora_alpha: int = instead(16, LORA_ONLY)
+    lora_alpha: int = instead(16, LORA_ONLY, only_with=".lora_rank")
     """LoRA scaling numerator."""
-    target_modules: str | list[str] = instead("all-linear", LORA_ONLY)
+    target_modules: str | list[str] = instead("all-linear", LORA_ONLY, only_with=".lora_rank")
     """Modules that get LoRA adapters."""
-    exclude_modules: str | list[str] | None = instead(None, LORA_ONLY)
+    exclude_modules: str | list[str] | None = instead(None, LORA_ONLY, only_with=".lora_rank")
     """Modules left without adapters."""
     lora_adapter_path: str | None = refused(None, LORA)
     """A trained adapter to start from."""

@@ -18,6 +18,7 @@ REWARD_MODEL_ONLY = ("used only by a reward model (reward_model.enable), which r
 REWARD_MANAGERS = ("naive", "batch", "dapo", "prime", "remote")
 """verl's registered reward managers; rlc's reward worker is verl's `naive` one."""
 IMPLEMENTED_REWARD_MANAGERS = ("naive",)
+RM = "reward_model.enable"
 NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
 
 
@@ -38,9 +39,9 @@ class SandboxFusion(Section):
     url: str | None = refused(None, "SandboxFusion is not implemented in rlc; serve code verifiers with "
                                     "`rlc reward-server` and reward_api")
     """URL of the sandbox."""
-    max_concurrent: int = instead(64, "SandboxFusion is not implemented in rlc")
+    max_concurrent: int = instead(64, "SandboxFusion is not implemented in rlc", only_with=".url")
     """Concurrent sandbox requests."""
-    memory_limit_mb: int = instead(1024, "SandboxFusion is not implemented in rlc")
+    memory_limit_mb: int = instead(1024, "SandboxFusion is not implemented in rlc", only_with=".url")
     """Memory limit per sandbox run."""
 
 
@@ -61,7 +62,7 @@ class RewardModel(Section):
     """verl's reward-loop workers."""
     launch_reward_fn_async: bool = instead(False, "rlc computes rewards after generation, in the step")
     """Compute rule rewards while the critic and actor update."""
-    reward_loop_source: str = instead("register", REWARD_MODEL_ONLY)
+    reward_loop_source: str = instead("register", REWARD_MODEL_ONLY, only_with=RM)
     """Where the reward loop class comes from: register or importlib."""
     reward_loop_module_path: str | None = refused(None, "custom reward loops are not implemented in rlc")
     """File of a custom reward loop."""
@@ -69,37 +70,37 @@ class RewardModel(Section):
     """Class of that reward loop."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
     """Code-execution sandbox."""
-    enable_resource_pool: bool = instead(False, REWARD_MODEL_ONLY)
+    enable_resource_pool: bool = instead(False, REWARD_MODEL_ONLY, only_with=RM)
     """Give the reward model GPUs of its own."""
-    n_gpus_per_node: int = instead(8, REWARD_MODEL_ONLY)
+    n_gpus_per_node: int = instead(8, REWARD_MODEL_ONLY, only_with=RM)
     """GPUs per node of that pool."""
-    nnodes: int = instead(0, REWARD_MODEL_ONLY)
+    nnodes: int = instead(0, REWARD_MODEL_ONLY, only_with=RM)
     """Nodes of that pool."""
-    strategy: str = instead("fsdp", REWARD_MODEL_ONLY)
+    strategy: str = instead("fsdp", REWARD_MODEL_ONLY, only_with=RM)
     """Engine of the reward model."""
-    model: dict[str, Any] | None = instead(None, REWARD_MODEL_ONLY)
+    model: dict[str, Any] | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
     """The reward model: path, input_tokenizer, fsdp_config, ..."""
-    micro_batch_size: int | None = instead(None, REWARD_MODEL_ONLY)
+    micro_batch_size: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
     """Deprecated global micro batch of the reward model."""
-    micro_batch_size_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY)
+    micro_batch_size_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
     """Samples per forward pass of the reward model on each GPU."""
-    max_length: int | None = instead(None, REWARD_MODEL_ONLY)
+    max_length: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
     """Longest input of the reward model."""
-    use_dynamic_bsz: bool | None = instead(None, REWARD_MODEL_ONLY)
+    use_dynamic_bsz: bool | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
     """Token-count micro-batches for the reward model."""
-    forward_max_token_len_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY)
+    forward_max_token_len_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
     """Token budget of those micro-batches."""
     ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
     """Ranks that split each sequence."""
-    profiler: dict[str, Any] = instead({}, PROFILING)
+    profiler: dict[str, Any] = instead({}, PROFILING, only_with=RM)
     """Profiling of the reward model."""
-    rollout: dict[str, Any] = instead({}, REWARD_MODEL_ONLY)
+    rollout: dict[str, Any] = instead({}, REWARD_MODEL_ONLY, only_with=RM)
     """Generation settings of a generative reward model."""
-    megatron: dict[str, Any] = instead({}, REWARD_MODEL_ONLY)
+    megatron: dict[str, Any] = instead({}, REWARD_MODEL_ONLY, only_with=RM)
     """Megatron options of the reward model."""
-    nccl_timeout: int = instead(600, REWARD_MODEL_ONLY)
+    nccl_timeout: int = instead(600, REWARD_MODEL_ONLY, only_with=RM)
     """Timeout of the reward model's collectives."""
-    load_weight: bool = instead(True, REWARD_MODEL_ONLY)
+    load_weight: bool = instead(True, REWARD_MODEL_ONLY, only_with=RM)
     """Megatron: load the reward model's weights."""
 
 
@@ -108,7 +109,8 @@ class RewardManagerModule(Section):
 
     path: str | None = refused(None, "custom reward managers are not implemented in rlc")
     """File defining it."""
-    name: str = instead("custom_reward_manager", "custom reward managers are not implemented in rlc")
+    name: str = instead("custom_reward_manager", "custom reward managers are not implemented in rlc",
+                                    only_with=".path")
     """Its class name."""
 
 

@@ -6,8 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from rlc.config.actor import DYNAMIC_BSZ
 from rlc.config.base import Section, instead, partly, refused
 from rlc.config.engine import Profiler
+from rlc.config.model import Mtp
 
 ROLLOUT_ENGINES = ("vllm", "hf", "sglang", "trtllm")
 IMPLEMENTED_ROLLOUT_ENGINES = ("vllm", "hf")
@@ -37,28 +39,28 @@ class MultiTurn(Section):
 
     enable: bool = refused(False, "multi-turn rollout is not implemented in rlc yet")
     """Roll out conversations of several assistant turns, with tool calls."""
-    max_assistant_turns: int | None = instead(None, MULTI_TURN)
+    max_assistant_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
     """Most assistant turns per conversation."""
     tool_config_path: str | None = refused(None, "tools need multi-turn rollout, which is not implemented in rlc yet")
     """YAML file declaring the tools."""
-    max_user_turns: int | None = instead(None, MULTI_TURN)
+    max_user_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
     """Most user turns per conversation."""
-    max_parallel_calls: int = instead(1, MULTI_TURN)
+    max_parallel_calls: int = instead(1, MULTI_TURN, only_with=".enable")
     """Tool calls run at once per turn."""
-    max_tool_response_length: int = instead(256, MULTI_TURN)
+    max_tool_response_length: int = instead(256, MULTI_TURN, only_with=".enable")
     """Longest tool response kept, in tokens."""
-    tool_response_truncate_side: Literal["left", "right", "middle"] = instead("middle", MULTI_TURN)
+    tool_response_truncate_side: Literal["left", "right", "middle"] = instead("middle", MULTI_TURN, only_with=".enable")
     """Which part of a long tool response is cut."""
     interaction_config_path: str | None = refused(None, "interactions need multi-turn rollout, which is not "
                                                         "implemented in rlc yet")
     """YAML file declaring the interaction (simulated user)."""
-    use_inference_chat_template: bool = instead(False, MULTI_TURN)
+    use_inference_chat_template: bool = instead(False, MULTI_TURN, only_with=".enable")
     """Use the model's inference chat template rather than the training one."""
-    tokenization_sanity_check_mode: str = instead("strict", MULTI_TURN)
+    tokenization_sanity_check_mode: str = instead("strict", MULTI_TURN, only_with=".enable")
     """How strictly incremental tokenization is checked against full re-tokenization."""
-    format: str = instead("hermes", MULTI_TURN)
+    format: str = instead("hermes", MULTI_TURN, only_with=".enable")
     """Tool-call format."""
-    num_repeat_rollouts: int | None = instead(None, MULTI_TURN)
+    num_repeat_rollouts: int | None = instead(None, MULTI_TURN, only_with=".enable")
     """Repeat each interaction this many times."""
 
 
@@ -101,9 +103,10 @@ class Trace(Section):
     backend: str | None = refused(None, "rollout tracing is not implemented in rlc; trainer.rollout_data_dir "
                                         "saves generations")
     """Tracing backend: weave or mlflow."""
-    token2text: bool = instead(False, "rollout tracing is not implemented in rlc")
+    token2text: bool = instead(False, "rollout tracing is not implemented in rlc", only_with=".backend")
     """Decode token ids in traces."""
-    max_samples_per_step_per_worker: int | None = instead(None, "rollout tracing is not implemented in rlc")
+    max_samples_per_step_per_worker: int | None = instead(None, "rollout tracing is not implemented in rlc",
+                                                           only_with=".backend")
     """Trace at most this many samples per step and worker."""
 
 
@@ -112,12 +115,12 @@ class Prometheus(Section):
 
     enable: bool = refused(False, "Prometheus metrics of the rollout server are not implemented in rlc")
     """Export rollout metrics to Prometheus."""
-    port: int = instead(9090, "Prometheus metrics are not implemented in rlc")
+    port: int = instead(9090, "Prometheus metrics are not implemented in rlc", only_with=".enable")
     """Prometheus port."""
     file: str = instead("/tmp/ray/session_latest/metrics/prometheus/prometheus.yml",
-                        "Prometheus metrics are not implemented in rlc")
+                        "Prometheus metrics are not implemented in rlc", only_with=".enable")
     """Prometheus configuration file."""
-    served_model_name: str | None = instead(None, "Prometheus metrics are not implemented in rlc")
+    served_model_name: str | None = instead(None, "Prometheus metrics are not implemented in rlc", only_with=".enable")
     """Model name in the metrics."""
 
 
@@ -200,11 +203,10 @@ class Rollout(Section):
     """Deprecated global micro batch of old log-probs; rlc divides it by the data-parallel size."""
     log_prob_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward pass on each GPU when the trainer recomputes the rollout's log-probs."""
-    log_prob_use_dynamic_bsz: bool | None = instead(None, "used only with dynamic batch sizes (use_dynamic_bsz), "
-                                                          "which rlc does not implement")
+    log_prob_use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ,
+                                                    same_as="actor_rollout_ref.actor.use_dynamic_bsz")
     """Token-count micro-batches for those log-probs (default actor.use_dynamic_bsz)."""
-    log_prob_max_token_len_per_gpu: int | None = instead(None, "used only with dynamic batch sizes "
-                                                               "(use_dynamic_bsz), which rlc does not implement")
+    log_prob_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".log_prob_use_dynamic_bsz")
     """Token budget of those micro-batches."""
     disable_log_stats: bool = True
     """Silence vLLM's periodic statistics."""
@@ -217,11 +219,13 @@ class Rollout(Section):
     """Record the rollout engine's log-probs."""
     layered_summon: bool = instead(False, "rlc's weight export to the rollout does not gather layer by layer")
     """Gather FSDP weights layer by layer for the rollout (less memory)."""
-    layer_name_map: dict[str, Any] = instead({}, "rlc's weight export maps Megatron layer names itself")
+    layer_name_map: dict[str, Any] = instead({"qkv_layer_name": "qkv", "gate_proj_layer_name": "gate_up"},
+                                             "rlc's weight export maps Megatron layer names itself")
     """Megatron layer names for the weight export."""
     skip_rollout: bool = refused(False, "replaying dumped rollouts is not implemented in rlc")
     """Load rollouts from skip_dump_dir instead of generating."""
-    skip_dump_dir: str = instead("/tmp/rollout_dump", "replaying dumped rollouts is not implemented in rlc")
+    skip_dump_dir: str = instead("/tmp/rollout_dump", "replaying dumped rollouts is not implemented in rlc",
+                                 only_with=".skip_rollout")
     """Where dumped rollouts are."""
     skip_tokenizer_init: bool = instead(True, "rlc's rollout detokenizes with the model's tokenizer")
     """Start the engine without a tokenizer."""
@@ -231,7 +235,8 @@ class Rollout(Section):
     """Quantize the rollout weights (fp8, ...)."""
     quantization_config_file: str | None = refused(None, "quantized rollout is not implemented in rlc")
     """Quantization settings file."""
-    mtp: dict[str, Any] | None = instead(None, "multi-token prediction is not implemented in rlc")
+    mtp: Mtp | None = instead(None, "multi-token prediction is not implemented in rlc",
+                              same_as="actor_rollout_ref.model.mtp")
     """Multi-token prediction (speculative decoding) settings, mirrored from model.mtp."""
     engine_kwargs: EngineKwargs = EngineKwargs()
     """Extra engine options."""

@@ -153,7 +153,7 @@ def test_verl_value_rlc_lacks_says_not_implemented(where: tuple[str, ...], value
 
 
 def test_a_key_equal_to_the_one_it_mirrors_is_silent() -> None:
-    same = {"tensor_model_parallel_size": 2, "forward_only": False}
+    same = {"tensor_model_parallel_size": 2, "forward_only": True}  # as verl dumps the reference's block
     tree = {"backend": "megatron", "actor_rollout_ref": {
         "model": {"path": "m"}, "actor": {"megatron": {"tensor_model_parallel_size": 2}, "rollout_n": 4},
         "ref": {"megatron": same}, "rollout": {"n": 4}}}
