@@ -111,8 +111,18 @@ def show(
         typer.echo(f"error: no key `{explain}` in the config", err=True)
         raise typer.Exit(1)
     width = max(len(k) for k in keys)
+    meanings = _meanings() if explain is not None else {}
     for key in keys:
         typer.echo(f"{key:<{width}}  {values.get(key)!r:<30}  # {resolved.provenance[key]}")
+        if key in meanings:
+            typer.echo(f"{'':<{width}}  {meanings[key]}")
+
+
+def _meanings() -> dict[str, str]:
+    """Each key's description and status, as the key table states them."""
+    from rlc import keytable, schema
+
+    return {row.key: f"[{row.status}] {row.text}" for row in keytable.rows(schema.load())}
 
 
 def _flatten(node: object, prefix: str = "") -> dict[str, object]:

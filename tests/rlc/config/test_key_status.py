@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
 from rlc import keytable, schema
+from rlc.cli import app
 from rlc.config import RLCConfig
 from rlc.config.base import status_of
 from rlc.config.checks import run_checks
@@ -172,3 +174,19 @@ def test_ulysses_divides_the_data_parallel_size_as_in_verl() -> None:
     found = [d for d in _diagnostics(tree) if d.severity == "error"]
     assert [d.dotted for d in found] == ["actor_rollout_ref.actor.ulysses_sequence_parallel_size"]
     assert "Ulysses sequence parallelism is not implemented in rlc yet" in found[0].message
+
+
+def test_a_key_verl_ignores_while_its_switch_is_off_is_silent_until_it_is_on() -> None:
+    # lora_alpha does nothing without lora_rank, in verl as in rlc: only the switch itself is refused.
+    assert _diagnostics({"actor_rollout_ref": {"model": {"lora_alpha": 64}}}) == []
+    found = _diagnostics({"actor_rollout_ref": {"model": {"lora_alpha": 64, "lora_rank": 8}}})
+    assert [(d.dotted, d.severity) for d in found] == [("actor_rollout_ref.model.lora_rank", "error"),
+                                                       ("actor_rollout_ref.model.lora_alpha", "warning")]
+
+
+def test_show_explain_prints_the_description_and_status() -> None:
+    quickstart = str(ROOT / "examples" / "yaml" / "quickstart.yaml")
+    result = CliRunner().invoke(app, ["show", quickstart, "--offline", "--explain",
+                                      "actor_rollout_ref.rollout.ignore_eos"])
+    assert result.exit_code == 0, result.output
+    assert "[warns] Keep generating past the end-of-sequence token. Instead: rlc ends every response" in result.output
