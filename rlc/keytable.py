@@ -14,7 +14,7 @@ from typing import Any
 
 from rlc.config.base import STATUS
 
-VERL_RELEASE = "verl 0.8.0.dev, commit b178a3cd (main, 2026-01-29)"
+VERL_RELEASE = "verl 0.9.1 (and of verl commit b178a3cd, which verl's example scripts were written against)"
 """The verl whose fsdp and megatron trainer configs rlc's schema covers key by key."""
 
 STATUS_WORDS = {None: "implemented", "warn": "warns", "refused": "refused", "partial": "some values",

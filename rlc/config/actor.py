@@ -11,10 +11,21 @@ from typing import Literal
 from pydantic import Field
 
 from rlc.config.base import Section, instead, partly, refused
-from rlc.config.engine import ULYSSES, Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler, RouterReplay
+from rlc.config.engine import (
+    NO_PADDING_BUCKETS,
+    ULYSSES,
+    Checkpoint,
+    FSDPConfig,
+    MegatronConfig,
+    Optim,
+    Profiler,
+    Qat,
+    RouterReplay,
+)
 
-LOSS_MODES = ("vanilla", "gspo", "sapo", "gpg", "clip_cov", "kl_cov", "geo_mean", "cispo", "bypass_mode")
-"""Every policy loss verl registers (`verl/trainer/ppo/core_algos.py`)."""
+LOSS_MODES = ("vanilla", "dppo_tv", "dppo_kl", "gspo", "sapo", "gpg", "clip_cov", "kl_cov", "geo_mean", "dro", "cispo",
+              "bypass_mode")
+"""Every policy loss verl 0.9.1 registers (`verl/trainer/ppo/core_algos.py`)."""
 IMPLEMENTED_LOSS_MODES = ("vanilla",)
 
 KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full", "kl+", "k1+", "abs+", "low_var_kl+", "k3+")
@@ -50,6 +61,8 @@ class PolicyLoss(Section):
     """kl_cov: fraction of tokens that get the KL penalty."""
     ppo_kl_coef: float = instead(0.1, COV_ONLY)
     """kl_cov: coefficient of that KL penalty."""
+    dro_beta: float | None = instead(None, "used only by loss_mode dro, which rlc does not implement yet")
+    """dro: coefficient of the quadratic log-ratio penalty (Direct Reward Optimization)."""
 
 
 class Actor(Section):
@@ -119,6 +132,13 @@ class Actor(Section):
     """Compute the entropy in chunks to save memory."""
     entropy_checkpointing: bool = instead(False, "rlc does not recompute the entropy in backward")
     """Recompute the entropy in the backward pass instead of storing it."""
+    entropy_from_logits_chunk_size: int = instead(2048, "rlc computes the entropy over the whole logits",
+                                                  only_with=".entropy_from_logits_with_chunking")
+    """Chunk size of the chunked entropy."""
+    pad_to_length: bool = instead(False, NO_PADDING_BUCKETS)
+    """Round each packed micro-batch up to a multiple of fsdp_config.pad_to_length_bucket tokens."""
+    qat: Qat = Qat()
+    """Quantization-aware training."""
     use_remove_padding: bool | None = instead(None, "rlc reads model.use_remove_padding",
                                                same_as="actor_rollout_ref.model.use_remove_padding")
     """Mirror of model.use_remove_padding."""
@@ -169,6 +189,11 @@ class Ref(Section):
     """Compute the entropy in chunks."""
     entropy_checkpointing: bool = instead(False, "the reference computes no entropy in rlc")
     """Recompute the entropy in backward."""
+    entropy_from_logits_chunk_size: int = instead(2048, "the reference computes no entropy in rlc",
+                                                  only_with=".entropy_from_logits_with_chunking")
+    """Chunk size of the chunked entropy."""
+    pad_to_length: bool = instead(False, NO_PADDING_BUCKETS)
+    """Round each packed micro-batch up to a multiple of fsdp_config.pad_to_length_bucket tokens."""
     load_weight: bool = instead(True, "rlc always loads the reference from model.path")
     """Megatron: load the initial weights."""
     profiler: Profiler = Profiler()

@@ -14,8 +14,8 @@ from rlc.config.base import Section, instead, partly, refused
 
 ADV_ESTIMATORS = ("gae", "grpo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "rloo", "opo",
                   "grpo_passk", "gpg", "rloo_vectorized", "grpo_vectorized", "optimal_token_baseline",
-                  "tir_optimal_token_baseline")
-"""Every advantage estimator verl registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py)."""
+                  "tir_optimal_token_baseline", "gdpo")
+"""Every advantage estimator verl 0.9.1 registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py)."""
 IMPLEMENTED_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_plus_plus")
 
 ROLLOUT_CORRECTION = "rollout correction (importance weights against the rollout engine) is not implemented in rlc yet"

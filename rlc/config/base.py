@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 STATUS = "x-rlc"
 """JSON Schema key holding a field's status: `{"status": "warn" | "refused" | "partial", "note": ..., ...}`."""
@@ -31,6 +31,16 @@ class Section(BaseModel):
                               use_attribute_docstrings=True)
 
 
+class NullableSection(Section):
+    """A section verl 0.9.1 dumps with every key null (its deprecated `reward_model`, `custom_reward_function`,
+    `sandbox_fusion`): null means "not set", so each such key takes its default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
 def instead(default: Any, what: str, *, same_as: str | None = None, only_with: str | None = None,
             **kwargs: Any) -> Any:
     """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead.
@@ -38,7 +48,8 @@ def instead(default: Any, what: str, *, same_as: str | None = None, only_with: s
     `same_as`: the key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`): a value
     equal to that key's is what rlc does anyway, so it earns no warning. `only_with`: the switch without which verl
     ignores this key too (`lora_alpha` without `lora_rank`): while it is off, rlc and verl agree, so no warning.
-    Both are dotted keys from the root, or from this key's section when they start with a dot.
+    Both are dotted keys from the root, or from this key's section when they start with a dot; `only_with` may
+    also compare, as `.strategy==fsdp_turbo` or `.trainer_mode!=sync`.
     """
     marker = {"status": "warn", "note": what}
     marker |= ({"same_as": same_as} if same_as else {}) | ({"only_with": only_with} if only_with else {})

@@ -155,7 +155,8 @@ def _check_rollout_gpus(cfg: RLCConfig) -> Iterator[Diagnostic]:
         yield Diagnostic("hybrid_engine is false, so the rollout needs GPUs of its own, but "
                          "rollout.n_gpus_per_node is 0", (*ARF, "hybrid_engine"),
                          hint="set actor_rollout_ref.rollout.n_gpus_per_node (GPUs per node that only generate)")
-    elif cfg.actor_rollout_ref.hybrid_engine and own_gpus:
+    elif cfg.actor_rollout_ref.hybrid_engine and own_gpus not in (0, cfg.trainer.n_gpus_per_node):
+        # verl 0.9.1 fills it with trainer.n_gpus_per_node (its standalone-rollout pool, unused when colocated)
         yield Diagnostic("rollout.n_gpus_per_node is for hybrid_engine: false; colocated, the rollout uses the "
                          "training GPUs", (*ROLLOUT, "n_gpus_per_node"), hint="set hybrid_engine: false, or remove it")
 
@@ -315,7 +316,7 @@ def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, An
             return None
         return Diagnostic(f"{name} {value!r} is known to verl, but {marker['note']}", path,
                           hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
-    if "only_with" in marker and not _at(root, section, marker["only_with"]):
+    if "only_with" in marker and not _switched_on(root, section, marker["only_with"]):
         return None
     mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else default
     if _same(value, default) or _same(value, mirrored):
@@ -323,6 +324,15 @@ def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, An
     refused = marker["status"] == "refused"
     return Diagnostic(f"set to {_differences(value, mirrored)}, but {marker['note']}", path,
                       severity="error" if refused else "warning", code="not-implemented" if refused else "ignored")
+
+
+def _switched_on(root: BaseModel, section: BaseModel, condition: str) -> bool:
+    """`key` (truthy), `key==value` or `key!=value`."""
+    for op in ("==", "!="):
+        if op in condition:
+            key, wanted = condition.split(op)
+            return (str(_at(root, section, key)) == wanted) == (op == "==")
+    return bool(_at(root, section, condition))
 
 
 def _at(root: BaseModel, section: BaseModel, dotted: str) -> Any:

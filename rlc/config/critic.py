@@ -67,6 +67,8 @@ class Critic(Section):
     """Value clipping: new values stay within this distance of the old ones."""
     loss_agg_mode: LossAggMode | None = None
     """Aggregation of the value loss (default: the actor's)."""
+    loss_scale_factor: float | None = instead(None, "rlc divides seq-mean-token-sum-norm by the response length")
+    """Divisor of seq-mean-token-sum-norm (default: the response length)."""
     ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
     """Ranks that split each sequence (DeepSpeed Ulysses)."""
     nccl_timeout: int = instead(600, "rlc uses actor_rollout_ref.nccl_timeout for every process group", gt=0)

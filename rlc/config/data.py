@@ -85,6 +85,10 @@ class Data(Section):
     tool_config_path: str | None = instead(None, "tools need multi-turn rollout, which is not implemented in rlc yet",
                                            same_as="actor_rollout_ref.rollout.multi_turn.tool_config_path")
     """Mirror of rollout.multi_turn.tool_config_path."""
+    function_tool_path: str | None = instead(
+        None, "tools need multi-turn rollout, which is not implemented in rlc yet",
+        same_as="actor_rollout_ref.rollout.multi_turn.function_tool_path")
+    """Mirror of rollout.multi_turn.function_tool_path."""
     return_raw_input_ids: bool = instead(False, OWN_LOADER)
     """Also return the prompt ids tokenized without chat template."""
     return_raw_chat: bool = instead(True, OWN_LOADER)
@@ -111,6 +115,10 @@ class Data(Section):
     """Column holding images."""
     video_key: str = instead("videos", VISION)
     """Column holding videos."""
+    audio_key: str = instead("audios", VISION)
+    """Column holding audio."""
+    mm_processor_kwargs: dict[str, Any] = instead({}, VISION)
+    """Extra arguments of the multimodal processor."""
     image_patch_size: int = instead(14, VISION)
     """Vision patch size."""
     return_multi_modal_inputs: bool = instead(True, VISION)

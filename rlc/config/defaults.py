@@ -33,6 +33,9 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
                 max(1, legacy // data_parallel_size(cfg)) if legacy else actor.ppo_micro_batch_size_per_gpu or 1)
     ref.strategy = ref.strategy or actor.strategy
 
+    if cfg.reward.custom_reward_function.path and not cfg.custom_reward_function.path:  # verl 0.9.1's place
+        cfg.custom_reward_function = cfg.reward.custom_reward_function.model_copy()
+
     critic.enable = uses_critic(cfg)
     critic.model.path = critic.model.path or arf.model.path
     if critic.model.path == arf.model.path and critic.model.revision is None:

@@ -7,12 +7,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlc.config.base import PROFILING, Section, instead, refused
+from rlc.config.base import PROFILING, Section, instead, partly, refused
 
 ULYSSES = ("Ulysses sequence parallelism is not implemented in rlc yet: each GPU holds whole sequences (verl "
            "divides the data-parallel size by this; set it to 1)")
 MEGATRON_SCHEDULE = ("rlc's Megatron engine uses the same schedule as FSDP: lr_scheduler_type, lr_warmup_steps "
                      "(_ratio) and min_lr_ratio")
+PRECISION_AWARE = "used only by Megatron's precision-aware optimizer, which rlc does not use"
+MUON = "used only by the Muon optimizer, which rlc does not implement (rlc runs AdamW)"
+NO_PADDING_BUCKETS = "rlc pads each micro-batch to its own longest sequence (or packs it without padding)"
+QAT = "quantization-aware training is not implemented in rlc"
 SINGLE_DTYPE = ("rlc keeps trainable weights in fp32 and the reference in bf16 on GPUs; mixed_precision sets the "
                 "compute dtypes")
 
@@ -70,6 +74,38 @@ class Optim(Section):
     """Megatron: decay shape of the warmup-stable-decay schedule."""
     lr_wsd_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
     """Megatron: length of the WSD schedule's decay phase."""
+    use_precision_aware_optimizer: bool = refused(False, "Megatron's precision-aware optimizer is not used by rlc")
+    """Megatron: keep gradients and Adam moments in lower precision (bf16 training)."""
+    main_grads_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
+    """Megatron: dtype of the gradient-accumulation buffer with the precision-aware optimizer."""
+    exp_avg_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
+    """Megatron: dtype of Adam's first moment with the precision-aware optimizer."""
+    exp_avg_sq_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
+    """Megatron: dtype of Adam's second moment with the precision-aware optimizer."""
+    use_layer_wise_distributed_optimizer: bool = instead(False, MUON)
+    """Megatron Muon: shard the optimizer layer by layer."""
+    muon_momentum: float = instead(0.95, MUON)
+    """Muon: momentum."""
+    muon_nesterov: bool = instead(False, MUON)
+    """Muon: Nesterov momentum."""
+    muon_num_ns_steps: int = instead(5, MUON)
+    """Muon: Newton-Schulz iterations."""
+    muon_coefficient_type: str = instead("quintic", MUON)
+    """Muon: Newton-Schulz coefficients."""
+    muon_scale_mode: str = instead("spectral", MUON)
+    """Muon: update scaling."""
+    muon_extra_scale_factor: float = instead(1.0, MUON)
+    """Muon: extra update scale."""
+    muon_fp32_matmul_prec: str = instead("medium", MUON)
+    """Muon: fp32 matmul precision."""
+    muon_match_adamw_update_rms: bool = instead(False, MUON)
+    """Muon: scale updates to AdamW's RMS."""
+    muon_split_qkv: bool = instead(True, MUON)
+    """Muon: orthogonalise q, k and v separately."""
+    muon_tp_mode: str = instead("blockwise", MUON)
+    """Muon: tensor-parallel handling."""
+    muon_scalar_optimizer: str = instead("adam", MUON)
+    """Muon: optimizer of scalar and vector parameters."""
     use_checkpoint_opt_param_scheduler: bool = instead(
         False, "rlc restores the scheduler's step from the checkpoint and takes its settings from this config")
     """Megatron: take the scheduler settings from the checkpoint instead of the config."""
@@ -83,6 +119,23 @@ class WrapPolicy(Section):
     transformer_layer_cls_to_wrap: list[str] | None = instead(
         None, "rlc shards each decoder layer, then the whole model (FSDP2 fully_shard)")
     """Layer class names to shard as units (default: the model's decoder layer)."""
+
+
+class Qat(Section):
+    """Quantization-aware training."""
+
+    enable: bool = refused(False, QAT)
+    """Train with fake-quantized weights."""
+    mode: str = instead("w4a16", QAT, only_with=".enable")
+    """Quantization scheme (w4a16: NVFP4 weights)."""
+    group_size: int = instead(16, QAT, only_with=".enable")
+    """Weights per quantization group."""
+    ignore_patterns: list[str] = instead([], QAT, only_with=".enable")
+    """Modules left unquantized."""
+    activation_observer: str | None = instead(None, QAT, only_with=".enable")
+    """Activation observer."""
+    quantization_config_path: str | None = instead(None, QAT, only_with=".enable")
+    """vLLM quantization config for the rollout."""
 
 
 class FSDPConfig(Section):
@@ -115,8 +168,9 @@ class FSDPConfig(Section):
     """Random seed of the engine."""
     full_determinism: bool = refused(False, "deterministic kernels are not switched on by rlc")
     """Force deterministic algorithms (slower)."""
-    strategy: Literal["fsdp", "fsdp2"] = instead("fsdp", "rlc always shards with FSDP2 (fully_shard)")
-    """FSDP version."""
+    strategy: Literal["fsdp", "fsdp2", "fsdp_turbo"] = partly(
+        "fsdp", ("fsdp", "fsdp2"), "verl's turbo FSDP engine is not implemented in rlc (rlc shards with FSDP2)")
+    """FSDP version: fsdp, fsdp2 (rlc runs FSDP2 for both) or fsdp_turbo."""
     use_torch_compile: bool = instead(True, "rlc does not torch.compile the model")
     """Compile the model's forward with torch.compile."""
     ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
@@ -127,6 +181,33 @@ class FSDPConfig(Section):
     """Recompute the entropy in the backward pass instead of storing it."""
     forward_only: bool = instead(False, "rlc knows from the role (ref, actor, critic) whether a model trains")
     """The model only runs forward passes (set by verl for the reference)."""
+    entropy_from_logits_chunk_size: int = instead(2048, "rlc computes the entropy over the whole logits",
+                                                  only_with=".entropy_from_logits_with_chunking")
+    """Chunk size of the chunked entropy."""
+    pad_to_length: bool = instead(False, NO_PADDING_BUCKETS)
+    """Round each packed micro-batch up to a multiple of pad_to_length_bucket tokens (fewer kernel shapes)."""
+    pad_to_length_bucket: int = instead(1024, NO_PADDING_BUCKETS, only_with=".pad_to_length")
+    """Bucket of pad_to_length, in tokens."""
+    use_no_sync_for_gradient_accumulation: bool = instead(
+        False, "rlc lets FSDP2 reduce gradients after each micro-batch")
+    """Defer gradient reduction to the last micro-batch (less communication, more memory)."""
+    qat: Qat = Qat()
+    """Quantization-aware training."""
+    turbo_config: dict[str, Any] | None = instead(None, "verl's turbo FSDP engine is not implemented in rlc",
+                                                  only_with=".strategy==fsdp_turbo")
+    """Options of verl's turbo FSDP engine (its own tensor, expert and Ulysses sizes)."""
+
+
+class RouterReplay(Section):
+    """MoE router replay: record the rollout's expert routing and replay it in training."""
+
+    mode: Literal["disabled", "R2", "R3"] = refused(
+        "disabled", "MoE router replay is not implemented in rlc")
+    """disabled, or how routing decisions are recorded and replayed."""
+    record_file: str | None = refused(None, "MoE router replay is not implemented in rlc")
+    """Where recorded routing goes."""
+    replay_file: str | None = refused(None, "MoE router replay is not implemented in rlc")
+    """Recorded routing to replay."""
 
 
 class MegatronConfig(Section):
@@ -182,12 +263,39 @@ class MegatronConfig(Section):
     """Fields of the Megatron model config to override."""
     use_mbridge: bool = instead(True, "rlc converts Hugging Face weights with its own converter (no mbridge)")
     """Convert Hugging Face weights with mbridge."""
-    vanilla_mbridge: bool = instead(True, "rlc converts Hugging Face weights with its own converter (no mbridge)")
+    vanilla_mbridge: bool = instead(False, "rlc converts Hugging Face weights with its own converter (no mbridge)")
     """Use mbridge's vanilla bridge."""
     use_remove_padding: bool = instead(True, "rlc's Megatron engine follows model.use_remove_padding")
     """Pack sequences without padding."""
     forward_only: bool = instead(False, "rlc knows from the role (ref, actor, critic) whether a model trains")
     """The model only runs forward passes (set by verl for the reference)."""
+    dist_ckpt_optim_fully_reshardable: bool = instead(False, "rlc resumes with the same parallel layout only")
+    """Save the optimizer so that it reloads under any TP/PP/EP/DP layout."""
+    distrib_optim_fully_reshardable_mem_efficient: bool = instead(
+        False, "rlc resumes with the same parallel layout only", only_with=".dist_ckpt_optim_fully_reshardable")
+    """Save and load that checkpoint with as little memory as possible (through Gloo)."""
+    dynamic_context_parallel: bool = refused(False, "context parallelism is not implemented in rlc yet")
+    """Schedule context parallelism per batch."""
+    max_seqlen_per_dp_cp_rank: int | None = instead(None, "context parallelism is not implemented in rlc yet",
+                                                    only_with=".dynamic_context_parallel")
+    """Longest packed sequence per DPxCP rank with dynamic context parallelism."""
+    entropy_from_logits_with_chunking: bool = instead(False, "rlc computes the entropy over the whole logits")
+    """Compute the entropy in chunks to save memory."""
+    entropy_from_logits_chunk_size: int = instead(2048, "rlc computes the entropy over the whole logits",
+                                                  only_with=".entropy_from_logits_with_chunking")
+    """Chunk size of the chunked entropy."""
+    pad_to_length: bool = instead(False, NO_PADDING_BUCKETS)
+    """Round each packed micro-batch up to a multiple of pad_to_length_bucket tokens."""
+    pad_to_length_bucket: int = instead(1024, NO_PADDING_BUCKETS, only_with=".pad_to_length")
+    """Bucket of pad_to_length, in tokens."""
+    pad_bshd_to_minibatch_max: bool = instead(True, NO_PADDING_BUCKETS)
+    """Padded path: pad every micro-batch to the mini-batch's longest sequence."""
+    use_megatron_fsdp: bool = refused(False, "Megatron-FSDP is not implemented in rlc")
+    """Shard parameters with Megatron-FSDP (ZeRO-3)."""
+    qat: Qat = Qat()
+    """Quantization-aware training."""
+    router_replay: RouterReplay | None = None
+    """MoE router replay of the Megatron engine."""
 
 
 class Checkpoint(Section):
@@ -202,6 +310,10 @@ class Checkpoint(Section):
     """Parts read on resume (default: save_contents)."""
     async_save: bool = instead(False, "rlc saves synchronously")
     """Save checkpoints in the background."""
+    strict: bool = instead(True, "rlc's weight export always checks every tensor")
+    """Validate strictly when exporting weights."""
+    mbridge_config: dict[str, Any] = instead({}, "rlc saves checkpoints without mbridge")
+    """mbridge checkpoint options (distributed_filesystem, memory_efficient)."""
 
 
 class Profiler(Section):
@@ -218,7 +330,15 @@ class Profiler(Section):
     save_path: str | None = instead(None, PROFILING, only_with=".enable")
     """Where traces go."""
     tool_config: dict[str, Any] | None = instead(None, PROFILING, only_with=".enable")
-    """Per-tool options (nsys, npu, torch, torch_memory)."""
+    """Per-tool options (nsys, npu, torch, torch_memory, precision_debugger)."""
+    finish_hook_cmd: str | None = instead(None, PROFILING, only_with=".enable")
+    """Shell command run after traces are written (to ship them somewhere)."""
+    finish_hook_ranks: list[int] | None = instead(None, PROFILING, only_with=".enable")
+    """Ranks that run finish_hook_cmd."""
+    finish_hook_all_ranks: bool | None = instead(None, PROFILING, only_with=".enable")
+    """Every rank runs finish_hook_cmd."""
+    relocate_results: bool | None = instead(None, PROFILING, only_with=".enable")
+    """Move Ray's Nsight output into save_path."""
 
 
 class GlobalProfiler(Section):
@@ -232,17 +352,13 @@ class GlobalProfiler(Section):
     """Merge consecutive profiled steps into one trace."""
     save_path: str = instead("outputs/profile", PROFILING, only_with=".steps")
     """Where traces go."""
+    finish_hook_cmd: str | None = instead(None, PROFILING, only_with=".steps")
+    """Shell command run after traces are written."""
+    finish_hook_ranks: list[int] = instead([], PROFILING, only_with=".steps")
+    """Ranks that run finish_hook_cmd."""
+    finish_hook_all_ranks: bool = instead(False, PROFILING, only_with=".steps")
+    """Every rank runs finish_hook_cmd."""
+    relocate_results: bool = instead(False, PROFILING, only_with=".steps")
+    """Move Ray's Nsight output into save_path."""
     global_tool_config: dict[str, Any] = instead({}, PROFILING, only_with=".steps")
     """Per-tool options of the controller and workers (nsys, torch_memory)."""
-
-
-class RouterReplay(Section):
-    """MoE router replay: record the rollout's expert routing and replay it in training."""
-
-    mode: Literal["disabled", "R2", "R3"] = refused(
-        "disabled", "MoE router replay is not implemented in rlc")
-    """disabled, or how routing decisions are recorded and replayed."""
-    record_file: str | None = refused(None, "MoE router replay is not implemented in rlc")
-    """Where recorded routing goes."""
-    replay_file: str | None = refused(None, "MoE router replay is not implemented in rlc")
-    """Recorded routing to replay."""

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlc.config.base import PROFILING, Section, instead, partly, refused
+from rlc.config.base import PROFILING, NullableSection, Section, instead, partly, refused
 from rlc.config.engine import ULYSSES
 
 REWARD_MODEL_ONLY = ("used only by a reward model (reward_model.enable), which rlc does not implement; rewards come "
@@ -22,47 +22,47 @@ RM = "reward_model.enable"
 NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
 
 
-class CustomRewardFunction(Section):
+class CustomRewardFunction(NullableSection):
     """A reward function of the user's: `fn(data_source, solution_str, ground_truth, extra_info)`."""
 
     path: str | None = None
     """Python file defining the function."""
-    name: str = "compute_score"
+    name: str | None = "compute_score"
     """Name of the function in that file."""
     reward_kwargs: dict[str, Any] = instead({}, "rlc calls the function with verl's four arguments only")
     """Extra keyword arguments for the function."""
 
 
-class SandboxFusion(Section):
+class SandboxFusion(NullableSection):
     """verl's code-execution sandbox service."""
 
     url: str | None = refused(None, "SandboxFusion is not implemented in rlc; serve code verifiers with "
                                     "`rlc reward-server` and reward_api")
     """URL of the sandbox."""
-    max_concurrent: int = instead(64, "SandboxFusion is not implemented in rlc", only_with=".url")
+    max_concurrent: int | None = instead(64, "SandboxFusion is not implemented in rlc", only_with=".url")
     """Concurrent sandbox requests."""
-    memory_limit_mb: int = instead(1024, "SandboxFusion is not implemented in rlc", only_with=".url")
+    memory_limit_mb: int | None = instead(1024, "SandboxFusion is not implemented in rlc", only_with=".url")
     """Memory limit per sandbox run."""
 
 
-class RewardModel(Section):
+class RewardModel(NullableSection):
     """verl's reward section: a model-based reward, and how rule rewards are computed."""
 
-    enable: bool = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
+    enable: bool | None = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
     """Score responses with a reward model."""
-    reward_manager: str = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
+    reward_manager: str | None = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
     """How samples are scored: naive (one at a time), batch, dapo (overlong penalty), prime, ..."""
     reward_kwargs: dict[str, Any] = instead({}, "rlc's reward worker takes no extra arguments; overlong penalties "
                                                 "and other shaping given here are not applied")
     """Extra arguments of the reward manager."""
     use_reward_loop: bool = instead(True, "rlc computes rewards in its own reward worker")
     """verl: compute rewards in the reward loop workers."""
-    num_workers: int = instead(1, "rlc's reward worker is one process; reward_api.max_workers sets the concurrency "
-                                  "of remote scoring")
+    num_workers: int | None = instead(1, "rlc's reward worker is one process; reward_api.max_workers sets the "
+                                         "concurrency of remote scoring")
     """verl's reward-loop workers."""
     launch_reward_fn_async: bool = instead(False, "rlc computes rewards after generation, in the step")
     """Compute rule rewards while the critic and actor update."""
-    reward_loop_source: str = instead("register", REWARD_MODEL_ONLY, only_with=RM)
+    reward_loop_source: str | None = instead("register", REWARD_MODEL_ONLY, only_with=RM)
     """Where the reward loop class comes from: register or importlib."""
     reward_loop_module_path: str | None = refused(None, "custom reward loops are not implemented in rlc")
     """File of a custom reward loop."""
@@ -70,11 +70,11 @@ class RewardModel(Section):
     """Class of that reward loop."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
     """Code-execution sandbox."""
-    enable_resource_pool: bool = instead(False, REWARD_MODEL_ONLY, only_with=RM)
+    enable_resource_pool: bool | None = instead(False, REWARD_MODEL_ONLY, only_with=RM)
     """Give the reward model GPUs of its own."""
-    n_gpus_per_node: int = instead(8, REWARD_MODEL_ONLY, only_with=RM)
+    n_gpus_per_node: int | None = instead(8, REWARD_MODEL_ONLY, only_with=RM)
     """GPUs per node of that pool."""
-    nnodes: int = instead(0, REWARD_MODEL_ONLY, only_with=RM)
+    nnodes: int | None = instead(0, REWARD_MODEL_ONLY, only_with=RM)
     """Nodes of that pool."""
     strategy: str = instead("fsdp", REWARD_MODEL_ONLY, only_with=RM)
     """Engine of the reward model."""
@@ -124,6 +124,39 @@ class RewardManager(Section):
     """Registered manager (mirrors reward_model.reward_manager)."""
     module: RewardManagerModule = RewardManagerModule()
     """A manager class of the user's."""
+
+
+class RewardModelV1(Section):
+    """verl 0.9.1's `reward.reward_model`: a model-based reward served by rollout engines."""
+
+    enable: bool = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
+    """Score responses with a reward model."""
+    enable_resource_pool: bool = instead(False, REWARD_MODEL_ONLY, only_with=".enable")
+    """Give the reward model GPUs of its own."""
+    n_gpus_per_node: int = instead(8, REWARD_MODEL_ONLY, only_with=".enable")
+    """GPUs per node of that pool."""
+    nnodes: int = instead(0, REWARD_MODEL_ONLY, only_with=".enable")
+    """Nodes of that pool."""
+    model_path: str | None = instead(None, REWARD_MODEL_ONLY, only_with=".enable")
+    """The reward model."""
+    rollout: dict[str, Any] | None = instead(None, REWARD_MODEL_ONLY, only_with=".enable")
+    """Inference settings of the reward model."""
+
+
+class Reward(Section):
+    """verl 0.9.1's `reward` section (the older top-level sections still work)."""
+
+    num_workers: int = instead(8, "rlc's reward worker is one process; reward_api.max_workers sets the concurrency "
+                                  "of remote scoring")
+    """Reward-loop workers."""
+    custom_reward_function: CustomRewardFunction = CustomRewardFunction()
+    """A reward function of the user's (copied to the top-level custom_reward_function when that is unset)."""
+    reward_manager: RewardManager = RewardManager()
+    """Which manager scores the samples."""
+    reward_model: RewardModelV1 = RewardModelV1()
+    """A model-based reward."""
+    sandbox_fusion: SandboxFusion = SandboxFusion()
+    """Code-execution sandbox."""
 
 
 class RewardAPI(Section):

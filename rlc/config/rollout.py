@@ -8,11 +8,12 @@ from pydantic import Field
 
 from rlc.config.actor import DYNAMIC_BSZ
 from rlc.config.base import Section, instead, partly, refused
-from rlc.config.engine import Profiler
+from rlc.config.engine import Profiler, Qat
 from rlc.config.model import Mtp
 
 ROLLOUT_ENGINES = ("vllm", "hf", "sglang", "trtllm")
 IMPLEMENTED_ROLLOUT_ENGINES = ("vllm", "hf")
+TOOLS = "tools need multi-turn rollout, which is not implemented in rlc yet"
 MULTI_TURN = "used only by multi-turn rollout, which is not implemented in rlc yet"
 AGENT_LOOP = "agent loops (rollout.mode async) are not implemented in rlc yet; rlc generates one response per sample"
 NOT_SGLANG = "used only by the sglang and trtllm rollouts, which rlc does not implement"
@@ -41,8 +42,10 @@ class MultiTurn(Section):
     """Roll out conversations of several assistant turns, with tool calls."""
     max_assistant_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
     """Most assistant turns per conversation."""
-    tool_config_path: str | None = refused(None, "tools need multi-turn rollout, which is not implemented in rlc yet")
+    tool_config_path: str | None = refused(None, TOOLS)
     """YAML file declaring the tools."""
+    function_tool_path: str | None = refused(None, TOOLS)
+    """Python file whose typed, documented functions become tools."""
     max_user_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
     """Most user turns per conversation."""
     max_parallel_calls: int = instead(1, MULTI_TURN, only_with=".enable")
@@ -95,6 +98,8 @@ class CheckpointEngine(Section):
     """Bucket size of a weight update."""
     engine_kwargs: dict[str, Any] = instead({}, "rlc sends weights to vLLM through its own export")
     """Backend options."""
+    custom_backend_module: str | None = refused(None, "custom weight-transfer backends are not implemented in rlc")
+    """Module imported on every worker to register a custom transfer backend."""
 
 
 class Trace(Section):
@@ -108,6 +113,10 @@ class Trace(Section):
     max_samples_per_step_per_worker: int | None = instead(None, "rollout tracing is not implemented in rlc",
                                                            only_with=".backend")
     """Trace at most this many samples per step and worker."""
+    project_name: str | None = instead(None, "rollout tracing is not implemented in rlc", only_with=".backend")
+    """Tracing project (default trainer.project_name)."""
+    experiment_name: str | None = instead(None, "rollout tracing is not implemented in rlc", only_with=".backend")
+    """Tracing experiment (default trainer.experiment_name)."""
 
 
 class Prometheus(Section):
@@ -122,6 +131,25 @@ class Prometheus(Section):
     """Prometheus configuration file."""
     served_model_name: str | None = instead(None, "Prometheus metrics are not implemented in rlc", only_with=".enable")
     """Model name in the metrics."""
+
+
+class Disaggregation(Section):
+    """Prefill-decode disaggregation of SGLang."""
+
+    enabled: bool = refused(False, NOT_SGLANG)
+    """Run prefill and decode on separate replicas."""
+    prefill_replicas: int = instead(1, NOT_SGLANG, only_with=".enabled")
+    """Prefill replicas."""
+    decode_replicas: int = instead(1, NOT_SGLANG, only_with=".enabled")
+    """Decode replicas."""
+    decode_tensor_model_parallel_size: int | None = instead(None, NOT_SGLANG, only_with=".enabled")
+    """Tensor parallel size of decode replicas."""
+    transfer_backend: str = instead("nixl", NOT_SGLANG, only_with=".enabled")
+    """KV transfer backend."""
+    bootstrap_port: int | None = instead(None, NOT_SGLANG, only_with=".enabled")
+    """Port of the KV-transfer bootstrap server."""
+    ib_device: str | None = instead(None, NOT_SGLANG, only_with=".enabled")
+    """InfiniBand device for KV transfer."""
 
 
 class EngineKwargs(Section):
@@ -214,7 +242,7 @@ class Rollout(Section):
     """Fraction of extra requests whose slowest are aborted."""
     multi_stage_wake_up: bool = instead(False, "rlc wakes vLLM's weights and KV cache together")
     """Wake vLLM's weights before its KV cache to lower the memory peak."""
-    calculate_log_probs: bool = instead(False, "rlc always records the rollout engine's log-probs, to compare them "
+    calculate_log_probs: bool = instead(True, "rlc always records the rollout engine's log-probs, to compare them "
                                                "with the trainer's")
     """Record the rollout engine's log-probs."""
     layered_summon: bool = instead(False, "rlc's weight export to the rollout does not gather layer by layer")
@@ -231,6 +259,20 @@ class Rollout(Section):
     """Start the engine without a tokenizer."""
     enable_rollout_routing_replay: bool = refused(False, "MoE router replay is not implemented in rlc")
     """Record the rollout's MoE routing for replay in training."""
+    full_determinism: bool = instead(False, "rlc does not force deterministic vLLM kernels")
+    """Deterministic generation, for debugging."""
+    nnodes: int = refused(0, "a standalone rollout on nodes of its own is not implemented in rlc; with "
+                             "hybrid_engine false, rollout.n_gpus_per_node GPUs of every node generate", ge=0)
+    """Nodes of a standalone rollout (verl's one-step-off and fully async modes)."""
+    router_config_path: str | None = refused(None, "external rollout routers are not implemented in rlc")
+    """Plugin YAML of an external request router."""
+    moe_load_balance_metrics_interval: int = instead(0, "rlc does not log MoE load-balance metrics")
+    """Log MoE load-balance metrics every this many steps (0: never)."""
+    disaggregation: Disaggregation = Disaggregation()
+    """Prefill-decode disaggregation (SGLang)."""
+    qat: Qat | None = instead(None, "quantization-aware training is not implemented in rlc",
+                              same_as="actor_rollout_ref.actor.qat")
+    """Quantization-aware training of the rollout (mirrors actor.qat)."""
     quantization: str | None = refused(None, "quantized rollout is not implemented in rlc")
     """Quantize the rollout weights (fp8, ...)."""
     quantization_config_file: str | None = refused(None, "quantized rollout is not implemented in rlc")
@@ -257,7 +299,7 @@ class Rollout(Section):
     seed: int = 42
     """rlc: seed of the rollout engine's sampling (plus the step number)."""
     n_gpus_per_node: int = Field(0, ge=0)
-    """rlc: with actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the
-    trainer.n_gpus_per_node that train."""
+    """With actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the
+    trainer.n_gpus_per_node that train (verl 0.9.1: GPUs per node of a standalone rollout)."""
     logprob_diff_tolerance: float = Field(0.5, gt=0)
     """rlc: fail when the mean |vLLM - trainer| log-prob difference exceeds this."""

@@ -8,14 +8,15 @@ from pydantic import Field
 
 from rlc.config.actor import Actor, Ref
 from rlc.config.algorithm import Algorithm
-from rlc.config.base import Section, instead, refused
+from rlc.config.base import Section, instead
 from rlc.config.critic import Critic
 from rlc.config.data import Data
 from rlc.config.engine import GlobalProfiler
 from rlc.config.model import ModelConfig
-from rlc.config.reward import CustomRewardFunction, RewardAPI, RewardManager, RewardModel
+from rlc.config.reward import CustomRewardFunction, Reward, RewardAPI, RewardManager, RewardModel, SandboxFusion
 from rlc.config.rollout import Rollout
 from rlc.config.trainer import Trainer
+from rlc.config.unsupported import Distillation, Skip, TransferQueue
 from rlc.config.upload import HFUpload
 
 
@@ -55,13 +56,6 @@ class RayKwargs(Section):
     """Write Ray's timeline (chrome trace) here."""
 
 
-class TransferQueue(Section):
-    """verl's TransferQueue data plane."""
-
-    enable: bool = refused(False, "TransferQueue is not implemented in rlc; the controller passes batches itself")
-    """Move batches between workers through TransferQueue."""
-
-
 class RLCConfig(Section):
     """An rlc (verl-compatible) training config."""
 
@@ -77,8 +71,10 @@ class RLCConfig(Section):
     """The value model."""
     trainer: Trainer = Trainer()
     """The run."""
+    reward: Reward = Reward()
+    """Reward computation (verl 0.9.1's section)."""
     reward_model: RewardModel = RewardModel()
-    """Reward computation (verl's section)."""
+    """Reward computation (verl's older section)."""
     reward_manager: RewardManager = RewardManager()
     """verl's reward manager choice."""
     custom_reward_function: CustomRewardFunction = CustomRewardFunction()
@@ -93,3 +89,9 @@ class RLCConfig(Section):
     """verl's profiler settings."""
     transfer_queue: TransferQueue = TransferQueue()
     """verl's TransferQueue."""
+    sandbox_fusion: SandboxFusion = SandboxFusion()
+    """verl's code-execution sandbox."""
+    distillation: Distillation = Distillation()
+    """verl's distillation from teacher models."""
+    skip: Skip = Skip()
+    """verl's replay of dumped rollouts."""

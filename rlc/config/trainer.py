@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -12,6 +12,25 @@ Logger = Literal["console", "jsonl", "tensorboard", "wandb", "mlflow", "swanlab"
 IMPLEMENTED_LOGGERS = ("console", "jsonl", "tensorboard", "wandb")
 DEVICES = ("cuda", "cpu", "npu")
 IMPLEMENTED_DEVICES = ("cuda", "cpu")
+
+
+ASYNC_MODE = ".trainer_mode!=sync"
+ASYNC_TRAINER = "used only by verl's asynchronous trainer modes, which rlc does not implement"
+
+
+class TrainerV1(Section):
+    """verl's V1 trainer: synchronous, or asynchronous with the rollout colocated or separate."""
+
+    trainer_mode: str = partly("sync", ("sync",), "asynchronous training is not implemented in rlc yet")
+    """sync, colocate_async or separate_async."""
+    sync: dict[str, Any] = instead({}, "rlc's synchronous trainer takes no options")
+    """Options of the synchronous mode."""
+    colocate_async: dict[str, Any] | None = instead(None, ASYNC_TRAINER, only_with=ASYNC_MODE)
+    """Options of the colocated asynchronous mode (num_warmup_batches)."""
+    separate_async: dict[str, Any] | None = instead(None, ASYNC_TRAINER, only_with=ASYNC_MODE)
+    """Options of the separate asynchronous mode (hybrid rollout switching, parameter sync steps)."""
+    sampler: dict[str, Any] | None = instead(None, ASYNC_TRAINER, only_with=ASYNC_MODE)
+    """Off-policy sample selection (max_off_policy_strategy, custom samplers)."""
 
 
 class Trainer(Section):
@@ -75,6 +94,12 @@ class Trainer(Section):
     use_legacy_worker_impl: Literal["auto", "enable", "disable"] = instead(
         "auto", "rlc has one worker implementation")
     """verl: use the legacy fsdp/megatron workers or the new engine workers."""
+    checkpoint_callback_class: str | None = refused(None, "checkpoint callbacks are not implemented in rlc")
+    """A class (`pkg.module.Class`) whose on_save hook runs after each checkpoint."""
+    use_v1: bool = instead(True, "rlc has one trainer")
+    """verl: run the V1 trainer."""
+    v1: TrainerV1 = TrainerV1()
+    """Options of verl's V1 trainer."""
     seed: int = 42
     """rlc: base seed of model initialisation, shuffles and sampling."""
 
