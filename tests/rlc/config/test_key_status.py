@@ -1,8 +1,9 @@
 """verl's whole key space: every key known, each implemented, warned about or refused, and the table of them current.
 
 The reference for "every key" is verl's own generated trainer configs, of verl 0.9.1 and of the commit verl's
-example scripts were written for (the list in verl_keys.txt, made from them by scripts/verl_keys.py); the reference for "implemented" is the runtime's source: an unmarked key must be read there
-(or by the compiler, which turns it into what the runtime reads).
+example scripts were written for (the list in verl_keys.txt, made from them by scripts/verl_keys.py); the reference
+for "implemented" is the runtime's source: an unmarked key must be read there (or by the compiler, which turns it
+into what the runtime reads).
 """
 
 from __future__ import annotations
