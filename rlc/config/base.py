@@ -13,7 +13,9 @@ verl's names, so a verl config validates. Each key is exactly one of:
 
 The marker lives in the field's JSON Schema (`x-rlc`), so validation (`checks.check_status`), the key table
 (`rlc keys`) and the tests read the same data; no key's status is an `if` somewhere else. Descriptions are the
-fields' docstrings (`use_attribute_docstrings`), shown in the JSON Schema and by `rlc show --explain`.
+fields' docstrings; `rlc schema` reads them from the source into the JSON Schema (pydantic's
+`use_attribute_docstrings` would parse every model's source on each start of `rlc validate`, which needs none of
+them), and `rlc show --explain` shows them from there.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ STATUS = "x-rlc"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=(),
-                              use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=())
 
 
 class NullableSection(Section):
