@@ -199,13 +199,14 @@ def _installed(module: str) -> bool:
 
 
 def _non_default_megatron(block: Any) -> bool:
-    """A megatron block that asks for something (a resolved config spells out the defaults; those are fine)."""
+    """A megatron block that asks for something rlc's Megatron engine does (a resolved config spells out the
+    defaults, and verl's keys that rlc only warns about are checked one by one; those are fine)."""
     from rlc.config.engine import MegatronConfig
 
     if not isinstance(block, dict):
         return block is not None
     try:
-        return MegatronConfig.model_validate(block) != MegatronConfig()
+        return not _same(MegatronConfig.model_validate(block), MegatronConfig())
     except ValueError:
         return True
 
@@ -301,7 +302,7 @@ def _walk_status(root: BaseModel, model: BaseModel, defaults: BaseModel,
         value, marker, default = getattr(model, name), status_of(field), getattr(defaults, name, field.default)
         found = None
         if marker and (marker["status"] == "partial" or name in model.model_fields_set):
-            found = _status_diagnostic(root, model, marker, name, value, default, (*path, name))
+            found = _status_diagnostic(root, model, marker, name, value, (default, field.default), (*path, name))
         if found:
             yield found
         elif isinstance(value, BaseModel):
@@ -310,7 +311,9 @@ def _walk_status(root: BaseModel, model: BaseModel, defaults: BaseModel,
 
 
 def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, Any], name: str, value: Any,
-                       default: Any, path: tuple[str, ...]) -> Diagnostic | None:
+                       defaults: tuple[Any, Any], path: tuple[str, ...]) -> Diagnostic | None:
+    """`defaults`: the key's default at its place (`ref.fsdp_config.forward_only` is true) and in its class (what
+    a partly written section fills in); either is a value verl uses there."""
     if marker["status"] == "partial":
         if value is None or value in marker["implemented"]:
             return None
@@ -318,8 +321,8 @@ def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, An
                           hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
     if "only_with" in marker and not _switched_on(root, section, marker["only_with"]):
         return None
-    mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else default
-    if _same(value, default) or _same(value, mirrored):
+    mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else defaults[0]
+    if any(_same(value, other) for other in (*defaults, mirrored)):
         return None
     refused = marker["status"] == "refused"
     return Diagnostic(f"set to {_differences(value, mirrored)}, but {marker['note']}", path,
