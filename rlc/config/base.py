@@ -57,9 +57,11 @@ def instead(default: Any, what: str, *, same_as: str | None = None, only_with: s
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 
-def refused(default: Any, why: str, **kwargs: Any) -> Any:
-    """A verl key rlc knows but does not implement: any value but the default is an error giving `why`."""
-    return Field(default, json_schema_extra={STATUS: {"status": "refused", "note": why}}, **kwargs)
+def refused(default: Any, why: str, *, also_fine: tuple[Any, ...] = (), **kwargs: Any) -> Any:
+    """A verl key rlc knows but does not implement: any value but the default is an error giving `why`.
+    `also_fine`: other values that ask for what rlc does anyway (`expert_tensor_parallel_size: 1`)."""
+    marker = {"status": "refused", "note": why} | ({"also_fine": list(also_fine)} if also_fine else {})
+    return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 
 def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", **kwargs: Any) -> Any:

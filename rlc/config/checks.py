@@ -322,7 +322,7 @@ def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, An
     if "only_with" in marker and not _switched_on(root, section, marker["only_with"]):
         return None
     mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else defaults[0]
-    if any(_same(value, other) for other in (*defaults, mirrored)):
+    if any(_same(value, other) for other in (*defaults, mirrored, *marker.get("also_fine", ()))):
         return None
     refused = marker["status"] == "refused"
     return Diagnostic(f"set to {_differences(value, mirrored)}, but {marker['note']}", path,

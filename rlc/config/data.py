@@ -46,7 +46,8 @@ class DataGen(Section):
 class Data(Section):
     """Training and validation prompts."""
 
-    tokenizer: str | None = None
+    tokenizer: str | None = instead(None, "rlc tokenizes prompts with the policy's tokenizer (model.tokenizer_path "
+                                          "or model.path)")
     """Tokenizer for the prompts (default: the model's)."""
     use_shm: bool = instead(False, "rlc reads data files from their path (no copy to shared memory)")
     """Copy data files to /dev/shm first."""
@@ -109,7 +110,7 @@ class Data(Section):
     """Processes that filter."""
     truncation: Literal["error", "left", "right", "middle"] = "error"
     """What to do with a prompt that is still too long: fail, or cut its left, right or middle."""
-    trust_remote_code: bool = False
+    trust_remote_code: bool = instead(False, "rlc loads the tokenizer with model.trust_remote_code")
     """Allow the tokenizer repo's own Python code."""
     image_key: str = instead("images", VISION)
     """Column holding images."""

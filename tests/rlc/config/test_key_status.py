@@ -207,3 +207,12 @@ def test_a_config_with_every_default_spelled_out_checks_clean(example: str) -> N
     tree = filled.model_dump(mode="json")
     found = [d for d in run_checks(RLCConfig.model_validate(tree), tree) if d.code in ("ignored", "not-implemented")]
     assert found == []
+
+
+def test_a_refused_key_set_to_what_rlc_does_anyway_is_silent() -> None:
+    def errors(etp: int) -> list[str]:
+        tree = {"actor_rollout_ref": {"actor": {"megatron": {"expert_tensor_parallel_size": etp}}}}
+        return [d.dotted for d in _diagnostics(tree) if d.code == "not-implemented"]
+
+    assert errors(1) == []  # no expert tensor parallelism: what rlc runs
+    assert errors(2) == ["actor_rollout_ref.actor.megatron.expert_tensor_parallel_size"]
