@@ -322,7 +322,7 @@ class Profiler(Section):
 
     tool: str | None = instead(None, PROFILING, only_with=".enable")
     """Profiler to run: nsys, npu, torch or torch_memory."""
-    enable: bool = refused(False, PROFILING)
+    enable: bool = instead(False, PROFILING)
     """Profile this role."""
     all_ranks: bool = instead(False, PROFILING, only_with=".enable")
     """Profile every rank."""
@@ -347,7 +347,7 @@ class GlobalProfiler(Section):
 
     tool: str | None = instead(None, PROFILING, only_with=".steps")
     """Profiler to run: nsys, npu, torch or torch_memory."""
-    steps: list[int] | None = refused(None, PROFILING)
+    steps: list[int] | None = instead(None, PROFILING)
     """Training steps to profile."""
     profile_continuous_steps: bool = instead(False, PROFILING, only_with=".steps")
     """Merge consecutive profiled steps into one trace."""
