@@ -4,8 +4,6 @@ The names of verl's policy losses and KL estimators live here once, each beside 
 schema accepts every name verl registers, and validation says which are not implemented yet.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

@@ -3,8 +3,6 @@
 The names of verl's advantage estimators live here once, beside the subset rlc's runtime runs.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

@@ -15,10 +15,9 @@ The marker lives in the field's JSON Schema (`x-rlc`), so validation (`checks.ch
 (`rlc keys`) and the tests read the same data; no key's status is an `if` somewhere else. Descriptions are the
 fields' docstrings; `rlc schema` reads them from the source into the JSON Schema (pydantic's
 `use_attribute_docstrings` would parse every model's source on each start of `rlc validate`, which needs none of
-them), and `rlc show --explain` shows them from there.
+them), and `rlc show --explain` shows them from there. For the same reason the model modules do without
+`from __future__ import annotations`: pydantic would compile each of their ~1000 annotation strings at every start.
 """
-
-from __future__ import annotations
 
 from typing import Any
 

@@ -1,7 +1,5 @@
 """`critic`: the value model for GAE/PPO. Its model defaults to the actor's (resolve fills it in)."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from rlc.config.actor import DYNAMIC_BSZ, LossAggMode, Strategy

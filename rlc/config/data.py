@@ -4,8 +4,6 @@ Files are local paths (parquet, json, jsonl), lists of them, or Hugging Face dat
 pinned by `rlc resolve`; `revision` chooses its branch, tag or commit.
 """
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field

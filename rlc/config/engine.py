@@ -1,8 +1,6 @@
 """Training-engine options shared by actor, ref and critic: optimizer, FSDP and Megatron blocks, checkpoints,
 profiler and router replay (verl's names and defaults; each key's status is on the key, see `base`)."""
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field

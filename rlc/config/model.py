@@ -4,8 +4,6 @@
 `rlc resolve` pins it to a full commit sha and keeps what the user wrote in `revision_requested`.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from pydantic import Field

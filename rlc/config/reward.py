@@ -4,8 +4,6 @@ verl's reward-model keys are all known; a reward model itself is refused (use `r
 warn.
 """
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field

@@ -1,7 +1,5 @@
 """`actor_rollout_ref.rollout`: generation engine and sampling (verl's keys; each key's status is on the key)."""
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field

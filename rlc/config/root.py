@@ -1,7 +1,5 @@
 """The whole config tree: verl's sections and nesting, plus `backend`, `reward_api` and `hf_upload`."""
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field

@@ -1,7 +1,5 @@
 """`trainer`: the run's length, cluster shape, logging, checkpoints and resumption."""
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field, field_validator

@@ -5,8 +5,6 @@ Each has one switch, refused when on; its other keys matter to verl only with th
 quietly while it is off (`only_with`) and listed in the key table.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from rlc.config.base import Section, instead, refused

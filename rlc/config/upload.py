@@ -1,7 +1,5 @@
 """`hf_upload`: push the final checkpoint to the Hugging Face Hub (seed 001)."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field
