@@ -34,9 +34,10 @@ MINIMAL = {"algorithm": {"adv_estimator": "grpo"}, "data": {"train_files": "x.pa
            "trainer": {"n_gpus_per_node": 1}, "actor_rollout_ref": {
                "model": {"path": "m"}, "rollout": {"name": "hf", "n": 2},
                "actor": {"ppo_mini_batch_size": 4, "ppo_micro_batch_size_per_gpu": 1}}}
-# Files that declare the models, or only check them: a key named there is not thereby implemented.
-NOT_READERS = {"actor.py", "algorithm.py", "base.py", "checks.py", "critic.py", "data.py", "engine.py", "model.py",
-               "reward.py", "rollout.py", "root.py", "trainer.py", "upload.py", "keytable.py", "schema.py"}
+# rlc/config/ declares the models and checks them: a key named there is not thereby implemented, except in
+# defaults.py, which turns legacy and mirrored keys into the ones the runtime reads.
+READERS = [*(ROOT / "runtime").rglob("*.py"), *(p for p in (ROOT / "rlc").rglob("*.py") if p.parent.name != "config"),
+           ROOT / "rlc" / "config" / "defaults.py"]
 
 
 def _tree(keys: list[str]) -> dict[str, Any]:
@@ -87,10 +88,7 @@ def test_every_verl_key_is_known_to_the_schema() -> None:
 
 
 def test_every_key_is_read_marked_or_a_section() -> None:
-    sources = [p.read_text() for folder in ("runtime", "rlc") for p in (ROOT / folder).rglob("*.py")
-               if p.name not in NOT_READERS or "rlc/config" not in str(p)]
-    sources.append((ROOT / "rlc" / "config" / "defaults.py").read_text())  # turns legacy keys into read ones
-    text = "\n".join(sources)
+    text = "\n".join(p.read_text() for p in READERS)
     unread = [key for key, field, section in _fields(RLCConfig)
               if section is None and status_of(field) is None
               and not re.search(rf"[.\"']{re.escape(key.rsplit('.', 1)[-1])}\b", text)]
@@ -216,3 +214,21 @@ def test_a_refused_key_set_to_what_rlc_does_anyway_is_silent() -> None:
 
     assert errors(1) == []  # no expert tensor parallelism: what rlc runs
     assert errors(2) == ["actor_rollout_ref.actor.megatron.expert_tensor_parallel_size"]
+
+
+def test_verl_0_9_1_null_legacy_sections_take_their_defaults() -> None:
+    # verl 0.9.1 dumps its deprecated top-level reward sections with every key null.
+    tree = {"custom_reward_function": {"path": None, "name": None},
+            "reward_model": {"enable": None, "num_workers": None, "reward_manager": None},
+            "sandbox_fusion": {"url": None, "max_concurrent": None, "memory_limit_mb": None}}
+    assert _diagnostics(tree) == []
+    config = RLCConfig.model_validate(_merged(MINIMAL, tree))
+    assert (config.custom_reward_function.name, config.reward_model.enable) == ("compute_score", False)
+
+
+def test_verl_0_9_1_reward_section_feeds_the_reward_function_rlc_runs() -> None:
+    from rlc.config.defaults import fill_defaults
+
+    tree = {"reward": {"custom_reward_function": {"path": "my_reward.py", "name": "score"}}}
+    filled = fill_defaults(RLCConfig.model_validate(_merged(MINIMAL, tree)))
+    assert (filled.custom_reward_function.path, filled.custom_reward_function.name) == ("my_reward.py", "score")
