@@ -17,6 +17,7 @@ REWARD_MANAGERS = ("naive", "batch", "dapo", "prime", "remote")
 """verl's registered reward managers; rlc's reward worker is verl's `naive` one."""
 IMPLEMENTED_REWARD_MANAGERS = ("naive",)
 RM = "reward_model.enable"
+OVERLONG = "overlong reward shaping (DAPO) is not implemented in rlc yet"
 NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
 
 
@@ -41,6 +42,19 @@ class SandboxFusion(NullableSection):
     """Concurrent sandbox requests."""
     memory_limit_mb: int | None = instead(1024, "SandboxFusion is not implemented in rlc", only_with=".url")
     """Memory limit per sandbox run."""
+
+
+class OverlongBuffer(Section):
+    """DAPO's overlong reward shaping: a penalty growing over the last `len` tokens before max_response_length."""
+
+    enable: bool = refused(False, OVERLONG)
+    """Penalise responses that run into the buffer."""
+    len: int = instead(0, OVERLONG, only_with=".enable")
+    """Tokens of the buffer before max_response_length."""
+    penalty_factor: float = instead(1.0, OVERLONG, only_with=".enable")
+    """Penalty at the end of the buffer (it rises linearly from 0)."""
+    log: bool = instead(False, OVERLONG, only_with=".enable")
+    """Log the penalty."""
 
 
 class RewardModel(NullableSection):
@@ -68,6 +82,8 @@ class RewardModel(NullableSection):
     """Class of that reward loop."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
     """Code-execution sandbox."""
+    overlong_buffer: OverlongBuffer = OverlongBuffer()
+    """DAPO's overlong reward shaping (the recipe's place for it)."""
     enable_resource_pool: bool | None = instead(False, REWARD_MODEL_ONLY, only_with=RM)
     """Give the reward model GPUs of its own."""
     n_gpus_per_node: int | None = instead(8, REWARD_MODEL_ONLY, only_with=RM)

@@ -28,8 +28,9 @@ ROOT = Path(__file__).parents[3]
 VERL_KEYS = [line for line in (Path(__file__).parent / "verl_keys.txt").read_text().splitlines()
              if not line.startswith("#")]
 # Keys verl's example scripts add with `+` or set from recipes, beyond the generated configs (issue 14).
-SCRIPT_KEYS = ["reward_model.reward_kwargs", "custom_reward_function.reward_kwargs", "algorithm.filter_groups.enable",
-               "data.gen_batch_size", "trainer.use_legacy_worker_impl", "actor_rollout_ref.rollout.multi_turn.format"]
+SCRIPT_KEYS = ["reward_model.reward_kwargs", "reward_model.overlong_buffer.len", "algorithm.filter_groups.enable",
+               "custom_reward_function.reward_kwargs", "data.gen_batch_size", "trainer.use_legacy_worker_impl",
+               "actor_rollout_ref.rollout.multi_turn.format"]
 MINIMAL = {"algorithm": {"adv_estimator": "grpo"}, "data": {"train_files": "x.parquet", "train_batch_size": 4},
            "trainer": {"n_gpus_per_node": 1}, "actor_rollout_ref": {
                "model": {"path": "m"}, "rollout": {"name": "hf", "n": 2},
