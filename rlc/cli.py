@@ -124,8 +124,18 @@ def show(
         typer.echo(f"error: no key `{explain}` in the config", err=True)
         raise typer.Exit(1)
     width = max(len(k) for k in keys)
+    meanings = _meanings() if explain is not None else {}
     for key in keys:
         typer.echo(f"{key:<{width}}  {values.get(key)!r:<30}  # {resolved.provenance[key]}")
+        if key in meanings:
+            typer.echo(f"{'':<{width}}  {meanings[key]}")
+
+
+def _meanings() -> dict[str, str]:
+    """Each key's description and status, as the key table states them."""
+    from rlc import keytable, schema
+
+    return {row.key: f"[{row.status}] {row.text}" for row in keytable.rows(schema.load())}
 
 
 def _flatten(node: object, prefix: str = "") -> dict[str, object]:
@@ -315,6 +325,21 @@ def schema_cmd(
     text = schema.dump(schema.generate())
     if output:
         output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("keys")
+def keys_cmd(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout")] = None,
+) -> None:
+    """Print (or write) the table of every config key with its default and status (implemented, warns, refused)."""
+    from rlc import keytable, schema
+    from rlc.files import write_atomic
+
+    text = keytable.markdown(schema.load())
+    if output:
+        write_atomic(output, text)
     else:
         sys.stdout.write(text)
 

@@ -7,7 +7,11 @@ becomes a `Diagnostic` with the key path, a plain-English message, and a hint (d
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import textwrap
+import typing
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -22,9 +26,48 @@ def generate() -> dict[str, Any]:
     from rlc.config import RLCConfig
 
     schema = RLCConfig.model_json_schema(mode="validation")
+    _add_descriptions(schema, RLCConfig)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://github.com/rlc-project/rlc/schemas/rlc.schema.json"
     return schema
+
+
+def _add_descriptions(schema: dict[str, Any], root: type) -> None:
+    """Each property's description from the docstring under its field (and each section's from its class)."""
+    for cls in _sections(root):
+        node = schema if cls is root else schema["$defs"][cls.__name__]
+        node.setdefault("description", inspect.getdoc(cls) or "")
+        docs = {name: doc for klass in reversed(cls.__mro__) for name, doc in _field_docs(klass).items()}
+        for name, prop in node.get("properties", {}).items():
+            if name in docs and "description" not in prop:
+                prop["description"] = docs[name]
+
+
+def _sections(root: type) -> list[type]:
+    """The model classes reachable from `root`, root first."""
+    from pydantic import BaseModel
+
+    found: list[type] = [root]
+    for cls in found:
+        for field in cls.model_fields.values():  # type: ignore[attr-defined]
+            for kind in (field.annotation, *typing.get_args(field.annotation)):
+                if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in found:
+                    found.append(kind)
+    return found
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """`name: type = value` followed by a string literal: that string, cleaned, by field name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # a class without source (pydantic's own BaseModel)
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    return {first.target.id: inspect.cleandoc(second.value.value)
+            for first, second in zip(body, body[1:], strict=False)
+            if isinstance(first, ast.AnnAssign) and isinstance(first.target, ast.Name)
+            and isinstance(second, ast.Expr) and isinstance(second.value, ast.Constant)
+            and isinstance(second.value.value, str)}
 
 
 def dump(schema: dict[str, Any]) -> str:

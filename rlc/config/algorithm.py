@@ -1,61 +1,108 @@
-"""`algorithm`: advantage estimation and the KL-in-reward controller (verl's names and defaults)."""
+"""`algorithm`: advantage estimation and the KL-in-reward controller (verl's names and defaults).
 
-from __future__ import annotations
+The names of verl's advantage estimators live here once, beside the subset rlc's runtime runs.
+"""
 
 from typing import Literal
 
 from pydantic import Field
 
-from rlc.config.actor import KLLossType
-from rlc.config.base import Section, unimplemented
+from rlc.config.actor import IMPLEMENTED_KL_KINDS, KLKind
+from rlc.config.base import Section, instead, partly, refused
 
-ADV_ESTIMATORS = ("gae", "grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized", "reinforce_plus_plus",
-                  "reinforce_plus_plus_baseline", "remax", "opo", "gpg", "optimal_token_baseline")
-"""Every `adv_estimator` rlc knows: the keys of rlc_runtime.algorithms.advantages.ADVANTAGE_ESTIMATORS."""
+ADV_ESTIMATORS = ("gae", "grpo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "rloo", "opo",
+                  "grpo_passk", "gpg", "rloo_vectorized", "grpo_vectorized", "optimal_token_baseline",
+                  "tir_optimal_token_baseline", "gdpo")
+"""Every advantage estimator verl 0.9.1 registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py)."""
+IMPLEMENTED_ESTIMATORS = ("gae", "grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized",
+                          "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "opo", "gpg",
+                          "optimal_token_baseline")
+"""The keys of rlc_runtime.algorithms.advantages.ADVANTAGE_ESTIMATORS (optimal_token_baseline: refused by checks)."""
 GROUP_ESTIMATORS = ("grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized",
                     "reinforce_plus_plus_baseline", "opo", "gpg", "optimal_token_baseline")
 """Estimators whose baseline comes from the other samples of the same prompt (rollout.n >= 2 to mean anything)."""
 
+PF_PPO = "used only by pf_ppo (use_pf_ppo), which rlc does not implement"
+
 
 class KLControl(Section):
+    """The KL-in-reward coefficient: fixed, or adapted towards target_kl."""
+
     type: Literal["fixed", "adaptive"] = "fixed"
+    """fixed, or adaptive (Ziegler et al.): the coefficient follows the measured KL."""
     kl_coef: float = Field(0.001, ge=0)
+    """(Initial) coefficient of the KL penalty in the reward."""
     horizon: int = Field(10000, gt=0)
+    """Adaptive: samples over which the coefficient adapts."""
     target_kl: float = Field(0.1, gt=0)
+    """Adaptive: the KL the controller aims for."""
 
 
 class FilterGroups(Section):
-    enable: bool = Field(False, description="DAPO dynamic sampling: drop prompts whose samples all score alike")
-    metric: Literal["acc", "score", "seq_reward", "seq_final_reward"] | None = Field(
-        None, description="What must vary within a prompt's samples to keep it: acc is the reward function's score, "
-                          "the others that score after overlong shaping")
-    max_num_gen_batches: int = Field(
-        0, ge=0, description="Generation rounds per step before giving up on filling the batch; 0: no limit")
-    max_inflight_gen_batches: int = unimplemented(1, "rounds are generated one after the other")
+    """DAPO's dynamic sampling: drop groups whose samples all score the same."""
+
+    enable: bool = False
+    """Keep generating until train_batch_size prompts have groups with mixed scores."""
+    metric: Literal["acc", "score", "seq_reward", "seq_final_reward"] | None = None
+    """What must vary within a prompt's samples to keep it: acc is the reward function's score, the others that
+    score after overlong shaping."""
+    max_num_gen_batches: int = Field(0, ge=0)
+    """Most generation rounds per step before giving up on filling the batch (0: no limit)."""
+    max_inflight_gen_batches: int = instead(1, "rlc generates the rounds one after the other", only_with=".enable")
+    """Generation rounds in flight at once."""
 
 
 class RolloutCorrection(Section):
-    rollout_is: Literal["token", "sequence"] | None = Field(
-        None, description="Importance weights trainer/rollout per token or per sequence; null: none")
-    rollout_is_threshold: float = Field(2.0, gt=0, description="Upper truncation of the importance weights")
-    rollout_is_batch_normalize: bool = Field(False, description="Rescale the weights to mean 1 over the batch")
-    rollout_rs: str | None = Field(None, description="Rejection sampling: token_k1|k2|k3, seq_sum_k*, seq_mean_k*, "
-                                                     "seq_max_k2|k3 (comma-separated for several)")
-    rollout_rs_threshold: str | float | None = Field(
-        None, description="Rejection threshold(s): upper bound, or lower_upper for k1 ratios")
-    bypass_mode: bool = unimplemented(False, "bypass mode is not implemented: the trainer recomputes old log-probs",
-                                      error=True)
-    loss_type: Literal["ppo_clip", "reinforce"] = unimplemented("ppo_clip", "only used in bypass mode")
+    """Importance sampling and rejection between the rollout engine's and the trainer's distributions."""
+
+    rollout_is: Literal["token", "sequence"] | None = None
+    """Importance-weight level: null (off), token or sequence."""
+    rollout_is_threshold: float = Field(2.0, gt=0)
+    """Upper truncation of the importance weights."""
+    rollout_is_batch_normalize: bool = False
+    """Normalise the importance weights to mean 1 over the batch."""
+    rollout_rs: str | None = None
+    """Rejection-sampling rule(s): token_k1|k2|k3, seq_sum_k*, seq_mean_k*, seq_max_k2|k3 (comma-separated)."""
+    rollout_rs_threshold: str | float | None = None
+    """Threshold(s) of the rejection rule: an upper bound, or lower_upper for k1 ratios."""
+    bypass_mode: bool = refused(False, "bypass mode is not implemented: the trainer recomputes old log-probs")
+    """Use the rollout's log-probs as the old policy (two policies instead of three)."""
+    loss_type: Literal["ppo_clip", "reinforce"] = instead("ppo_clip", "used only in bypass mode",
+                                                          only_with=".bypass_mode")
+    """Bypass mode's loss: PPO clip or REINFORCE with explicit weights."""
+
+
+class PFPPO(Section):
+    """Policy filtration PPO: reweight samples by reward."""
+
+    reweight_method: Literal["pow", "max_min", "max_random"] = instead("pow", PF_PPO, only_with="algorithm.use_pf_ppo")
+    """How samples are reweighted."""
+    weight_pow: float = instead(2.0, PF_PPO, only_with="algorithm.use_pf_ppo")
+    """Exponent of the pow method."""
 
 
 class Algorithm(Section):
-    adv_estimator: Literal[ADV_ESTIMATORS] = "gae"
+    """Advantages and the KL penalty in the reward."""
+
+    adv_estimator: Literal[ADV_ESTIMATORS] = partly("gae", IMPLEMENTED_ESTIMATORS)  # type: ignore[valid-type]
+    """Advantage estimator: gae (PPO with a critic), grpo, rloo, reinforce_plus_plus, remax, opo, gpg, ..."""
     gamma: float = Field(1.0, ge=0, le=1)
+    """Discount factor."""
     lam: float = Field(1.0, ge=0, le=1)
+    """GAE's lambda: bias-variance trade-off of the advantage."""
     norm_adv_by_std_in_grpo: bool = True
+    """GRPO: divide advantages by the group's standard deviation (false: Dr. GRPO)."""
     use_kl_in_reward: bool = False
-    kl_penalty: KLLossType = "kl"
+    """Subtract a KL(policy || reference) penalty from the reward; needs the reference model."""
+    kl_penalty: KLKind = partly("kl", IMPLEMENTED_KL_KINDS)
+    """KL estimator of the in-reward penalty: kl (k1), abs, mse (k2), low_var_kl (k3), full."""
     kl_ctrl: KLControl = KLControl()
+    """The penalty's coefficient."""
     filter_groups: FilterGroups = FilterGroups()
+    """DAPO dynamic sampling."""
     rollout_correction: RolloutCorrection = RolloutCorrection()
-    use_pf_ppo: bool = unimplemented(False)
+    """Off-policy correction between rollout and trainer."""
+    use_pf_ppo: bool = refused(False, "policy filtration PPO (pf_ppo) is not implemented in rlc")
+    """Reweight samples by reward (PF-PPO)."""
+    pf_ppo: PFPPO = PFPPO()
+    """PF-PPO options."""

@@ -1,28 +1,78 @@
-"""Shared pieces of the config models.
+"""Shared pieces of the config models, and the status of every key as data on the key.
 
-Every section forbids unknown keys (a typo is an error, never a silent default). Keys that verl accepts but rlc's
-runtime does not implement are declared with `unimplemented(...)`: they validate, so existing verl configs keep
-working, and setting them to anything but the default earns a warning that says so.
+Every section forbids unknown keys (a typo is an error, never a silent default) and carries verl's keys under
+verl's names, so a verl config validates. Each key is exactly one of:
+
+- implemented (no marker): the runtime reads it, or the compiler turns it into what the runtime reads;
+- `instead(default, what)`: accepted; a value other than the default (or than the key it mirrors, `same_as`) earns
+  a warning saying what rlc does instead, unless the switch it depends on (`only_with`) is off, as verl ignores it
+  then too;
+- `refused(default, why)`: known from verl, not implemented; a value other than the default is an error saying why;
+- `partly(default, implemented, why)`: a name from verl's list (loss modes, estimators, engines); the schema
+  accepts all of verl's names, and one that rlc does not run yet is an error naming those it does.
+
+The marker lives in the field's JSON Schema (`x-rlc`), so validation (`checks.check_status`), the key table
+(`rlc keys`) and the tests read the same data; no key's status is an `if` somewhere else. Descriptions are the
+fields' docstrings; `rlc schema` reads them from the source into the JSON Schema (pydantic's
+`use_attribute_docstrings` would parse every model's source on each start of `rlc validate`, which needs none of
+them), and `rlc show --explain` shows them from there. For the same reason the model modules do without
+`from __future__ import annotations`: pydantic would compile each of their ~1000 annotation strings at every start.
 """
-
-from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-UNIMPLEMENTED = "x-rlc-unimplemented"
-"""JSON Schema key marking a field rlc accepts for verl compatibility but does not act on."""
+STATUS = "x-rlc"
+"""JSON Schema key holding a field's status: `{"status": "warn" | "refused" | "partial", "note": ..., ...}`."""
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=())
 
 
-def unimplemented(default: Any, why: str = "rlc's runtime ignores it", *, error: bool = False, **kwargs: Any) -> Any:
-    """A verl key rlc accepts but does not act on. `error=True` for switches whose silent no-op would mislead."""
-    return Field(default, json_schema_extra={UNIMPLEMENTED: {"why": why, "error": error}}, **kwargs)
+class NullableSection(Section):
+    """A section verl 0.9.1 dumps with every key null (its deprecated `reward_model`, `custom_reward_function`,
+    `sandbox_fusion`): null means "not set", so each such key takes its default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-Interp = str
-"""An OmegaConf-style `${a.b}` reference; resolved by `rlc resolve`."""
+def instead(default: Any, what: str, *, same_as: str | None = None, only_with: str | None = None,
+            **kwargs: Any) -> Any:
+    """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead.
+
+    `same_as`: the key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`): a value
+    equal to that key's is what rlc does anyway, so it earns no warning. `only_with`: the switch without which verl
+    ignores this key too (`lora_alpha` without `lora_rank`): while it is off, rlc and verl agree, so no warning.
+    Both are dotted keys from the root, or from this key's section when they start with a dot; `only_with` may
+    also compare, as `.strategy==fsdp_turbo` or `.trainer_mode!=sync`.
+    """
+    marker = {"status": "warn", "note": what}
+    marker |= ({"same_as": same_as} if same_as else {}) | ({"only_with": only_with} if only_with else {})
+    return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
+
+
+def refused(default: Any, why: str, *, also_fine: tuple[Any, ...] = (), **kwargs: Any) -> Any:
+    """A verl key rlc knows but does not implement: any value but the default is an error giving `why`.
+    `also_fine`: other values that ask for what rlc does anyway (`expert_tensor_parallel_size: 1`)."""
+    marker = {"status": "refused", "note": why} | ({"also_fine": list(also_fine)} if also_fine else {})
+    return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
+
+
+def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", **kwargs: Any) -> Any:
+    """A choice among verl's names of which rlc runs only `implemented`."""
+    marker = {"status": "partial", "implemented": list(implemented), "note": why}
+    return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
+
+
+def status_of(field: Any) -> dict[str, Any] | None:
+    """The `x-rlc` marker of a pydantic FieldInfo, or None for an implemented key."""
+    extra = field.json_schema_extra
+    return extra.get(STATUS) if isinstance(extra, dict) else None
+
+
+PROFILING = "profiling is not implemented in rlc; rlc logs step timings (timing_s/*) instead"

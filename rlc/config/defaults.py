@@ -16,8 +16,9 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
 
     actor.clip_ratio_low = actor.clip_ratio_low or actor.clip_ratio
     actor.clip_ratio_high = actor.clip_ratio_high or actor.clip_ratio
-    if actor.optim.warmup_style and "lr_scheduler_type" not in actor.optim.model_fields_set:
-        actor.optim.lr_scheduler_type = actor.optim.warmup_style
+    for optim in (actor.optim, critic.optim):
+        if optim.warmup_style and "lr_scheduler_type" not in optim.model_fields_set:
+            optim.lr_scheduler_type = optim.warmup_style
     if actor.ppo_micro_batch_size_per_gpu is None and actor.ppo_micro_batch_size is not None:
         actor.ppo_micro_batch_size_per_gpu = max(1, actor.ppo_micro_batch_size // data_parallel_size(cfg))
     if cfg.backend == "megatron":
@@ -30,11 +31,10 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
             legacy = block.log_prob_micro_batch_size
             block.log_prob_micro_batch_size_per_gpu = (
                 max(1, legacy // data_parallel_size(cfg)) if legacy else actor.ppo_micro_batch_size_per_gpu or 1)
-        if block.log_prob_use_dynamic_bsz is None:
-            block.log_prob_use_dynamic_bsz = actor.use_dynamic_bsz
-        if block.log_prob_max_token_len_per_gpu is None:
-            block.log_prob_max_token_len_per_gpu = actor.ppo_max_token_len_per_gpu
     ref.strategy = ref.strategy or actor.strategy
+
+    if cfg.reward.custom_reward_function.path and not cfg.custom_reward_function.path:  # verl 0.9.1's place
+        cfg.custom_reward_function = cfg.reward.custom_reward_function.model_copy()
 
     critic.enable = uses_critic(cfg)
     critic.model.path = critic.model.path or arf.model.path
@@ -45,10 +45,10 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
         critic.ppo_micro_batch_size_per_gpu = (
             max(1, critic.ppo_micro_batch_size // data_parallel_size(cfg)) if critic.ppo_micro_batch_size
             else actor.ppo_micro_batch_size_per_gpu)
-    critic.forward_micro_batch_size_per_gpu = (
-        critic.forward_micro_batch_size_per_gpu or critic.ppo_micro_batch_size_per_gpu)
-    critic.use_dynamic_bsz = actor.use_dynamic_bsz if critic.use_dynamic_bsz is None else critic.use_dynamic_bsz
-    critic.forward_max_token_len_per_gpu = critic.forward_max_token_len_per_gpu or critic.ppo_max_token_len_per_gpu
+    if critic.forward_micro_batch_size_per_gpu is None:
+        critic.forward_micro_batch_size_per_gpu = (
+            max(1, critic.forward_micro_batch_size // data_parallel_size(cfg)) if critic.forward_micro_batch_size
+            else critic.ppo_micro_batch_size_per_gpu)
     critic.ppo_epochs = critic.ppo_epochs or actor.ppo_epochs
     critic.shuffle = actor.shuffle if critic.shuffle is None else critic.shuffle
     critic.loss_agg_mode = critic.loss_agg_mode or actor.loss_agg_mode

@@ -1,43 +1,195 @@
-"""Where rewards come from: rule functions by data source, a custom function, or a remote server (seed 003)."""
+"""Where rewards come from: rule functions by data source, a custom function, or a remote server (seed 003).
 
-from __future__ import annotations
+verl's reward-model keys are all known; a reward model itself is refused (use `reward_api`), so its options only
+warn.
+"""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from rlc.config.base import Section, unimplemented
+from rlc.config.base import PROFILING, NullableSection, Section, instead, partly, refused
+from rlc.config.engine import ULYSSES
+
+REWARD_MODEL_ONLY = ("used only by a reward model (reward_model.enable), which rlc does not implement; rewards come "
+                     "from rules, custom_reward_function or reward_api")
+REWARD_MANAGERS = ("naive", "batch", "dapo", "prime", "remote")
+"""verl's registered reward managers; rlc's reward worker is verl's `naive` one."""
+IMPLEMENTED_REWARD_MANAGERS = ("naive",)
+RM = "reward_model.enable"
+NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
 
 
-class CustomRewardFunction(Section):
+class CustomRewardFunction(NullableSection):
+    """A reward function of the user's: `fn(data_source, solution_str, ground_truth, extra_info)`."""
+
     path: str | None = None
-    name: str = "compute_score"
+    """Python file defining the function."""
+    name: str | None = "compute_score"
+    """Name of the function in that file."""
+    reward_kwargs: dict[str, Any] = instead({}, "rlc calls the function with verl's four arguments only")
+    """Extra keyword arguments for the function."""
+
+
+class SandboxFusion(NullableSection):
+    """verl's code-execution sandbox service."""
+
+    url: str | None = refused(None, "SandboxFusion is not implemented in rlc; serve code verifiers with "
+                                    "`rlc reward-server` and reward_api")
+    """URL of the sandbox."""
+    max_concurrent: int | None = instead(64, "SandboxFusion is not implemented in rlc", only_with=".url")
+    """Concurrent sandbox requests."""
+    memory_limit_mb: int | None = instead(1024, "SandboxFusion is not implemented in rlc", only_with=".url")
+    """Memory limit per sandbox run."""
 
 
 class OverlongBuffer(Section):
-    enable: bool = Field(False, description="DAPO overlong shaping: penalise responses in the last `len` tokens")
-    len: int = Field(0, ge=0, description="Tokens before max_response_length where the penalty starts")
-    penalty_factor: float = Field(1.0, ge=0, description="Penalty at max_response_length, growing linearly to it")
-    log: bool = Field(False, description="Log the penalty's share (rlc always logs it)")
+    """DAPO's overlong reward shaping: a penalty growing over the last `len` tokens before max_response_length."""
+
+    enable: bool = False
+    """Penalise responses that run into the buffer."""
+    len: int = Field(0, ge=0)
+    """Tokens of the buffer before max_response_length."""
+    penalty_factor: float = Field(1.0, ge=0)
+    """Penalty at the end of the buffer (it rises linearly from 0)."""
+    log: bool = instead(False, "rlc always logs the penalty (reward/overlong_reward/mean)", only_with=".enable")
+    """Log the penalty."""
 
 
-class RewardModel(Section):
-    enable: bool = unimplemented(False, "model-based rewards are not implemented; use reward_api", error=True)
-    reward_manager: str = "naive"
-    model: dict | None = None
-    micro_batch_size_per_gpu: int | None = None
+class RewardModel(NullableSection):
+    """verl's reward section: a model-based reward, and how rule rewards are computed."""
+
+    enable: bool | None = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
+    """Score responses with a reward model."""
+    reward_manager: str | None = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
+    """How samples are scored: naive (one at a time), batch, dapo (overlong penalty), prime, ..."""
+    reward_kwargs: dict[str, Any] = instead({}, "rlc's reward worker takes no extra arguments; overlong penalties "
+                                                "and other shaping given here are not applied")
+    """Extra arguments of the reward manager."""
+    use_reward_loop: bool = instead(True, "rlc computes rewards in its own reward worker")
+    """verl: compute rewards in the reward loop workers."""
+    num_workers: int | None = instead(1, "rlc's reward worker is one process; reward_api.max_workers sets the "
+                                         "concurrency of remote scoring")
+    """verl's reward-loop workers."""
+    launch_reward_fn_async: bool = instead(False, "rlc computes rewards after generation, in the step")
+    """Compute rule rewards while the critic and actor update."""
+    reward_loop_source: str | None = instead("register", REWARD_MODEL_ONLY, only_with=RM)
+    """Where the reward loop class comes from: register or importlib."""
+    reward_loop_module_path: str | None = refused(None, "custom reward loops are not implemented in rlc")
+    """File of a custom reward loop."""
+    reward_loop_class_name: str | None = refused(None, "custom reward loops are not implemented in rlc")
+    """Class of that reward loop."""
+    sandbox_fusion: SandboxFusion = SandboxFusion()
+    """Code-execution sandbox."""
     overlong_buffer: OverlongBuffer = OverlongBuffer()
+    """DAPO's overlong reward shaping (the recipe's place for it)."""
+    enable_resource_pool: bool | None = instead(False, REWARD_MODEL_ONLY, only_with=RM)
+    """Give the reward model GPUs of its own."""
+    n_gpus_per_node: int | None = instead(8, REWARD_MODEL_ONLY, only_with=RM)
+    """GPUs per node of that pool."""
+    nnodes: int | None = instead(0, REWARD_MODEL_ONLY, only_with=RM)
+    """Nodes of that pool."""
+    strategy: str = instead("fsdp", REWARD_MODEL_ONLY, only_with=RM)
+    """Engine of the reward model."""
+    model: dict[str, Any] | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    """The reward model: path, input_tokenizer, fsdp_config, ..."""
+    micro_batch_size: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    """Deprecated global micro batch of the reward model."""
+    micro_batch_size_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    """Samples per forward pass of the reward model on each GPU."""
+    max_length: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    """Longest input of the reward model."""
+    use_dynamic_bsz: bool | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    """Token-count micro-batches for the reward model."""
+    forward_max_token_len_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    """Token budget of those micro-batches."""
+    ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
+    """Ranks that split each sequence."""
+    profiler: dict[str, Any] = instead({}, PROFILING, only_with=RM)
+    """Profiling of the reward model."""
+    rollout: dict[str, Any] = instead({}, REWARD_MODEL_ONLY, only_with=RM)
+    """Generation settings of a generative reward model."""
+    megatron: dict[str, Any] = instead({}, REWARD_MODEL_ONLY, only_with=RM)
+    """Megatron options of the reward model."""
+    nccl_timeout: int = instead(600, REWARD_MODEL_ONLY, only_with=RM)
+    """Timeout of the reward model's collectives."""
+    load_weight: bool = instead(True, REWARD_MODEL_ONLY, only_with=RM)
+    """Megatron: load the reward model's weights."""
+
+
+class RewardManagerModule(Section):
+    """A reward manager class of the user's."""
+
+    path: str | None = refused(None, "custom reward managers are not implemented in rlc")
+    """File defining it."""
+    name: str = instead("custom_reward_manager", "custom reward managers are not implemented in rlc",
+                                    only_with=".path")
+    """Its class name."""
+
+
+class RewardManager(Section):
+    """verl's top-level `reward_manager`: which manager scores the samples."""
+
+    source: Literal["register", "importlib"] = partly("register", ("register",), "custom reward managers are not "
+                                                                                 "implemented in rlc")
+    """register: one of verl's managers by name; importlib: a class from module.path."""
+    name: str = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
+    """Registered manager (mirrors reward_model.reward_manager)."""
+    module: RewardManagerModule = RewardManagerModule()
+    """A manager class of the user's."""
+
+
+class RewardModelV1(Section):
+    """verl 0.9.1's `reward.reward_model`: a model-based reward served by rollout engines."""
+
+    enable: bool = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
+    """Score responses with a reward model."""
+    enable_resource_pool: bool = instead(False, REWARD_MODEL_ONLY, only_with=".enable")
+    """Give the reward model GPUs of its own."""
+    n_gpus_per_node: int = instead(8, REWARD_MODEL_ONLY, only_with=".enable")
+    """GPUs per node of that pool."""
+    nnodes: int = instead(0, REWARD_MODEL_ONLY, only_with=".enable")
+    """Nodes of that pool."""
+    model_path: str | None = instead(None, REWARD_MODEL_ONLY, only_with=".enable")
+    """The reward model."""
+    rollout: dict[str, Any] | None = instead(None, REWARD_MODEL_ONLY, only_with=".enable")
+    """Inference settings of the reward model."""
+
+
+class Reward(Section):
+    """verl 0.9.1's `reward` section (the older top-level sections still work)."""
+
+    num_workers: int = instead(8, "rlc's reward worker is one process; reward_api.max_workers sets the concurrency "
+                                  "of remote scoring")
+    """Reward-loop workers."""
+    custom_reward_function: CustomRewardFunction = CustomRewardFunction()
+    """A reward function of the user's (copied to the top-level custom_reward_function when that is unset)."""
+    reward_manager: RewardManager = RewardManager()
+    """Which manager scores the samples."""
+    reward_model: RewardModelV1 = RewardModelV1()
+    """A model-based reward."""
+    sandbox_fusion: SandboxFusion = SandboxFusion()
+    """Code-execution sandbox."""
 
 
 class RewardAPI(Section):
+    """rlc: scores from an rl_verifier-compatible HTTP server (`rlc reward-server`)."""
+
     enable: bool = False
-    api_url: str | None = Field(None, description="Base URL of an rl_verifier-compatible server")
+    """Score every sample through the server."""
+    api_url: str | None = None
+    """Base URL of the server."""
     max_workers: int = Field(20, ge=1, le=1024)
+    """Requests in flight at once."""
     timeout: float = Field(30, gt=0)
+    """Seconds to wait for one answer."""
     max_retries: int = Field(3, ge=0)
-    on_failure: Literal["error", "zero"] = Field(
-        "error", description="A sample that still fails after retries: fail the step, or score it 0 and count it"
-    )
+    """Retries of a failed request."""
+    on_failure: Literal["error", "zero"] = "error"
+    """A sample that still fails after retries: fail the step, or score it 0 and count it."""
     verification_info_column: str = "verification_info"
+    """Data column holding what the verifier needs."""
     save_dir: str | None = None
+    """Directory to save scored samples in."""
     save_freq: int = 1
+    """Save every this many steps."""

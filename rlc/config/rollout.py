@@ -1,73 +1,303 @@
-"""`actor_rollout_ref.rollout`: generation engine and sampling."""
-
-from __future__ import annotations
+"""`actor_rollout_ref.rollout`: generation engine and sampling (verl's keys; each key's status is on the key)."""
 
 from typing import Any, Literal
 
 from pydantic import Field
 
-from rlc.config.base import Section, unimplemented
+from rlc.config.actor import DYNAMIC_BSZ
+from rlc.config.base import Section, instead, partly, refused
+from rlc.config.engine import Profiler, Qat
+from rlc.config.model import Mtp
+
+ROLLOUT_ENGINES = ("vllm", "hf", "sglang", "trtllm")
+IMPLEMENTED_ROLLOUT_ENGINES = ("vllm", "hf")
+TOOLS = "tools need multi-turn rollout, which is not implemented in rlc yet"
+MULTI_TURN = "used only by multi-turn rollout, which is not implemented in rlc yet"
+AGENT_LOOP = "agent loops (rollout.mode async) are not implemented in rlc yet; rlc generates one response per sample"
+NOT_SGLANG = "used only by the sglang and trtllm rollouts, which rlc does not implement"
+VLLM_DEFAULT = "rlc leaves this to vLLM's default"
 
 
 class SamplingKwargs(Section):
+    """Sampling for validation."""
+
     top_k: int = -1
+    """Sample from the k most likely tokens (-1: all)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: the smallest token set with this much probability."""
     temperature: float = Field(0.0, ge=0)
+    """Softmax temperature (0 with do_sample false: greedy)."""
     n: int = Field(1, ge=1)
+    """Responses per validation prompt."""
     do_sample: bool = False
+    """Sample; false decodes greedily."""
 
 
 class MultiTurn(Section):
-    enable: bool = unimplemented(False, "multi-turn rollout is not implemented", error=True)
-    max_assistant_turns: int | None = None
-    tool_config_path: str | None = None
+    """Multi-turn rollout with tools and interactions."""
+
+    enable: bool = refused(False, "multi-turn rollout is not implemented in rlc yet")
+    """Roll out conversations of several assistant turns, with tool calls."""
+    max_assistant_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
+    """Most assistant turns per conversation."""
+    tool_config_path: str | None = refused(None, TOOLS)
+    """YAML file declaring the tools."""
+    function_tool_path: str | None = refused(None, TOOLS)
+    """Python file whose typed, documented functions become tools."""
+    max_user_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
+    """Most user turns per conversation."""
+    max_parallel_calls: int = instead(1, MULTI_TURN, only_with=".enable")
+    """Tool calls run at once per turn."""
+    max_tool_response_length: int = instead(256, MULTI_TURN, only_with=".enable")
+    """Longest tool response kept, in tokens."""
+    tool_response_truncate_side: Literal["left", "right", "middle"] = instead("middle", MULTI_TURN, only_with=".enable")
+    """Which part of a long tool response is cut."""
+    interaction_config_path: str | None = refused(None, "interactions need multi-turn rollout, which is not "
+                                                        "implemented in rlc yet")
+    """YAML file declaring the interaction (simulated user)."""
+    use_inference_chat_template: bool = instead(False, MULTI_TURN, only_with=".enable")
+    """Use the model's inference chat template rather than the training one."""
+    tokenization_sanity_check_mode: str = instead("strict", MULTI_TURN, only_with=".enable")
+    """How strictly incremental tokenization is checked against full re-tokenization."""
+    format: str = instead("hermes", MULTI_TURN, only_with=".enable")
+    """Tool-call format."""
+    num_repeat_rollouts: int | None = instead(None, MULTI_TURN, only_with=".enable")
+    """Repeat each interaction this many times."""
+
+
+class CustomAsyncServer(Section):
+    """A custom async rollout server class."""
+
+    path: str | None = refused(None, AGENT_LOOP)
+    """File defining the server class."""
+    name: str | None = refused(None, AGENT_LOOP)
+    """Name of that class."""
+
+
+class AgentLoop(Section):
+    """verl's agent loop: the workers that turn a prompt into a trajectory in async mode."""
+
+    num_workers: int = instead(8, AGENT_LOOP)
+    """Agent-loop worker processes."""
+    default_agent_loop: str = partly("single_turn_agent", ("single_turn_agent",), AGENT_LOOP)
+    """Agent loop of samples that do not name one."""
+    agent_loop_config_path: str | None = refused(None, AGENT_LOOP)
+    """YAML file registering custom agent loops."""
+    custom_async_server: CustomAsyncServer = CustomAsyncServer()
+    """A custom server class."""
+
+
+class CheckpointEngine(Section):
+    """How updated weights reach the rollout engine."""
+
+    backend: str = instead("naive", "rlc sends weights to vLLM in buckets through its own export")
+    """Transfer backend."""
+    update_weights_bucket_megabytes: int = instead(2048, "rlc sends weights to vLLM in buckets of its own size")
+    """Bucket size of a weight update."""
+    engine_kwargs: dict[str, Any] = instead({}, "rlc sends weights to vLLM through its own export")
+    """Backend options."""
+    custom_backend_module: str | None = refused(None, "custom weight-transfer backends are not implemented in rlc")
+    """Module imported on every worker to register a custom transfer backend."""
+
+
+class Trace(Section):
+    """Tracing of rollouts (weave, mlflow)."""
+
+    backend: str | None = refused(None, "rollout tracing is not implemented in rlc; trainer.rollout_data_dir "
+                                        "saves generations")
+    """Tracing backend: weave or mlflow."""
+    token2text: bool = instead(False, "rollout tracing is not implemented in rlc", only_with=".backend")
+    """Decode token ids in traces."""
+    max_samples_per_step_per_worker: int | None = instead(None, "rollout tracing is not implemented in rlc",
+                                                           only_with=".backend")
+    """Trace at most this many samples per step and worker."""
+    project_name: str | None = instead(None, "rollout tracing is not implemented in rlc", only_with=".backend")
+    """Tracing project (default trainer.project_name)."""
+    experiment_name: str | None = instead(None, "rollout tracing is not implemented in rlc", only_with=".backend")
+    """Tracing experiment (default trainer.experiment_name)."""
+
+
+class Prometheus(Section):
+    """Prometheus metrics of the rollout servers."""
+
+    enable: bool = refused(False, "Prometheus metrics of the rollout server are not implemented in rlc")
+    """Export rollout metrics to Prometheus."""
+    port: int = instead(9090, "Prometheus metrics are not implemented in rlc", only_with=".enable")
+    """Prometheus port."""
+    file: str = instead("/tmp/ray/session_latest/metrics/prometheus/prometheus.yml",
+                        "Prometheus metrics are not implemented in rlc", only_with=".enable")
+    """Prometheus configuration file."""
+    served_model_name: str | None = instead(None, "Prometheus metrics are not implemented in rlc", only_with=".enable")
+    """Model name in the metrics."""
+
+
+class Disaggregation(Section):
+    """Prefill-decode disaggregation of SGLang."""
+
+    enabled: bool = refused(False, NOT_SGLANG)
+    """Run prefill and decode on separate replicas."""
+    prefill_replicas: int = instead(1, NOT_SGLANG, only_with=".enabled")
+    """Prefill replicas."""
+    decode_replicas: int = instead(1, NOT_SGLANG, only_with=".enabled")
+    """Decode replicas."""
+    decode_tensor_model_parallel_size: int | None = instead(None, NOT_SGLANG, only_with=".enabled")
+    """Tensor parallel size of decode replicas."""
+    transfer_backend: str = instead("nixl", NOT_SGLANG, only_with=".enabled")
+    """KV transfer backend."""
+    bootstrap_port: int | None = instead(None, NOT_SGLANG, only_with=".enabled")
+    """Port of the KV-transfer bootstrap server."""
+    ib_device: str | None = instead(None, NOT_SGLANG, only_with=".enabled")
+    """InfiniBand device for KV transfer."""
 
 
 class EngineKwargs(Section):
+    """Extra keyword arguments of each rollout engine."""
+
     vllm: dict[str, Any] = {}
-    sglang: dict[str, Any] = {}
+    """Passed to vLLM's engine constructor."""
+    sglang: dict[str, Any] = instead({}, NOT_SGLANG)
+    """Passed to SGLang."""
+    trtllm: dict[str, Any] = instead({}, NOT_SGLANG)
+    """Passed to TensorRT-LLM."""
 
 
 class Rollout(Section):
-    name: Literal["vllm", "hf", "sglang"] = "vllm"
-    mode: Literal["sync", "async"] = unimplemented("sync", "async rollout (a rollout server) is not implemented",
-                                                   error=True)
+    """Generation of the responses that are scored and trained on."""
+
+    name: Literal[ROLLOUT_ENGINES] = partly("vllm", IMPLEMENTED_ROLLOUT_ENGINES)  # type: ignore[valid-type]
+    """Engine: vllm, hf (Hugging Face generate, slow, for tests), sglang or trtllm."""
+    mode: Literal["sync", "async"] = partly("sync", ("sync",), "async rollout (a rollout server with agent loops) "
+                                                               "is not implemented in rlc yet")
+    """sync: generate in the trainer's step; async: verl's rollout servers and agent loops."""
     temperature: float = Field(1.0, ge=0)
+    """Softmax temperature of training rollouts."""
     top_k: int = -1
+    """Sample from the k most likely tokens (-1: all)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: the smallest token set with this much probability."""
     do_sample: bool = True
+    """Sample; false decodes greedily."""
     n: int = Field(1, ge=1)
+    """Responses per prompt (the group size of GRPO and RLOO)."""
     stop: list[str] = []
-    prompt_length: int | None = Field(None, description="Defaults to data.max_prompt_length")
-    response_length: int | None = Field(None, description="Defaults to data.max_response_length")
+    """rlc: strings that end a response early."""
+    prompt_length: int | None = Field(None)
+    """Longest prompt, in tokens (default data.max_prompt_length)."""
+    response_length: int | None = Field(None)
+    """Longest response, in tokens (default data.max_response_length)."""
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Weight dtype of the rollout engine."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
-    ignore_eos: bool = False
+    """Fraction of GPU memory vLLM may take for weights and KV cache."""
+    ignore_eos: bool = instead(False, "rlc ends every response at the end-of-sequence token")
+    """Keep generating past the end-of-sequence token."""
     enforce_eager: bool = False
-    free_cache_engine: bool = True
+    """Run vLLM without CUDA graphs."""
+    cudagraph_capture_sizes: list[int] | None = instead(None, VLLM_DEFAULT)
+    """Batch sizes vLLM captures CUDA graphs for."""
+    free_cache_engine: bool = instead(True, "rlc frees vLLM's memory between rollouts exactly when "
+                                            "enable_sleep_mode is on and the GPUs are shared (hybrid_engine)")
+    """Free the KV cache after each rollout."""
     load_format: str = "dummy"
+    """How vLLM initialises weights before the first sync (dummy: random, then the actor's weights arrive)."""
     tensor_model_parallel_size: int = Field(2, ge=1)
-    data_parallel_size: int = Field(1, ge=1)
+    """GPUs per vLLM engine."""
+    data_parallel_size: int = instead(1, "rlc runs one vLLM engine per tensor_model_parallel_size rollout GPUs")
+    """vLLM data-parallel engines."""
+    expert_parallel_size: int = refused(1, "expert parallelism in the rollout is not implemented in rlc", ge=1)
+    """vLLM expert-parallel size for MoE models."""
+    pipeline_model_parallel_size: int = refused(1, "pipeline parallelism in the rollout is not implemented in rlc",
+                                                ge=1)
+    """vLLM pipeline stages."""
     max_num_batched_tokens: int = Field(8192, gt=0)
+    """Tokens vLLM schedules in one step."""
     max_model_len: int | None = None
+    """vLLM's context length (default: prompt_length + response_length)."""
     max_num_seqs: int = Field(256, gt=0)
-    enable_chunked_prefill: bool = True
+    """Sequences vLLM runs at once."""
+    enable_chunked_prefill: bool = instead(True, VLLM_DEFAULT)
+    """Split long prefills across steps."""
     enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt prefixes."""
     enable_sleep_mode: bool = True
-    log_prob_micro_batch_size: int | None = Field(None, gt=0, description="Deprecated: global; use *_per_gpu")
+    """rlc: put vLLM to sleep (freeing its GPU memory) while the colocated trainer runs."""
+    logprobs_mode: str = instead("processed_logprobs", "rlc takes the log-probs of vLLM's sampling distribution")
+    """Which log-probs vLLM returns: raw or processed (after temperature and top-k/top-p)."""
+    scheduling_policy: str = instead("fcfs", VLLM_DEFAULT)
+    """vLLM's request scheduling: fcfs or priority."""
+    log_prob_micro_batch_size: int | None = Field(None, gt=0)
+    """Deprecated global micro batch of old log-probs; rlc divides it by the data-parallel size."""
     log_prob_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
-    log_prob_use_dynamic_bsz: bool | None = None
-    log_prob_max_token_len_per_gpu: int | None = None
+    """Samples per forward pass on each GPU when the trainer recomputes the rollout's log-probs."""
+    log_prob_use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ,
+                                                    same_as="actor_rollout_ref.actor.use_dynamic_bsz")
+    """Token-count micro-batches for those log-probs (default actor.use_dynamic_bsz)."""
+    log_prob_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".log_prob_use_dynamic_bsz")
+    """Token budget of those micro-batches."""
     disable_log_stats: bool = True
-    calculate_log_probs: bool = True
-    layered_summon: bool = False
-    seed: int = 42
+    """Silence vLLM's periodic statistics."""
+    over_sample_rate: float = refused(0, "over-sampling (dropping the slowest requests) is not implemented in rlc")
+    """Fraction of extra requests whose slowest are aborted."""
+    multi_stage_wake_up: bool = instead(False, "rlc wakes vLLM's weights and KV cache together")
+    """Wake vLLM's weights before its KV cache to lower the memory peak."""
+    calculate_log_probs: bool = instead(True, "rlc always records the rollout engine's log-probs, to compare them "
+                                               "with the trainer's")
+    """Record the rollout engine's log-probs."""
+    layered_summon: bool = instead(False, "rlc's weight export to the rollout does not gather layer by layer")
+    """Gather FSDP weights layer by layer for the rollout (less memory)."""
+    layer_name_map: dict[str, Any] = instead({"qkv_layer_name": "qkv", "gate_proj_layer_name": "gate_up"},
+                                             "rlc's weight export maps Megatron layer names itself")
+    """Megatron layer names for the weight export."""
+    skip_rollout: bool = refused(False, "replaying dumped rollouts is not implemented in rlc")
+    """Load rollouts from skip_dump_dir instead of generating."""
+    skip_dump_dir: str = instead("/tmp/rollout_dump", "replaying dumped rollouts is not implemented in rlc",
+                                 only_with=".skip_rollout")
+    """Where dumped rollouts are."""
+    skip_tokenizer_init: bool = instead(True, "rlc's rollout detokenizes with the model's tokenizer")
+    """Start the engine without a tokenizer."""
+    enable_rollout_routing_replay: bool = refused(False, "MoE router replay is not implemented in rlc")
+    """Record the rollout's MoE routing for replay in training."""
+    full_determinism: bool = instead(False, "rlc does not force deterministic vLLM kernels")
+    """Deterministic generation, for debugging."""
+    nnodes: int = refused(0, "a standalone rollout on nodes of its own is not implemented in rlc; with "
+                             "hybrid_engine false, rollout.n_gpus_per_node GPUs of every node generate", ge=0)
+    """Nodes of a standalone rollout (verl's one-step-off and fully async modes)."""
+    router_config_path: str | None = refused(None, "external rollout routers are not implemented in rlc")
+    """Plugin YAML of an external request router."""
+    moe_load_balance_metrics_interval: int = instead(0, "rlc does not log MoE load-balance metrics")
+    """Log MoE load-balance metrics every this many steps (0: never)."""
+    disaggregation: Disaggregation = Disaggregation()
+    """Prefill-decode disaggregation (SGLang)."""
+    qat: Qat | None = instead(None, "quantization-aware training is not implemented in rlc",
+                              same_as="actor_rollout_ref.actor.qat")
+    """Quantization-aware training of the rollout (mirrors actor.qat)."""
+    quantization: str | None = refused(None, "quantized rollout is not implemented in rlc")
+    """Quantize the rollout weights (fp8, ...)."""
+    quantization_config_file: str | None = refused(None, "quantized rollout is not implemented in rlc")
+    """Quantization settings file."""
+    mtp: Mtp | None = instead(None, "multi-token prediction is not implemented in rlc",
+                              same_as="actor_rollout_ref.model.mtp")
+    """Multi-token prediction (speculative decoding) settings, mirrored from model.mtp."""
     engine_kwargs: EngineKwargs = EngineKwargs()
+    """Extra engine options."""
     val_kwargs: SamplingKwargs = SamplingKwargs()
+    """Sampling for validation."""
     multi_turn: MultiTurn = MultiTurn()
-    n_gpus_per_node: int = Field(0, ge=0, description=(
-        "rlc: with actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the "
-        "trainer.n_gpus_per_node that train"))
-    logprob_diff_tolerance: float = Field(
-        0.5, gt=0, description="rlc: fail when the mean |vLLM - trainer| log-prob difference exceeds this"
-    )
+    """Multi-turn rollout."""
+    agent: AgentLoop = AgentLoop()
+    """verl's agent loop."""
+    checkpoint_engine: CheckpointEngine = CheckpointEngine()
+    """Weight transfer to the rollout."""
+    trace: Trace = Trace()
+    """Rollout tracing."""
+    prometheus: Prometheus = Prometheus()
+    """Prometheus metrics."""
+    profiler: Profiler = Profiler()
+    """Profiling of generation."""
+    seed: int = 42
+    """rlc: seed of the rollout engine's sampling (plus the step number)."""
+    n_gpus_per_node: int = Field(0, ge=0)
+    """With actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the
+    trainer.n_gpus_per_node that train (verl 0.9.1: GPUs per node of a standalone rollout)."""
+    logprob_diff_tolerance: float = Field(0.5, gt=0)
+    """rlc: fail when the mean |vLLM - trainer| log-prob difference exceeds this."""
