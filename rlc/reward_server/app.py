@@ -64,6 +64,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         judge = _judge_client(config)
         state["ctx"] = Context(config, judge)
         state["pool"] = VerifierPool(config.verifier_workers, config.verifier_timeout_s)
+        await state["pool"].start()
         network_isolation()  # probe once now, not inside the first code request
         try:
             yield

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
-from rlc.reward_server.verifiers import Unscorable
+from rlc.reward_server.verifiers import Unscorable, score_text
 
 WORKER_MEMORY_MB = 4096
 _PRELOAD = ["rlc.reward_server.verifiers"]
@@ -31,9 +31,10 @@ _PRELOAD = ["rlc.reward_server.verifiers"]
 T = TypeVar("T")
 
 
-def _limit_memory(memory_mb: int) -> None:
+def _start_worker(memory_mb: int) -> None:
     limit = memory_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    score_text("math_verifiable", "\\boxed{1}", {"value": "1"})  # math-verify builds its parsers on first use
 
 
 class VerifierPool:
@@ -44,7 +45,7 @@ class VerifierPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_PRELOAD)
         self.timeout_s = timeout_s
-        self._pool = ProcessPool(max_workers=workers, initializer=_limit_memory, initargs=(memory_mb,),
+        self._pool = ProcessPool(max_workers=workers, initializer=_start_worker, initargs=(memory_mb,),
                                  context=context)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -62,6 +63,10 @@ class VerifierPool:
         except CancelledError:  # the request was cancelled: pebble stops the running call
             future.cancel()
             raise
+
+    async def start(self) -> None:
+        """Start the workers and wait until one has answered, so the first request does not pay for it."""
+        await self.run(score_text, "exact_match", "ready", {"value": "ready"})
 
     def close(self) -> None:
         self._pool.stop()
