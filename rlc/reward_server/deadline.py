@@ -63,8 +63,10 @@ class DeadlineH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        begun = self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]
-        idle_cycle = self.cycle is None or self.cycle.response_complete or not self.cycle.response_started
-        if begun and idle_cycle:
+        if self.conn.their_state is h11.SEND_BODY:  # a body that stopped coming: answer, unless already answered
+            answer = self.cycle is None or not self.cycle.response_started
+        else:  # headers that stopped coming (none at all: an idle connection, closed without a word)
+            answer = bool(self.conn.trailing_data[0])
+        if answer:
             self.transport.write(_TIMEOUT_REPLY)
         self.transport.close()
