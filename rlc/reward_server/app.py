@@ -47,10 +47,12 @@ from rlc.reward_server.verifiers import (
 )
 from rlc.reward_server.verifiers.extract import assistant_response
 from rlc.reward_server.verifiers.format_check import format_score, with_format
+from rlc.reward_server.verifiers.math_answers import RL_VERIFIER_ANTLR, latex_parser
 
 log = logging.getLogger("rlc.reward_server")
 MAX_NESTING = 32  # of verification_info; rl_verifier's own datasets nest 4 deep
 FAILURE_HEADER = "X-Reward-Failure"
+_CLOSE = {"Connection": "close"}  # after a 413: not reading (and discarding) the rest of the body
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
@@ -66,6 +68,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         state["pool"] = VerifierPool(config.verifier_workers, config.verifier_timeout_s)
         await state["pool"].start()
         network_isolation()  # probe once now, not inside the first code request
+        if latex_parser() != RL_VERIFIER_ANTLR:
+            log.warning("math-verify parses LaTeX with antlr4 %s here, rl_verifier with %s: some answers (such as "
+                        "50\\%%) score differently; install antlr4-python3-runtime==%s where nothing pins 4.9",
+                        latex_parser(), RL_VERIFIER_ANTLR, RL_VERIFIER_ANTLR)
         try:
             yield
         finally:
@@ -79,7 +85,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def ping() -> dict[str, Any]:
         return {"status": "ok", "message": "rlc reward server is running", "types": TYPES,
                 "network_isolation": network_isolation(), "judge": config.judge_url is not None,
-                "format_reward": config.format_reward, "auth": bool(token)}
+                "format_reward": config.format_reward, "auth": bool(token), "latex_parser": latex_parser()}
 
     @app.post("/reward")
     async def reward(request: Request, response: Response) -> dict[str, float]:
@@ -138,14 +144,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(status_code=413, detail=f"the request body is {declared} bytes, over this server's "
-                                                    f"max_body_bytes ({limit})")
+                                                    f"max_body_bytes ({limit})", headers=_CLOSE)
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise HTTPException(status_code=413, detail=f"the request body is over this server's max_body_bytes "
-                                                            f"({limit})")
+                                                            f"({limit})", headers=_CLOSE)
             chunks.append(chunk)
     except ClientDisconnect:  # gone (or cut off by the read deadline): nobody to answer
         raise HTTPException(status_code=400, detail="the client disconnected before sending the whole body") from None

@@ -34,7 +34,8 @@ T = TypeVar("T")
 def _start_worker(memory_mb: int) -> None:
     limit = memory_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    score_text("math_verifiable", "\\boxed{1}", {"value": "1"})  # math-verify builds its parsers on first use
+    # math-verify builds its parsers and sympy its caches on first use: pay for that here, not in a request.
+    score_text("math_verifiable", "\\boxed{\\dfrac{1}{2}}", {"value": "0.5"})
 
 
 class VerifierPool:

@@ -3,8 +3,8 @@ for code) do, so that the bundled server gives the same verdicts as the server u
 
 Model output is hostile input, so nothing here may take more than linear time in its length. Where the reference
 uses a backtracking regex (Python's `re`), this module finds the same thing with plain `str.find` scans or with
-RE2 (`google-re2`, linear by construction). RE2's `\\s` and `\\w` are ASCII-only while Python's are Unicode, so
-the RE2 patterns spell out Python's classes (`PY_SPACE`, `PY_WORD`); tests compare each pattern with `re` itself.
+RE2 (`google-re2`, linear by construction). RE2's `\\s` is ASCII-only while Python's is Unicode, so the RE2
+patterns spell out Python's class (`PY_SPACE`); tests compare each pattern with `re` itself.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import re2
 # rl_verifier keeps only what follows DeepSeek-R1's assistant tag, for every verification type.
 ASSISTANT_TAG = "<｜Assistant｜>"
 
-# Python's `\s` (str.isspace) and `\w` (str.isalnum or "_") as RE2 classes.
+# Python's `\s` (str.isspace) as an RE2 class.
 PY_SPACE = r"[\t\n\x0b\x0c\r\x1c-\x1f\x85\p{Z}]"
-PY_WORD = r"[\p{L}\p{N}_]"
 
 # Sandbox Fusion's fenced-block pattern (```([^\n]*)\n(.*?)\n\s*```, DOTALL) and its Python aliases: the code it
 # runs is the first such block.
@@ -68,7 +67,7 @@ def has_think_block(text: str) -> bool:
 
 def python_code(text: str) -> str | None:
     """The first fenced Python block, as Sandbox Fusion extracts it."""
-    for info, code in _FENCED.findall(text):
-        if info.strip() in _PYTHON_ALIASES:
-            return code
+    for block in _FENCED.finditer(text):
+        if block.group(1).strip() in _PYTHON_ALIASES:
+            return block.group(2)
     return None

@@ -6,10 +6,16 @@ order is not symmetric for every expression, and matching verdicts is the point)
 5 s timeouts, as rl_verifier runs it. Those timeouts use SIGALRM, so this runs in the main thread of a pool
 worker, under the pool's hard deadline as well. A boxed answer longer than `MAX_BOXED_CHARS` is not parsed at
 all: no reference answer is that long, and the parser's time grows with it.
+
+math-verify parses LaTeX with whichever antlr4 runtime is installed, and its verdicts depend on it: on 4.9.3
+(which hydra-core/omegaconf pin) it fails to parse some answers that 4.13.2 (what rl_verifier's requirements
+install) parses, `50\\%` among them. `latex_parser()` names the one in use; the server logs a warning and
+/ping reports it.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import math_verify
@@ -19,6 +25,15 @@ from rlc.reward_server.verifiers.extract import last_boxed
 
 _TIMEOUT_S = 5  # math-verify's default, per parse and per comparison
 MAX_BOXED_CHARS = 10_000
+RL_VERIFIER_ANTLR = "4.13.2"
+
+
+def latex_parser() -> str:
+    """The antlr4 runtime version math-verify parses LaTeX with."""
+    try:
+        return version("antlr4-python3-runtime")
+    except PackageNotFoundError:
+        return "none"
 
 
 def math_verifiable(output: str, answer: dict[str, Any]) -> float:

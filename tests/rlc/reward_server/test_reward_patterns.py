@@ -62,6 +62,8 @@ def test_linear_patterns_find_what_the_references_find(text):
     ("multiple choice", choice, "answer" + " " * 200_000),  # cubic before: 2,000 spaces took 43 s
     ("fenced code", python_code, "```python\n" * 50_000),
     ("swe fence", last_tagged_block, "```py\n" * 50_000),
+    ("swe tag", last_tagged_block, ("```" + "a" * 1000) * 200),
+    ("swe backticks", last_tagged_block, "`" * 200_000 + "py\n"),
     ("code gate", lambda t: has_code_block(t, "python"), "```python\n" * 50_000),
     ("think", has_think_block, "<think>" * 50_000),
 ])

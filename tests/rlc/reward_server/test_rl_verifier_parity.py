@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "rl_verifier_parity.py"
 _spec = importlib.util.spec_from_file_location("rl_verifier_parity", BENCH)
-parity = importlib.util.module_from_spec(_spec)
+parity = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)  # a dataclass needs it registered
 _spec.loader.exec_module(parity)
 
 
