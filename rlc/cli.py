@@ -256,8 +256,8 @@ def reward_server(
         help="Require 'Authorization: Bearer <token>' on /reward; prefer the RLC_REWARD_TOKEN environment "
              "variable, since a command line is visible to every user of the machine")] = None,
     verifier_workers: Annotated[int | None, typer.Option(
-        help="Worker processes per server process for the verifiers that read model output [default: CPUs, "
-             "at most 4]")] = None,
+        help="Worker processes per server process for the verifiers that read model output (default: the CPUs, "
+             "at most 4)")] = None,
     verifier_timeout: Annotated[float, typer.Option(
         help="Seconds one verdict may take before its worker is killed and the sample scores 0")] = 20.0,
     max_output_chars: Annotated[int, typer.Option(help="A longer llm_output scores 0 unread")] = 1_000_000,

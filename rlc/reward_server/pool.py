@@ -18,7 +18,6 @@ import asyncio
 import multiprocessing
 import resource
 from collections.abc import Callable
-from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
@@ -61,9 +60,6 @@ class VerifierPool:
             raise Unscorable("the verifier ran out of memory") from None
         except RecursionError:
             raise Unscorable("the verifier recursed too deeply") from None
-        except CancelledError:  # the request was cancelled: pebble stops the running call
-            future.cancel()
-            raise
 
     async def start(self) -> None:
         """Start the workers and wait until one has answered, so the first request does not pay for it."""
