@@ -1,7 +1,7 @@
 """Load test of the remote reward path: the bundled server and the runtime's client, both real, on 127.0.0.1,
 with a share of hostile traffic mixed in.
 
-Sends `--samples` (10,000) ordinary samples through `RemoteRewardClient` with `--max-workers` (16) requests in
+Sends `--samples` (10,000) ordinary samples through `RemoteRewardClient` with `--max-workers` (8) requests in
 flight: math samples right and wrong in several notations, and a few code samples (right, partly right,
 crashing). Every verdict is checked against the one known in advance, and the server's request log is checked
 for samples lost (none may be missing) or duplicated (none may be scored twice: nothing fails, so nothing is
@@ -12,7 +12,7 @@ size limit, clients that stop sending halfway, and verification_info nested 100,
 must be answered as it should be (scored 0 quickly, 413, cut off by the read deadline, 422), and the ordinary
 ones must keep their p99 latency under `--p99-limit-ms` (1,000) with no failure.
 
-    python bench/reward_load.py [--samples 10000] [--max-workers 16] [--workers 2] [--code-every 500] \
+    python bench/reward_load.py [--samples 10000] [--max-workers 8] [--workers 2] [--code-every 500] \
         [--hostile-share 0.1]
 """
 
@@ -124,7 +124,7 @@ class Report:
     hostile_errors: list[str]
 
 
-def run(samples: list[tuple[str, str, float]], hostile_share: float, workers: int = 2, max_workers: int = 16,
+def run(samples: list[tuple[str, str, float]], hostile_share: float, workers: int = 2, max_workers: int = 8,
         code_time_limit: float = 2.0, max_body_bytes: int = 8 << 20) -> Report:
     n_hostile = round(len(samples) * hostile_share / (1 - hostile_share))
     kinds = [HOSTILE_KINDS[i % len(HOSTILE_KINDS)] for i in range(n_hostile)]
@@ -170,7 +170,7 @@ def send_all_hostile(spec: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--max-workers", type=int, default=16)
+    parser.add_argument("--max-workers", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the server")
     parser.add_argument("--code-every", type=int, default=500, help="one code sample per this many (0: none)")
     parser.add_argument("--code-time-limit", type=float, default=2.0)
