@@ -66,7 +66,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         judge = _judge_client(config)
         state["ctx"] = Context(config, judge)
         state["pool"] = VerifierPool(config.verifier_workers, config.verifier_timeout_s)
-        await state["pool"].start()
+        state["pool"].start()
         network_isolation()  # probe once now, not inside the first code request
         if latex_parser() != RL_VERIFIER_ANTLR:
             log.warning("math-verify parses LaTeX with antlr4 %s here, rl_verifier with %s: some answers (such as "

@@ -5,9 +5,10 @@ Design decisions, and why:
   starts a replacement), the only way to stop CPU-bound Python such as a sympy simplification; and a call whose
   request is cancelled (the client went away) is killed too, instead of running on for nobody.
 - The forkserver start method: the server process has threads (anyio's, pebble's) when the pool starts or
-  refills, and fork() from a threaded process can hand the child a lock held forever. The fork server imports the
-  verifiers (math-verify, sympy) once, so a replacement worker is ready in milliseconds, not the seconds a fresh
-  interpreter takes to import them.
+  refills, and fork() from a threaded process can hand the child a lock held forever. Nothing is preloaded into
+  the fork server: starting a worker then never waits for imports (which would hold up the server's start, and
+  a restarted server must take its clients' retries quickly); each worker imports and warms math-verify itself,
+  and a worker that replaces a killed one is ready a second or two later.
 - Each worker caps its own address space (`WORKER_MEMORY_MB`): an output crafted to make a parser build a huge
   object fails that call with MemoryError instead of taking the machine's memory.
 """
@@ -25,7 +26,6 @@ from pebble import ProcessExpired, ProcessPool
 from rlc.reward_server.verifiers import Unscorable, score_text
 
 WORKER_MEMORY_MB = 4096
-_PRELOAD = ["rlc.reward_server.verifiers"]
 
 T = TypeVar("T")
 
@@ -43,7 +43,6 @@ class VerifierPool:
 
     def __init__(self, workers: int, timeout_s: float, memory_mb: int = WORKER_MEMORY_MB) -> None:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
         self.timeout_s = timeout_s
         self._pool = ProcessPool(max_workers=workers, initializer=_start_worker, initargs=(memory_mb,),
                                  context=context)
@@ -61,9 +60,10 @@ class VerifierPool:
         except RecursionError:
             raise Unscorable("the verifier recursed too deeply") from None
 
-    async def start(self) -> None:
-        """Start the workers and wait until one has answered, so the first request does not pay for it."""
-        await self.run(score_text, "exact_match", "ready", {"value": "ready"})
+    def start(self) -> None:
+        """Start the workers now, in the background, so that the first request finds them ready or nearly; the
+        server answers meanwhile (a restarted server must take its clients' retries as soon as it can)."""
+        self._pool.schedule(score_text, args=("exact_match", "ready", {"value": "ready"}))
 
     def close(self) -> None:
         self._pool.stop()

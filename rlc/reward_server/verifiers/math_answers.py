@@ -18,8 +18,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import math_verify
-
 from rlc.reward_server.verifiers.base import Unscorable, require
 from rlc.reward_server.verifiers.extract import last_boxed
 
@@ -44,6 +42,8 @@ def score(output: str, reference: str | int | float) -> float:
     predicted = last_boxed(output)
     if not predicted:
         return 0.0
+    import math_verify  # here, not at the top: only pool workers score math; the server starts 2 s sooner
+
     if len(predicted) > MAX_BOXED_CHARS:
         raise Unscorable(f"the boxed answer has {len(predicted)} characters, over the {MAX_BOXED_CHARS} that "
                          "math_verifiable parses")
