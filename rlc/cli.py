@@ -303,13 +303,33 @@ def reward_server(
     allow_unsafe_code: Annotated[bool, typer.Option(
         "--allow-unsafe-code", help="Run code tests even where the sandbox cannot isolate them (see GET /ping)")]
     = False,
+    format_reward: Annotated[bool, typer.Option(
+        help="rl_verifier's format reward: score 0.9 x answer + 0.1 x format (rl_verifier's default is on)")]
+    = False,
+    token: Annotated[str | None, typer.Option(
+        help="Require 'Authorization: Bearer <token>' on /reward; prefer the RLC_REWARD_TOKEN environment "
+             "variable, since a command line is visible to every user of the machine")] = None,
+    verifier_workers: Annotated[int | None, typer.Option(
+        help="Worker processes per server process for the verifiers that read model output (default: the CPUs, "
+             "at most 4)")] = None,
+    verifier_timeout: Annotated[float, typer.Option(
+        help="Seconds one verdict may take before its worker is killed and the sample scores 0")] = 20.0,
+    max_output_chars: Annotated[int, typer.Option(help="A longer llm_output scores 0 unread")] = 1_000_000,
+    max_body_bytes: Annotated[int, typer.Option(help="A larger request body is answered 413")] = 8 << 20,
+    read_timeout: Annotated[float, typer.Option(
+        help="Seconds a request's headers and body may take to arrive (slow clients are disconnected)")] = 15.0,
+    max_connections: Annotated[int, typer.Option(
+        help="Connections per server process; past it, requests are answered 503")] = 1024,
 ) -> None:
     """Serve rewards over HTTP (the II-Thought rl_verifier protocol that `reward_api.api_url` points at)."""
     from rlc.reward_server import serve
 
     try:
-        serve(host, port, workers, judge_url, judge_model=judge_model, code_time_limit_s=code_time_limit,
-              code_memory_mb=code_memory_mb, request_log=request_log, allow_unsafe_code=allow_unsafe_code)
+        serve(host, port, workers, judge_url, token=token, judge_model=judge_model,
+              code_time_limit_s=code_time_limit, code_memory_mb=code_memory_mb, request_log=request_log,
+              format_reward=format_reward, verifier_workers=verifier_workers, verifier_timeout_s=verifier_timeout,
+              max_output_chars=max_output_chars, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout,
+              max_connections=max_connections, allow_unsafe_code=allow_unsafe_code)
     except (ValueError, ImportError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

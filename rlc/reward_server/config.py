@@ -2,7 +2,8 @@
 
 uvicorn starts each of several workers by importing the app, so the settings travel as JSON in one environment
 variable rather than as Python objects; secrets never travel that way (the judge's API key is read from
-OPENAI_API_KEY by the worker itself), so the variable is safe to log.
+OPENAI_API_KEY and the server's bearer token from TOKEN_ENV_VAR by the worker itself), so the variable is safe to
+log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 ENV_VAR = "RLC_REWARD_SERVER_CONFIG"
+TOKEN_ENV_VAR = "RLC_REWARD_TOKEN"  # the bearer token the server requires and the client sends, when set
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,14 @@ class ServerConfig:
     code_memory_mb: int = 512  # address space, per test case
     max_sandboxes: int = field(default_factory=lambda: os.cpu_count() or 1)  # per worker process
     allow_unsafe_code: bool = False  # run code tests even where the sandbox cannot isolate them (logged loudly)
-    format_reward: bool = False  # rl_verifier's USE_FORMAT_VERIFIER: 0.9 * answer + 0.1 * format
+    format_reward: bool = False  # rl_verifier's USE_FORMAT_VERIFIER (on there by default): 0.9 answer + 0.1 format
     request_log: str | None = None  # JSONL, one line per scored request (a hash of the sample, not its text)
+    verifier_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))  # per server process
+    verifier_timeout_s: float = 20.0  # per text verdict; past it the worker is killed and the sample scores 0
+    max_output_chars: int = 1_000_000  # a longer llm_output scores 0 without being read
+    max_body_bytes: int = 8 << 20  # a larger request body is answered 413 before it is read
+    read_timeout_s: float = 15.0  # a request's headers and body must arrive within this (slow clients)
+    max_connections: int = 1024  # per server process; past it new requests are answered 503
 
     def __post_init__(self) -> None:
         problems = []
@@ -41,6 +49,12 @@ class ServerConfig:
             problems.append(f"max_sandboxes must be >= 1, got {self.max_sandboxes}")
         if self.judge_timeout_s <= 0:
             problems.append(f"judge_timeout_s must be > 0, got {self.judge_timeout_s}")
+        for name in ("verifier_workers", "max_output_chars", "max_body_bytes", "max_connections"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("verifier_timeout_s", "read_timeout_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if problems:
             raise ValueError("invalid reward server settings: " + "; ".join(problems))
 

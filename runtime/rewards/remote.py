@@ -4,9 +4,14 @@ Design decisions, and why:
 - Plain threads over one pooled `httpx.Client`, not asyncio: `score` is called from synchronous code and from
   inside Ray actors, which may already run an event loop; a thread pool of `max_workers` bounds the requests in
   flight, and the connection pool is sized to match so that connections are reused, never queued behind a limit.
-- Each sample is retried alone: connection errors, timeouts, 5xx and 429 are transient and retried with
+- Each sample is retried alone: connection errors, timeouts, 5xx, 408 and 429 are transient and retried with
   exponential backoff and full jitter (so that a restarted server is not hit by every client at once); any other
   4xx is the sample's own fault (the server's `detail` says why) and is not retried.
+- One sample can never fail its batch: whatever goes wrong while scoring it (even a bug here) becomes that
+  sample's error. A lone surrogate in a model output (not text; it cannot be encoded) is replaced by U+FFFD
+  before sending, as a decoder would; the body is sent as ASCII JSON, so nothing in it can fail to encode.
+- The server's bearer token, when it has one, comes from RLC_REWARD_TOKEN (never from the config, which is
+  saved with the run); a verdict the server reached by failing (`X-Reward-Failure`) is kept in the reply.
 - A sample that still fails is never given a made-up score unless the config asks for it: `on_failure="error"`
   raises after the whole batch has been tried, naming how many failed and the first error; `"zero"` scores it 0.0.
   Either way it is counted (`reward_api/failures`).
@@ -31,6 +36,8 @@ import httpx
 
 OnFailure = Literal["error", "zero"]
 _MAX_BACKOFF_S = 30.0
+TOKEN_ENV_VAR = "RLC_REWARD_TOKEN"  # the same variable the bundled server reads
+_RETRIED_4XX = (408, 429)
 
 
 class RewardAPIError(RuntimeError):
@@ -88,7 +95,8 @@ def save_jsonl(path: str | os.PathLike, prompts: Sequence[Any], responses: Seque
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # backslashreplace: a lone surrogate is written as its JSON escape, so the file stays valid UTF-8 JSON.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             for i in range(n):
                 record = {"step": step, "index": i, "prompt": prompts[i], "response": responses[i],
                           "ground_truth": ground_truths[i], "score": batch.scores[i], "reply": batch.replies[i],
@@ -108,7 +116,7 @@ class RemoteRewardClient:
     pickles as its settings (a Ray actor may receive one and gets its own connections and threads)."""
 
     def __init__(self, api_url: str, max_workers: int = 20, timeout: float = 30.0, max_retries: int = 3,
-                 on_failure: OnFailure = "error", backoff_base: float = 0.5) -> None:
+                 on_failure: OnFailure = "error", backoff_base: float = 0.5, token: str | None = None) -> None:
         if not api_url.startswith(("http://", "https://")):
             raise ValueError(f"reward_api.api_url must start with http:// or https://, got {api_url!r}")
         if max_workers < 1 or timeout <= 0 or max_retries < 0 or backoff_base < 0:
@@ -119,7 +127,10 @@ class RemoteRewardClient:
         self.api_url = api_url.rstrip("/")
         self.max_workers, self.timeout, self.max_retries = max_workers, timeout, max_retries
         self.on_failure, self.backoff_base = on_failure, backoff_base
-        self._http = httpx.Client(base_url=self.api_url, timeout=timeout,
+        self._token = token
+        token = token or os.environ.get(TOKEN_ENV_VAR)
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        self._http = httpx.Client(base_url=self.api_url, timeout=timeout, headers=headers,
                                   limits=httpx.Limits(max_connections=max_workers,
                                                       max_keepalive_connections=max_workers))
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="reward-api")
@@ -133,7 +144,7 @@ class RemoteRewardClient:
 
     def __reduce__(self) -> tuple[type, tuple]:
         return type(self), (self.api_url, self.max_workers, self.timeout, self.max_retries, self.on_failure,
-                            self.backoff_base)
+                            self.backoff_base, self._token)
 
     def ping(self) -> dict[str, Any]:
         response = self._http.get("/ping")
@@ -158,15 +169,19 @@ class RemoteRewardClient:
 
     def _score_one(self, llm_output: str, verification_info: str | Mapping | None) -> _Outcome:
         start = time.perf_counter()
-        if verification_info is None:
-            return _failed("the sample has no verification_info", 0, start)
-        info = verification_info if isinstance(verification_info, str) else json.dumps(verification_info)
-        payload = {"llm_output": llm_output, "verification_info": info}
+        try:
+            return self._post(_body(llm_output, verification_info), start)
+        except Exception as e:  # noqa: BLE001 - whatever it was, it is this sample's failure, not the batch's
+            return _failed(f"{type(e).__name__}: {e}", 1, start)
+
+    def _post(self, body: bytes | str, start: float) -> _Outcome:
+        if isinstance(body, str):  # a reason the sample cannot be sent
+            return _failed(body, 0, start)
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(random.uniform(0, min(_MAX_BACKOFF_S, self.backoff_base * 2 ** (attempt - 1))))
             try:
-                response = self._http.post("/reward", json=payload)
+                response = self._http.post("/reward", content=body)
             except httpx.TransportError as e:  # refused, reset, timed out: transient
                 error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 continue
@@ -175,7 +190,7 @@ class RemoteRewardClient:
             if response.status_code == 200:
                 return _parse_reply(response, attempt + 1, start)
             error = f"HTTP {response.status_code}: {_detail(response)}"
-            if response.status_code < 500 and response.status_code != 429:
+            if response.status_code < 500 and response.status_code not in _RETRIED_4XX:
                 return _failed(error, attempt + 1, start)
         return _failed(f"{error} (after {self.max_retries + 1} attempts)", self.max_retries + 1, start)
 
@@ -192,12 +207,34 @@ class RemoteRewardClient:
     save_jsonl = staticmethod(save_jsonl)
 
 
+def _body(llm_output: str, verification_info: str | Mapping | None) -> bytes | str:
+    """The request body, or why there is none."""
+    if verification_info is None:
+        return "the sample has no verification_info"
+    if not isinstance(llm_output, str):
+        return f"the model output is {type(llm_output).__name__}, not text"
+    info = verification_info if isinstance(verification_info, str) else json.dumps(verification_info)
+    return json.dumps({"llm_output": _as_text(llm_output), "verification_info": info}).encode("ascii")
+
+
+def _as_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (a surrogate pair becomes the character it encodes)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _parse_reply(response: httpx.Response, attempts: int, start: float) -> _Outcome:
     try:
         reply = response.json()
         score = float(reply["score"])
     except (ValueError, KeyError, TypeError):
         return _failed(f"the reply has no numeric 'score': {response.text[:200]}", attempts, start)
+    failure = response.headers.get("x-reward-failure")
+    if failure:  # scored 0 by the server for a reason worth keeping (timed out, too long)
+        reply = {**reply, "failure": failure}
     return _Outcome(score, reply, None, attempts, (time.perf_counter() - start) * 1000)
 
 

@@ -1,31 +1,45 @@
-"""The verification types the bundled server scores, one module each, and the table the app dispatches on.
+"""The verification types the bundled server scores, one module each, and the tables the app dispatches on.
 
-rl_verifier's types keep its names and wire format (math_verifiable, code_verifiable, llm_judge); swe_verifiable
-is named but refused with a clear reason, so that a dataset written for rl_verifier fails loudly here rather than
-scoring 0. The string types are this server's own.
+rl_verifier's types keep its names and wire format (math_verifiable, code_verifiable, swe_verifiable,
+llm_judge); the string types are this server's own. `TEXT_VERIFIERS` are CPU work on model output and run in the
+worker pool; `SERVICE_VERIFIERS` wait on programs or a judge and run on the event loop.
 """
 
 from __future__ import annotations
 
-from rlc.reward_server.verifiers.base import BadVerificationInfo, Context, UpstreamError, Verifier
+from rlc.reward_server.verifiers.base import (
+    BadVerificationInfo,
+    Context,
+    ServiceVerifier,
+    TextVerifier,
+    Unscorable,
+    UpstreamError,
+)
 from rlc.reward_server.verifiers.code_tests import code_verifiable
 from rlc.reward_server.verifiers.judge import llm_judge
 from rlc.reward_server.verifiers.math_answers import math_verifiable
 from rlc.reward_server.verifiers.strings import exact_match, multiple_choice, normalized_match, regex
+from rlc.reward_server.verifiers.swe import swe_verifiable
 
-VERIFIERS: dict[str, Verifier] = {
+TEXT_VERIFIERS: dict[str, TextVerifier] = {
     "math_verifiable": math_verifiable,
-    "code_verifiable": code_verifiable,
-    "llm_judge": llm_judge,
+    "swe_verifiable": swe_verifiable,
     "exact_match": exact_match,
     "normalized_match": normalized_match,
     "multiple_choice": multiple_choice,
     "regex": regex,
 }
-
-UNSUPPORTED = {
-    "swe_verifiable": "swe_verifiable is not supported by the bundled server; point reward_api.api_url at an "
-                      "rl_verifier server for it",
+SERVICE_VERIFIERS: dict[str, ServiceVerifier] = {
+    "code_verifiable": code_verifiable,
+    "llm_judge": llm_judge,
 }
+TYPES = sorted({*TEXT_VERIFIERS, *SERVICE_VERIFIERS})
 
-__all__ = ["VERIFIERS", "UNSUPPORTED", "BadVerificationInfo", "UpstreamError", "Context", "Verifier"]
+
+def score_text(vtype: str, output: str, answer: dict) -> float:
+    """One text verdict; what a pool worker runs (a module-level function, so that it pickles by name)."""
+    return TEXT_VERIFIERS[vtype](output, answer)
+
+
+__all__ = ["TEXT_VERIFIERS", "SERVICE_VERIFIERS", "TYPES", "score_text", "BadVerificationInfo", "UpstreamError",
+           "Unscorable", "Context"]

@@ -1,8 +1,9 @@
 """What every verifier shares: the errors that become HTTP statuses, the per-process context, field checks.
 
-A verifier is `async def (output, answer, ctx) -> float in [0, 1]`. Async so that the code and judge verifiers
-can wait without holding the event loop; the CPU-bound ones (math, strings) simply never await, which keeps
-them on the event loop's thread, the main thread, where math-verify's signal-based timeouts work.
+Two kinds of verifier. A text verifier is `def (output, answer) -> float in [0, 1]`: pure CPU work on model
+output, run by the app in a worker process under a hard deadline (`rlc.reward_server.pool`), never on the event
+loop. A service verifier is `async def (output, answer, ctx) -> float`: it waits on something else (sandboxed
+programs, a judge endpoint) and does only linear-time work on the output itself, so it stays on the event loop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class UpstreamError(RuntimeError):
     """A service the verifier depends on failed (answered 502, which clients retry)."""
 
 
+class Unscorable(RuntimeError):
+    """The output itself cannot be scored (over a size bound, past the deadline): a verdict of 0.0, whose reason
+    the app reports in the `X-Reward-Failure` header and its log."""
+
+
 class Context:
     """Per worker process: the settings, the bound on concurrent sandboxes, the judge's HTTP client."""
 
@@ -34,7 +40,8 @@ class Context:
         self.judge_model = config.judge_model  # filled in from the endpoint on first use when unset
 
 
-Verifier = Callable[[str, dict[str, Any], Context], Awaitable[float]]
+TextVerifier = Callable[[str, dict[str, Any]], float]
+ServiceVerifier = Callable[[str, dict[str, Any], Context], Awaitable[float]]
 
 
 def require(answer: dict[str, Any], key: str, kind: type | tuple[type, ...], vtype: str) -> Any:

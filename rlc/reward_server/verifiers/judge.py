@@ -1,9 +1,9 @@
 """`llm_judge`: ask an OpenAI-compatible chat endpoint whether the output agrees with `answer.value`.
 
 rl_verifier's prompt (adapted there from HuatuoGPT-o1) and verdict rule: the judge's reply "True" (any case,
-optionally quoted) scores 1.0, anything else 0.0. When the server was started without a judge URL the request
-is unscorable (422, saying how to configure one); when the judge is unreachable or answers badly, the request
-fails with 502 so that clients retry it instead of recording a wrong 0.
+optionally quoted, and, as there, without surrounding whitespace) scores 1.0, anything else 0.0. When the server
+was started without a judge URL the request is unscorable (422, saying how to configure one); when the judge is
+unreachable or answers badly, the request fails with 502 so that clients retry it instead of recording a wrong 0.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ async def llm_judge(output: str, answer: dict[str, Any], ctx: Context) -> float:
     reply = await _call(ctx.judge, "POST", "chat/completions", json=body)
     try:
         verdict = reply["choices"][0]["message"]["content"]
-        return 1.0 if verdict.strip().lower().strip('"') == "true" else 0.0
+        return 1.0 if verdict.lower().strip('"') == "true" else 0.0
     except (KeyError, IndexError, TypeError, AttributeError):
         raise UpstreamError(f"the judge at {ctx.judge.base_url} answered without choices[0].message.content: "
                             f"{str(reply)[:200]}") from None

@@ -3,8 +3,9 @@
 The candidate answer is the content of the last `\\boxed{}` when the output has one (the convention the math and
 prompt templates already teach), otherwise the whole output; `answer.value` may be one string or a list of
 accepted strings. `regex` is the exception: its pattern is searched in the whole output (or must match the
-candidate in full with `"match": "full"`). Patterns come from the dataset, not from the model, so they are trusted
-like the rest of verification_info.
+candidate in full with `"match": "full"`). Patterns come from the dataset and are compiled by RE2, so that no
+pattern a dataset holds can take more than linear time on what a model writes; RE2 has no lookaround and no
+backreferences, and a pattern that uses them is refused (422) with RE2's reason.
 """
 
 from __future__ import annotations
@@ -14,27 +15,35 @@ import string
 import unicodedata
 from typing import Any
 
-from rlc.reward_server.verifiers.base import BadVerificationInfo, Context, require
-from rlc.reward_server.verifiers.extract import boxed_content
+import re2
 
+from rlc.reward_server.verifiers.base import BadVerificationInfo, require
+from rlc.reward_server.verifiers.extract import PY_SPACE, boxed_content
+
+# Python's re is kept here only because the pattern has no repetition (so it is linear) and needs Python's
+# Unicode word boundaries, which RE2 lacks.
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _LETTER = r"\(?([A-Za-z])\)?"
-_STATED_CHOICE = re.compile(rf"answer\s*(?:is|:)?\s*:?\s*{_LETTER}(?![A-Za-z])", re.IGNORECASE)
-_BARE_CHOICE = re.compile(rf"\s*{_LETTER}[.)]?\s*")
+# "answer", then "is" or ":", then the letter, not followed by another letter. RE2 has no lookahead, so the
+# pattern consumes the character after the letter (never a letter, so never the start of the next match).
+_STATED_CHOICE = re2.compile(rf"(?i)answer{PY_SPACE}*(?:is|:)?{PY_SPACE}*:?{PY_SPACE}*{_LETTER}(?:[^A-Za-z]|$)")
+_BARE_CHOICE = re2.compile(rf"{PY_SPACE}*{_LETTER}[.)]?{PY_SPACE}*")
+_QUIET = re2.Options()
+_QUIET.log_errors = False  # a bad dataset pattern is the request's 422, not a line on the server's stderr
 
 
-async def exact_match(output: str, answer: dict[str, Any], ctx: Context) -> float:
+def exact_match(output: str, answer: dict[str, Any]) -> float:
     candidate = _candidate(output).strip()
     return float(any(candidate == value.strip() for value in _values(answer, "exact_match")))
 
 
-async def normalized_match(output: str, answer: dict[str, Any], ctx: Context) -> float:
+def normalized_match(output: str, answer: dict[str, Any]) -> float:
     candidate = normalize(_candidate(output))
     return float(any(candidate == normalize(value) for value in _values(answer, "normalized_match")))
 
 
-async def multiple_choice(output: str, answer: dict[str, Any], ctx: Context) -> float:
+def multiple_choice(output: str, answer: dict[str, Any]) -> float:
     letters = {value.strip().strip("()").upper() for value in _values(answer, "multiple_choice")}
     if not all(len(letter) == 1 and letter.isalpha() for letter in letters):
         raise BadVerificationInfo("multiple_choice: verification_info.answer.value must be option letters "
@@ -42,15 +51,17 @@ async def multiple_choice(output: str, answer: dict[str, Any], ctx: Context) -> 
     return float(choice(output) in letters)
 
 
-async def regex(output: str, answer: dict[str, Any], ctx: Context) -> float:
+def regex(output: str, answer: dict[str, Any]) -> float:
     pattern = require(answer, "pattern", str, "regex")
     mode = answer.get("match", "search")
     if mode not in ("search", "full"):
         raise BadVerificationInfo(f"regex: verification_info.answer.match must be 'search' or 'full', got {mode!r}")
     try:
-        compiled = re.compile(pattern)
-    except re.error as e:
-        raise BadVerificationInfo(f"regex: invalid pattern {pattern!r}: {e}") from None
+        compiled = re2.compile(pattern, _QUIET)
+    except re2.error as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise BadVerificationInfo(f"regex: invalid pattern {pattern!r} (RE2 syntax: no lookaround, no "
+                                  f"backreferences): {reason}") from None
     if mode == "full":
         return float(compiled.fullmatch(_candidate(output).strip()) is not None)
     return float(compiled.search(output) is not None)

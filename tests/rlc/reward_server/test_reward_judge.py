@@ -107,8 +107,8 @@ def test_the_judge_decides_and_sees_rl_verifiers_prompt(judge, judged_server):
     last = judge.requests[-1]
     assert last["model"] == "judge-7b"  # discovered from /models: none was configured
     assert last["temperature"] == 0.0 and "max_tokens" not in last
-    assert last["messages"][0]["content"] == PROMPT.format(model_response="Rest and fluids.",
-                                                           ground_truth="antibiotics")
+    prompts = [request["messages"][0]["content"] for request in judge.requests[-2:]]  # in either order
+    assert PROMPT.format(model_response="Rest and fluids.", ground_truth="antibiotics") in prompts
     assert judge.auth[-1] == "Bearer sk-judge-secret"
 
 

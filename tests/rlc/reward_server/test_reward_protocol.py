@@ -13,6 +13,11 @@ SUM_TESTS = {"type": "code_verifiable", "answer": {"test_cases": [
     {"input": "3\n5", "output": "8"}, {"input": "-10\n4", "output": "-6"}, {"input": "1\n1", "output": "3"}]}}
 
 
+NESTED_40: list = []
+for _ in range(39):
+    NESTED_40 = [NESTED_40]
+
+
 def score(response: httpx.Response) -> float:
     assert response.status_code == 200, response.text
     body = response.json()
@@ -91,7 +96,12 @@ def test_string_types(post, vtype, answer, output, expected):
     ({"type": "math_verifiable"}, "must contain 'answer' and 'type'"),
     ("[1, 2]", "must contain 'answer' and 'type'"),
     ({"type": "chess_verifiable", "answer": {}}, "'chess_verifiable' is not supported"),
-    ({"type": "swe_verifiable", "answer": {"input": "a", "ground_truth": "b"}}, "not supported by the bundled server"),
+    ({"type": "swe_verifiable", "answer": {"input": "a"}}, "must contain 'ground_truth'"),
+    ({"type": ["math_verifiable"], "answer": {"value": "1"}}, "is not supported"),  # unhashable: was a 500
+    ({"type": 5, "answer": {"value": "1"}}, "is not supported"),
+    ('{"type": "math_verifiable", "answer": {"value": "\\ud800"}}', "lone surrogate"),
+    ({"type": "math_verifiable", "answer": {"value": "1", "deep": NESTED_40}}, "nests more than 32 levels"),
+    ('{"type": "math_verifiable", "answer": ' + "[" * 100_000 + "]" * 100_000 + "}", "must be a JSON string"),
     ({"type": "llm_judge", "answer": {"value": "x"}}, "llm_judge is not configured"),
     ({"type": "math_verifiable", "answer": "152"}, "answer must be an object"),
     ({"type": "math_verifiable", "answer": {"val": "152"}}, "must contain 'value'"),
@@ -102,6 +112,7 @@ def test_string_types(post, vtype, answer, output, expected):
     ({"type": "code_verifiable", "answer": {"test_cases": [{"input": "", "output": ""}], "language": "cpp"}},
      "'cpp' is not supported"),
     ({"type": "regex", "answer": {"pattern": "(unclosed"}}, "invalid pattern"),
+    ({"type": "regex", "answer": {"pattern": "(?=x)"}}, "no lookaround"),
     ({"type": "multiple_choice", "answer": {"value": "Paris"}}, "must be option letters"),
     ({"type": "exact_match", "answer": {"value": []}}, "non-empty list of strings"),
 ])

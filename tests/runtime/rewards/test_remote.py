@@ -38,7 +38,7 @@ def math_sample(i: int) -> tuple[str, str, float]:
 CODE = "```python\nprint(int(input()) * 2)\n```"
 CODE_INFO = {"type": "code_verifiable", "answer": {"test_cases": [{"input": "2", "output": "4"},
                                                                   {"input": "5", "output": "11"}]}}
-UNSUPPORTED = json.dumps({"type": "swe_verifiable", "answer": {"input": "a", "ground_truth": "b"}})
+UNSUPPORTED = json.dumps({"type": "chess_verifiable", "answer": {"fen": "8/8/8/8/8/8/8/8 w - - 0 1"}})
 
 
 def test_scores_come_back_in_input_order(server):
@@ -64,7 +64,7 @@ def test_a_422_is_not_retried_and_zero_mode_scores_it_0(server):
         batch = client.score([right, "x", "y", right], [info, UNSUPPORTED, None, info])
     assert batch.scores == [1.0, 0.0, 0.0, 1.0]
     assert (batch.failures, batch.retries) == (2, 0)
-    assert batch.errors[1].startswith("HTTP 422: ") and "not supported by the bundled server" in batch.errors[1]
+    assert batch.errors[1].startswith("HTTP 422: ") and "'chess_verifiable' is not supported" in batch.errors[1]
     assert batch.replies[1] == {"error": batch.errors[1]}
     assert "no verification_info" in batch.errors[2]
 
@@ -198,3 +198,32 @@ def test_latency_percentiles_of_a_known_sample():
 
 def test_written_paths_are_strings_or_paths(tmp_path):
     assert save_jsonl(str(tmp_path / "a.jsonl"), [], [], [], _batch([]), step=0) == Path(tmp_path / "a.jsonl")
+
+
+def test_one_bad_string_never_fails_its_batch(server, tmp_path):
+    exact = json.dumps({"type": "exact_match", "answer": {"value": "caf\ufffd"}})
+    bad_info = '{"type": "exact_match", "answer": {"value": "\\ud800"}}'  # the dataset's lone surrogate
+    right, info, _ = math_sample(1)
+    outputs = [right, "caf\ud800", right, 12345]  # a lone surrogate in a model output; not text at all
+    with RemoteRewardClient(server.url, max_workers=4, on_failure="zero") as client:
+        batch = client.score(outputs, [info, exact, bad_info, info])
+    # The surrogate becomes U+FFFD, as a UTF-8 decoder would make it, and the sample is scored like any other.
+    assert batch.scores == [1.0, 1.0, 0.0, 0.0] and batch.failures == 2
+    assert "HTTP 422" in batch.errors[2] and "lone surrogate" in batch.errors[2]
+    assert "not text" in batch.errors[3]
+    path = save_jsonl(tmp_path / "r.jsonl", ["p"] * 4, outputs, ["g"] * 4, batch, step=1)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert records[1]["response"] == "caf\ud800" and records[1]["score"] == 1.0  # saved as its JSON escape
+
+
+def test_the_bearer_token_comes_from_the_environment(tmp_path, monkeypatch):
+    exact = '{"type": "exact_match", "answer": {"value": "p"}}'
+    with ServerProcess(token="s3cret-token", log_path=tmp_path / "server.log") as guarded:
+        with RemoteRewardClient(guarded.url, max_workers=1, on_failure="zero") as client:
+            refused = client.score(["p"], [exact])
+        monkeypatch.setenv("RLC_REWARD_TOKEN", "s3cret-token")
+        with RemoteRewardClient(guarded.url, max_workers=1) as client:
+            accepted = client.score(["p"], [exact])
+    assert refused.failures == 1 and refused.errors[0].startswith("HTTP 401")
+    assert accepted.scores == [1.0] and accepted.failures == 0
+    assert "s3cret-token" not in (tmp_path / "server.log").read_text()
