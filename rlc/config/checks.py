@@ -22,6 +22,7 @@ from rlc.config.base import UNIMPLEMENTED
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
+from rlc.topology import data_parallel_size, n_gpus, rollout_ranks
 
 Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
 ARF = ("actor_rollout_ref",)
@@ -33,37 +34,12 @@ def run_checks(cfg: RLCConfig, explicit: dict[str, Any]) -> list[Diagnostic]:
     return [d for check in CHECKS for d in check(cfg, explicit)]
 
 
-def n_gpus(cfg: RLCConfig) -> int:
-    return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
-
-
-def data_parallel_size(cfg: RLCConfig) -> int:
-    """Ranks that each take a slice of the batch: all GPUs under FSDP, GPUs / (tp * pp) under Megatron."""
-    if cfg.backend == "megatron":
-        m = cfg.actor_rollout_ref.actor.megatron
-        return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
-    return n_gpus(cfg)
-
-
 def uses_critic(cfg: RLCConfig) -> bool:
     return cfg.critic.enable if cfg.critic.enable is not None else cfg.algorithm.adv_estimator == "gae"
 
 
 def uses_reference(cfg: RLCConfig) -> bool:
     return cfg.actor_rollout_ref.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
-
-
-def rollout_ranks(cfg: RLCConfig) -> int:
-    """Ranks that generate: every training rank (colocated), or the rollout's own GPUs (`hybrid_engine: false`)."""
-    if cfg.actor_rollout_ref.hybrid_engine:
-        return n_gpus(cfg)
-    return cfg.trainer.nnodes * cfg.actor_rollout_ref.rollout.n_gpus_per_node
-
-
-def rollout_tensor_parallel(cfg: RLCConfig) -> int:
-    """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
-    rollout = cfg.actor_rollout_ref.rollout
-    return rollout.tensor_model_parallel_size if rollout.name == "vllm" else 1
 
 
 def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
@@ -214,7 +190,7 @@ def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
     config_file = Path(cfg.actor_rollout_ref.model.path).expanduser() / "config.json"
     if not config_file.is_file():
         return
-    from rlc_runtime.engines.megatron_arch import unsupported_reasons  # standard library only
+    from rlc.megatron_arch import unsupported_reasons
 
     megatron = cfg.actor_rollout_ref.actor.megatron
     try:

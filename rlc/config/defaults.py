@@ -5,8 +5,9 @@ After `fill_defaults` the runtime reads every value directly and never needs to 
 
 from __future__ import annotations
 
-from rlc.config.checks import data_parallel_size, uses_critic
+from rlc.config.checks import uses_critic
 from rlc.config.root import RLCConfig
+from rlc.topology import data_parallel_size
 
 
 def fill_defaults(cfg: RLCConfig) -> RLCConfig:

@@ -19,9 +19,9 @@ import torch
 
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.update import Update, compute_log_probs, compute_values, critic_update, policy_update
-from rlc_runtime.rollout.base import Generation, SamplingParams
+from rlc_runtime.rollout.base import Generation
 from rlc_runtime.workers.group import RankWorker
-from rlc_runtime.workers.rollout import generate, make_rollout
+from rlc_runtime.workers.rollout import GenerationRequest, generate, make_rollout
 
 
 class TrainWorker(RankWorker):
@@ -57,8 +57,8 @@ class TrainWorker(RankWorker):
             self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
     # rollout ---------------------------------------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        return generate(self.rollout, self.cfg, self.rank, prompts, params)
+    def generate(self, request: GenerationRequest) -> list[Generation]:
+        return generate(self.rollout, request)
 
     def sync_weights(self) -> None:
         """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
