@@ -22,8 +22,8 @@ class Actor(Section):
     ppo_mini_batch_size: int = Field(256, gt=0)
     ppo_micro_batch_size: int | None = Field(None, gt=0, description="Deprecated: global; use *_per_gpu")
     ppo_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
-    use_dynamic_bsz: bool = unimplemented(False, "dynamic batch sizes are not implemented: micro-batches hold "
-                                          "ppo_micro_batch_size_per_gpu samples (the whole mini-batch when unset)")
+    use_dynamic_bsz: bool = Field(False, description="Micro-batches by token budget (ppo_max_token_len_per_gpu) "
+                                  "instead of ppo_micro_batch_size_per_gpu rows")
     ppo_max_token_len_per_gpu: int = Field(16384, gt=0)
     clip_ratio: float = Field(0.2, gt=0)
     clip_ratio_low: float | None = Field(None, gt=0, description="Defaults to clip_ratio")

@@ -67,6 +67,9 @@ class TrainEngine(Protocol):
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of a CPU float64 tensor over the data-parallel ranks."""
 
+    def all_reduce_max(self, values: torch.Tensor) -> torch.Tensor:
+        """Maximum of a CPU float64 tensor over the data-parallel ranks."""
+
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full (gathered) weights under Hugging Face names, one tensor at a time, for rollout sync and export;
         a collective: every rank must iterate."""
@@ -89,6 +92,20 @@ def micro_batches(batch: TokenBatch, size: int | None, equal: bool = False) -> l
     if equal:
         size = max(d for d in range(1, size + 1) if len(batch) % d == 0)
     return [batch.select(list(range(i, min(i + size, len(batch))))) for i in range(0, len(batch), size)]
+
+
+def token_budget_groups(lengths: list[int], count: int, budget: int) -> list[list[int]] | None:
+    """Row indices in `count` groups of at most `budget` tokens each, balanced (longest row first, into the
+    lightest group), each group in the rows' order; None when the rows do not fit in `count` groups that way."""
+    groups: list[list[int]] = [[] for _ in range(count)]
+    totals = [0] * count
+    for row in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        lightest = min(range(count), key=lambda g: totals[g])
+        if totals[lightest] + lengths[row] > budget:
+            return None
+        groups[lightest].append(row)
+        totals[lightest] += lengths[row]
+    return [sorted(group) for group in groups if group]
 
 
 def cpu_results(results: dict[str, Any]) -> dict[str, Any]:

@@ -121,10 +121,16 @@ class FSDPEngine:
         return float(norm)
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(values, dist.ReduceOp.SUM)
+
+    def all_reduce_max(self, values: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
         if not self.sharded:
             return values
         values = values.to(self.device)
-        dist.all_reduce(values)
+        dist.all_reduce(values, op=op)
         return values.cpu()
 
     # weights and checkpoints -----------------------------------------------------------------------------------

@@ -173,9 +173,14 @@ class MegatronEngine:
         return norm
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        group = parallel_state.get_data_parallel_group()
+        return self._all_reduce(values, dist.ReduceOp.SUM)
+
+    def all_reduce_max(self, values: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
         values = values.to(self.device)
-        dist.all_reduce(values, group=group)
+        dist.all_reduce(values, op=op, group=parallel_state.get_data_parallel_group())
         return values.cpu()
 
     def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:

@@ -14,6 +14,11 @@ Decisions, and why:
 - The policy loss goes through `algorithms.policy_losses.compute_policy_loss` by `policy_loss.loss_mode`; the KL
   loss is added with `kl_loss_coef` and the entropy bonus subtracted with `entropy_coeff`, as in verl's actor.
 - Metrics are means over micro-batches, then over data-parallel ranks, under verl's names.
+- Dynamic batching (`use_dynamic_bsz`): micro-batches are cut by a token budget (`ppo_max_token_len_per_gpu`,
+  `log_prob_max_token_len_per_gpu`: prompt + response tokens, as verl counts them) instead of a row count, balanced
+  longest-first, as few as fit; every data-parallel rank runs as many as the rank that needs the most (FSDP's
+  gathers are collectives). The weighting above makes the gradient independent of how rows are grouped, so it
+  equals the fixed micro-batches' exactly; forward-only results are put back in the rows' order.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from rlc_runtime.algorithms.losses import agg_loss, kl_penalty, value_loss
 from rlc_runtime.algorithms.policy_losses import compute_policy_loss
 from rlc_runtime.batch import TokenBatch
-from rlc_runtime.engines.base import ModelOutputs, TrainEngine, micro_batches
+from rlc_runtime.engines.base import ModelOutputs, TrainEngine, micro_batches, token_budget_groups
 from rlc_runtime.engines.optim import Schedule
 
 SUM_MODE = "seq-mean-token-sum-norm"  # a sum over sequences (over a constant length): micro-batch losses add up
@@ -45,6 +50,7 @@ class Update:
         self.schedule = Schedule(optim.lr_scheduler_type, optim.lr_warmup_steps, optim.lr_warmup_steps_ratio,
                                  optim.total_training_steps, optim.min_lr_ratio, optim.num_cycles)
         self.step = 0  # updates so far: the schedule's position and the shuffle's seed
+        self.token_budget = section.ppo_max_token_len_per_gpu if section.use_dynamic_bsz else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step}
@@ -64,7 +70,7 @@ class Update:
             order = self._order(len(full), epoch)
             for start in range(0, len(full), size):
                 mini = full.select(order[start:start + size])
-                parts = micro_batches(mini, section.ppo_micro_batch_size_per_gpu, engine.equal_micro_batches)
+                parts, _ = split_micro_batches(engine, mini, section.ppo_micro_batch_size_per_gpu, self.token_budget)
                 results += engine.forward_backward(parts, self._weighted(mini), backward=True)
                 norms.append(engine.optimizer_step(lr, section.grad_clip))
         self.step += 1
@@ -137,8 +143,10 @@ def value_objective(critic: Any, part: TokenBatch, outputs: ModelOutputs) -> tup
 
 
 def compute_log_probs(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None,
-                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[B, R] log-probs of this rank's responses (0 on padding) under the current weights, and the entropy."""
+                      with_entropy: bool = False,
+                      token_budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[B, R] log-probs of this rank's responses (0 on padding) under the current weights, and the entropy;
+    micro-batches of `micro_batch_size` rows, or of up to `token_budget` tokens when given."""
 
     def read(part: TokenBatch, outputs: ModelOutputs) -> tuple[None, dict[str, Any]]:
         log_probs = outputs.log_probs()
@@ -148,26 +156,52 @@ def compute_log_probs(engine: TrainEngine, batch: TokenBatch, micro_batch_size: 
             found["entropy"] = outputs.entropy(grad=False) * mask
         return None, found
 
-    results = _forward(engine, batch, micro_batch_size, read)
+    results = _forward(engine, batch, micro_batch_size, token_budget, read)
     return results["log_probs"], results.get("entropy")
 
 
-def compute_values(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None) -> torch.Tensor:
+def compute_values(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None,
+                   token_budget: int | None = None) -> torch.Tensor:
     """[B, R] value predictions for this rank's rows (0 on padding)."""
 
     def read(part: TokenBatch, outputs: ModelOutputs) -> tuple[None, dict[str, Any]]:
         values = outputs.values()
         return None, {"values": values * part.response_mask.to(values.device)}
 
-    return _forward(engine, batch, micro_batch_size, read)["values"]
+    return _forward(engine, batch, micro_batch_size, token_budget, read)["values"]
 
 
-def _forward(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None,
+def _forward(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None, token_budget: int | None,
              read: Callable[[TokenBatch, ModelOutputs], tuple[None, dict[str, Any]]]) -> dict[str, torch.Tensor]:
     full, mine = engine.data_batch(batch)
-    parts = micro_batches(full, micro_batch_size, engine.equal_micro_batches)
+    parts, order = split_micro_batches(engine, full, micro_batch_size, token_budget)
     results = engine.forward_backward(parts, read, backward=False)
-    return {key: torch.cat([r[key] for r in results])[mine] for key in results[0]}
+    back = torch.argsort(torch.tensor(order))  # the micro-batches hold the rows in `order`
+    return {key: torch.cat([r[key] for r in results])[back][mine] for key in results[0]}
+
+
+def split_micro_batches(engine: TrainEngine, batch: TokenBatch, size: int | None,
+                        token_budget: int | None) -> tuple[list[TokenBatch], list[int]]:
+    """Micro-batches of `size` rows, or of at most `token_budget` tokens (as many on every data-parallel rank);
+    and the order of the rows they hold."""
+    if token_budget is None:
+        return micro_batches(batch, size, engine.equal_micro_batches), list(range(len(batch)))
+    if engine.equal_micro_batches:
+        raise ValueError("use_dynamic_bsz needs micro-batches of different sizes, which megatron's pipeline "
+                         "(pipeline_model_parallel_size > 1) cannot run: turn use_dynamic_bsz off")
+    lengths = batch.attention_mask.sum(-1).tolist()
+    if max(lengths) > token_budget:
+        raise ValueError(f"a sequence of {max(lengths)} tokens exceeds the micro-batch token budget {token_budget} "
+                         "(ppo_max_token_len_per_gpu / log_prob_max_token_len_per_gpu): raise it to at least "
+                         "max_prompt_length + max_response_length")
+    count = -(-sum(lengths) // token_budget)
+    while True:  # every rank takes the same decisions from the same reduced numbers
+        count = int(engine.all_reduce_max(torch.tensor([count], dtype=torch.float64)))
+        groups = token_budget_groups(lengths, count, token_budget)
+        if not engine.all_reduce_max(torch.tensor([groups is None], dtype=torch.float64)):
+            break
+        count += 1
+    return [batch.select(group) for group in groups], [row for group in groups for row in group]
 
 
 def loss_weight(batch: TokenBatch, mode: str) -> float:

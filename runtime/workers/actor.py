@@ -80,13 +80,15 @@ class TrainWorker(RankWorker):
 
     # training --------------------------------------------------------------------------------------------------
     def log_probs(self, batch: TokenBatch) -> torch.Tensor:
-        return compute_log_probs(self.actor, batch, self._log_prob_micro("rollout"))[0]
+        return compute_log_probs(self.actor, batch, *self._log_prob_batching("rollout"))[0]
 
     def ref_log_probs(self, batch: TokenBatch) -> torch.Tensor:
-        return compute_log_probs(self.ref, batch, self._log_prob_micro("ref"))[0]
+        return compute_log_probs(self.ref, batch, *self._log_prob_batching("ref"))[0]
 
     def values(self, batch: TokenBatch) -> torch.Tensor:
-        return compute_values(self.critic, batch, self.cfg.critic.forward_micro_batch_size_per_gpu)
+        critic = self.cfg.critic
+        budget = critic.forward_max_token_len_per_gpu if critic.use_dynamic_bsz else None
+        return compute_values(self.critic, batch, critic.forward_micro_batch_size_per_gpu, budget)
 
     def update_actor(self, batch: TokenBatch) -> dict[str, float]:
         return self.updates["actor"](batch)
@@ -116,6 +118,9 @@ class TrainWorker(RankWorker):
             if rng["cuda"] is not None and self.device == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"])
 
-    def _log_prob_micro(self, section: str) -> int:
-        return getattr(self.cfg.actor_rollout_ref, section).log_prob_micro_batch_size_per_gpu
+    def _log_prob_batching(self, section: str) -> tuple[int, bool, int | None]:
+        """(rows per micro-batch, with entropy, token budget when dynamic) of a log-prob pass."""
+        block = getattr(self.cfg.actor_rollout_ref, section)
+        budget = block.log_prob_max_token_len_per_gpu if block.log_prob_use_dynamic_bsz else None
+        return block.log_prob_micro_batch_size_per_gpu, False, budget
 

@@ -10,6 +10,7 @@ holds it, at its optimizer step. A critic update must move the values toward the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,9 +33,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("update") / "qwen2", "qwen2")
 
 
-def make_config(checkpoint: Path, mode: str) -> RLCConfig:
-    """One optimizer step over all 8 rows (ppo_mini_batch_size 4 x n 2), in micro-batches of 3."""
-    actor = {"ppo_mini_batch_size": 4, "ppo_micro_batch_size_per_gpu": 3, "loss_agg_mode": mode,
+def make_config(checkpoint: Path, mode: str, token_budget: int | None = None) -> RLCConfig:
+    """One optimizer step over all 8 rows (ppo_mini_batch_size 4 x n 2), in micro-batches of 3 rows, or of at
+    most `token_budget` tokens."""
+    dynamic = {"use_dynamic_bsz": True, "ppo_max_token_len_per_gpu": token_budget} if token_budget else {}
+    actor = {**dynamic, "ppo_mini_batch_size": 4, "ppo_micro_batch_size_per_gpu": 3, "loss_agg_mode": mode,
              "clip_ratio_low": CLIP_LOW, "clip_ratio_high": CLIP_HIGH, "clip_ratio_c": CLIP_C,
              "entropy_coeff": ENTROPY_COEFF, "use_kl_loss": True, "kl_loss_coef": KL_COEF,
              "kl_loss_type": "low_var_kl", "grad_clip": 1e6, "optim": {"lr": 1e-3, "weight_decay": 0.0}}
@@ -95,21 +98,34 @@ def hand_written_loss(model: torch.nn.Module, batch: TokenBatch, mode: str) -> t
     return torch.stack([row.mean() for row in per_row if len(row)]).mean()  # seq-mean-token-mean
 
 
-@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
-def test_actor_gradient_equals_autograd_of_the_loss_written_out(checkpoint: Path, mode: str) -> None:
-    cfg = make_config(checkpoint, mode)
+@pytest.mark.parametrize(("mode", "token_budget"), [("token-mean", None), ("seq-mean-token-mean", None),
+                                                     ("token-mean", 10)])
+def test_actor_gradient_equals_autograd_of_the_loss_written_out(checkpoint: Path, mode: str,
+                                                                token_budget: int | None) -> None:
+    cfg = make_config(checkpoint, mode, token_budget)
     engine = FSDPEngine(cfg, "actor", "cpu")
     batch = make_batch()
     batch = with_targets(batch, compute_log_probs(engine, batch, 8)[0])
     seen: dict[str, torch.Tensor] = {}
-    step = engine.optimizer_step
+    step, forward_backward = engine.optimizer_step, engine.forward_backward
+    micro_rows: list[int] = []
+
+    def count_then_run(parts: list[TokenBatch], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        micro_rows.extend(len(part) for part in parts)
+        return forward_backward(parts, *args, **kwargs)
 
     def record_then_step(lr: float, max_norm: float) -> float:
         seen.update({name: p.grad.clone() for name, p in engine.model.named_parameters()})
         return step(lr, max_norm)
 
     engine.optimizer_step = record_then_step  # the real step still runs: this only reads the gradient first
+    engine.forward_backward = count_then_run
     metrics = policy_update(engine, cfg)(batch)
+    if token_budget:  # rows of 2, 5, 8, 5, 8, 6, 3, 3 tokens: 40 in all, yet 4 groups of 10 cannot hold them
+        assert batch.attention_mask.sum(-1).tolist() == [2, 5, 8, 5, 8, 6, 3, 3]
+        assert sorted(micro_rows) == [1, 1, 2, 2, 2]  # {8} {8} {6, 3} {5, 5} {3, 2}
+    else:
+        assert micro_rows == [3, 3, 2]
 
     reference = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     hand_written_loss(reference, batch, mode).backward()
@@ -138,3 +154,14 @@ def test_critic_update_moves_values_toward_the_returns(checkpoint: Path) -> None
     assert error_after.mean() < 0.5 * error_before.mean()
     assert (error_after < error_before).float().mean() > 0.9
     assert update(batch)["critic/vf_loss"] < first["critic/vf_loss"]
+
+
+def test_dynamic_batches_give_the_fixed_batches_log_probs_in_row_order(checkpoint: Path) -> None:
+    engine = FSDPEngine(make_config(checkpoint, "token-mean"), "ref", "cpu")
+    batch = make_batch()
+    fixed, fixed_entropy = compute_log_probs(engine, batch, 3, with_entropy=True)
+    dynamic, dynamic_entropy = compute_log_probs(engine, batch, None, with_entropy=True, token_budget=10)
+    torch.testing.assert_close(dynamic, fixed, atol=1e-6, rtol=0)
+    torch.testing.assert_close(dynamic_entropy, fixed_entropy, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="a sequence of 8 tokens exceeds the micro-batch token budget 7"):
+        compute_log_probs(engine, batch, None, token_budget=7)
