@@ -247,11 +247,19 @@ def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None
         optim_back = all(torch.equal(v.to_local() if hasattr(v, "to_local") else v, local_optim[i][k])
                          for i, s in actor.optimizer.state_dict()["state"].items() for k, v in s.items())
         actor.save_hf(out / "hf")
+        offloaded = {}  # the same first update with FSDP2's CPU offload, and with the optimizer state offloaded
+        for kind in ("param_offload", "optimizer_offload"):
+            other = trained(checkpoint, mini=4, fsdp_config={kind: True})
+            assert getattr(other.engine, {"param_offload": "offloads_params",
+                                          "optimizer_offload": "offloads_optimizer"}[kind])
+            other(mine)
+            offloaded[kind] = weights(other.engine)
         gathered = [None] * world
         dist.all_gather_object(gathered, log_probs)
         if rank == 0:
             torch.save({"initial": initial, "log_probs": torch.cat(gathered), "metrics": metrics,
-                        "updated": updated, "restored": restored, "optim_back": optim_back}, out / "rank0.pt")
+                        "updated": updated, "restored": restored, "optim_back": optim_back,
+                        "offloaded": offloaded}, out / "rank0.pt")
         dist.barrier(timeout=timedelta(seconds=60))
     finally:
         dist.destroy_process_group()
@@ -281,6 +289,9 @@ def test_world_size_two_matches_world_size_one(checkpoint: Path, tmp_path: Path)
     for name, tensor in weights(one).items():
         torch.testing.assert_close(two["updated"][name], tensor, atol=1e-5, rtol=0)
     assert two["restored"] and two["optim_back"]
+    for kind, offloaded in two["offloaded"].items():
+        for name, tensor in offloaded.items():
+            torch.testing.assert_close(tensor, two["updated"][name], atol=1e-6, rtol=0, msg=f"{kind}: {name}")
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").state_dict()
     assert all(torch.equal(saved[name], tensor) for name, tensor in two["updated"].items())
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("model_world_size_2_rank_*.pt")) == [

@@ -165,3 +165,20 @@ def test_dynamic_batches_give_the_fixed_batches_log_probs_in_row_order(checkpoin
     torch.testing.assert_close(dynamic_entropy, fixed_entropy, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="a sequence of 8 tokens exceeds the micro-batch token budget 7"):
         compute_log_probs(engine, batch, None, token_budget=7)
+
+
+def test_a_non_finite_gradient_skips_the_step(checkpoint: Path) -> None:
+    cfg = make_config(checkpoint, "token-mean")
+    engine = FSDPEngine(cfg, "actor", "cpu")
+    update = policy_update(engine, cfg)
+    batch = make_batch()
+    batch = with_targets(batch, compute_log_probs(engine, batch, 8)[0])
+    before = {name: tensor.clone() for name, tensor in engine.named_weights()}
+    poisoned = TokenBatch(**{**vars(batch), "advantages": batch.advantages.clone()})
+    poisoned.advantages[0, 0] = float("nan")
+    metrics = update(poisoned)
+    assert metrics["actor/grad_norm"] != metrics["actor/grad_norm"]  # NaN, reported as such
+    assert all(torch.equal(tensor, before[name]) for name, tensor in engine.named_weights())
+    assert all(p.grad is None for p in engine.model.parameters())  # nothing carried into the next step
+    assert update(batch)["actor/grad_norm"] > 0
+    assert any(not torch.equal(tensor, before[name]) for name, tensor in engine.named_weights())
