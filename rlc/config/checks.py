@@ -28,6 +28,7 @@ Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
 ARF = ("actor_rollout_ref",)
 ACTOR = (*ARF, "actor")
 ROLLOUT = (*ARF, "rollout")
+MEGATRON_ADAM_OVERRIDES = ("eps",)  # torch AdamW keywords the Megatron engine maps onto megatron's OptimizerConfig
 
 
 def run_checks(cfg: RLCConfig, explicit: dict[str, Any]) -> list[Diagnostic]:
@@ -156,6 +157,12 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         if cfg.trainer.device == "cpu":
             yield Diagnostic("backend megatron trains on CUDA GPUs only", ("trainer", "device"),
                              hint="use backend fsdp on the CPU")
+        for place, optim in ((ACTOR, cfg.actor_rollout_ref.actor.optim), (("critic",), cfg.critic.optim)):
+            unknown = sorted(set(optim.override_optimizer_config or {}) - set(MEGATRON_ADAM_OVERRIDES))
+            if unknown:
+                yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron",
+                                 (*place, "optim", "override_optimizer_config"),
+                                 hint=f"supported: {', '.join(MEGATRON_ADAM_OVERRIDES)}")
         yield from _megatron_architecture(cfg)
 
 
