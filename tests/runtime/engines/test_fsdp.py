@@ -236,6 +236,10 @@ def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None
         initial = weights(actor)
         mine = make_batch(rows=8).chunk(world)[rank]
         log_probs, _ = compute_log_probs(actor, mine, 2)
+        # a budget of 11 tokens: rank 0's rows (2, 6, 5, 9 tokens) fit in 2 micro-batches, rank 1's (8, 7, 5, 2)
+        # need 3; both must run 3 forwards (FSDP gathers are collectives) and give the fixed batches' log-probs
+        dynamic, _ = compute_log_probs(actor, mine, None, token_budget=11)
+        dynamic_equal = torch.allclose(dynamic, log_probs, atol=1e-6, rtol=0)
         metrics = update(mine)
         updated = weights(actor)
         local_optim = {i: {k: (v.to_local() if hasattr(v, "to_local") else v).clone() for k, v in s.items()}
@@ -259,7 +263,7 @@ def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None
         if rank == 0:
             torch.save({"initial": initial, "log_probs": torch.cat(gathered), "metrics": metrics,
                         "updated": updated, "restored": restored, "optim_back": optim_back,
-                        "offloaded": offloaded}, out / "rank0.pt")
+                        "offloaded": offloaded, "dynamic_equal": dynamic_equal}, out / "rank0.pt")
         dist.barrier(timeout=timedelta(seconds=60))
     finally:
         dist.destroy_process_group()
@@ -288,7 +292,7 @@ def test_world_size_two_matches_world_size_one(checkpoint: Path, tmp_path: Path)
         assert two["metrics"][key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), key
     for name, tensor in weights(one).items():
         torch.testing.assert_close(two["updated"][name], tensor, atol=1e-5, rtol=0)
-    assert two["restored"] and two["optim_back"]
+    assert two["restored"] and two["optim_back"] and two["dynamic_equal"]
     for kind, offloaded in two["offloaded"].items():
         for name, tensor in offloaded.items():
             torch.testing.assert_close(tensor, two["updated"][name], atol=1e-6, rtol=0, msg=f"{kind}: {name}")
