@@ -1,10 +1,11 @@
 """The Megatron-core training engine (`backend: megatron`): one rank's policy, reference or critic.
 
-The training-engine contract (`engines.base.TrainEngine`), built from megatron-core's own parts: the model from the Hugging
-Face config (`megatron_model.build_model`) holding this rank's tensor/pipeline shard of the pinned checkpoint
-(`megatron_convert.hf_to_megatron`), megatron's `DistributedDataParallel` and optimizer (the distributed one when
-`use_distributed_optimizer`), its pipeline schedule over micro-batches (`get_forward_backward_func`, forward-only
-for log-probs), bf16 parameters with fp32 master weights on GPU, and `dist_checkpointing` for checkpoints.
+The training-engine contract (`engines.base.TrainEngine`), built from megatron-core's own parts: the model from the
+Hugging Face config (`megatron_model.build_model`) holding this rank's tensor/pipeline shard of the pinned
+checkpoint (`megatron_convert.hf_to_megatron`), megatron's `DistributedDataParallel` and optimizer (the distributed
+one when `use_distributed_optimizer`), its pipeline schedule over micro-batches (`get_forward_backward_func`,
+forward-only for log-probs), bf16 parameters with fp32 master weights on GPU, and `dist_checkpointing` for
+checkpoints.
 
 Decisions, and why:
 - Parallel sizes come from `actor_rollout_ref.actor.megatron` for every role: the roles of a rank share one
