@@ -231,6 +231,7 @@ def engine_steps(world: int, workdir: Path) -> None:
 
     from rlc_runtime.algorithms.advantages import grpo_outcome_advantage
     from rlc_runtime.engines.megatron import MegatronEngine
+    from rlc_runtime.engines.update import compute_log_probs, policy_update
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
@@ -238,6 +239,7 @@ def engine_steps(world: int, workdir: Path) -> None:
     cfg = engine_config(model_dir, world)
     torch.cuda.reset_peak_memory_stats()
     (actor, ref), build_s = timed(lambda: (MegatronEngine(cfg, "actor", "cuda"), MegatronEngine(cfg, "ref", "cuda")))
+    update = policy_update(actor, cfg)
     say(f"     built actor + reference engines at TP {world} in {build_s:.1f} s")
     full = synthetic_batch(QWEN2_05B["vocab_size"])
     mine = full.chunk(world)[rank()]  # as the trainer scatters: one slice per rank
@@ -247,10 +249,10 @@ def engine_steps(world: int, workdir: Path) -> None:
     mine.advantages = advantages.chunk(world)[rank()]
     rows = []
     for step in range(STEPS):
-        (old, _), lp_s = timed(lambda: actor.compute_log_probs(mine, MICRO))
-        (ref_lp, _), ref_s = timed(lambda: ref.compute_log_probs(mine, MICRO))
+        (old, _), lp_s = timed(lambda: compute_log_probs(actor, mine, MICRO))
+        (ref_lp, _), ref_s = timed(lambda: compute_log_probs(ref, mine, MICRO))
         mine.old_log_probs, mine.ref_log_probs = old, ref_lp
-        metrics, update_s = timed(lambda: actor.update_policy(mine))
+        metrics, update_s = timed(lambda: update(mine))
         _, sync_s = timed(lambda: [None for _ in actor.named_weights()])
         rows.append((lp_s, ref_s, update_s, sync_s))
         say(f"     step {step}: log-probs {lp_s:.2f} s, ref {ref_s:.2f} s, update {update_s:.2f} s, weight gather "
@@ -271,11 +273,11 @@ def engine_steps(world: int, workdir: Path) -> None:
     peak = torch.tensor([torch.cuda.max_memory_allocated() / 2**30], device="cuda")
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     say(f"RESULT peak GPU memory {peak.item():.1f} GiB (actor + reference + optimizer + activations)")
-    check("engine weights move", not torch.equal(actor.compute_log_probs(mine, MICRO)[0], first_old),
+    check("engine weights move", not torch.equal(compute_log_probs(actor, mine, MICRO)[0], first_old),
           "log-probs after the updates differ from the first step's")
 
     want, want_bf16 = hf_log_probs(model_dir, mine)
-    got, _ = ref.compute_log_probs(mine, MICRO)  # the reference holds the checkpoint's weights
+    got, _ = compute_log_probs(ref, mine, MICRO)  # the reference holds the checkpoint's weights
     mask = mine.response_mask.bool()
     err, hf_err = (got - want).abs()[mask], (want_bf16 - want).abs()[mask]
     check("engine log-probs == HF (bf16)", bool(err.mean() <= 2 * hf_err.mean() + 1e-4),
@@ -283,10 +285,10 @@ def engine_steps(world: int, workdir: Path) -> None:
 
     checkpoint = workdir / "checkpoint"
     before = weights_checksum(actor)
-    _, save_s = timed(lambda: actor.save_checkpoint(checkpoint))
-    actor.update_policy(mine)
+    _, save_s = timed(lambda: actor.save_checkpoint(checkpoint, update.state_dict()))
+    update(mine)
     moved = weights_checksum(actor)
-    _, load_s = timed(lambda: actor.load_checkpoint(checkpoint))
+    _, load_s = timed(lambda: update.load_state_dict(actor.load_checkpoint(checkpoint)))
     check("distributed checkpoint round trip", weights_checksum(actor) == before != moved,
           f"save {save_s:.1f} s, load {load_s:.1f} s, weights restored exactly")
 

@@ -1,7 +1,9 @@
 """resolved config -> LaunchPlan: pure data describing what runs where. No I/O, so it is easy to test and print.
 
 The plan is computed from the resolved config alone; `rlc launch` flags (--nnodes, --backend, ...) have already
-been folded into that config as overrides, so the plan and the runtime can never disagree about the topology.
+been folded into that config as overrides. Its `topology` (`rlc.topology.Topology`: parallel sizes, rollout engines,
+Ray placement) is what the runtime reads back from plan.json to place its workers, so the plan and the running job
+can never disagree about the topology.
 """
 
 from __future__ import annotations
@@ -11,22 +13,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from rlc.diagnostics import CompileError, Diagnostic
+from rlc.topology import Topology
 
 Executor = Literal["local", "ray", "slurm"]
 RAY_PORT = 6379
 
 
 @dataclass(frozen=True)
-class Parallelism:
-    backend: str
-    world_size: int  # training ranks = GPUs (or CPU ranks on device cpu)
-    data_parallel: int
-    tensor_parallel: int
-    pipeline_parallel: int
-    rollout_placement: Literal["colocated", "separate"]  # on the training ranks, or on GPUs of its own
-    rollout_tensor_parallel: int
-    rollout_replicas: int  # vLLM engines; each spans `rollout_tensor_parallel` ranks of one node
-    rollout_groups: list[list[int]]  # ranks of each engine (training ranks, or the rollout's own when separate)
+class BatchSizes:
     samples_per_step: int  # train_batch_size x rollout.n
     samples_per_rank: int
     mini_batch_per_rank: int
@@ -49,11 +43,10 @@ class LaunchPlan:
     device: str
     nnodes: int
     gpus_per_node: int  # what each node must have: training GPUs, plus the rollout's own when separate
-    parallelism: Parallelism
+    topology: Topology
+    batch: BatchSizes
     nodes: list[Node]
     ray_port: int
-    ray_resources: list[dict[str, float]]  # one placement bundle per node
-    placement_strategy: str
     env: dict[str, str]
     driver: list[str]  # argv of the runtime driver
     notes: list[str] = field(default_factory=list)
@@ -65,48 +58,34 @@ class LaunchPlan:
 
 def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3",
               memory: Any = None) -> LaunchPlan:
-    from rlc.config.checks import data_parallel_size, rollout_ranks, rollout_tensor_parallel
-
     trainer, actor = config.trainer, config.actor_rollout_ref.actor
     rollout = config.actor_rollout_ref.rollout
-    world = trainer.nnodes * trainer.n_gpus_per_node
-    tp, pp = (actor.megatron.tensor_model_parallel_size, actor.megatron.pipeline_model_parallel_size) \
-        if config.backend == "megatron" else (1, 1)
-    dp = data_parallel_size(config)
-    rollout_tp, generating = rollout_tensor_parallel(config), rollout_ranks(config)
-    samples = config.data.train_batch_size * rollout.n
-    parallelism = Parallelism(
-        backend=config.backend, world_size=world, data_parallel=dp, tensor_parallel=tp, pipeline_parallel=pp,
-        rollout_placement="colocated" if config.actor_rollout_ref.hybrid_engine else "separate",
-        rollout_tensor_parallel=rollout_tp, rollout_replicas=max(1, generating // rollout_tp),
-        rollout_groups=[list(range(i, min(i + rollout_tp, generating))) for i in range(0, generating, rollout_tp)],
-        samples_per_step=samples, samples_per_rank=samples // dp,
-        mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
-        micro_batch_per_rank=actor.ppo_micro_batch_size_per_gpu or 1,
-    )
-    _check_topology(config, parallelism)
+    topology = Topology.from_config(config)
+    _check_topology(config, topology)
+    dp, samples = topology.data_parallel, config.data.train_batch_size * rollout.n
+    batch = BatchSizes(samples_per_step=samples, samples_per_rank=samples // dp,
+                       mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
+                       micro_batch_per_rank=actor.ppo_micro_batch_size_per_gpu or 1)
     gpus = trainer.n_gpus_per_node
-    node_gpus = gpus + (0 if config.actor_rollout_ref.hybrid_engine else rollout.n_gpus_per_node)
+    node_gpus = gpus + (topology.rollout.ranks_per_node if topology.rollout else 0)
     nodes = [Node(i, "head" if i == 0 else "worker", node_gpus, list(range(i * gpus, (i + 1) * gpus)))
              for i in range(trainer.nnodes)]
-    resource = "GPU" if trainer.device == "cuda" else "CPU"
     return LaunchPlan(
         name=f"{trainer.project_name}/{trainer.experiment_name}", run_dir=run_dir, executor=executor,
-        device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=node_gpus, parallelism=parallelism, nodes=nodes,
-        ray_port=RAY_PORT, ray_resources=[{resource: float(node_gpus)} for _ in nodes],
-        placement_strategy="STRICT_SPREAD" if trainer.nnodes > 1 else "PACK",
-        env=_environment(config, executor), driver=[python, "-m", "rlc_runtime", run_dir], memory=memory,
+        device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=node_gpus, topology=topology, batch=batch,
+        nodes=nodes, ray_port=RAY_PORT, env=_environment(config, executor),
+        driver=[python, "-m", "rlc_runtime", run_dir], memory=memory,
     )
 
 
-def _check_topology(config: Any, p: Parallelism) -> None:
+def _check_topology(config: Any, t: Topology) -> None:
     problems = []
-    if p.world_size % (p.tensor_parallel * p.pipeline_parallel):
-        problems.append(Diagnostic(f"tensor x pipeline parallel = {p.tensor_parallel * p.pipeline_parallel} does "
-                                   f"not divide the {p.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
-    if p.rollout_tensor_parallel > 1 and config.trainer.n_gpus_per_node % p.rollout_tensor_parallel:
+    if t.world_size % (t.tensor_parallel * t.pipeline_parallel):
+        problems.append(Diagnostic(f"tensor x pipeline parallel = {t.tensor_parallel * t.pipeline_parallel} does "
+                                   f"not divide the {t.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
+    if t.rollout_tensor_parallel > 1 and config.trainer.n_gpus_per_node % t.rollout_tensor_parallel:
         problems.append(Diagnostic(
-            f"a vLLM tensor-parallel group of {p.rollout_tensor_parallel} would cross a node boundary "
+            f"a vLLM tensor-parallel group of {t.rollout_tensor_parallel} would cross a node boundary "
             f"({config.trainer.n_gpus_per_node} GPUs per node)",
             ("actor_rollout_ref", "rollout", "tensor_model_parallel_size")))
     if problems:
@@ -135,7 +114,7 @@ def run_dir_name(config: Any, stamp: str) -> str:
 
 
 def summary(plan: LaunchPlan) -> str:
-    p = plan.parallelism
+    p, b = plan.topology, plan.batch
     lines = [
         f"run       {plan.name}  ->  {plan.run_dir}",
         f"executor  {plan.executor}   device {plan.device}   backend {p.backend}",
@@ -144,8 +123,8 @@ def summary(plan: LaunchPlan) -> str:
         f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}",
         f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel} "
         f"({p.rollout_placement})",
-        f"batch     {p.samples_per_step} samples/step, {p.samples_per_rank}/rank, mini {p.mini_batch_per_rank}/rank, "
-        f"micro {p.micro_batch_per_rank}",
+        f"batch     {b.samples_per_step} samples/step, {b.samples_per_rank}/rank, mini {b.mini_batch_per_rank}/rank, "
+        f"micro {b.micro_batch_per_rank}",
     ]
     lines += [f"node {n.index:<4} {n.role:<6} ranks {n.ranks[0]}-{n.ranks[-1]}" for n in plan.nodes]
     if plan.memory is not None:

@@ -212,16 +212,25 @@ def prepare_folder(checkpoint: Path, base_model: str | None, include_optimizer: 
     if not any(checkpoint.glob("model_world_size_*_rank_*.pt")):
         raise UploadError(f"{checkpoint} holds neither a Hugging Face model (config.json + *.safetensors) nor "
                           "sharded model_world_size_N_rank_K.pt files")
-    try:
-        from rlc_runtime.export import CheckpointError, consolidate_verl
-    except ImportError as err:
-        raise UploadError(f"consolidating shards needs the runtime ({err.name} is missing): "
-                          "pip install 'rlc[runtime]'") from None
-    try:
-        return consolidate_verl(checkpoint, checkpoint / "huggingface_consolidated", base_model,
-                                with_optimizer=include_optimizer)
-    except CheckpointError as err:
-        raise UploadError(str(err)) from None
+    return _consolidate(checkpoint, checkpoint / "huggingface_consolidated", base_model, include_optimizer)
+
+
+def _consolidate(checkpoint: Path, out: Path, base_model: str | None, include_optimizer: bool) -> Path:
+    """The runtime's consolidation (it needs torch), run as its own program: the compiler never imports the
+    runtime, as `rlc launch` never does either."""
+    import subprocess
+
+    command = [sys.executable, "-m", "rlc_runtime.export", str(checkpoint), str(out)]
+    command += ["--base-model", base_model] if base_model else []
+    command += ["--with-optimizer"] if include_optimizer else []
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return out
+    if "No module named" in done.stderr and ("rlc_runtime" in done.stderr or "torch" in done.stderr):
+        raise UploadError("consolidating shards needs the runtime (torch): pip install 'rlc[runtime]'")
+    lines = done.stderr.strip().splitlines()
+    raise UploadError(lines[-1].removeprefix("rlc_runtime.export: error: ") if lines else
+                      f"consolidating {checkpoint} failed (exit status {done.returncode})")
 
 
 def card_for(folder: Path, repo_id: str, base_model: str | None, include_optimizer: bool) -> str:

@@ -1,8 +1,12 @@
 """`python -m rlc_runtime RUN_DIR`: train with the config the compiler wrote into RUN_DIR/config.resolved.yaml.
 
 The runtime reads only that file (never the user's YAML) into the same pydantic models the compiler used, so the two
-cannot disagree about a key. What can go wrong for a user (a bad config, a model that does not load, a worker that
-fails) is one message on stderr and exit status 1; the full traceback, when there is one, goes to RUN_DIR/error.log.
+cannot disagree about a key, and places its workers by the topology in RUN_DIR/plan.json. A plan.json that does not
+match the config (edited by hand) is refused; a run directory without one (written by a script rather than
+`rlc launch`) gets the topology the compiler would have written, from the same `Topology.from_config`.
+
+What can go wrong for a user (a bad config, a model that does not load, a worker that fails) is one message on
+stderr and exit status 1; the full traceback, when there is one, goes to RUN_DIR/error.log.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rlc.config.root import RLCConfig
+from rlc.topology import Topology
 
 CONFIG_FILE = "config.resolved.yaml"
+PLAN_FILE = "plan.json"
 
 
 class ConfigError(Exception):
@@ -53,6 +59,24 @@ def load_run_config(run_dir: Path) -> RLCConfig:
     return fill_defaults(config)
 
 
+def load_run_topology(run_dir: Path, config: RLCConfig) -> Topology:
+    import json
+
+    expected = Topology.from_config(config)
+    path = run_dir / PLAN_FILE
+    if not path.is_file():
+        return expected
+    try:
+        topology = Topology.from_json(json.loads(path.read_text(encoding="utf-8"))["topology"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: no readable topology ({type(error).__name__}: {error}); write the run "
+                          "directory again with `rlc launch` or `rlc render`") from None
+    if topology != expected:
+        raise ConfigError(f"{path}: its topology does not match {CONFIG_FILE} (was one of them edited?); write the "
+                          "run directory again with `rlc launch` or `rlc render`")
+    return topology
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
@@ -61,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args[0]).resolve()
     try:
         config = load_run_config(run_dir)
+        topology = load_run_topology(run_dir, config)
     except ConfigError as error:
         print(f"rlc_runtime: error: {error}", file=sys.stderr)
         return 1
@@ -69,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         from rlc_runtime.trainer import USER_ERRORS, train
 
         expected = USER_ERRORS
-        train(config, run_dir)
+        train(config, run_dir, topology)
     except KeyboardInterrupt:
         print("rlc_runtime: interrupted", file=sys.stderr)
         return 130

@@ -155,3 +155,27 @@ def _copy_hf_files(checkpoint: Path, out: Path, base_model: str | None, revision
 
     AutoConfig.from_pretrained(base_model, revision=revision).save_pretrained(out)
     AutoTokenizer.from_pretrained(base_model, revision=revision).save_pretrained(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rlc_runtime.export CHECKPOINT OUT [--base-model M] [--with-optimizer]`: how `rlc upload`, which
+    never imports the runtime, consolidates shards. A bad checkpoint is one line on stderr and exit status 1."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="rlc_runtime.export", description=main.__doc__)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--base-model")
+    parser.add_argument("--with-optimizer", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        consolidate_verl(args.checkpoint, args.out, args.base_model, with_optimizer=args.with_optimizer)
+    except CheckpointError as err:
+        print(f"rlc_runtime.export: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from rlc.config.checks import n_gpus, rollout_ranks, rollout_tensor_parallel, uses_critic, uses_reference
+from rlc.config.checks import uses_critic, uses_reference
 from rlc.config.root import RLCConfig
+from rlc.topology import Placement, Topology
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch, pad_to
 from rlc_runtime.checkpoint import CheckpointError
@@ -39,7 +40,7 @@ from rlc_runtime.metrics import (
     validation_metrics,
 )
 from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray
-from rlc_runtime.workers.rollout import build_batch, sampling_params, split_prompts
+from rlc_runtime.workers.rollout import build_batch, engine_requests, sampling_params
 
 
 class RunError(Exception):
@@ -57,18 +58,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 USER_ERRORS = _user_errors()
 
 
-def train(cfg: RLCConfig, run_dir: Path) -> None:
-    Trainer(cfg, run_dir).fit()
+def train(cfg: RLCConfig, run_dir: Path, topology: Topology | None = None) -> None:
+    """`topology` is plan.json's (what `python -m rlc_runtime` passes); a caller without a plan gets the one the
+    compiler would have written, from the same function."""
+    Trainer(cfg, run_dir, topology or Topology.from_config(cfg)).fit()
 
 
 class Trainer:
-    def __init__(self, cfg: RLCConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: RLCConfig, run_dir: Path, topology: Topology) -> None:
         from rlc_runtime.algorithms.kl import make_kl_controller
         from rlc_runtime.data import EpochSampler, PromptDataset, load_split
         from rlc_runtime.models import load_tokenizer
 
-        self.cfg, self.run_dir = cfg, run_dir
-        self.world = n_gpus(cfg)
+        self.cfg, self.run_dir, self.topology = cfg, run_dir, topology
+        self.world = topology.world_size
         self.use_critic, self.use_ref = uses_critic(cfg), uses_reference(cfg)
         self.tokenizer = load_tokenizer(cfg.actor_rollout_ref.model)
         data, info_column = cfg.data, cfg.reward_api.verification_info_column
@@ -100,16 +103,16 @@ class Trainer:
         for optim in (worker_cfg.actor_rollout_ref.actor.optim, worker_cfg.critic.optim):
             optim.total_training_steps = self.total_steps
         payload = worker_cfg.model_dump(mode="json")
-        self.workers = self._group("train", TrainWorker, self.world, trainer.device,
-                                   gpus_per_node=trainer.n_gpus_per_node, args=(payload,),
-                                   timeout_s=cfg.actor_rollout_ref.nccl_timeout)
-        self.reward = self._group("reward", RewardWorker, 1, "cpu", args=(payload,), distributed=False)
+        timeout, topology = cfg.actor_rollout_ref.nccl_timeout, self.topology
+        self.workers = self._group("train", TrainWorker, topology.train, trainer.device, args=(payload,),
+                                   timeout_s=timeout)
+        self.reward = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
+                                  distributed=False)
         self.workers.call("build")
         self.generators = self.workers  # colocated: the training ranks generate
-        if not cfg.actor_rollout_ref.hybrid_engine:
-            self.generators = self._group("rollout", RolloutWorker, rollout_ranks(cfg), trainer.device,
-                                          gpus_per_node=cfg.actor_rollout_ref.rollout.n_gpus_per_node,
-                                          args=(payload,), timeout_s=cfg.actor_rollout_ref.nccl_timeout)
+        if topology.rollout is not None:
+            self.generators = self._group("rollout", RolloutWorker, topology.rollout, trainer.device,
+                                          args=(payload,), timeout_s=timeout)
             self.generators.call("build")
         nodes = self.workers.call("node_id")
         print(f"rlc_runtime: {self.world} train rank(s) on {len(set(nodes))} Ray node(s): "
@@ -318,13 +321,13 @@ class Trainer:
         return [by_prompt[uid] for uid in range(len(rows))]
 
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
-        """Each rollout engine (one rank, or the k ranks of a tensor-parallel engine) generates for its slice of the
+        """Each rollout engine (the ranks of one of the topology's rollout groups) generates for its slice of the
         prompts; samples come back grouped by prompt, in order."""
-        tp = rollout_tensor_parallel(self.cfg)
+        groups = self.topology.rollout_groups
         prompts = [list(row["input_ids"]) for row in rows]
-        slices = split_prompts(len(prompts), self.generators.world_size // tp)
-        per_rank = [[prompts[i] for i in s] for s in slices for _ in range(tp)]
-        parts = self.generators.scatter("generate", per_rank, params)[::tp]  # an engine's ranks sample alike
+        requests, slices = engine_requests(prompts, params, groups)
+        per_rank = self.generators.scatter("generate", requests)
+        parts = [per_rank[ranks[0]] for ranks in groups]  # an engine's ranks sample alike
         generations = []
         for part, s in zip(parts, slices, strict=True):
             for g in part:

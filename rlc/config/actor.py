@@ -38,7 +38,6 @@ Strategy = Literal["fsdp", "fsdp2", "megatron"]
 SEQUENCE_LEVEL_LOSS_MODES = ("gspo", "sapo", "geo_mean")
 """Modes verl always aggregates with seq-mean-token-mean, whatever loss_agg_mode says (rlc honours loss_agg_mode)."""
 
-DYNAMIC_BSZ = "used only with dynamic batch sizes (use_dynamic_bsz), which rlc does not implement"
 ROLLOUT_N = "actor_rollout_ref.rollout.n"
 ACTOR = "actor_rollout_ref.actor."
 VISION = "multimodal (vision) models are not implemented in rlc"
@@ -77,10 +76,9 @@ class Actor(Section):
     """Deprecated global micro batch; rlc divides it by the data-parallel size into ppo_micro_batch_size_per_gpu."""
     ppo_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward/backward pass on each GPU (gradient accumulation up to the mini-batch)."""
-    use_dynamic_bsz: bool = instead(False, "dynamic batch sizes are not implemented: micro-batches hold "
-                                           "ppo_micro_batch_size_per_gpu samples (the whole mini-batch when unset)")
-    """Pack micro-batches by token count (ppo_max_token_len_per_gpu) instead of sample count."""
-    ppo_max_token_len_per_gpu: int = instead(16384, DYNAMIC_BSZ, only_with=".use_dynamic_bsz", gt=0)
+    use_dynamic_bsz: bool = False
+    """Micro-batches by token budget (ppo_max_token_len_per_gpu) instead of ppo_micro_batch_size_per_gpu rows."""
+    ppo_max_token_len_per_gpu: int = Field(16384, gt=0)
     """Token budget of a micro-batch with use_dynamic_bsz."""
     clip_ratio: float = Field(0.2, gt=0)
     """PPO clip range epsilon; the default of clip_ratio_low and clip_ratio_high."""
@@ -176,10 +174,10 @@ class Ref(Section):
     """Deprecated global micro batch of reference log-probs; rlc divides it by the data-parallel size."""
     log_prob_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward pass on each GPU when computing reference log-probs."""
-    log_prob_use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ, same_as=ACTOR + "use_dynamic_bsz")
+    log_prob_use_dynamic_bsz: bool | None = None
     """Token-count micro-batches for reference log-probs (default: actor.use_dynamic_bsz)."""
-    log_prob_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".log_prob_use_dynamic_bsz")
-    """Token budget of those micro-batches."""
+    log_prob_max_token_len_per_gpu: int | None = Field(None, gt=0)
+    """Token budget of those micro-batches (default: actor.ppo_max_token_len_per_gpu)."""
     ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
     """Ranks that split each sequence (default: the actor's)."""
     use_torch_compile: bool = instead(True, NO_COMPILE, same_as=ACTOR + "use_torch_compile")

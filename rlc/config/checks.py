@@ -23,28 +23,17 @@ from rlc.config.base import status_of
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
+from rlc.topology import data_parallel_size, n_gpus, rollout_ranks
 
 Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
 ARF = ("actor_rollout_ref",)
 ACTOR = (*ARF, "actor")
 ROLLOUT = (*ARF, "rollout")
+MEGATRON_ADAM_OVERRIDES = ("eps",)  # torch AdamW keywords the Megatron engine maps onto megatron's OptimizerConfig
 
 
 def run_checks(cfg: RLCConfig, explicit: dict[str, Any]) -> list[Diagnostic]:
     return [d for check in CHECKS for d in check(cfg, explicit)]
-
-
-def n_gpus(cfg: RLCConfig) -> int:
-    return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
-
-
-def data_parallel_size(cfg: RLCConfig) -> int:
-    """Ranks that each take a slice of the batch: GPUs / (tp * pp) under Megatron; under FSDP, GPUs / the Ulysses
-    sequence-parallel size, as verl divides (rlc refuses sp > 1, but the batch errors must be verl's)."""
-    if cfg.backend == "megatron":
-        m = cfg.actor_rollout_ref.actor.megatron
-        return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
-    return max(1, n_gpus(cfg) // cfg.actor_rollout_ref.actor.ulysses_sequence_parallel_size)
 
 
 def uses_critic(cfg: RLCConfig) -> bool:
@@ -53,19 +42,6 @@ def uses_critic(cfg: RLCConfig) -> bool:
 
 def uses_reference(cfg: RLCConfig) -> bool:
     return cfg.actor_rollout_ref.actor.use_kl_loss or cfg.algorithm.use_kl_in_reward
-
-
-def rollout_ranks(cfg: RLCConfig) -> int:
-    """Ranks that generate: every training rank (colocated), or the rollout's own GPUs (`hybrid_engine: false`)."""
-    if cfg.actor_rollout_ref.hybrid_engine:
-        return n_gpus(cfg)
-    return cfg.trainer.nnodes * cfg.actor_rollout_ref.rollout.n_gpus_per_node
-
-
-def rollout_tensor_parallel(cfg: RLCConfig) -> int:
-    """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
-    rollout = cfg.actor_rollout_ref.rollout
-    return rollout.tensor_model_parallel_size if rollout.name == "vllm" else 1
 
 
 def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
@@ -183,6 +159,12 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         if cfg.trainer.device == "cpu":
             yield Diagnostic("backend megatron trains on CUDA GPUs only", ("trainer", "device"),
                              hint="use backend fsdp on the CPU")
+        for place, optim in ((ACTOR, cfg.actor_rollout_ref.actor.optim), (("critic",), cfg.critic.optim)):
+            unknown = sorted(set(optim.override_optimizer_config or {}) - set(MEGATRON_ADAM_OVERRIDES))
+            if unknown:
+                yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron",
+                                 (*place, "optim", "override_optimizer_config"),
+                                 hint=f"supported: {', '.join(MEGATRON_ADAM_OVERRIDES)}")
         yield from _megatron_architecture(cfg)
 
 
@@ -218,7 +200,7 @@ def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
     config_file = Path(cfg.actor_rollout_ref.model.path).expanduser() / "config.json"
     if not config_file.is_file():
         return
-    from rlc_runtime.engines.megatron_arch import unsupported_reasons  # standard library only
+    from rlc.megatron_arch import unsupported_reasons
 
     megatron = cfg.actor_rollout_ref.actor.megatron
     try:

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from rlc.config.actor import DYNAMIC_BSZ, LossAggMode, Strategy
+from rlc.config.actor import LossAggMode, Strategy
 from rlc.config.base import Section, instead, refused
 from rlc.config.engine import ULYSSES, Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
 from rlc.config.model import ModelConfig
@@ -47,12 +47,12 @@ class Critic(Section):
     """Deprecated global micro batch of value computation; rlc divides it by the data-parallel size."""
     forward_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward pass on each GPU when computing values (default: ppo_micro_batch_size_per_gpu)."""
-    use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ, same_as="actor_rollout_ref.actor.use_dynamic_bsz")
+    use_dynamic_bsz: bool | None = None
     """Token-count micro-batches (default: the actor's use_dynamic_bsz)."""
-    ppo_max_token_len_per_gpu: int = instead(32768, DYNAMIC_BSZ, only_with=".use_dynamic_bsz", gt=0)
+    ppo_max_token_len_per_gpu: int = Field(32768, gt=0)
     """Token budget of a training micro-batch with use_dynamic_bsz."""
-    forward_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".use_dynamic_bsz")
-    """Token budget of a value micro-batch with use_dynamic_bsz."""
+    forward_max_token_len_per_gpu: int | None = Field(None, gt=0)
+    """Token budget of a value micro-batch with use_dynamic_bsz (default: ppo_max_token_len_per_gpu)."""
     ppo_epochs: int | None = Field(None, ge=1)
     """Passes over each batch (default: the actor's)."""
     shuffle: bool | None = None

@@ -5,8 +5,9 @@ After `fill_defaults` the runtime reads every value directly and never needs to 
 
 from __future__ import annotations
 
-from rlc.config.checks import data_parallel_size, uses_critic
+from rlc.config.checks import uses_critic
 from rlc.config.root import RLCConfig
+from rlc.topology import data_parallel_size
 
 
 def fill_defaults(cfg: RLCConfig) -> RLCConfig:
@@ -31,6 +32,10 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
             legacy = block.log_prob_micro_batch_size
             block.log_prob_micro_batch_size_per_gpu = (
                 max(1, legacy // data_parallel_size(cfg)) if legacy else actor.ppo_micro_batch_size_per_gpu or 1)
+        if block.log_prob_use_dynamic_bsz is None:
+            block.log_prob_use_dynamic_bsz = actor.use_dynamic_bsz
+        if block.log_prob_max_token_len_per_gpu is None:
+            block.log_prob_max_token_len_per_gpu = actor.ppo_max_token_len_per_gpu
     ref.strategy = ref.strategy or actor.strategy
 
     if cfg.reward.custom_reward_function.path and not cfg.custom_reward_function.path:  # verl 0.9.1's place
@@ -49,6 +54,8 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
         critic.forward_micro_batch_size_per_gpu = (
             max(1, critic.forward_micro_batch_size // data_parallel_size(cfg)) if critic.forward_micro_batch_size
             else critic.ppo_micro_batch_size_per_gpu)
+    critic.use_dynamic_bsz = actor.use_dynamic_bsz if critic.use_dynamic_bsz is None else critic.use_dynamic_bsz
+    critic.forward_max_token_len_per_gpu = critic.forward_max_token_len_per_gpu or critic.ppo_max_token_len_per_gpu
     critic.ppo_epochs = critic.ppo_epochs or actor.ppo_epochs
     critic.shuffle = actor.shuffle if critic.shuffle is None else critic.shuffle
     critic.loss_agg_mode = critic.loss_agg_mode or actor.loss_agg_mode

@@ -143,9 +143,8 @@ class FSDPConfig(Section):
     """Which modules are sharded as units."""
     param_offload: bool = False
     """Keep parameters (and gradients, optimizer state) in CPU memory between uses (FSDP2 CPUOffloadPolicy)."""
-    optimizer_offload: bool = instead(False, "rlc offloads the optimizer state only together with the parameters: "
-                                             "set param_offload")
-    """Keep the optimizer state in CPU memory."""
+    optimizer_offload: bool = False
+    """Keep the optimizer state in CPU memory between steps (moved to the GPU for each step)."""
     offload_policy: bool = False
     """FSDP2's CPU offload policy (same effect as param_offload in rlc)."""
     reshard_after_forward: bool = True

@@ -4,7 +4,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlc.config.actor import DYNAMIC_BSZ
 from rlc.config.base import Section, instead, partly, refused
 from rlc.config.engine import Profiler, Qat
 from rlc.config.model import Mtp
@@ -229,11 +228,10 @@ class Rollout(Section):
     """Deprecated global micro batch of old log-probs; rlc divides it by the data-parallel size."""
     log_prob_micro_batch_size_per_gpu: int | None = Field(None, gt=0)
     """Samples per forward pass on each GPU when the trainer recomputes the rollout's log-probs."""
-    log_prob_use_dynamic_bsz: bool | None = instead(None, DYNAMIC_BSZ,
-                                                    same_as="actor_rollout_ref.actor.use_dynamic_bsz")
+    log_prob_use_dynamic_bsz: bool | None = None
     """Token-count micro-batches for those log-probs (default actor.use_dynamic_bsz)."""
-    log_prob_max_token_len_per_gpu: int | None = instead(None, DYNAMIC_BSZ, only_with=".log_prob_use_dynamic_bsz")
-    """Token budget of those micro-batches."""
+    log_prob_max_token_len_per_gpu: int | None = Field(None, gt=0)
+    """Token budget of those micro-batches (default: actor.ppo_max_token_len_per_gpu)."""
     disable_log_stats: bool = True
     """Silence vLLM's periodic statistics."""
     over_sample_rate: float = refused(0, "over-sampling (dropping the slowest requests) is not implemented in rlc")

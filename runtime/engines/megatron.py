@@ -1,10 +1,11 @@
 """The Megatron-core training engine (`backend: megatron`): one rank's policy, reference or critic.
 
-The `TrainEngine` interface of the FSDP2 engine, built from megatron-core's own parts: the model from the Hugging
-Face config (`megatron_model.build_model`) holding this rank's tensor/pipeline shard of the pinned checkpoint
-(`megatron_convert.hf_to_megatron`), megatron's `DistributedDataParallel` and optimizer (the distributed one when
-`use_distributed_optimizer`), its pipeline schedule over micro-batches (`get_forward_backward_func`, forward-only
-for log-probs), bf16 parameters with fp32 master weights on GPU, and `dist_checkpointing` for checkpoints.
+The training-engine contract (`engines.base.TrainEngine`), built from megatron-core's own parts: the model from the
+Hugging Face config (`megatron_model.build_model`) holding this rank's tensor/pipeline shard of the pinned
+checkpoint (`megatron_convert.hf_to_megatron`), megatron's `DistributedDataParallel` and optimizer (the distributed
+one when `use_distributed_optimizer`), its pipeline schedule over micro-batches (`get_forward_backward_func`,
+forward-only for log-probs), bf16 parameters with fp32 master weights on GPU, and `dist_checkpointing` for
+checkpoints.
 
 Decisions, and why:
 - Parallel sizes come from `actor_rollout_ref.actor.megatron` for every role: the roles of a rank share one
@@ -12,12 +13,12 @@ Decisions, and why:
 - The controller scatters one slice of the batch per rank, as for FSDP. The ranks of a model-parallel group
   (tensor x pipeline) must compute on the same samples, so the engine concatenates their slices (an all-gather
   of token ids) and hands each rank back the rows it was given: the controller stays backend-agnostic.
-- Log-probs, entropy and losses come from vocabulary-parallel logits (`megatron_loss`), then the shared
-  `algorithms.losses` on [b, R] tensors. Each micro-batch's loss is weighted by its share of the mini-batch, as
-  in the FSDP engine, so both backends optimise the same objective.
-- The learning rate follows the FSDP engine's schedule (warmup, then constant/cosine/linear, stepped once per
-  update call), written into megatron's parameter groups, rather than megatron's `OptimizerParamScheduler`, whose
-  warmup and cosine differ slightly: the same config gives the same LR curve on both backends.
+- The update is not here: `engines.update` is shared with the FSDP engine (the same mini-batches, shuffle,
+  loss weighting, schedule, clipping and non-finite skip), and hands this engine its loss as a callback that runs
+  on the last pipeline stage. Log-probs and entropy come from vocabulary-parallel logits (`megatron_loss`).
+- The learning rate is the shared schedule's, written into megatron's parameter groups, rather than megatron's
+  `OptimizerParamScheduler`, whose warmup and cosine differ slightly: the same config gives the same LR curve on
+  both backends.
 - Rotary positions: megatron applies RoPE by sequence index, not `position_ids`. Prompts are left-padded with
   padding keys masked, and RoPE attention depends only on position differences, so log-probs equal the Hugging
   Face model's with `position_ids` (tested).
@@ -30,8 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlc_runtime.algorithms.losses import agg_loss, kl_penalty, value_loss
-from rlc_runtime.algorithms.policy_losses import compute_policy_loss
 from rlc_runtime.batch import TokenBatch
+from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.megatron_convert import hf_to_megatron, iter_megatron_to_hf
 from rlc_runtime.engines.megatron_loss import response_logits, vocab_parallel_entropy, vocab_parallel_log_probs
 from rlc_runtime.engines.megatron_model import build_model, check_supported, load_shard, megatron_layout
@@ -53,8 +53,6 @@ from rlc_runtime.models import load_causal_lm, load_config, load_tokenizer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _OUTPUT = "output_layer.weight"
-_PER_TOKEN = ("responses", "response_mask", "old_log_probs", "ref_log_probs", "advantages", "values", "returns",
-              "rollout_is_weights")
 # Distributed-optimizer state as Megatron-LM saves it by default: each rank writes its own part, nothing is
 # gathered; a resume may change the data-parallel size but not the tensor or pipeline parallel sizes.
 _CHECKPOINT_FORMAT = {"distrib_optim_sharding_type": "dp_reshardable"}
@@ -81,10 +79,11 @@ class MegatronEngine:
             warnings.warn("megatron sequence_parallel needs Transformer Engine, which is not installed: running "
                           "without it", stacklevel=2)
             self.sequence_parallel = False
+        self.data_parallel_size = parallel_state.get_data_parallel_world_size()
+        self.equal_micro_batches = self.pp > 1  # the pipeline sends activations of one fixed shape
         self.module = self._build()
         self.model: torch.nn.Module = self.module
         self.optimizer: Any = None
-        self.step = 0  # update calls so far: the LR schedule's position
         if role != "ref":
             self.model, self.optimizer = self._wrap(self.train_cfg.optim)
         self._layout: dict[str, _Entry] | None = None
@@ -126,160 +125,66 @@ class MegatronEngine:
         optimizer = get_megatron_optimizer(OptimizerConfig(
             optimizer="adam", lr=optim.lr, weight_decay=optim.weight_decay, adam_beta1=optim.betas[0],
             adam_beta2=optim.betas[1], clip_grad=self.train_cfg.grad_clip, bf16=self.dtype == torch.bfloat16,
-            fp16=self.dtype == torch.float16, params_dtype=self.dtype, use_distributed_optimizer=distributed), [ddp])
+            fp16=self.dtype == torch.float16, params_dtype=self.dtype, use_distributed_optimizer=distributed,
+            **_adam_overrides(optim.override_optimizer_config)), [ddp])
         config.no_sync_func = ddp.no_sync
         config.finalize_model_grads_func = finalize_model_grads
         config.grad_scale_func = optimizer.scale_loss
         return ddp, optimizer
 
-    def _lr_factor(self, optim: Any) -> float:
-        """The FSDP engine's schedule at update `self.step` (see the module docstring)."""
-        total = max(1, optim.total_training_steps)
-        warmup = optim.lr_warmup_steps if optim.lr_warmup_steps > 0 else int(optim.lr_warmup_steps_ratio * total)
-        if self.step < warmup:
-            return (self.step + 1) / (warmup + 1)
-        progress, floor = min(1.0, (self.step - warmup) / max(1, total - warmup)), optim.min_lr_ratio
-        if optim.lr_scheduler_type == "cosine":
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * 2 * optim.num_cycles * progress))
-        if optim.lr_scheduler_type == "linear":
-            return floor + (1 - floor) * (1 - progress)
-        return 1.0
-
-    # forward passes --------------------------------------------------------------------------------------------
-    def _micro_batches(self, batch: TokenBatch, size: int) -> list[dict[str, Any]]:
-        """Device tensors per micro-batch, sequences right-padded to a multiple of the tensor-parallel size when
-        sequence parallelism splits them; the attention mask is causal plus padding keys (True = masked)."""
-        size = max(1, min(size or 1, len(batch)))
-        if self.pp > 1:  # the pipeline sends activations of one fixed shape
-            size = max(d for d in range(1, size + 1) if len(batch) % d == 0)
-        pad = -batch.input_ids.shape[1] % (self.tp if self.sequence_parallel else 1)
-        out = []
-        for start in range(0, len(batch), size):
-            part = batch.select(list(range(start, min(start + size, len(batch)))))
-            ids, keep, pos = (F.pad(t, (0, pad)).to(self.device)
-                              for t in (part.input_ids, part.attention_mask, part.position_ids))
-            causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=self.device).triu(1)
-            mb = {"input_ids": ids, "position_ids": pos, "attention_mask": causal | ~keep.bool()[:, None, None, :],
-                  "prompt_length": part.prompt_length, "weight": len(part) / len(batch), "size": len(part)}
-            mb |= {k: getattr(part, k).to(self.device) for k in _PER_TOKEN if getattr(part, k) is not None}
-            out.append(mb)
-        return out
-
-    def _run(self, batch: TokenBatch, micro_size: int, loss_fn: Callable, forward_only: bool) -> list[Any]:
-        """megatron's schedule over the micro-batches. `loss_fn(mb, output) -> (loss, outputs)` runs on the last
-        pipeline stage, which returns the list of `outputs` (the other stages an empty list)."""
-        micro = self._micro_batches(batch, micro_size)
+    # the contract (engines.base.TrainEngine) ---------------------------------------------------------------------
+    def forward_backward(self, parts: list[TokenBatch], fn: MicroFn, backward: bool) -> list[dict[str, Any]]:
+        """megatron's schedule over the micro-batches; `fn` runs on the last pipeline stage, whose results are
+        broadcast to the other stages."""
+        micro = [self._device_inputs(part) for part in parts]
 
         def forward_step(iterator: Iterator[dict[str, Any]], model: torch.nn.Module) -> tuple[torch.Tensor, Any]:
             mb = next(iterator)
             output = model(mb["input_ids"], mb["position_ids"], mb["attention_mask"])
-            return output, lambda out: _times(loss_fn(mb, out), len(micro))  # megatron divides by len(micro)
 
-        return get_forward_backward_func()(
-            forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
-            num_microbatches=len(micro), seq_length=micro[0]["input_ids"].shape[1],
-            micro_batch_size=micro[0]["size"], forward_only=forward_only)
+            def loss_func(out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+                loss, found = fn(mb["part"], _Outputs(self, mb["part"], out))
+                loss = out.new_zeros((), dtype=torch.float32) if loss is None else loss
+                return loss * len(micro), cpu_results(found)  # megatron divides the loss by len(micro)
 
-    def _logits(self, mb: dict[str, Any], output: torch.Tensor) -> torch.Tensor:
-        return response_logits(output, mb["prompt_length"], mb["responses"].shape[1], self.temperature,
-                               self.hf_config.vocab_size)
+            return output, loss_func
 
-    def _log_probs(self, with_entropy: bool, mb: dict[str, Any], output: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        result = {"log_probs": vocab_parallel_log_probs(self._logits(mb, output), mb["responses"])}
-        if with_entropy:
-            result["entropy"] = vocab_parallel_entropy(self._logits(mb, output))
-        return output.new_zeros((), dtype=torch.float32), result
+        self.model.train(backward)
+        with torch.set_grad_enabled(backward):
+            results = get_forward_backward_func()(
+                forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
+                num_microbatches=len(micro), seq_length=micro[0]["input_ids"].shape[1],
+                micro_batch_size=len(parts[0]), forward_only=not backward)
+        return self._from_last_stage(list(results) if parallel_state.is_pipeline_last_stage() else None)
 
-    @staticmethod
-    def _values(mb: dict[str, Any], output: torch.Tensor) -> torch.Tensor:
-        start = mb["prompt_length"] - 1
-        return output[:, start:start + mb["responses"].shape[1], 0].float()
-
-    @torch.no_grad()
-    def compute_log_probs(self, batch: TokenBatch, micro_batch_size: int,
-                          with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        self.model.eval()
-        full, mine = self._gather(batch)
-        outputs = self._run(full, micro_batch_size, partial(self._log_probs, with_entropy), forward_only=True)
-        result = self._from_last_stage({k: torch.cat([o[k] for o in outputs]).cpu() for k in outputs[0]}
-                                       if outputs else None)
-        return result["log_probs"][mine], result["entropy"][mine] if with_entropy else None
-
-    @torch.no_grad()
-    def compute_values(self, batch: TokenBatch, micro_batch_size: int) -> torch.Tensor:
-        self.model.eval()
-        full, mine = self._gather(batch)
-        outputs = self._run(full, micro_batch_size, lambda mb, out: (out.new_zeros(()), self._values(mb, out)),
-                            forward_only=True)
-        return self._from_last_stage(torch.cat(outputs).cpu() if outputs else None)[mine]
-
-    # updates ---------------------------------------------------------------------------------------------------
-    def update_policy(self, batch: TokenBatch) -> dict[str, float]:
-        actor = self.train_cfg
-        return self._update(batch, self._policy_loss, actor.ppo_epochs, actor.shuffle,
-                            actor.ppo_micro_batch_size_per_gpu, "actor")
-
-    def _policy_loss(self, mb: dict[str, Any], output: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        actor, mask = self.train_cfg, mb["response_mask"]
-        log_prob = vocab_parallel_log_probs(self._logits(mb, output), mb["responses"])
-        with torch.set_grad_enabled(actor.entropy_coeff != 0):  # otherwise only reported: keep no graph
-            entropy = agg_loss(vocab_parallel_entropy(self._logits(mb, output)), mask, actor.loss_agg_mode)
-        pg_loss, pg_metrics = compute_policy_loss(
-            actor.policy_loss.loss_mode, mb["old_log_probs"], log_prob, mb["advantages"], mask, actor.loss_agg_mode,
-            actor, mb.get("rollout_is_weights"))
-        loss = pg_loss - actor.entropy_coeff * entropy
-        metrics = {"actor/pg_loss": pg_loss, "actor/entropy": entropy, **pg_metrics}
-        if actor.use_kl_loss and "ref_log_probs" in mb:
-            kl = agg_loss(kl_penalty(log_prob, mb["ref_log_probs"], actor.kl_loss_type), mask, actor.loss_agg_mode)
-            loss = loss + actor.kl_loss_coef * kl
-            metrics |= {"actor/kl_loss": kl, "actor/kl_coef": torch.tensor(actor.kl_loss_coef)}
-        return loss * mb["weight"], {k: float(v.detach()) for k, v in metrics.items()}
-
-    def update_critic(self, batch: TokenBatch) -> dict[str, float]:
-        critic = self.train_cfg
-        return self._update(batch, self._value_loss, critic.ppo_epochs, critic.shuffle,
-                            critic.ppo_micro_batch_size_per_gpu, "critic")
-
-    def _value_loss(self, mb: dict[str, Any], output: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        mask, values = mb["response_mask"], self._values(mb, output)
-        loss, clipfrac = value_loss(values, mb["returns"], mb["values"], mask, self.train_cfg.cliprange_value,
-                                    self.train_cfg.loss_agg_mode)
-        return loss * mb["weight"], {
-            "critic/vf_loss": float(loss.detach()), "critic/vf_clipfrac": float(clipfrac),
-            "critic/vpred_mean": float((values.detach() * mask).sum() / mask.sum().clamp(min=1))}
-
-    def _update(self, batch: TokenBatch, loss_fn: Callable, epochs: int, shuffle: bool, micro_size: int,
-                prefix: str) -> dict[str, float]:
-        full, _ = self._gather(batch)
-        mini_size = min(len(full), max(1, self.train_cfg.ppo_mini_batch_size * self.cfg.actor_rollout_ref.rollout.n
-                                       // parallel_state.get_data_parallel_world_size()))
-        lr = self.train_cfg.optim.lr * self._lr_factor(self.train_cfg.optim)
+    def optimizer_step(self, lr: float, max_norm: float) -> float:
+        """megatron's own step, taken apart so that a non-finite norm skips it as on the FSDP engine (megatron
+        checks only under a loss scaler, i.e. fp16)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.model.train()
-        outputs, norms = [], []
-        for epoch in range(epochs):  # the same order on every rank of a model-parallel group
-            order = torch.randperm(len(full), generator=torch.Generator().manual_seed(epoch)) if shuffle \
-                else torch.arange(len(full))
-            for start in range(0, len(full), mini_size):
-                self.model.zero_grad_buffer()
-                self.optimizer.zero_grad()
-                mini = full.select(order[start:start + mini_size].tolist())
-                outputs += self._run(mini, micro_size, loss_fn, forward_only=False)
-                _, norm, _ = self.optimizer.step()
-                norms.append(float("nan") if norm is None else float(norm))
-        metrics = self._from_last_stage({k: sum(o[k] for o in outputs) / len(outputs) for k in outputs[0]}
-                                        if outputs else None)
-        metrics |= {f"{prefix}/grad_norm": sum(norms) / len(norms), f"{prefix}/lr": lr}
-        if self.device == "cuda":
-            free, total = torch.cuda.mem_get_info()
-            metrics["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
-            metrics["perf/gpu_memory_used_gb"] = (total - free) / 2**30
-        self.step += 1
-        return metrics
+        found_inf = self.optimizer.prepare_grads()
+        norm = float(self.optimizer.get_grad_norm() or 0.0)
+        if not found_inf and math.isfinite(norm):
+            for inner in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+                if params := inner.get_parameters():
+                    clip_grad_by_total_norm_fp32(params, max_norm=max_norm, total_norm=norm)
+            self.optimizer.step_with_ready_grads()
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        return norm
 
-    # data and results across the model-parallel group ----------------------------------------------------------
-    def _gather(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(values, dist.ReduceOp.SUM)
+
+    def all_reduce_max(self, values: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
+        values = values.to(self.device)
+        dist.all_reduce(values, op=op, group=parallel_state.get_data_parallel_group())
+        return values.cpu()
+
+    def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
         """The slices of every rank of this model-parallel group, concatenated; and where this rank's rows are."""
         group = parallel_state.get_model_parallel_group()
         size, index = dist.get_world_size(group), dist.get_rank(group)
@@ -293,6 +198,18 @@ class MegatronEngine:
                 dist.all_gather(parts, local, group=group)
                 fields[name] = torch.cat(parts).cpu()
         return TokenBatch(**fields), slice(index * len(batch), (index + 1) * len(batch))
+
+    # forward passes --------------------------------------------------------------------------------------------
+    def _device_inputs(self, part: TokenBatch) -> dict[str, Any]:
+        """A micro-batch's model inputs on the device, sequences right-padded to a multiple of the tensor-parallel
+        size when sequence parallelism splits them; the attention mask is causal plus padding keys (True =
+        masked)."""
+        pad = -part.input_ids.shape[1] % (self.tp if self.sequence_parallel else 1)
+        ids, keep, pos = (F.pad(t, (0, pad)).to(self.device)
+                          for t in (part.input_ids, part.attention_mask, part.position_ids))
+        causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=self.device).triu(1)
+        return {"input_ids": ids, "position_ids": pos, "attention_mask": causal | ~keep.bool()[:, None, None, :],
+                "part": part}
 
     def _from_last_stage(self, value: Any) -> Any:
         """A result of the last pipeline stage (CPU tensors, floats), on every stage."""
@@ -338,17 +255,17 @@ class MegatronEngine:
             self._layout = {k: _Entry(*v) for s in stages for k, v in s.items()}
         return self._layout
 
-    def save_checkpoint(self, directory: Path) -> None:
+    def save_checkpoint(self, directory: Path, extra: dict[str, Any]) -> None:
         path = Path(directory) / "dist_ckpt"
         path.mkdir(parents=True, exist_ok=True)
         dist.barrier()
-        dist_checkpointing.save(self._sharded_state(loading=False), str(path))
+        dist_checkpointing.save(self._sharded_state(loading=False) | {"update": extra}, str(path))
         if self.rank == 0:  # as verl writes it: the config and tokenizer beside the sharded weights
             self.hf_config.save_pretrained(Path(directory) / "huggingface")
             load_tokenizer(self.model_cfg).save_pretrained(Path(directory) / "huggingface")
 
     @torch.no_grad()  # the optimizer copies into views of fp32 parameters
-    def load_checkpoint(self, directory: Path) -> None:
+    def load_checkpoint(self, directory: Path) -> dict[str, Any]:
         path = Path(directory) / "dist_ckpt"
         if not (path / "metadata.json").exists():
             raise FileNotFoundError(f"{path} holds no megatron distributed checkpoint (metadata.json is missing)")
@@ -357,12 +274,12 @@ class MegatronEngine:
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             _restore_adam_steps(self.optimizer)
-            self.step = int(state["lr_step"])
+        return dict(state.get("update") or {})
 
     def _sharded_state(self, loading: bool) -> dict[str, Any]:
         metadata = dict(_CHECKPOINT_FORMAT)  # megatron adds its process groups to it
         model = self.module.sharded_state_dict(metadata=metadata)
-        state: dict[str, Any] = {"model": model, "lr_step": self.step}
+        state: dict[str, Any] = {"model": model}
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.sharded_state_dict(model, is_loading=loading, metadata=metadata)
         return state
@@ -462,8 +379,39 @@ class _ValueHead(torch.nn.Module):
         return F.linear(hidden, self.weight), None
 
 
-def _times(result: tuple[torch.Tensor, Any], factor: int) -> tuple[torch.Tensor, Any]:
-    return result[0] * factor, result[1]
+class _Outputs:
+    """One micro-batch's output on the last pipeline stage: [b, S, V/T] vocabulary-parallel logits (or [b, S, 1]
+    values), read at the response positions."""
+
+    def __init__(self, engine: MegatronEngine, part: TokenBatch, output: torch.Tensor) -> None:
+        self.engine, self.part, self.output = engine, part, output
+
+    def _logits(self) -> torch.Tensor:
+        """A fresh tensor each time: megatron's cross-entropy overwrites its input."""
+        e = self.engine
+        return response_logits(self.output, self.part.prompt_length, self.part.responses.shape[1], e.temperature,
+                               e.hf_config.vocab_size)
+
+    def log_probs(self) -> torch.Tensor:
+        return vocab_parallel_log_probs(self._logits(), self.part.responses.to(self.output.device))
+
+    def entropy(self, grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            return vocab_parallel_entropy(self._logits())
+
+    def values(self) -> torch.Tensor:
+        start = self.part.prompt_length - 1
+        return self.output[:, start:start + self.part.responses.shape[1], 0].float()
+
+
+def _adam_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`optim.override_optimizer_config`, torch AdamW's keyword names, as megatron's `OptimizerConfig` fields."""
+    names = {"eps": "adam_eps"}
+    unknown = sorted(set(overrides or {}) - set(names))
+    if unknown:
+        raise ValueError(f"optim.override_optimizer_config keys {unknown} are not supported by the Megatron "
+                         f"engine; supported: {sorted(names)}")
+    return {names[key]: value for key, value in (overrides or {}).items()}
 
 
 def _restore_adam_steps(optimizer: Any) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlc_runtime.engines.megatron_arch import MAKE_VOCAB_SIZE_DIVISIBLE_BY, padded_vocab_size
+from rlc.megatron_arch import MAKE_VOCAB_SIZE_DIVISIBLE_BY, padded_vocab_size
 
 StateDict = dict[str, torch.Tensor]
 Layout = Literal["gpt", "hybrid"]

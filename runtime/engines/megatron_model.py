@@ -14,7 +14,7 @@ What the Hugging Face config maps to: RMSNorm (`normalization`, `layernorm_epsil
 with `silu`), no linear biases except Qwen2's q/k/v (`add_qkv_bias`), GQA (`num_query_groups`), `head_dim`
 (`kv_channels`), rotary embeddings with the model's theta and `linear` or `llama3` scaling (GPTModel arguments,
 not config fields), tied embeddings (`share_embeddings_and_output_weights`), a vocabulary padded by megatron's rule.
-The rules on what is refused live in the torch-free `megatron_arch`, shared with the compiler's validation.
+The rules on what is refused live in the compiler's torch-free `rlc.megatron_arch`, shared with validation.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from megatron.core import parallel_state
 from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.spec_utils import ModuleSpec
 
-from rlc_runtime.engines.megatron_arch import (
+from rlc.megatron_arch import (
     MAKE_VOCAB_SIZE_DIVISIBLE_BY,
     padded_vocab_size,
     rope_settings,

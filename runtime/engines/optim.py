@@ -1,8 +1,8 @@
 """AdamW and verl's learning-rate schedules: linear warmup, then constant, cosine or linear decay.
 
-The schedule is a callable object rather than a closure so that `LambdaLR.state_dict()` saves its fields (torch
-saves the `__dict__` of callable objects, not of functions). The run's length comes in
-`optim.total_training_steps`, which the trainer fills in from the data set's size before it builds the engines.
+One schedule for every backend: the shared update (`engines.update`) asks it for the factor at its update count and
+hands the engine the learning rate. The run's length comes in `optim.total_training_steps`, which the trainer
+fills in from the data set's size before it builds the engines.
 Warmup and cosine follow `verl.utils.torch_functional` exactly (the first warmup step runs at lr 0, as there);
 `linear` decays from the peak to `min_lr_ratio` over the remaining steps.
 """
@@ -37,12 +37,9 @@ class Schedule:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * (1 - progress)
 
 
-def build_optimizer(params: Any, optim: Any, fused: bool) -> tuple[torch.optim.AdamW,
-                                                                   torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (`fused`: one kernel per step, CUDA parameters only) and its `LambdaLR` from an `Optim` section."""
+def build_optimizer(params: Any, optim: Any, fused: bool) -> torch.optim.AdamW:
+    """AdamW from an `Optim` section (`fused`: one kernel per step, CUDA parameters only); the update sets its
+    learning rate before each step."""
     extra = dict(optim.override_optimizer_config or {})
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay,
-                                  fused=fused, **extra)
-    schedule = Schedule(optim.lr_scheduler_type, optim.lr_warmup_steps, optim.lr_warmup_steps_ratio,
-                        optim.total_training_steps, optim.min_lr_ratio, optim.num_cycles)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay,
+                             fused=fused, **extra)

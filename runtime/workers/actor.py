@@ -3,7 +3,8 @@
 All roles of a rank live in one process, as in verl's colocated worker: they share the rank's device and its
 torch.distributed group, weights move from policy to rollout by reference (no copy through Ray), and one placement
 serves them all. Each role is an engine behind `rlc_runtime.engines.base.TrainEngine` (FSDP2 or Megatron, chosen
-by `backend`) or `RolloutEngine`; this class only routes the controller's calls to them.
+by `engines.make_engine`) or `RolloutEngine`; the trained roles' updates are the shared `engines.update`. This
+class only routes the controller's calls to them and never asks which backend it holds.
 
 The reference is a second engine loaded from the actor's model and never updated (verl's `ref` worker), built only
 when a KL term needs it. The critic is built only for GAE (or `critic.enable`).
@@ -17,9 +18,10 @@ from typing import Any
 import torch
 
 from rlc_runtime.batch import TokenBatch
-from rlc_runtime.rollout.base import Generation, SamplingParams
+from rlc_runtime.engines.update import Update, compute_log_probs, compute_values, critic_update, policy_update
+from rlc_runtime.rollout.base import Generation
 from rlc_runtime.workers.group import RankWorker
-from rlc_runtime.workers.rollout import generate, make_rollout
+from rlc_runtime.workers.rollout import GenerationRequest, generate, make_rollout
 
 
 class TrainWorker(RankWorker):
@@ -34,23 +36,29 @@ class TrainWorker(RankWorker):
         self.actor: Any = None
         self.ref: Any = None
         self.critic: Any = None
+        self.updates: dict[str, Update] = {}
         self.rollout: Any = None
 
     def build(self) -> None:
         """Load every role's model (after `init_distributed`: FSDP needs the process group)."""
         from rlc.config.checks import uses_critic, uses_reference
+        from rlc_runtime.engines import make_engine
         from rlc_runtime.models import load_tokenizer
 
-        torch.manual_seed(self.cfg.trainer.seed + self.rank)
-        self.actor = _make_engine(self.cfg, "actor", self.device)
-        self.ref = _make_engine(self.cfg, "ref", self.device) if uses_reference(self.cfg) else None
-        self.critic = _make_engine(self.cfg, "critic", self.device) if uses_critic(self.cfg) else None
+        cfg = self.cfg
+        torch.manual_seed(cfg.trainer.seed + self.rank)
+        self.actor = make_engine(cfg, "actor", self.device)
+        self.updates["actor"] = policy_update(self.actor, cfg)
+        self.ref = make_engine(cfg, "ref", self.device) if uses_reference(cfg) else None
+        if uses_critic(cfg):
+            self.critic = make_engine(cfg, "critic", self.device)
+            self.updates["critic"] = critic_update(self.critic, cfg)
         if self.cfg.actor_rollout_ref.hybrid_engine:
             self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
     # rollout ---------------------------------------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        return generate(self.rollout, self.cfg, self.rank, prompts, params)
+    def generate(self, request: GenerationRequest) -> list[Generation]:
+        return generate(self.rollout, request)
 
     def sync_weights(self) -> None:
         """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
@@ -72,27 +80,28 @@ class TrainWorker(RankWorker):
 
     # training --------------------------------------------------------------------------------------------------
     def log_probs(self, batch: TokenBatch) -> torch.Tensor:
-        return self.actor.compute_log_probs(batch, self._log_prob_micro("rollout"))[0]
+        return compute_log_probs(self.actor, batch, *self._log_prob_batching("rollout"))[0]
 
     def ref_log_probs(self, batch: TokenBatch) -> torch.Tensor:
-        return self.ref.compute_log_probs(batch, self._log_prob_micro("ref"))[0]
+        return compute_log_probs(self.ref, batch, *self._log_prob_batching("ref"))[0]
 
     def values(self, batch: TokenBatch) -> torch.Tensor:
-        return self.critic.compute_values(batch, self.cfg.critic.forward_micro_batch_size_per_gpu)
+        critic = self.cfg.critic
+        budget = critic.forward_max_token_len_per_gpu if critic.use_dynamic_bsz else None
+        return compute_values(self.critic, batch, critic.forward_micro_batch_size_per_gpu, budget)
 
     def update_actor(self, batch: TokenBatch) -> dict[str, float]:
-        return self.actor.update_policy(batch)
+        return self.updates["actor"](batch)
 
     def update_critic(self, batch: TokenBatch) -> dict[str, float]:
-        return self.critic.update_critic(batch)
+        return self.updates["critic"](batch)
 
     # checkpoints -----------------------------------------------------------------------------------------------
     def save(self, directory: str, hf_model: bool = False) -> None:
         root = Path(directory)
-        for name, engine in (("actor", self.actor), ("critic", self.critic)):
-            if engine is not None:
-                (root / name).mkdir(parents=True, exist_ok=True)
-                engine.save_checkpoint(root / name)
+        for name, update in self.updates.items():
+            (root / name).mkdir(parents=True, exist_ok=True)
+            update.engine.save_checkpoint(root / name, update.state_dict())
         if hf_model:
             self.actor.save_hf(root / "actor" / "huggingface")
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if self.device == "cuda" else None}
@@ -100,9 +109,8 @@ class TrainWorker(RankWorker):
 
     def load(self, directory: str) -> None:
         root = Path(directory)
-        for name, engine in (("actor", self.actor), ("critic", self.critic)):
-            if engine is not None:
-                engine.load_checkpoint(root / name)
+        for name, update in self.updates.items():
+            update.load_state_dict(update.engine.load_checkpoint(root / name))
         rng_file = root / "actor" / f"rng_rank_{self.rank}.pt"
         if rng_file.exists():  # absent when the checkpoint was written by a run of another world size
             rng = torch.load(rng_file, weights_only=False)
@@ -110,21 +118,9 @@ class TrainWorker(RankWorker):
             if rng["cuda"] is not None and self.device == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"])
 
-    def _log_prob_micro(self, section: str) -> int:
-        return getattr(self.cfg.actor_rollout_ref, section).log_prob_micro_batch_size_per_gpu
+    def _log_prob_batching(self, section: str) -> tuple[int, bool, int | None]:
+        """(rows per micro-batch, with entropy, token budget when dynamic) of a log-prob pass."""
+        block = getattr(self.cfg.actor_rollout_ref, section)
+        budget = block.log_prob_max_token_len_per_gpu if block.log_prob_use_dynamic_bsz else None
+        return block.log_prob_micro_batch_size_per_gpu, False, budget
 
-
-def _make_engine(cfg: Any, role: str, device: str) -> Any:
-    if cfg.backend == "megatron":
-        from rlc_runtime.engines.megatron import MegatronEngine
-
-        return MegatronEngine(cfg, role=role, device=device)
-    from rlc.config.checks import data_parallel_size
-    from rlc_runtime.engines.fsdp import FSDPEngine
-
-    arf = cfg.actor_rollout_ref
-    model_cfg = cfg.critic.model if role == "critic" else arf.model
-    train_cfg = {"actor": arf.actor, "ref": arf.ref, "critic": cfg.critic}[role]
-    mini = None if role == "ref" else max(1, train_cfg.ppo_mini_batch_size * arf.rollout.n // data_parallel_size(cfg))
-    return FSDPEngine(model_cfg, train_cfg, role, cfg.algorithm, device, temperature=arf.rollout.temperature,
-                      mini_batch_size=mini)

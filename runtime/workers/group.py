@@ -8,10 +8,10 @@ A failure on any rank ends the wait at once (the other ranks may be stuck in a c
 complete) and becomes one `WorkerError` naming the group, the rank and the method; the remote traceback rides
 along in `details` for the run's error log.
 
-Placement: one placement group per worker group, one bundle per node (`STRICT_SPREAD` across nodes), ranks filling
-nodes in order so that rank r sits on node r // gpus_per_node; a rank takes a GPU, or on CPU runs one CPU rank of
-its node's bundle. A CPU run on one node skips all that: its ranks are processes on this node and ask Ray for no
-CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
+Placement is the compiler's (`rlc.topology.Placement`, read from plan.json): one placement group per worker group,
+one bundle per node, ranks filling nodes in order; a rank takes a GPU, or on CPU runs one CPU rank of its node's
+bundle. A CPU group on one node skips the placement group: its ranks are processes on this node and ask Ray for
+no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from ray._private import ray_constants
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlc.topology import Placement
 
 OBJECT_STORE_BYTES = 512 * 2**20  # batches of token ids and weights for sync; Ray's default takes 30% of RAM
 
@@ -158,35 +160,33 @@ class DeviceSampler:
 
 
 class WorkerGroup:
-    def __init__(self, name: str, cls: type, world_size: int, device: str, *, gpus_per_node: int | None = None,
-                 args: tuple[Any, ...] = (), distributed: bool = True, timeout_s: int = 600) -> None:
-        """`gpus_per_node` ranks go to each node (None: all on one node)."""
-        self.name, self.world_size = name, world_size
+    def __init__(self, name: str, cls: type, placement: Placement, device: str, *, args: tuple[Any, ...] = (),
+                 distributed: bool = True, timeout_s: int = 600) -> None:
+        self.name, self.world_size = name, placement.world_size
         remote_cls = ray.remote(cls)
-        placement = self._placement(world_size, device, gpus_per_node or world_size, timeout_s)
-        self.workers = [remote_cls.options(**placement(rank)).remote(rank, world_size, device, *args)
-                        for rank in range(world_size)]
+        options = self._options(placement, timeout_s)
+        self.workers = [remote_cls.options(**options(rank)).remote(rank, self.world_size, device, *args)
+                        for rank in range(self.world_size)]
         if distributed:
             host, port = self._wait([self.workers[0].master_address.remote()], "master_address")[0]
             self._wait([w.init_distributed.remote(host, port, timeout_s) for w in self.workers], "init_distributed")
         else:
             self._wait([w.ready.remote() for w in self.workers], "__init__")
 
-    def _placement(self, world_size: int, device: str, gpus_per_node: int, timeout_s: int) -> Any:
-        nodes = -(-world_size // gpus_per_node)
-        if device == "cpu" and nodes == 1:
+    def _options(self, placement: Placement, timeout_s: int) -> Any:
+        """Ray options per rank: a bundle of the group's placement group (none for CPU ranks on one node)."""
+        if placement.resource == "CPU" and placement.nodes == 1:
             return lambda rank: {"num_cpus": 0}
-        resource = "GPU" if device == "cuda" else "CPU"
-        bundle = {resource: min(gpus_per_node, world_size)}
-        group = placement_group([bundle] * nodes, strategy="STRICT_SPREAD" if nodes > 1 else "PACK")
+        group = placement_group(placement.bundles(), strategy=placement.strategy)
         try:
             ray.get(group.ready(), timeout=timeout_s)
         except GetTimeoutError:
-            raise WorkerError(f"{self.name} workers: the Ray cluster cannot give {nodes} node(s) {bundle} each "
-                              f"within {timeout_s} s; it has {ray.cluster_resources()}") from None
-        rank_share = {"num_cpus": 0, "num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
-        return lambda rank: rank_share | {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-            group, placement_group_bundle_index=rank // gpus_per_node)}
+            raise WorkerError(f"{self.name} workers: the Ray cluster cannot give {placement.nodes} node(s) "
+                              f"{placement.bundles()[0]} each within {timeout_s} s; it has "
+                              f"{ray.cluster_resources()}") from None
+        share = {"num_cpus": 0, "num_gpus": 1} if placement.resource == "GPU" else {"num_cpus": 1}
+        return lambda rank: share | {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=placement.node_of(rank))}
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         """The same call on every rank; results in rank order."""

@@ -35,23 +35,33 @@ class RolloutWorker(RankWorker):
 
         self.engine = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        return generate(self.engine, self.cfg, self.rank, prompts, params)
+    def generate(self, request: GenerationRequest) -> list[Generation]:
+        return generate(self.engine, request)
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.engine.load_weights(weights.items())
 
 
-def generate(engine: RolloutEngine, cfg: Any, rank: int, prompts: list[list[int]],
-             params: SamplingParams) -> list[Generation]:
-    """Rank `rank`'s samples. The ranks of one tensor-parallel engine share its seed, so they sample alike."""
-    from rlc.config.checks import rollout_tensor_parallel
+GenerationRequest = tuple[list[list[int]], SamplingParams]  # one engine's prompts and sampling
 
-    if not prompts:
-        return []
-    if params.seed is not None:  # engines draw different streams; steps are 1 apart, so space them widely
-        params = replace(params, seed=params.seed + 1_000_003 * (rank // rollout_tensor_parallel(cfg)))
-    return engine.generate(prompts, params)
+
+def generate(engine: RolloutEngine, request: GenerationRequest) -> list[Generation]:
+    prompts, params = request
+    return engine.generate(prompts, params) if prompts else []
+
+
+def engine_requests(prompts: list[list[int]], params: SamplingParams,
+                    groups: list[list[int]]) -> tuple[list[GenerationRequest], list[range]]:
+    """Each rank's request, for rollout engines spanning the ranks of `groups` (the topology's rollout groups): an
+    engine's ranks get the same slice of the prompts and the same seed, so they sample alike; engines draw
+    different streams (steps are 1 apart, so engines are spaced widely). Also each engine's slice."""
+    slices = split_prompts(len(prompts), len(groups))
+    requests: list[GenerationRequest] = [([], params)] * sum(len(g) for g in groups)
+    for index, (ranks, part) in enumerate(zip(groups, slices, strict=True)):
+        seeded = params if params.seed is None else replace(params, seed=params.seed + 1_000_003 * index)
+        for rank in ranks:
+            requests[rank] = ([prompts[i] for i in part], seeded)
+    return requests, slices
 
 
 def make_rollout(cfg: Any, device: str, tokenizer: Any) -> RolloutEngine:

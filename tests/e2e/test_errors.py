@@ -28,7 +28,7 @@ def test_model_that_cannot_load_names_the_worker(tmp_path: Path) -> None:
     assert "train worker rank 0 failed in build: ModelLoadError: cannot load the model" in errors[0]
     assert str(model) in errors[0]
     assert "Traceback" not in proc.stderr
-    assert 'in build\n    self.actor = _make_engine' in (run_dir / "error.log").read_text()  # the remote traceback
+    assert 'in build\n    self.actor = make_engine' in (run_dir / "error.log").read_text()  # the remote traceback
 
 
 def test_missing_model_fails_before_ray_starts(tmp_path: Path) -> None:

@@ -24,16 +24,17 @@ def test_megatron_on_four_nodes(tmp_path: Path) -> None:
                         "--run-dir", str(tmp_path / "run"), "--set", "actor_rollout_ref.model.path=" + str(tmp_path))
     assert code == 0, out
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
-    p = plan["parallelism"]
+    p, b = plan["topology"], plan["batch"]
     # 4 nodes x 8 GPUs = 32 ranks; tp 2 x pp 2 leaves 8 data-parallel ranks.
     assert (p["world_size"], p["tensor_parallel"], p["pipeline_parallel"], p["data_parallel"]) == (32, 2, 2, 8)
     # 512 prompts x 8 samples over 8 data-parallel ranks; mini-batch 128 x 8 / 8.
-    assert (p["samples_per_step"], p["samples_per_rank"], p["mini_batch_per_rank"]) == (4096, 512, 128)
+    assert (b["samples_per_step"], b["samples_per_rank"], b["mini_batch_per_rank"]) == (4096, 512, 128)
     # vLLM: tp 2 -> 16 engines, each on two neighbouring ranks of one node.
-    assert p["rollout_replicas"] == 16 and p["rollout_groups"][:2] == [[0, 1], [2, 3]]
+    assert len(p["rollout_groups"]) == 16 and p["rollout_groups"][:2] == [[0, 1], [2, 3]]
     assert [n["role"] for n in plan["nodes"]] == ["head", "worker", "worker", "worker"]
     assert plan["nodes"][3]["ranks"] == list(range(24, 32))
-    assert plan["placement_strategy"] == "STRICT_SPREAD"
+    assert p["train"] == {"resource": "GPU", "nodes": 4, "ranks_per_node": 8, "strategy": "STRICT_SPREAD"}
+    assert p["rollout"] is None  # colocated: the training ranks generate
     for script in ("ray_head.sh", "ray_worker.sh", "submit_ray.sh", "sbatch.sh", "launch_local.sh"):
         if (tmp_path / "run" / script).exists():
             subprocess.run(["bash", "-n", str(tmp_path / "run" / script)], check=True)
@@ -86,9 +87,11 @@ def test_rollout_on_gpus_of_its_own(tmp_path: Path) -> None:
             "actor_rollout_ref.rollout.n_gpus_per_node=4", "trainer.n_gpus_per_node=4"]
     plan, scripts, _ = prepare(LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", sets, nnodes=2, executor="ray",
                                              run_dir=tmp_path / "run", offline=True))
-    p = plan.parallelism
+    p = plan.topology
     assert (p.world_size, p.rollout_placement, p.rollout_replicas) == (8, "separate", 4)  # 2 nodes x 4 GPUs, tp 2
-    assert plan.gpus_per_node == 8 and plan.ray_resources == [{"GPU": 8.0}, {"GPU": 8.0}]
+    assert p.rollout_groups == [[0, 1], [2, 3], [4, 5], [6, 7]]  # ranks of the rollout's own group
+    assert p.train.bundles() == p.rollout.bundles() == [{"GPU": 4.0}, {"GPU": 4.0}]
+    assert plan.gpus_per_node == 8
     assert "--num-gpus=8" in (tmp_path / "run" / "ray_head.sh").read_text()
 
 
@@ -99,3 +102,15 @@ def test_separate_rollout_needs_gpus(tmp_path: Path) -> None:
     with pytest.raises(CompileError) as info:
         prepare(request)
     assert any("rollout needs GPUs of its own" in d.message for d in info.value.diagnostics)
+
+
+def test_plan_json_topology_reads_back_as_the_compiler_built_it(tmp_path: Path) -> None:
+    from rlc.topology import Topology
+
+    sets = [f"actor_rollout_ref.model.path={tmp_path}", "actor_rollout_ref.hybrid_engine=false",
+            "actor_rollout_ref.rollout.n_gpus_per_node=2", "trainer.n_gpus_per_node=4"]
+    plan, _, _ = prepare(LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", sets, nnodes=2, executor="ray",
+                                       run_dir=tmp_path / "run", offline=True))
+    written = json.loads((tmp_path / "run" / "plan.json").read_text())["topology"]
+    assert Topology.from_json(written) == plan.topology
+    assert written["rollout"] == {"resource": "GPU", "nodes": 2, "ranks_per_node": 2, "strategy": "STRICT_SPREAD"}

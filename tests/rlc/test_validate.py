@@ -214,3 +214,13 @@ def test_remax_with_greedy_sampling_and_a_pinned_aggregation_warn(tmp_path: Path
     code, out = run("validate", write(tmp_path, text))
     assert "every sample is greedy too" in out
     assert "verl aggregates loss_mode gspo with seq-mean-token-mean" in out
+
+
+def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) -> None:
+    text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    optim:\n"
+                        "      override_optimizer_config: {eps: 1.0e-6, foreach: false}") + "backend: megatron\n"
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert "['foreach'] are not supported by backend megatron" in \
+        found["actor_rollout_ref.actor.optim.override_optimizer_config"]
+    assert run("validate", write(tmp_path, text.replace(", foreach: false", "")))[0] == 0  # eps maps to adam_eps

@@ -101,3 +101,20 @@ def _truncated(tensor: torch.Tensor) -> torch.Tensor:
     local = tensor.to_local()[:-1]
     tensor._local_tensor = local
     return tensor
+
+
+def test_rlc_upload_consolidates_through_the_runtime_program(verl_checkpoint: Path, tmp_path: Path) -> None:
+    """The compiler's `prepare_folder` runs `python -m rlc_runtime.export` (it never imports the runtime)."""
+    from rlc.upload import UploadError, prepare_folder
+
+    checkpoint = tmp_path / "global_step_3"
+    shutil.copytree(verl_checkpoint.parent, checkpoint)
+    out = prepare_folder(checkpoint, None, include_optimizer=False)
+    assert out == checkpoint / "actor" / "huggingface_consolidated"
+    expected = torch.load(verl_checkpoint / "expected.pt")
+    weights = load_file(out / "model.safetensors")
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], v) for k, v in expected.items())
+    (checkpoint / "actor" / f"model_world_size_{WORLD}_rank_1.pt").unlink()
+    shutil.rmtree(out)
+    with pytest.raises(UploadError, match=r"rank\(s\) \[1\] are missing"):
+        prepare_folder(checkpoint, None, include_optimizer=False)

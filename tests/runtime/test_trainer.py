@@ -101,3 +101,27 @@ def test_dump_generations(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "gen" / "3.jsonl").read_text().splitlines()]
     assert rows == [{"step": 3, "input": "q", "output": "a", "score": 1.0},
                     {"step": 3, "input": "q", "output": "b", "score": 0.0}]
+
+
+def test_the_runtime_places_workers_by_plan_json(tmp_path: Path) -> None:
+    from rlc.plan import make_plan
+    from rlc_runtime.__main__ import load_run_topology
+    from rlc_runtime.rollout.base import SamplingParams
+    from rlc_runtime.workers.rollout import engine_requests
+
+    config = _config(trainer={"n_gpus_per_node": 2}, actor_rollout_ref={
+        **BASE["actor_rollout_ref"], "hybrid_engine": False,
+        "rollout": {"name": "vllm", "n": 2, "tensor_model_parallel_size": 2, "n_gpus_per_node": 4}})
+    plan = make_plan(config, str(tmp_path), "local").to_json()
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    topology = load_run_topology(tmp_path, config)
+    assert (topology.world_size, topology.rollout.world_size, topology.rollout_groups) == (2, 4, [[0, 1], [2, 3]])
+    # each engine's ranks get the same prompts and seed; the two engines split the prompts and differ in seed
+    requests, slices = engine_requests([[1], [2], [3]], SamplingParams(n=2, seed=5), topology.rollout_groups)
+    assert [r[0] for r in requests] == [[[1], [2]], [[1], [2]], [[3]], [[3]]] and slices == [range(2), range(2, 3)]
+    assert [r[1].seed for r in requests] == [5, 5, 5 + 1_000_003, 5 + 1_000_003]
+
+    plan["topology"]["rollout_groups"] = [[0], [1], [2], [3]]  # edited by hand: the runtime will not guess
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match="does not match config.resolved.yaml"):
+        load_run_topology(tmp_path, config)

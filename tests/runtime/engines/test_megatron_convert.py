@@ -34,7 +34,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from rlc_runtime.engines.megatron_arch import (
+from rlc.megatron_arch import (
     SUPPORTED_ARCHITECTURES,
     attention_window,
     padded_vocab_size,
@@ -287,7 +287,7 @@ def test_attention_window_bounds_the_sequence_length_only_where_sliding_attentio
 
 
 def test_arch_rules_import_without_torch() -> None:
-    code = ("import sys, rlc_runtime.engines.megatron_arch as m; assert 'torch' not in sys.modules; "
+    code = ("import sys, rlc.megatron_arch as m; assert 'torch' not in sys.modules; "
             "print(m.SUPPORTED_ARCHITECTURES)")
     root = Path(__file__).parents[3]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)

@@ -3,9 +3,10 @@
 Two spawned gloo ranks build `MegatronEngine`s from tiny checkpoints on disk, each rank given its own slice of one
 batch as the trainer scatters it: Qwen2 (tied embeddings, q/k/v biases) at TP 1 (so data parallel 2) and at
 pipeline parallel 2, Llama (untied head) at TP 2, plus a critic at TP 2. Log-probs, entropy and values must equal
-the Hugging Face models' (fp32, temperature applied); an update must move every weight; `named_weights` must give
-back the checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer exactly
-(the next update lands on the same weights); `save_hf` must write a loadable model.
+the Hugging Face models' (fp32, temperature applied); one shared update (`engines.update`) must land on the weights
+the FSDP engine reaches from the same weights and batch on one rank; `named_weights` must give back the
+checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer exactly (the
+next update lands on the same weights); `save_hf` must write a loadable model.
 
 megatron-core asks CUDA for devices, RNG states and tensor types, none of which can exist on this machine. Inside
 the spawned workers only (never in the pytest process), `cuda_as_cpu` answers those calls as a GPU would:
@@ -86,7 +87,8 @@ def make_config(model: Path, tp: int, pp: int = 1) -> Any:
             "model": {"path": str(model), "enable_gradient_checkpointing": False},
             "rollout": {"n": 2, "temperature": TEMPERATURE},
             "actor": {"ppo_mini_batch_size": 2, "ppo_micro_batch_size_per_gpu": 1, "use_kl_loss": True,
-                      "optim": {"lr": 1e-3},
+                      # Adam's eps of 1 makes its first step follow the gradient's size, not only its sign
+                      "optim": {"lr": 1e-2, "weight_decay": 0.0, "override_optimizer_config": {"eps": 1.0}},
                       "megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
                                    "sequence_parallel": True,
                                    "use_distributed_optimizer": True}}}}))
@@ -134,28 +136,43 @@ def _weights(engine: Any) -> dict[str, torch.Tensor]:
     return {name: t.clone() for name, t in engine.named_weights()}
 
 
-def _actor_run(engine: Any, mine: TokenBatch, checkpoint: Path) -> dict[str, Any]:
-    log_probs, entropy = engine.compute_log_probs(mine, micro_batch_size=1, with_entropy=True)
+def with_policy_targets(batch: TokenBatch, log_probs: torch.Tensor) -> TokenBatch:
+    """Old log-probs slightly off the current ones (so some ratios clip), a reference below them, and
+    advantages of both signs."""
+    g = torch.Generator().manual_seed(len(batch))
+    batch.old_log_probs = log_probs + 0.3 * torch.randn(log_probs.shape, generator=g)
+    batch.ref_log_probs = log_probs - 0.1
+    batch.advantages = torch.tensor([[1.0], [-1.0]]).repeat(len(batch) // 2, 4)
+    return batch
+
+
+def _actor_run(engine: Any, mine: TokenBatch, checkpoint: Path, cfg: Any) -> dict[str, Any]:
+    from rlc_runtime.engines.update import compute_log_probs, policy_update
+
+    update = policy_update(engine, cfg)
+    log_probs, entropy = compute_log_probs(engine, mine, micro_batch_size=1, with_entropy=True)
     before = _weights(engine)
-    mine.old_log_probs, mine.ref_log_probs = log_probs, log_probs - 0.1
-    mine.advantages = torch.tensor([[1.0], [-1.0]]).expand(2, 4).contiguous()
-    metrics = engine.update_policy(mine)
+    mine = with_policy_targets(mine, log_probs)
+    metrics = update(mine)
+    targets = {k: getattr(mine, k) for k in ("old_log_probs", "ref_log_probs", "advantages")}
     updated = _weights(engine)
-    engine.save_checkpoint(checkpoint)  # after a step, as the trainer saves (and megatron's Adam has state)
-    engine.update_policy(mine)
+    engine.save_checkpoint(checkpoint, update.state_dict())  # after a step, as the trainer saves
+    update(mine)
     second = _weights(engine)
-    engine.load_checkpoint(checkpoint)
+    update.load_state_dict(engine.load_checkpoint(checkpoint))
     restored = _weights(engine)
-    engine.update_policy(mine)
+    update(mine)
     return {"log_probs": log_probs, "entropy": entropy, "before": before, "updated": updated, "second": second,
-            "restored": restored, "again": _weights(engine), "metrics": metrics}
+            "restored": restored, "again": _weights(engine), "metrics": metrics, "targets": targets}
 
 
-def _critic_run(engine: Any, mine: TokenBatch) -> dict[str, Any]:
-    values = engine.compute_values(mine, micro_batch_size=2)
+def _critic_run(engine: Any, mine: TokenBatch, cfg: Any) -> dict[str, Any]:
+    from rlc_runtime.engines.update import compute_values, critic_update
+
+    values = compute_values(engine, mine, micro_batch_size=2)
     mine.values, mine.returns = values, values + 1.0
-    metrics = engine.update_critic(mine)
-    return {"values": values, "after": engine.compute_values(mine, micro_batch_size=2), "metrics": metrics,
+    metrics = critic_update(engine, cfg)(mine)
+    return {"values": values, "after": compute_values(engine, mine, micro_batch_size=2), "metrics": metrics,
             "names": {name: tuple(t.shape) for name, t in engine.named_weights()}}
 
 
@@ -191,13 +208,15 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
     results: dict[str, Any] = {}
     with cuda_as_cpu():
         for name, (tp, pp, _) in RUNS.items():
-            engine = MegatronEngine(make_config(Path(models[name]), tp, pp), role="actor", device="cpu")
-            results[name] = _actor_run(engine, make_batch().chunk(world)[rank], Path(out_dir) / f"ckpt_{name}")
+            cfg = make_config(Path(models[name]), tp, pp)
+            engine = MegatronEngine(cfg, role="actor", device="cpu")
+            results[name] = _actor_run(engine, make_batch().chunk(world)[rank], Path(out_dir) / f"ckpt_{name}", cfg)
             engine.save_hf(Path(out_dir) / f"hf_{name}")
             if name == "tp2":  # the critic shares the actor's parallel state, as on a real rank
                 results["vocab_parallel"] = _vocab_parallel_grads(rank)
-                critic = MegatronEngine(make_config(Path(models[name]), tp), role="critic", device="cpu")
-                results["critic"] = _critic_run(critic, make_batch().chunk(world)[rank])
+                critic_cfg = make_config(Path(models[name]), tp)
+                critic = MegatronEngine(critic_cfg, role="critic", device="cpu")
+                results["critic"] = _critic_run(critic, make_batch().chunk(world)[rank], critic_cfg)
             parallel_state.destroy_model_parallel()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()  # a rank that leaves while gloo still talks to it aborts (SIGABRT)
@@ -253,18 +272,30 @@ def test_named_weights_are_the_checkpoint_under_hugging_face_names(run: str, run
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))
-def test_update_changes_weights_and_reports_verl_metrics(run: str, runs: dict[str, Any]) -> None:
-    result = runs["ranks"][0][run]
-    changed = [n for n, t in result["updated"].items() if not torch.equal(t, result["before"][n])]
-    assert len(changed) == len(result["before"])  # every tensor moves (lr 1e-3, no tensor without gradient)
-    assert all(torch.equal(t, runs["ranks"][1][run]["updated"][n]) for n, t in result["updated"].items())
-    metrics = result["metrics"]
+def test_update_lands_where_the_fsdp_engine_does_from_the_same_weights_and_batch(run: str,
+                                                                                  runs: dict[str, Any]) -> None:
+    from rlc_runtime.engines.fsdp import FSDPEngine
+    from rlc_runtime.engines.update import policy_update
+
+    tp, pp, _ = RUNS[run]
+    cfg = make_config(Path(runs["models"][run]), tp, pp)
+    fsdp = FSDPEngine(cfg, "actor", "cpu")  # one rank, the whole batch: the reference
+    ranks = [r[run] for r in runs["ranks"]]
+    batch = make_batch()
+    batch.old_log_probs, batch.ref_log_probs, batch.advantages = (
+        torch.cat([r["targets"][k] for r in ranks]) for k in ("old_log_probs", "ref_log_probs", "advantages"))
+    want = policy_update(fsdp, cfg)(batch)
+    got = ranks[0]["metrics"]
     for key in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/pg_clipfrac", "actor/ppo_kl",
                 "actor/grad_norm", "actor/lr"):
-        assert torch.isfinite(torch.tensor(metrics[key])), key
-    assert metrics["actor/lr"] == pytest.approx(1e-3)
-    assert metrics["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-5)  # old log-probs are the current ones
-    assert metrics["actor/kl_loss"] > 0 and metrics["actor/grad_norm"] > 0
+        assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    assert got["actor/pg_clipfrac"] > 0 and got["actor/lr"] == 1e-2
+    moved = 0.0
+    for name, tensor in fsdp.named_weights():
+        for rank in ranks:  # every rank gathers the same full tensors
+            torch.testing.assert_close(rank["updated"][name], tensor, atol=2e-6, rtol=0)
+        moved = max(moved, float((tensor - ranks[0]["before"][name]).abs().max()))
+    assert moved > 100 * 2e-6  # the tolerance is far below the step
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))

@@ -11,6 +11,7 @@ import ray
 import torch
 from ray import cloudpickle
 
+from rlc.topology import Placement
 from rlc_runtime.workers.group import RankWorker, WorkerError, WorkerGroup, connect_ray
 
 # The worker class below lives in a test module that Ray's worker processes cannot import by name.
@@ -55,7 +56,7 @@ def cluster() -> Iterator[None]:
 
 
 def test_rendezvous_and_rank_order(cluster: None) -> None:
-    group = WorkerGroup("echo", Echo, 2, "cpu")
+    group = WorkerGroup("echo", Echo, Placement.one_node(2, "cpu"), "cpu")
     assert group.call("all_reduce", 1.0) == [3.0, 3.0]  # 1 * 1 + 1 * 2 on both ranks
     assert group.scatter("tag", ["a", "b"], "!") == ["0:a!", "1:b!"]
     with pytest.raises(ValueError, match="3 parts for 2 ranks"):
@@ -70,6 +71,6 @@ def test_rendezvous_and_rank_order(cluster: None) -> None:
 
 
 def test_dead_worker_is_named(cluster: None) -> None:
-    group = WorkerGroup("solo", Echo, 1, "cpu", distributed=False)
+    group = WorkerGroup("solo", Echo, Placement.one_node(1, "cpu"), "cpu", distributed=False)
     with pytest.raises(WorkerError, match="solo worker rank 0 died during die"):
         group.call("die")

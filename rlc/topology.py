@@ -1,0 +1,117 @@
+"""The job's topology, decided once by the compiler: parallel sizes, rollout engines and Ray placement.
+
+As torchtitan's `ParallelDims`, one object answers every "how many, and where" question, computed from the
+resolved config alone (no I/O, no torch). The compiler writes it into plan.json; the runtime reads it back
+(`Topology.from_json`) and places its worker groups and rollout engines from it, so the launch plan and the running
+job cannot disagree. The per-rank rules that other code shares (data-parallel size, rollout ranks and tensor
+parallel size) live here too, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Resource = Literal["GPU", "CPU"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One Ray placement group: a bundle per node, ranks filling the nodes in order (rank r on node
+    r // ranks_per_node), spread over distinct nodes when there are several."""
+
+    resource: Resource
+    nodes: int
+    ranks_per_node: int
+    strategy: Literal["PACK", "STRICT_SPREAD"]
+
+    @staticmethod
+    def over(resource: Resource, nodes: int, ranks_per_node: int) -> Placement:
+        return Placement(resource, nodes, ranks_per_node, "STRICT_SPREAD" if nodes > 1 else "PACK")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+    def bundles(self) -> list[dict[str, float]]:
+        return [{self.resource: float(self.ranks_per_node)}] * self.nodes
+
+    def node_of(self, rank: int) -> int:
+        return rank // self.ranks_per_node
+
+    @staticmethod
+    def one_node(ranks: int, device: str) -> Placement:
+        return Placement.over("GPU" if device == "cuda" else "CPU", 1, ranks)
+
+
+@dataclass(frozen=True)
+class Topology:
+    backend: str
+    device: str
+    world_size: int  # training ranks = GPUs (or CPU ranks on device cpu)
+    data_parallel: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    sequence_parallel: int  # Ulysses
+    expert_parallel: int
+    rollout_placement: Literal["colocated", "separate"]  # on the training ranks, or on GPUs of its own
+    rollout_tensor_parallel: int
+    rollout_groups: list[list[int]]  # ranks of each engine (training ranks, or the rollout's own when separate)
+    train: Placement
+    rollout: Placement | None  # None when colocated: the training ranks generate
+
+    @property
+    def rollout_replicas(self) -> int:
+        return len(self.rollout_groups)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Topology:
+        trainer, arf = cfg.trainer, cfg.actor_rollout_ref
+        megatron = arf.actor.megatron
+        tp, pp, ep = (megatron.tensor_model_parallel_size, megatron.pipeline_model_parallel_size,
+                      megatron.expert_model_parallel_size) if cfg.backend == "megatron" else (1, 1, 1)
+        resource: Resource = "GPU" if trainer.device == "cuda" else "CPU"
+        rollout_tp, generating = rollout_tensor_parallel(cfg), rollout_ranks(cfg)
+        colocated = arf.hybrid_engine
+        return cls(
+            backend=cfg.backend, device=trainer.device, world_size=n_gpus(cfg), data_parallel=data_parallel_size(cfg),
+            tensor_parallel=tp, pipeline_parallel=pp, sequence_parallel=arf.actor.ulysses_sequence_parallel_size,
+            expert_parallel=ep, rollout_placement="colocated" if colocated else "separate",
+            rollout_tensor_parallel=rollout_tp,
+            rollout_groups=[list(range(i, min(i + rollout_tp, generating))) for i in range(0, generating, rollout_tp)],
+            train=Placement.over(resource, trainer.nnodes, trainer.n_gpus_per_node),
+            rollout=None if colocated else Placement.over(resource, trainer.nnodes, arf.rollout.n_gpus_per_node))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Topology:
+        rollout = data.get("rollout")
+        return cls(**{**data, "train": Placement(**data["train"]),
+                      "rollout": Placement(**rollout) if rollout else None})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def n_gpus(cfg: Any) -> int:
+    return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+
+
+def data_parallel_size(cfg: Any) -> int:
+    """Ranks that each take a slice of the batch: all GPUs under FSDP, GPUs / (tp * pp) under Megatron."""
+    if cfg.backend == "megatron":
+        m = cfg.actor_rollout_ref.actor.megatron
+        return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
+    return max(1, n_gpus(cfg) // cfg.actor_rollout_ref.actor.ulysses_sequence_parallel_size)
+
+
+def rollout_ranks(cfg: Any) -> int:
+    """Ranks that generate: every training rank (colocated), or the rollout's own GPUs (`hybrid_engine: false`)."""
+    if cfg.actor_rollout_ref.hybrid_engine:
+        return n_gpus(cfg)
+    return cfg.trainer.nnodes * cfg.actor_rollout_ref.rollout.n_gpus_per_node
+
+
+def rollout_tensor_parallel(cfg: Any) -> int:
+    """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
+    rollout = cfg.actor_rollout_ref.rollout
+    return rollout.tensor_model_parallel_size if rollout.name == "vllm" else 1
