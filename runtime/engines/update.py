@@ -23,7 +23,6 @@ Decisions, and why:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +33,7 @@ from rlc_runtime.algorithms.policy_losses import compute_policy_loss
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import ModelOutputs, TrainEngine, micro_batches, token_budget_groups
 from rlc_runtime.engines.optim import Schedule
+from rlc_runtime.metrics import mean_metrics
 
 SUM_MODE = "seq-mean-token-sum-norm"  # a sum over sequences (over a constant length): micro-batch losses add up
 Objective = Callable[[TokenBatch, ModelOutputs], tuple[torch.Tensor, dict[str, Any]]]
@@ -74,7 +74,7 @@ class Update:
                 results += engine.forward_backward(parts, self._weighted(mini), backward=True)
                 norms.append(engine.optimizer_step(lr, section.grad_clip))
         self.step += 1
-        metrics = _mean_over_ranks(engine, _means(results))
+        metrics = _mean_over_ranks(engine, mean_metrics(results))
         metrics |= {f"{self.prefix}/grad_norm": sum(norms) / len(norms), f"{self.prefix}/lr": lr}
         if engine.device == "cuda":
             metrics["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
@@ -211,14 +211,6 @@ def loss_weight(batch: TokenBatch, mode: str) -> float:
     if mode == "token-mean":
         return float(batch.response_mask.sum())
     return float((batch.response_mask.sum(-1) > 0).sum())
-
-
-def _means(results: list[dict[str, Any]]) -> dict[str, float]:
-    values: dict[str, list[float]] = defaultdict(list)
-    for result in results:
-        for key, value in result.items():
-            values[key].append(float(value))
-    return {key: sum(v) / len(v) for key, v in values.items()}
 
 
 def _mean_over_ranks(engine: TrainEngine, metrics: dict[str, float]) -> dict[str, float]:
