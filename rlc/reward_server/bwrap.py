@@ -70,8 +70,11 @@ def command(program_dir: Path, tmp_bytes: int, seccomp_fd: int | None) -> list[s
 
 
 def _filesystem(program_dir: Path, tmp_bytes: int) -> list[str]:
-    args: list[str] = []
-    made: set[str] = {"/"}
+    # The private /tmp and /dev/shm (multiprocessing's semaphores live there) come first, capped in size, so that a
+    # Python installed under /tmp (a CI checkout, say) is bound on top of them rather than hidden by them.
+    args = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    made: set[str] = {"/", "/dev", "/tmp"}
     for path in _visible_paths():
         for parent in reversed(Path(path).parents):  # bwrap would make missing parents 0700: unreadable for nobody
             if str(parent) not in made:
@@ -79,10 +82,8 @@ def _filesystem(program_dir: Path, tmp_bytes: int) -> list[str]:
                 args += ["--perms", "0755", "--dir", str(parent)]
         made.add(path)
         args += ["--symlink", os.readlink(path), path] if os.path.islink(path) else ["--ro-bind", path, path]
-    # /dev/shm too (multiprocessing's semaphores live there), capped like /tmp; the rest of /dev is read-only.
-    return [*args, "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs",
-            "/dev/shm", "--remount-ro", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-            "--ro-bind", str(program_dir), PROGRAM_DIR, "--remount-ro", "/", "--chdir", "/tmp"]
+    return [*args, "--remount-ro", "/dev", "--ro-bind", str(program_dir), PROGRAM_DIR, "--remount-ro", "/",
+            "--chdir", "/tmp"]
 
 
 @functools.cache

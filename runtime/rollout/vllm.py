@@ -18,6 +18,7 @@ Design choices, each for a reason:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -111,9 +112,33 @@ def _parallel_options(tp: int, device: str) -> dict[str, Any]:
         raise ValueError(f"vLLM tensor parallel {tp} needs a torch.distributed group whose size it divides")
     # external_launcher reads the rank from the environment; each rank sees one GPU (Ray's CUDA_VISIBLE_DEVICES).
     os.environ.update(RANK=str(dist.get_rank()), LOCAL_RANK="0")
+    if device == "cpu":
+        _remove_stale_cpu_shm(dist.get_rank() % tp)
     # vLLM's custom all-reduce opens the peer GPUs' memory, which a process that sees one GPU cannot; NCCL can.
     return {"tensor_parallel_size": tp, "distributed_executor_backend": "external_launcher",
             **({"disable_custom_all_reduce": True} if device == "cuda" else {})}
+
+
+def _remove_stale_cpu_shm(index: int) -> None:
+    """vLLM-CPU's tensor-parallel ranks share memory through /dev/shm segments named by group and rank only
+    (`-tp:0-[0-1]-cpushm_0`), and a killed run leaves them behind, after which every later engine fails ("create
+    shm in SHMManager failed"). Remove this rank's segments that no live process maps; each rank removes only its
+    own, so a peer's fresh segment is never touched."""
+    import glob
+
+    mine = set(glob.glob(f"/dev/shm/*-cpushm_{index}"))
+    if not mine:
+        return
+    mapped = set()
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        try:
+            with open(maps) as lines:
+                mapped |= {line.split(maxsplit=5)[-1].strip() for line in lines if "cpushm_" in line}
+        except OSError:  # a process that ended, or one we may not read
+            continue
+    for stale in mine - mapped:
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
 
 
 def _buckets(weights: Iterable[tuple[str, torch.Tensor]], limit: int) -> Iterator[list[tuple[str, torch.Tensor]]]:

@@ -79,3 +79,19 @@ def test_buckets_bound_the_size_without_splitting_layers() -> None:
              "model.layers.0.v.weight", "model.layers.1.q.weight", "model.norm.weight"]
     buckets = [[n for n, _ in b] for b in _buckets([(n, mib) for n in names], 2 * 2**20)]
     assert buckets == [names[:4], names[4:]]
+
+
+def test_stale_cpu_shared_memory_of_a_killed_run_is_removed_and_a_live_one_kept() -> None:
+    import mmap
+    import os
+
+    from rlc_runtime.rollout.vllm import _remove_stale_cpu_shm
+
+    stale, live = "/dev/shm/-tp:97-[0-1]-cpushm_0", "/dev/shm/-tp:98-[0-1]-cpushm_0"
+    for name in (stale, live):
+        with open(name, "wb") as f:
+            f.write(b"\0" * 4096)
+    with open(live, "r+b") as f, mmap.mmap(f.fileno(), 4096):  # mapped by a live process: this one
+        _remove_stale_cpu_shm(0)
+        assert not os.path.exists(stale) and os.path.exists(live)
+    os.unlink(live)
