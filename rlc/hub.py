@@ -159,14 +159,14 @@ def _from_cache(repo_id: str, revision: str | None, repo_type: str) -> PinnedRef
 
     folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
     wanted = revision or "main"
-    sha = _cached_sha(folder, wanted)
+    sha = cached_sha(folder, wanted)
     if sha is None:
         raise HubError(f"offline: {repo_type} {repo_id} at {wanted!r} is not in the local Hugging Face cache "
                        f"({folder})", hint="download it once while online, or drop --offline / HF_HUB_OFFLINE")
     return PinnedRef(repo_id, repo_type, revision, sha, "cache")
 
 
-def _cached_sha(folder: Path, wanted: str) -> str | None:
+def cached_sha(folder: Path, wanted: str) -> str | None:
     """The sha `wanted` names in the cache, provided that commit's files (its snapshot folder) are there."""
     snapshots = folder / "snapshots"
     ref = folder / "refs" / wanted

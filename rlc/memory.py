@@ -18,6 +18,7 @@ logits) were measured on the GPU host; README's memory table compares the estima
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from rlc.diagnostics import Diagnostic
+from rlc.hub import cached_sha
+from rlc.topology import n_gpus
 
 GiB = 2**30
 CUDA_CONTEXT = 0.6 * GiB  # the CUDA context, cuBLAS workspaces and NCCL buffers: outside torch's allocator
@@ -139,6 +142,7 @@ class MemoryPlan:
     """Per-GPU estimate for a training rank (and the rollout's own GPUs when separate)."""
 
     gpu_bytes: float | None  # the GPU's memory, when known
+    shape: ModelShape
     phases: dict[str, list[Line]] = field(default_factory=dict)
     kv_cache_tokens: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -160,7 +164,7 @@ class MemoryPlan:
 def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryPlan:
     """The per-GPU estimate of a resolved config (an `RLCConfig`) for a model of `shape`."""
     arf = config.actor_rollout_ref
-    plan = MemoryPlan(gpu_bytes)
+    plan = MemoryPlan(gpu_bytes, shape)
     resident = [Line("CUDA context", CUDA_CONTEXT, "context, cuBLAS and NCCL buffers outside torch's allocator"),
                 *_resident_state(config, shape)]
     if arf.hybrid_engine and arf.rollout.name == "vllm":
@@ -186,7 +190,7 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
     lines = []
     if config.backend == "megatron":
         meg = config.actor_rollout_ref.actor.megatron
-        dp = max(1, _world(config) // split)
+        dp = max(1, n_gpus(config) // split)
         optimizer_split = dp if meg.use_distributed_optimizer else 1
         params = shape.parameters() / split
         lines += [Line("actor parameters", params * 2, f"bf16, {how}"),
@@ -211,10 +215,9 @@ def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
     """What the actor's update adds for one micro-batch."""
     arf = config.actor_rollout_ref
     split, how = _split(config)
-    offloaded = config.backend == "fsdp" and _offloaded(arf.actor.fsdp_config)
     lines = []
     if config.backend == "fsdp":
-        grads = 0 if offloaded else shape.parameters(shards=split) * 4
+        grads = 0 if _offloaded(arf.actor.fsdp_config) else shape.parameters(shards=split) * 4
         lines.append(Line("actor gradients", grads, f"fp32, {how}" if grads else "on the CPU (param_offload)"))
         layer = max(sum(math.prod(t) for t in shape.layer_tensors(i)) for i in range(shape.layers))
         lines.append(Line("gathered weights", (2 * layer + shape.vocab * shape.hidden) * 2,
@@ -264,17 +267,13 @@ def _vllm_pool(config: Any, shape: ModelShape, gpu_bytes: float | None, plan: Me
                  f"{weights / GiB:.1f} GiB, KV cache {kv / GiB:.1f} GiB = {plan.kv_cache_tokens} tokens")]
 
 
-def _world(config: Any) -> int:
-    return config.trainer.nnodes * config.trainer.n_gpus_per_node
-
-
 def _split(config: Any) -> tuple[int, str]:
     """How many ways a model's state is divided on a training rank, and how, in words."""
     if config.backend == "megatron":
         meg = config.actor_rollout_ref.actor.megatron
         tp, pp = meg.tensor_model_parallel_size, meg.pipeline_model_parallel_size
         return tp * pp, f"split tensor {tp} x pipeline {pp}"
-    world = _world(config)
+    world = n_gpus(config)
     return world, f"FSDP shard 1/{world}"
 
 
@@ -307,11 +306,11 @@ def _cached_config(repo_id: str, revision: str | None) -> Path | None:
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
     folder = Path(cache) / ("models--" + repo_id.replace("/", "--"))
-    ref = folder / "refs" / (revision or "main")
-    sha = ref.read_text().strip() if ref.is_file() else revision
+    sha = cached_sha(folder, revision or "main")
     return folder / "snapshots" / sha / "config.json" if sha else None
 
 
+@functools.cache  # validation and launch both ask; nvidia-smi takes a moment
 def detect_gpu_bytes() -> float | None:
     """The first GPU's memory from nvidia-smi, when this machine has one (the launch host usually does)."""
     if shutil.which("nvidia-smi") is None:
@@ -405,9 +404,7 @@ def verdict(config: Any, plan: MemoryPlan | None, severity: str = "warning") -> 
     if plan is None or plan.fits() is not False:
         return []
     phase, peak = plan.peak()
-    model = config.actor_rollout_ref.model
-    shape = ModelShape.from_config(read_model_config(model.path, model.revision) or {})
-    changes = fitting_changes(config, shape, plan.gpu_bytes or 0.0)
+    changes = fitting_changes(config, plan.shape, plan.gpu_bytes or 0.0)
     hint = ("would fit: " + "; ".join(f"--set {change} ({new / GiB:.1f} GiB)" for change, new in changes)
             if changes else "no single change fits: use more GPUs, tensor parallelism or a smaller model")
     if severity == "error":
