@@ -342,11 +342,7 @@ def schema_cmd(
     """Print (or write) the JSON Schema generated from the config models."""
     from rlc import schema
 
-    text = schema.dump(schema.generate())
-    if output:
-        output.write_text(text)
-    else:
-        sys.stdout.write(text)
+    _emit(schema.dump(schema.generate()), output)
 
 
 @app.command("keys")
@@ -355,9 +351,14 @@ def keys_cmd(
 ) -> None:
     """Print (or write) the table of every config key with its default and status (implemented, warns, refused)."""
     from rlc import keytable, schema
+
+    _emit(keytable.markdown(schema.load()), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    """`text` into `output` (written atomically), or to stdout."""
     from rlc.files import write_atomic
 
-    text = keytable.markdown(schema.load())
     if output:
         write_atomic(output, text)
     else:
