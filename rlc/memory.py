@@ -356,9 +356,10 @@ def _fixes(config: Any) -> list[tuple[str, Any]]:
     arf = config.actor_rollout_ref
     fixes: list[tuple[str, Any]] = []
     micro = arf.actor.ppo_micro_batch_size_per_gpu or 1
-    for smaller in (micro // 2, micro // 4, 1):
-        if 0 < smaller < micro:
-            fixes.append(("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", smaller))
+    # a divisor of a micro-batch that divides the mini-batch divides it too
+    smaller = [d for d in range(micro - 1, 0, -1) if micro % d == 0]
+    for value in dict.fromkeys(smaller[:2] + smaller[-1:]):
+        fixes.append(("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", value))
     log_micro = arf.rollout.log_prob_micro_batch_size_per_gpu
     if log_micro and log_micro > 1:
         fixes.append(("actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", max(1, log_micro // 4)))

@@ -159,7 +159,8 @@ def test_validate_warns_and_launch_refuses_naming_changes_that_fit(tmp_path: Pat
     assert diagnostic.severity == "error" and "--force" in diagnostic.hint
     changes = [part.split(" (")[0].split("--set ")[1] for part in diagnostic.hint.split("; ") if "--set " in part]
     assert changes, diagnostic.hint
-    for change in changes:  # each named change really fits by the estimate
+    for change in changes:  # each named change is a valid config that really fits by the estimate
+        assert CliRunner().invoke(app, ["validate", str(cfg), "--set", change]).exit_code == 0, change
         fixed = load_config(cfg, [change]).config
         plan = estimate(fixed, ModelShape.from_config(read_model_config(str(model))), 48 * GiB)
         assert plan.peak()[1] <= 0.95 * 48 * GiB, change  # with the headroom the estimate's error needs
