@@ -174,6 +174,11 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
     plan.phases["log_prob"] = resident + _with_slack([_logits(config, shape, micro, LOGIT_COPIES_NO_GRAD,
                                                               "log-prob logits")])
     plan.phases["update"] = resident + _with_slack(_update_transients(config, shape))
+    # torch's allocator keeps the log-prob phase's blocks cached: the update never holds less than it did
+    cached = plan.total("log_prob") - plan.total("update")
+    if cached > 0:
+        plan.phases["update"].append(Line("log-prob blocks kept", cached,
+                                          "torch's cache still holds the larger log-prob phase"))
     return plan
 
 
