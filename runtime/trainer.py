@@ -25,6 +25,7 @@ import torch
 
 from rlc.config.checks import uses_critic, uses_reference
 from rlc.config.root import RLCConfig
+from rlc.memory import read_model_config
 from rlc.topology import Placement, Topology
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch, pad_to
@@ -39,6 +40,7 @@ from rlc_runtime.metrics import (
     timing_metrics,
     validation_metrics,
 )
+from rlc_runtime.perf import mfu, peak_flops
 from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray
 from rlc_runtime.workers.rollout import build_batch, engine_requests, sampling_params
 
@@ -114,6 +116,9 @@ class Trainer:
             self.generators = self._group("rollout", RolloutWorker, topology.rollout, trainer.device,
                                           args=(payload,), timeout_s=timeout)
             self.generators.call("build")
+        self.peak_flops = peak_flops(self.workers.call("device_name")[0])
+        model = cfg.actor_rollout_ref.model
+        self.model_config = read_model_config(model.path, model.revision) if self.peak_flops else None
         nodes = self.workers.call("node_id")
         print(f"rlc_runtime: {self.world} train rank(s) on {len(set(nodes))} Ray node(s): "
               + ", ".join(f"rank {rank} on {node[:12]}" for rank, node in enumerate(nodes)), flush=True)
@@ -201,6 +206,7 @@ class Trainer:
             if cfg.trainer.critic_warmup <= step:
                 with self._phase("update_actor", timings, metrics):
                     metrics |= mean_metrics(self.workers.scatter("update_actor", batch.chunk(self.world)))
+                metrics |= self._mfu(batch, timings["update_actor"])
                 with self._phase("sync", timings, metrics):
                     self._sync_weights()
         metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
@@ -210,6 +216,14 @@ class Trainer:
         if cfg.trainer.rollout_data_dir:
             dump_generations(Path(cfg.trainer.rollout_data_dir), step, rows, batch, scores.tolist())
         return metrics
+
+    def _mfu(self, batch: TokenBatch, seconds: float) -> dict[str, float]:
+        """verl's perf/mfu/actor, on GPUs whose peak is known."""
+        if self.peak_flops is None or self.model_config is None:
+            return {}
+        lengths = batch.attention_mask.sum(-1).tolist()
+        passes = self.cfg.actor_rollout_ref.actor.ppo_epochs
+        return {"perf/mfu/actor": mfu(self.model_config, lengths, passes, seconds, self.world, self.peak_flops)}
 
     @contextmanager
     def _phase(self, name: str, timings: dict[str, float], metrics: dict[str, float]) -> Iterator[None]:

@@ -101,6 +101,11 @@ class RankWorker:
     def ready(self) -> bool:
         return True
 
+    def device_name(self) -> str:
+        import torch
+
+        return torch.cuda.get_device_name() if self.device == "cuda" else self.device
+
     def memory_peaks(self) -> dict[str, float]:
         """GiB at peak since the last call, then a fresh peak: torch's allocated and reserved memory, and the
         device's use (total - free, sampled every 10 ms). Only the last sees all of the GPU: vLLM's sleep mode
