@@ -47,7 +47,8 @@ class Compiled:
     request: LaunchRequest  # as it applies: on --resume, with the run's own flags where none were given
     plan: LaunchPlan
     config: Any  # RLCConfig
-    resolved_yaml: str
+    tree: dict[str, Any]  # the resolved config as written (environment references kept)
+    header: str
     private: bool  # the config holds a literal credential
     notes: list[Diagnostic]
     unpinned: dict[str, str]
@@ -76,7 +77,7 @@ def compile_launch(request: LaunchRequest) -> Compiled:
     from rlc.loader import load_config
     from rlc.memory import plan_memory, verdict
     from rlc.plan import make_plan, run_dir_name
-    from rlc.resolve import dump_yaml, resolve
+    from rlc.resolve import resolve
     from rlc.secrets import holds_secrets
 
     loaded = None
@@ -112,8 +113,8 @@ def compile_launch(request: LaunchRequest) -> Compiled:
                           "this machine (a Hub model not in the local cache)")
     header = resolved.header(f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}.")
     tree = resolved.tree()
-    compiled = Compiled(replace(request, executor=executor), plan, config, dump_yaml(tree, header),
-                        holds_secrets(tree), loaded.warnings + resolved.notes, resolved.unpinned)
+    compiled = Compiled(replace(request, executor=executor), plan, config, tree, header, holds_secrets(tree),
+                        loaded.warnings + resolved.notes, resolved.unpinned)
     if before is not None:
         _compare_with_run(compiled, before, tree)
     else:
@@ -125,6 +126,7 @@ def write_run(compiled: Compiled) -> list[Path]:
     """Write the run directory: the resolved config, plan.json, the scripts and the launch record."""
     from rlc import runrecord
     from rlc.render import SCRIPTS, render_run_dir
+    from rlc.resolve import dump_yaml
 
     plan, request = compiled.plan, compiled.request
     run_dir = Path(plan.run_dir)
@@ -134,7 +136,8 @@ def write_run(compiled: Compiled) -> list[Path]:
         kept = runrecord.archive(run_dir)
         compiled.notes.append(Diagnostic(f"--force: the run's earlier launch files are kept in {kept}",
                                          severity="note"))
-    scripts = render_run_dir(plan, compiled.resolved_yaml, python=sys.executable, private=compiled.private)
+    resolved_yaml = dump_yaml(compiled.tree, compiled.header)
+    scripts = render_run_dir(plan, resolved_yaml, python=sys.executable, private=compiled.private)
     runrecord.remove_stale_scripts(run_dir, scripts)
     record = runrecord.Record(str(request.config.resolve()), list(request.sets), request.backend, request.nnodes,
                               request.gpus_per_node, plan.executor, request.no_pin, request.dry_run)

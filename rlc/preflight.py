@@ -43,8 +43,9 @@ def run_checks(config: Any, plan: LaunchPlan, no_pin: bool = False) -> list[Diag
     return [d for check in checks for d in check]
 
 
-def _error(message: str, path: tuple = (), hint: str | None = None) -> Diagnostic:
-    return Diagnostic(f"preflight: {message}", path, hint=hint)
+def _error(message: str, hint: str | None = None) -> Diagnostic:
+    """Messages name the key themselves: a preflight finding is about the world, not a line of the file."""
+    return Diagnostic(f"preflight: {message}", hint=hint)
 
 
 def _note(message: str) -> Diagnostic:
@@ -66,7 +67,7 @@ def _pins(plan: LaunchPlan, no_pin: bool) -> Iterator[Diagnostic]:
             yield Diagnostic(f"--no-pin: {key} is not pinned; the job loads whatever it finds then ({why})",
                              severity="warning")
         else:
-            yield _error(f"{key} could not be pinned to a commit: {why}", tuple(key.split(".")),
+            yield _error(f"{key} could not be pinned to a commit: {why}",
                          hint="run where the Hub can be reached (or with the model in the local Hugging Face "
                               "cache), or pass --no-pin to launch unpinned")
 
@@ -85,20 +86,21 @@ def _run_dir(run_dir: Path) -> Iterator[Diagnostic]:
 
 
 def _local_paths(config: Any) -> Iterator[Diagnostic]:
+    from rlc.config.checks import uses_critic
     from rlc.hub import is_local_path
 
     model = config.actor_rollout_ref.model
     places = [(("actor_rollout_ref", "model", "path"), model.path),
               (("actor_rollout_ref", "model", "tokenizer_path"), model.tokenizer_path)]
-    if config.critic.enable:
+    if uses_critic(config):
         places.append((("critic", "model", "path"), config.critic.model.path))
     for path, value in places:
         if value and is_local_path(value) and not Path(value).expanduser().exists():
-            yield _error(f"{'.'.join(path)}: {value} does not exist", path,
+            yield _error(f"{'.'.join(path)}: {value} does not exist",
                          hint="check the path (relative paths are relative to where rlc runs)")
     reward = config.custom_reward_function.path
     if reward and not Path(reward).is_file():
-        yield _error(f"custom_reward_function.path: {reward} does not exist", ("custom_reward_function", "path"))
+        yield _error(f"custom_reward_function.path: {reward} does not exist")
 
 
 def _data_files(config: Any) -> Iterator[Diagnostic]:
@@ -114,14 +116,14 @@ def _data_files(config: Any) -> Iterator[Diagnostic]:
                 continue
             file = Path(name).expanduser()
             if not file.exists():
-                yield _error(f"data.{key}: {name} does not exist", ("data", key))
+                yield _error(f"data.{key}: {name} does not exist")
                 continue
             columns, why = read_columns(file)
             if columns is None:
                 yield _note(f"data.{key}: the columns of {name} were not checked ({why})")
             elif not set(wanted) & set(columns):
                 yield _error(f"data.{key}: {name} has no `{data.prompt_key}` column (data.prompt_key) and no "
-                             f"`messages`; its columns: {', '.join(columns)}", ("data", "prompt_key"),
+                             f"`messages`; its columns: {', '.join(columns)}",
                              hint="set data.prompt_key to the column that holds the prompts")
 
 
@@ -162,7 +164,7 @@ def _upload_token(config: Any) -> Iterator[Diagnostic]:
 
     if not get_token():
         yield _error("hf_upload.enabled needs a Hugging Face token with write access, and none was found",
-                     ("hf_upload", "enabled"), hint="export HF_TOKEN (or run `hf auth login`) before launching")
+                     hint="export HF_TOKEN (or run `hf auth login`) before launching")
         return
     from rlc.hub import offline_requested
 
@@ -182,7 +184,7 @@ def _check_token() -> Iterator[Diagnostic]:
         status = err.response.status_code if getattr(err, "response", None) is not None else None
         if status == 401:
             yield _error("hf_upload: the Hub refused the Hugging Face token (invalid or expired)",
-                         ("hf_upload", "enabled"), hint="set a valid HF_TOKEN or run `hf auth login`")
+                         hint="set a valid HF_TOKEN or run `hf auth login`")
         else:
             yield _note(f"hf_upload: the token could not be checked (HTTP {status})")
     except Exception as err:  # noqa: BLE001 - no network: the upload itself retries and never fails the run
@@ -194,11 +196,11 @@ def _loggers(config: Any) -> Iterator[Diagnostic]:
     for name in names:
         module, extra = LOGGER_PACKAGES.get(name, (None, None))
         if module and not installed(module):
-            yield _error(f"trainer.logger has {name}, and {module} is not installed", ("trainer", "logger"),
+            yield _error(f"trainer.logger has {name}, and {module} is not installed",
                          hint=f"pip install 'rlc[{extra}]', or remove {name} from trainer.logger")
     if "wandb" in names and not _wandb_key():
         yield _error("trainer.logger has wandb, and no W&B API key was found (WANDB_API_KEY, or `wandb login`)",
-                     ("trainer", "logger"), hint="export WANDB_API_KEY, or set WANDB_MODE=offline to log locally")
+                     hint="export WANDB_API_KEY, or set WANDB_MODE=offline to log locally")
 
 
 def _wandb_key() -> bool:
@@ -227,7 +229,7 @@ def _reward_server(config: Any) -> Iterator[Diagnostic]:
         problem = f"HTTP {err.code}"
     except (OSError, ValueError) as err:
         problem = str(getattr(err, "reason", err))
-    yield _error(f"the reward server does not answer {url}: {problem}", ("reward_api", "api_url"),
+    yield _error(f"the reward server does not answer {url}: {problem}",
                  hint="start it (`rlc reward-server`) or fix reward_api.api_url")
 
 
@@ -238,26 +240,25 @@ def _runtime_packages(config: Any) -> Iterator[Diagnostic]:
                      "can plan runs but not start them", hint="pip install 'rlc[runtime]'")
     if config.actor_rollout_ref.rollout.name == "vllm" and not installed("vllm"):
         yield _error("actor_rollout_ref.rollout.name is vllm, and vllm is not installed",
-                     ("actor_rollout_ref", "rollout", "name"),
                      hint="pip install 'rlc[vllm]' (GPU) or 'rlc[cpu]' (CPU), or use rollout.name: hf")
     if config.backend == "megatron" and not installed("megatron.core"):
-        yield _error("backend is megatron, and megatron-core is not installed", ("backend",),
+        yield _error("backend is megatron, and megatron-core is not installed",
                      hint="pip install 'rlc[megatron]'")
 
 
 def _gpus(plan: LaunchPlan) -> Iterator[Diagnostic]:
     if plan.nnodes > 1:
         yield _error(f"the plan needs {plan.nnodes} nodes, and --executor local runs on this machine only",
-                     ("trainer", "nnodes"), hint="use --executor ray or slurm, or --nnodes 1")
+                     hint="use --executor ray or slurm, or --nnodes 1")
     if plan.device != "cuda":
         return
     have = visible_gpus()
     if have is None:
-        yield _error("the plan needs NVIDIA GPUs, and nvidia-smi finds none here", ("trainer", "device"),
+        yield _error("the plan needs NVIDIA GPUs, and nvidia-smi finds none here",
                      hint="run on a GPU machine, or set trainer.device: cpu")
     elif have < plan.gpus_per_node:
         yield _error(f"the plan needs {plan.gpus_per_node} GPUs on this machine, and {have} are visible",
-                     ("trainer", "n_gpus_per_node"), hint=f"use --gpus-per-node {have} or a larger machine")
+                     hint=f"use --gpus-per-node {have} or a larger machine")
 
 
 def visible_gpus() -> int | None:
