@@ -37,9 +37,9 @@ MAX_JSON_BYTES = 64 << 20  # a .json array is read whole for its first row's key
 def run_checks(config: Any, plan: LaunchPlan, no_pin: bool = False) -> list[Diagnostic]:
     """Every problem found (errors) and everything that could not be checked here (notes)."""
     checks = [_pins(plan, no_pin), _run_dir(Path(plan.run_dir)), _local_paths(config), _data_files(config),
-              _upload_token(config), _loggers(config), _reward_server(config)]
+              _upload_token(config), _wandb_key(config), _reward_server(config)]
     if plan.executor == "local":
-        checks += [_runtime_packages(config), _gpus(plan)]
+        checks += [_runtime_packages(config), _logger_packages(config), _gpus(plan)]
     return [d for check in checks for d in check]
 
 
@@ -191,19 +191,27 @@ def _check_token() -> Iterator[Diagnostic]:
         yield _note(f"hf_upload: the token could not be checked ({type(err).__name__})")
 
 
-def _loggers(config: Any) -> Iterator[Diagnostic]:
-    names = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
-    for name in names:
+def _logger_names(config: Any) -> list[str]:
+    logger = config.trainer.logger
+    return logger if isinstance(logger, list) else [logger]
+
+
+def _logger_packages(config: Any) -> Iterator[Diagnostic]:
+    for name in _logger_names(config):
         module, extra = LOGGER_PACKAGES.get(name, (None, None))
         if module and not installed(module):
             yield _error(f"trainer.logger has {name}, and {module} is not installed",
                          hint=f"pip install 'rlc[{extra}]', or remove {name} from trainer.logger")
-    if "wandb" in names and not _wandb_key():
+
+
+def _wandb_key(config: Any) -> Iterator[Diagnostic]:
+    """The job inherits this environment (or the user's stored login), wherever it runs."""
+    if "wandb" in _logger_names(config) and not _has_wandb_key():
         yield _error("trainer.logger has wandb, and no W&B API key was found (WANDB_API_KEY, or `wandb login`)",
                      hint="export WANDB_API_KEY, or set WANDB_MODE=offline to log locally")
 
 
-def _wandb_key() -> bool:
+def _has_wandb_key() -> bool:
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled",
                                                                                          "dryrun"):
         return True
