@@ -51,7 +51,6 @@ class Compiled:
     header: str
     private: bool  # the config holds a literal credential
     notes: list[Diagnostic]
-    unpinned: dict[str, str]
     resume_changes: list[str] = field(default_factory=list)  # accepted with --force: the old files are archived
     rewrite: bool = True  # False: a resume with nothing changed keeps the run's files as they are
 
@@ -110,11 +109,11 @@ def compile_launch(request: LaunchRequest) -> Compiled:
                      unpinned=resolved.unpinned)
     if memory is None and trainer.device == "cuda":
         plan.notes.append(f"memory estimate skipped: no config.json of {config.actor_rollout_ref.model.path} on "
-                          "this machine (a Hub model not in the local cache)")
+                          "this machine (neither a local folder with one nor in the local Hugging Face cache)")
     header = resolved.header(f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}.")
     tree = resolved.tree()
     compiled = Compiled(replace(request, executor=executor), plan, config, tree, header, holds_secrets(tree),
-                        loaded.warnings + resolved.notes, resolved.unpinned)
+                        loaded.warnings + resolved.notes)
     if before is not None:
         _compare_with_run(compiled, before, tree)
     else:
@@ -131,6 +130,8 @@ def write_run(compiled: Compiled) -> list[Path]:
     plan, request = compiled.plan, compiled.request
     run_dir = Path(plan.run_dir)
     if not compiled.rewrite:
+        if not request.dry_run:
+            runrecord.mark_started(run_dir)
         return [run_dir / name for name in SCRIPTS[plan.executor]]
     if compiled.resume_changes:
         kept = runrecord.archive(run_dir)

@@ -64,9 +64,21 @@ def read(run_dir: Path) -> Record | None:
 
 def write(run_dir: Path, record: Record, source: Path, private: bool) -> None:
     record.time = time.strftime("%Y-%m-%d %H:%M:%S")
-    write_atomic(run_dir / RECORD, json.dumps(asdict(record), indent=2) + "\n")
+    _save(run_dir, record)
     with contextlib.suppress(OSError):  # read moments ago; the copy is a courtesy, the resolved config the record
         write_atomic(run_dir / SOURCE_COPY, source.read_bytes(), mode=0o600 if private else 0o644)
+
+
+def mark_started(run_dir: Path) -> None:
+    """A dry run's record becomes a started run's when `--resume` starts it."""
+    record = read(run_dir)
+    if record is not None and record.dry_run:
+        record.dry_run = False
+        _save(run_dir, record)
+
+
+def _save(run_dir: Path, record: Record) -> None:
+    write_atomic(run_dir / RECORD, json.dumps(asdict(record), indent=2) + "\n")
 
 
 def check_fresh(run_dir: Path) -> str | None:

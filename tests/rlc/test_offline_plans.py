@@ -69,6 +69,13 @@ def test_closed_endpoint_plans_unpinned_and_launch_refuses(tmp_path: Path, hub_s
     assert code == 0, err
     plan = json.loads((tmp_path / "online" / "plan.json").read_text())
     assert plan["unpinned"] == {}
+    # A resume stays on the commit the run was pinned to: the branch moved since, or the Hub is out of reach.
+    hub_server.commit(OLMO, {"config.json": '{"moved": true}'}, branch=BRANCH)
+    code, _, err = rlc("launch", cfg, "--dry-run", "--resume", "--run-dir", tmp_path / "online")
+    assert code == 0 and "kept (the run is unchanged)" in err, err
+    with hub_server.down():
+        code, _, err = rlc("launch", cfg, "--dry-run", "--resume", "--run-dir", tmp_path / "online")
+    assert code == 0 and "kept (the run is unchanged)" in err and "not pinned" not in err, err
 
 
 def test_hf_hub_offline_without_a_cache(tmp_path: Path, hub_server: HubServer,
