@@ -2,6 +2,9 @@
 
 What ran must be written down exactly: the resolved config is the only thing the runtime reads. Hub lookups happen
 here, before any GPU is touched, so a misspelt revision fails in a second instead of after the cluster starts.
+Where the Hub cannot answer at all (offline without a cache, no network, a failing Hub), a reference stays as
+written and is listed in `Resolved.unpinned`, so that plans can be made on a laptop or a login node; `rlc launch`
+refuses to start such a run unless told `--no-pin` (rlc.preflight).
 
 One exception to "every value explicit": a value that reads the environment (`${oc.env:HF_TOKEN}`) is checked
 with this machine's environment but written back as the reference, so no secret reaches a file, a terminal or an
