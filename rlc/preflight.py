@@ -53,11 +53,18 @@ def _note(message: str) -> Diagnostic:
 
 
 def installed(module: str) -> bool:
-    """Whether `module` can be imported here, without importing it."""
+    """Whether `module` can be imported here, without importing it (nor, for `a.b`, its package `a`, whose
+    __init__ may import torch)."""
+    top, _, rest = module.partition(".")
     try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package missing, or an import hook that refuses it
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):  # an import hook that refuses it
         return False
+    if spec is None or not rest:
+        return spec is not None
+    inner = rest.replace(".", os.sep)
+    return any((Path(folder) / inner).is_dir() or (Path(folder) / f"{inner}.py").is_file()
+               for folder in spec.submodule_search_locations or [])
 
 
 # each check ----------------------------------------------------------------------------------------------------
