@@ -123,7 +123,8 @@ def _data_files(config: Any) -> Iterator[Diagnostic]:
                 continue
             file = Path(name).expanduser()
             if not file.exists():
-                yield _error(f"data.{key}: {name} does not exist")
+                yield _error(f"data.{key}: {name} does not exist",
+                             hint=f"relative paths are relative to where rlc runs ({Path.cwd()})")
                 continue
             columns, why = read_columns(file)
             if columns is None:
