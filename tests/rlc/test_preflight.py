@@ -141,3 +141,13 @@ def test_run_directory_that_cannot_be_made(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["launch", str(write_config(tmp_path)), "--run-dir",
                                       str(tmp_path / "afile" / "run"), "--dry-run", "--preflight"])
     assert result.exit_code == 1 and "afile is a file" in result.output
+
+
+def test_hub_model_and_dataset_that_do_not_exist(tmp_path: Path, hub_server) -> None:
+    """Asked once, by resolve, which every launch runs first: a dry run already refuses them."""
+    cfg = write_config(tmp_path, data={"train_files": "tester/no-such-data"},
+                       actor_rollout_ref={**BASE["actor_rollout_ref"], "model": {"path": "tester/no-such-model"}})
+    code, out = preflight(cfg)
+    assert code == 1
+    assert f"model tester/no-such-model does not exist on {hub_server.url}" in out
+    assert f"dataset tester/no-such-data does not exist on {hub_server.url}" in out
