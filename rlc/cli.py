@@ -10,11 +10,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rlc.diagnostics import CompileError, Diagnostic, render
+
+if TYPE_CHECKING:
+    from rlc.launch import Compiled
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
@@ -94,7 +97,7 @@ def resolve_cmd(
         loaded = load_config(file, set_ or [])
         resolved = resolve(loaded, offline=offline)
     _print(loaded.warnings + resolved.notes)
-    tree, header = resolved.tree(), f"Resolved by rlc from {file}. Every value is explicit."
+    tree, header = resolved.tree(), resolved.header(f"Resolved by rlc from {file}. Every value is explicit.")
     if output:
         from rlc.files import write_atomic
 
@@ -151,36 +154,85 @@ def launch(
     backend: Annotated[str | None, typer.Option(help="fsdp or megatron (overrides the file)")] = None,
     nnodes: Annotated[int | None, typer.Option(help="Number of nodes (trainer.nnodes)")] = None,
     gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per node (trainer.n_gpus_per_node)")] = None,
-    executor: Annotated[str, typer.Option(help="local, ray or slurm")] = "local",
+    executor: Annotated[str | None, typer.Option(help="local, ray or slurm (default local; on --resume the run's)")]
+    = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/PROJECT/EXPERIMENT-TIME)")] = None,
     set_: SetOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the run directory, print the plan, start nothing")]
     = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last checkpoint")]
-    = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir from its last checkpoint, "
+                                         "with the flags it was launched with")] = False,
     offline: OfflineOption = False,
-    force: Annotated[bool, typer.Option("--force", help="Launch even if the memory estimate exceeds the GPU")]
+    force: Annotated[bool, typer.Option("--force", help="Launch even if the memory estimate exceeds the GPU; resume "
+                                        "even if the config or flags changed")] = False,
+    no_pin: Annotated[bool, typer.Option("--no-pin", help="Launch even if a Hub reference cannot be pinned to a "
+                                         "commit (the Hub out of reach)")] = False,
+    preflight: Annotated[bool, typer.Option("--preflight", help="With --dry-run: also run the checks a launch runs "
+                                            "before starting (paths, data columns, tokens, loggers, GPUs)")]
     = False,
 ) -> None:
-    """Resolve, plan, render and start a training run."""
-    from rlc.launch import LaunchRequest, execute, prepare
+    """Resolve, plan, check, render and start a training run."""
+    from rlc.launch import LaunchRequest, compile_launch, execute, write_run
     from rlc.plan import summary
 
-    if executor not in ("local", "ray", "slurm"):
+    if executor not in (None, "local", "ray", "slurm"):
         raise typer.BadParameter("--executor is local, ray or slurm")
     request = LaunchRequest(file, set_ or [], backend, nnodes, gpus_per_node, executor,  # type: ignore[arg-type]
-                            run_dir, resume, offline, force, dry_run)
+                            run_dir, resume, offline, force, dry_run, no_pin)
     with reporting():
-        plan, scripts, notes = prepare(request)
-    _print(notes)
-    typer.echo(summary(plan), err=True)
+        compiled = compile_launch(request)
+    _print(compiled.notes)
+    typer.echo(summary(compiled.plan), err=True)
+    if not dry_run or preflight:
+        _preflight(compiled)
+    with reporting():
+        scripts = write_run(compiled)
     if dry_run:
-        typer.echo("dry run: wrote " + ", ".join(str(p) for p in [Path(plan.run_dir) / "plan.json", *scripts]),
-                   err=True)
+        done = "wrote" if compiled.rewrite else "kept (the run is unchanged)"
+        typer.echo(f"dry run: {done} " + ", ".join(str(p) for p in [Path(compiled.plan.run_dir) / "plan.json",
+                                                                   *scripts]), err=True)
         return
     with reporting():
-        code = execute(plan, scripts)
+        code = execute(compiled.plan, scripts)
     raise typer.Exit(code)
+
+
+def _preflight(compiled: Compiled) -> None:
+    """rlc.preflight's checks; any error stops the launch before anything is written or started."""
+    from rlc.diagnostics import has_errors
+    from rlc.preflight import run_checks
+
+    found = run_checks(compiled.config, compiled.plan, compiled.request.no_pin)
+    _print(found)
+    if has_errors(found):
+        typer.echo(f"preflight: {sum(d.severity == 'error' for d in found)} problem(s); nothing was started",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo("preflight: ok", err=True)
+
+
+@app.command("diff")
+def diff_cmd(
+    first: Annotated[Path, typer.Argument(help="A config file or a run directory")],
+    second: Annotated[Path, typer.Argument(help="A config file or a run directory")],
+    set_: SetOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Compare two configs or run directories, resolved, key by key; exit 0 if equal, 1 if they differ, 2 on an
+    error. --set applies to both sides that are config files."""
+    from rlc.rundiff import changes, load_side
+
+    try:
+        before, after = (load_side(side, set_ or [], offline) for side in (first, second))
+    except CompileError as err:
+        _print(err.diagnostics)
+        raise typer.Exit(2) from None
+    found = changes(before, after)
+    for change in found:
+        typer.echo(change.line())
+    typer.echo(f"{len(found)} key(s) differ between {first} and {second}" if found
+               else f"{first} and {second} are the same, key by key", err=True)
+    raise typer.Exit(1 if found else 0)
 
 
 @app.command()

@@ -38,10 +38,12 @@ class PinnedRef:
 class HubError(Exception):
     """One line for the user, and optionally what to do about it."""
 
-    def __init__(self, message: str, hint: str | None = None, about_revision: bool = False) -> None:
+    def __init__(self, message: str, hint: str | None = None, about_revision: bool = False,
+                 unreachable: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
         self.about_revision = about_revision  # the repo exists; the revision asked for does not
+        self.unreachable = unreachable  # the Hub could not answer (offline, no network, 5xx): nothing is known
 
 
 def is_local_path(path: str) -> bool:
@@ -101,7 +103,7 @@ def _from_hub(repo_id: str, revision: str | None, repo_type: str, token: str | N
     except _transport_errors() as err:
         raise HubError(f"the Hub at {_endpoint()} cannot be reached ({type(err).__name__}) to resolve {what}",
                        hint="check the network and HF_ENDPOINT, or use --offline (HF_HUB_OFFLINE=1) to resolve "
-                            "from the local Hugging Face cache") from None
+                            "from the local Hugging Face cache", unreachable=True) from None
     if not info.sha:
         raise HubError(f"the Hub at {_endpoint()} returned no commit for {what} at {revision or 'main'!r}")
     return PinnedRef(repo_id, repo_type, revision, info.sha, "hub")
@@ -149,7 +151,8 @@ def _http_error(err: Any, what: str, token: str | None) -> HubError:
                         hint="use a token with read access to this repo")
     if status is not None and status >= 500:
         return HubError(f"the Hub at {_endpoint()} failed (HTTP {status}) while resolving {what}",
-                        hint="try again later, or use --offline (HF_HUB_OFFLINE=1) with a local cache")
+                        hint="try again later, or use --offline (HF_HUB_OFFLINE=1) with a local cache",
+                        unreachable=True)
     return HubError(f"the Hub at {_endpoint()} answered HTTP {status} for {what}: {_first_line(err)}")
 
 
@@ -162,7 +165,8 @@ def _from_cache(repo_id: str, revision: str | None, repo_type: str) -> PinnedRef
     sha = cached_sha(folder, wanted)
     if sha is None:
         raise HubError(f"offline: {repo_type} {repo_id} at {wanted!r} is not in the local Hugging Face cache "
-                       f"({folder})", hint="download it once while online, or drop --offline / HF_HUB_OFFLINE")
+                       f"({folder})", hint="download it once while online, or drop --offline / HF_HUB_OFFLINE",
+                       unreachable=True)
     return PinnedRef(repo_id, repo_type, revision, sha, "cache")
 
 

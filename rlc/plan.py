@@ -51,13 +51,14 @@ class LaunchPlan:
     driver: list[str]  # argv of the runtime driver
     notes: list[str] = field(default_factory=list)
     memory: Any = None  # rlc.memory.MemoryPlan: the per-GPU estimate (GPU runs whose model config is here)
+    unpinned: dict[str, str] = field(default_factory=dict)  # Hub references not pinned (key -> why)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"memory": self.memory.to_json() if self.memory else None}
 
 
 def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3",
-              memory: Any = None) -> LaunchPlan:
+              memory: Any = None, unpinned: dict[str, str] | None = None) -> LaunchPlan:
     trainer, actor = config.trainer, config.actor_rollout_ref.actor
     rollout = config.actor_rollout_ref.rollout
     topology = Topology.from_config(config)
@@ -74,7 +75,7 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
         name=f"{trainer.project_name}/{trainer.experiment_name}", run_dir=run_dir, executor=executor,
         device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=node_gpus, topology=topology, batch=batch,
         nodes=nodes, ray_port=RAY_PORT, env=_environment(config, executor),
-        driver=[python, "-m", "rlc_runtime", run_dir], memory=memory,
+        driver=[python, "-m", "rlc_runtime", run_dir], memory=memory, unpinned=dict(unpinned or {}),
     )
 
 
@@ -131,4 +132,5 @@ def summary(plan: LaunchPlan) -> str:
         from rlc.memory import render
 
         lines.append(render(plan.memory))
+    lines += [f"unpinned  {key}: {why}" for key, why in plan.unpinned.items()]
     return "\n".join(lines + [f"note      {note}" for note in plan.notes])

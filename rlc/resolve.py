@@ -2,6 +2,9 @@
 
 What ran must be written down exactly: the resolved config is the only thing the runtime reads. Hub lookups happen
 here, before any GPU is touched, so a misspelt revision fails in a second instead of after the cluster starts.
+Where the Hub cannot answer at all (offline without a cache, no network, a failing Hub), a reference stays as
+written and is listed in `Resolved.unpinned`, so that plans can be made on a laptop or a login node; `rlc launch`
+refuses to start such a run unless told `--no-pin` (rlc.preflight).
 
 One exception to "every value explicit": a value that reads the environment (`${oc.env:HF_TOKEN}`) is checked
 with this machine's environment but written back as the reference, so no secret reaches a file, a terminal or an
@@ -12,6 +15,7 @@ a sha, a relative path made absolute) is written as rewritten: that is what must
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +25,7 @@ from rlc.interpolate import interpolate
 from rlc.loader import Loaded
 
 ARF_MODEL = ("actor_rollout_ref", "model")
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
 DATA_EXTENSIONS = (".parquet", ".json", ".jsonl", ".csv", ".arrow", ".txt")
 
 
@@ -36,6 +41,15 @@ class Resolved:
     provenance: dict[str, str]
     notes: list[Diagnostic] = field(default_factory=list)
     references: dict[KeyPath, EnvReference] = field(default_factory=dict)
+    unpinned: dict[str, str] = field(default_factory=dict)  # dotted key -> why it could not be pinned
+
+    def header(self, first_line: str) -> str:
+        """The comment block atop a written config: where it came from, and what is not pinned."""
+        lines = [first_line]
+        if self.unpinned:
+            lines += ["NOT PINNED (the Hub could not be asked; `rlc launch` refuses these without --no-pin):"]
+            lines += [f"  {key}: {why}" for key, why in self.unpinned.items()]
+        return "\n".join(lines)
 
     def tree(self) -> dict[str, Any]:
         """The config as rlc writes and prints it: environment references kept (see the module docstring)."""
@@ -55,9 +69,11 @@ def resolve(loaded: Loaded, offline: bool = False) -> Resolved:
     checked = config.model_dump(mode="json")
     references = {path: EnvReference(text, _get(checked, path)) for path, text in loaded.env_references.items()
                   if _has(checked, path)}
-    notes, pinned = _pin_all(config, offline, loaded)
+    notes, pinned, unpinned = _pin_all(config, offline, loaded)
     provenance = _provenance(loaded, config.model_dump(mode="json"), pinned)
-    return Resolved(config, provenance, notes, references)
+    for key, why in unpinned.items():
+        provenance[key] = f"NOT PINNED ({why.split(': ', 1)[0]}: the Hub could not be asked)"
+    return Resolved(config, provenance, notes, references, unpinned)
 
 
 def written_tree(config: Any, references: dict[KeyPath, EnvReference]) -> dict[str, Any]:
@@ -69,15 +85,47 @@ def written_tree(config: Any, references: dict[KeyPath, EnvReference]) -> dict[s
     return tree
 
 
-def _pin_all(config: Any, offline: bool, loaded: Loaded) -> tuple[list[Diagnostic], dict[KeyPath, str]]:
+def _pin_all(config: Any, offline: bool, loaded: Loaded
+             ) -> tuple[list[Diagnostic], dict[KeyPath, str], dict[str, str]]:
+    """Pin every Hub reference. One the Hub cannot answer for (offline and not cached, no network, a failing
+    Hub) stays as written and is returned in `unpinned` (dotted key -> why), so that a plan can still be made
+    where the Hub is out of reach; a launch refuses it unless told otherwise (`rlc.preflight`)."""
     from rlc import hub
 
     notes: list[Diagnostic] = []
     errors: list[Diagnostic] = []
     pinned: dict[KeyPath, str] = {}
+    unpinned: dict[str, str] = {}
     if hub.offline_requested(offline):
         notes.append(Diagnostic("offline: Hub references resolve from the local Hugging Face cache",
                                 severity="note"))
+    unreachable: hub.HubError | None = None  # after the first, the Hub is not asked again: each try may be slow
+
+    def attempt(repo_id: str, revision: str | None, repo_type: str, key: KeyPath, where: KeyPath,
+                revision_at: KeyPath) -> str | None:
+        nonlocal unreachable
+        try:
+            if unreachable is not None:
+                raise unreachable
+            ref = hub.pin(repo_id, revision, repo_type=repo_type, offline=offline)
+            pinned[key] = f"pinned from {revision or 'the default branch'} ({ref.source})"
+            return ref.sha
+        except hub.HubError as err:
+            if not err.unreachable:
+                errors.append(_at(Diagnostic(str(err), revision_at if err.about_revision else where,
+                                             hint=err.hint), loaded))
+                return None
+            why = str(err) if unreachable is None else "not asked: the Hub could not be reached for an earlier one"
+            unreachable = err
+            if revision and FULL_SHA.fullmatch(revision):  # a full commit sha pins itself
+                pinned[key] = "a commit sha as written (the Hub was not reached)"
+                return revision
+            unpinned[dotted(key)] = f"{repo_type} {repo_id} at {revision or 'the default branch'}: {why}"
+            notes.append(_at(Diagnostic(f"not pinned: {unpinned[dotted(key)]}", key, severity="warning",
+                                        hint=f"{err.hint}; `rlc launch` refuses an unpinned reference unless "
+                                             "given --no-pin"), loaded))
+            return None
+
     for path, block, revision_key in _model_refs(config):
         if block.path is None:
             continue
@@ -88,28 +136,22 @@ def _pin_all(config: Any, offline: bool, loaded: Loaded) -> tuple[list[Diagnosti
                 setattr(block, revision_key, None)
             continue
         requested = getattr(block, revision_key)
-        try:
-            ref = hub.pin(block.path, requested, repo_type="model", offline=offline)
-        except hub.HubError as err:
-            key = revision_key if err.about_revision else "path"
-            errors.append(_at(Diagnostic(str(err), (*path, key), hint=err.hint), loaded))
+        key = (*path, revision_key)
+        sha = attempt(block.path, requested, "model", key, (*path, "path"), key)
+        if sha is None:
             continue
-        setattr(block, revision_key, ref.sha)
+        setattr(block, revision_key, sha)
         if revision_key == "revision":
             block.revision_requested = requested or "main"
-        pinned[(*path, revision_key)] = f"pinned from {requested or 'the default branch'} ({ref.source})"
-    for dataset_id in _dataset_ids(config.data):
-        try:
-            ref = hub.pin(dataset_id, config.data.revision, repo_type="dataset", offline=offline)
-        except hub.HubError as err:
-            key = "revision" if err.about_revision else "train_files"
-            errors.append(_at(Diagnostic(str(err), ("data", key), hint=err.hint), loaded))
+    for dataset_id in dataset_ids(config.data):
+        key = ("data", "revisions", dataset_id)
+        sha = attempt(dataset_id, config.data.revision, "dataset", key, ("data", "train_files"), ("data", "revision"))
+        if sha is None:
             continue
-        config.data.revisions[dataset_id] = ref.sha
-        pinned[("data", "revisions", dataset_id)] = f"pinned from {config.data.revision or 'the default branch'}"
+        config.data.revisions[dataset_id] = sha
     if errors:
         raise CompileError(errors)
-    return notes, pinned
+    return notes, pinned, unpinned
 
 
 def _model_refs(config: Any) -> Iterator[tuple[KeyPath, Any, str]]:
@@ -142,10 +184,10 @@ class _Alias:
             setattr(self._model, name, value)
 
 
-def _dataset_ids(data: Any) -> list[str]:
+def dataset_ids(data: Any) -> list[str]:
     from rlc import hub
 
-    files = [*_as_list(data.train_files), *_as_list(data.val_files)]
+    files = [*as_list(data.train_files), *as_list(data.val_files)]
     return [f for f in dict.fromkeys(files) if not hub.is_local_path(f) and _looks_like_hub_id(f)]
 
 
@@ -155,7 +197,7 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.endswith(DATA_EXTENSIONS)
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
+def as_list(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 

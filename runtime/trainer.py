@@ -90,6 +90,7 @@ class Trainer:
         self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
         self.groups: list[WorkerGroup] = []
         self.memory_peaks: dict[str, float] = {}  # GiB of the device at peak, per phase, over the run
+        self.pushes = _upload_schedule(cfg)  # None: no Hub upload
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
 
@@ -157,9 +158,11 @@ class Trainer:
                         metrics |= self._validate(step)
                     metrics["timing_s/testing"] = timings["testing"]
                 tracking.log(metrics, step)
+                score = validation_score(metrics)
+                best = self.pushes is not None and self.pushes.improves(score)  # on_best_val: saved to be pushed
                 if (trainer.save_freq > 0 and (last or step % trainer.save_freq == 0)) or (
-                        last and self.cfg.hf_upload.enabled):
-                    self._save(step, last)
+                        last and self.cfg.hf_upload.enabled) or best:
+                    self._save(step, last, score)
         finally:
             tracking.close()
 
@@ -430,12 +433,17 @@ class Trainer:
         return validation_metrics(sources, scores, params.n)
 
     # checkpoints -----------------------------------------------------------------------------------------------
-    def _save(self, step: int, last: bool) -> None:
+    def _save(self, step: int, last: bool, score: float | None = None) -> None:
+        # The final push is _finish's; one during training is due by hf_upload's schedule.
+        push = self.pushes.due(score) if self.pushes is not None and not last else None
         with checkpoint.atomic_checkpoint(self.ckpt_root, step) as tmp:
-            self.workers.call("save", str(tmp), last and self.cfg.hf_upload.enabled)
+            self.workers.call("save", str(tmp), self.pushes is not None and (last or push is not None))
             checkpoint.save_trainer_state(tmp, step, self.sampler.state_dict(), {"kl_coef": self.kl_ctrl.value})
         keep = [k for k in (self.cfg.trainer.max_actor_ckpt_to_keep, self.cfg.trainer.max_critic_ckpt_to_keep) if k]
         checkpoint.prune(self.ckpt_root, min(keep) if keep else None)
+        if push is not None and self.pushes is not None:
+            self.pushes.pushed(_upload(self.cfg, checkpoint.find_latest(self.ckpt_root), self.run_dir,
+                                       f"step {step}: {push}"))
 
     def _restore(self) -> int:
         trainer = self.cfg.trainer
@@ -495,15 +503,28 @@ def balanced_order(lengths: list[int], parts: int) -> list[int]:
     return [i for chunk in chunks for i in chunk]
 
 
-def _upload(cfg: RLCConfig, ckpt_dir: Path | None, run_dir: Path) -> None:
-    """The end-of-training Hub upload; it never fails the run."""
-    from rlc_runtime.upload import upload_final
+def _upload_schedule(cfg: RLCConfig) -> Any:
+    from rlc_runtime.upload import UploadSchedule
+
+    upload = cfg.hf_upload
+    return UploadSchedule(upload.every_n_saves, upload.on_best_val) if upload.enabled else None
+
+
+def validation_score(metrics: dict[str, float]) -> float | None:
+    """The run's validation score of this step (verl's val-core/all/reward/mean@N), if it validated."""
+    return next((v for k, v in metrics.items() if k.startswith("val-core/all/reward/mean@")), None)
+
+
+def _upload(cfg: RLCConfig, ckpt_dir: Path | None, run_dir: Path, what: str = "final checkpoint") -> bool:
+    """One Hub push (a commit); it never fails the run. Whether it succeeded."""
+    from rlc_runtime.upload import upload_checkpoint
 
     if ckpt_dir is None:
         print("rlc_runtime: warning: hf_upload: no checkpoint to upload", flush=True)
-        return
+        return False
     try:
-        upload_final(cfg, ckpt_dir, run_dir)
-    except Exception as error:  # noqa: BLE001 - an upload failure must never fail a finished training run
+        return upload_checkpoint(cfg, ckpt_dir, run_dir, what) is not None
+    except Exception as error:  # noqa: BLE001 - an upload failure must never fail a training run
         print(f"rlc_runtime: warning: hf_upload failed, the checkpoint stays at {ckpt_dir}: "
               f"{type(error).__name__}: {error}", flush=True)
+        return False

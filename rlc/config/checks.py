@@ -313,6 +313,20 @@ def check_services(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnos
     elif upload.organization and upload.repo_id and "/" in upload.repo_id:
         yield Diagnostic("repo_id already names an owner; organization would be ignored",
                          ("hf_upload", "organization"), severity="warning")
+    yield from _check_upload_schedule(cfg)
+
+
+def _check_upload_schedule(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """Pushes during training ride on checkpoints (every_n_saves) or validations (on_best_val)."""
+    upload, trainer = cfg.hf_upload, cfg.trainer
+    if upload.every_n_saves and trainer.save_freq <= 0:
+        yield Diagnostic("hf_upload.every_n_saves pushes saved checkpoints, and trainer.save_freq saves none during "
+                         "training", ("hf_upload", "every_n_saves"), severity="warning",
+                         hint="set trainer.save_freq, or only the final checkpoint is pushed")
+    if upload.on_best_val and (trainer.test_freq <= 0 or not cfg.data.val_files):
+        yield Diagnostic("hf_upload.on_best_val pushes after a validation, and none runs during training",
+                         ("hf_upload", "on_best_val"), severity="warning",
+                         hint="set data.val_files and trainer.test_freq")
 
 
 def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

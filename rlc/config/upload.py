@@ -1,4 +1,4 @@
-"""`hf_upload`: push the final checkpoint to the Hugging Face Hub (seed 001)."""
+"""`hf_upload`: push the final checkpoint (and, if asked, checkpoints during training) to the Hugging Face Hub."""
 
 from typing import Literal
 
@@ -8,7 +8,7 @@ from rlc.config.base import Section
 
 
 class HFUpload(Section):
-    """rlc: push the trained model to the Hugging Face Hub at the end of the run."""
+    """rlc: push the trained model to the Hugging Face Hub at the end of the run, and optionally during it."""
 
     enabled: bool = False
     """Upload when training ends."""
@@ -22,3 +22,9 @@ class HFUpload(Section):
     """Also upload the optimizer state (full), or not (null)."""
     max_retries: int = Field(3, ge=0)
     """Retries of a failed upload."""
+    every_n_saves: int = Field(0, ge=0)
+    """Also push every N-th checkpoint saved during training, one commit each (0: only the final one). A push that
+    fails is logged and tried again at the next save; it never fails the run."""
+    on_best_val: bool = False
+    """Also push after a validation whose score (val-core/all/reward/mean@N) is the best of the run so far; the
+    checkpoint is saved for it if trainer.save_freq would not."""

@@ -224,3 +224,12 @@ def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) ->
     assert "['foreach'] are not supported by backend megatron" in \
         found["actor_rollout_ref.actor.optim.override_optimizer_config"]
     assert run("validate", write(tmp_path, text.replace(", foreach: false", "")))[0] == 0  # eps maps to adam_eps
+
+
+def test_pushes_during_training_need_saves_and_validations(tmp_path: Path) -> None:
+    text = BASE + "hf_upload:\n  enabled: true\n  repo_id: me/model\n  every_n_saves: 2\n  on_best_val: true\n"
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    assert code == 0  # warnings: the run works, it only pushes less than asked
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert "trainer.save_freq saves none during training" in found["hf_upload.every_n_saves"]
+    assert "none runs during training" in found["hf_upload.on_best_val"]

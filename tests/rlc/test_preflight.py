@@ -1,0 +1,153 @@
+"""Preflight: each problem that would stop a job after it started is found before anything starts, one message
+each, through `rlc launch --dry-run --preflight` (and `rlc launch`, which refuses and writes nothing).
+
+Real parts throughout: data files written with pyarrow, the loopback Hub (tests/hubserver) for the token check, an
+HTTP server on 127.0.0.1 for the reward server's /ping, a closed loopback port for one that does not answer. This
+machine has no NVIDIA GPU, which the GPU check must say.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from test_launch import BASE
+from typer.testing import CliRunner
+
+from rlc.cli import app
+from rlc.preflight import read_columns
+
+
+def write_config(tmp_path: Path, **sections: dict) -> Path:
+    tree = json.loads(json.dumps(BASE))
+    tree["trainer"]["n_gpus_per_node"] = 1
+    for name, values in sections.items():
+        tree[name] = tree.get(name, {}) | values
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def preflight(cfg: Path, *args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["launch", str(cfg), "--run-dir", str(cfg.parent / "run"), "--dry-run",
+                                      "--preflight", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed when the block ends: nothing listens there
+
+
+@pytest.fixture
+def ping_server() -> Iterator[str]:
+    class Ping(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/ping" else 404)
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_sound_cpu_run_passes(tmp_path: Path) -> None:
+    code, out = preflight(write_config(tmp_path))
+    assert code == 0, out
+    assert "preflight: ok" in out
+
+
+def test_missing_paths_and_a_missing_prompt_column(tmp_path: Path) -> None:
+    table = pa.table({"question": ["1+1"], "data_source": ["x"]})
+    pq.write_table(table, tmp_path / "wrong.parquet")
+    cfg = write_config(tmp_path, data={"train_files": str(tmp_path / "wrong.parquet"),
+                                       "val_files": str(tmp_path / "absent.parquet")},
+                       actor_rollout_ref={**BASE["actor_rollout_ref"], "model": {"path": str(tmp_path / "nomodel")}})
+    code, out = preflight(cfg)
+    assert code == 1
+    assert f"actor_rollout_ref.model.path: {tmp_path / 'nomodel'} does not exist" in out
+    assert f"data.val_files: {tmp_path / 'absent.parquet'} does not exist" in out
+    assert "has no `prompt` column (data.prompt_key) and no `messages`; its columns: question, data_source" in out
+    assert "3 problem(s); nothing was started" in out  # the critic (not used by GRPO) is not asked
+    # `rlc launch` runs the same checks first: refused, and the run directory is never written.
+    result = CliRunner().invoke(app, ["launch", str(cfg), "--run-dir", str(tmp_path / "real")])
+    assert result.exit_code == 1 and "does not exist" in result.output and not (tmp_path / "real").exists()
+
+
+def test_column_names_from_headers(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('\n{"prompt": "p", "answer": 1}\n{"other": 2}\n')
+    (tmp_path / "a.json").write_text('[{"messages": [], "x": 1}]')
+    (tmp_path / "a.csv").write_text("prompt,answer\n1+1,2\n")
+    (tmp_path / "a.arrow").write_bytes(b"")
+    assert read_columns(tmp_path / "a.jsonl") == (["prompt", "answer"], "")
+    assert read_columns(tmp_path / "a.json") == (["messages", "x"], "")
+    assert read_columns(tmp_path / "a.csv") == (["prompt", "answer"], "")
+    assert read_columns(tmp_path / "a.arrow")[0] is None
+
+
+def test_upload_token_wandb_and_reward_server(tmp_path: Path, hub_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc holding a W&B key
+    url = f"http://127.0.0.1:{closed_port()}"
+    cfg = write_config(tmp_path, hf_upload={"enabled": True, "repo_id": "tester/out"},
+                       trainer={**BASE["trainer"], "n_gpus_per_node": 1, "logger": ["console", "wandb"]},
+                       reward_api={"enable": True, "api_url": url})
+    code, out = preflight(cfg)
+    assert code == 1
+    assert "hf_upload.enabled needs a Hugging Face token with write access, and none was found" in out
+    assert "trainer.logger has wandb" in out
+    assert f"the reward server does not answer {url}/ping" in out
+    monkeypatch.setenv("HF_TOKEN", "hf_not_known_to_the_hub")
+    assert "the Hub refused the Hugging Face token" in preflight(cfg)[1]
+
+
+def test_reward_server_that_answers_and_a_token_the_hub_knows(tmp_path: Path, hub_server, ping_server: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", hub_server.add_token("hf_good"))
+    cfg = write_config(tmp_path, hf_upload={"enabled": True, "repo_id": "tester/out"},
+                       reward_api={"enable": True, "api_url": ping_server})
+    code, out = preflight(cfg)
+    assert code == 0, out
+    assert "hf_good" not in out
+
+
+def test_gpus_and_nodes_of_a_local_run(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, trainer={**BASE["trainer"], "device": "cuda", "n_gpus_per_node": 1, "nnodes": 2})
+    code, out = preflight(cfg)
+    assert code == 1
+    assert "the plan needs 2 nodes, and --executor local runs on this machine only" in out
+    assert "the plan needs NVIDIA GPUs, and nvidia-smi finds none here" in out  # this machine has none
+    code, out = preflight(cfg, "--executor", "slurm", "--run-dir", tmp_path / "slurm")  # runs elsewhere: not asked
+    assert code == 0, out
+
+
+def test_run_directory_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    result = CliRunner().invoke(app, ["launch", str(write_config(tmp_path)), "--run-dir",
+                                      str(tmp_path / "afile" / "run"), "--dry-run", "--preflight"])
+    assert result.exit_code == 1 and "afile is a file" in result.output
+
+
+def test_hub_model_and_dataset_that_do_not_exist(tmp_path: Path, hub_server) -> None:
+    """Asked once, by resolve, which every launch runs first: a dry run already refuses them."""
+    cfg = write_config(tmp_path, data={"train_files": "tester/no-such-data"},
+                       actor_rollout_ref={**BASE["actor_rollout_ref"], "model": {"path": "tester/no-such-model"}})
+    code, out = preflight(cfg)
+    assert code == 1
+    assert f"model tester/no-such-model does not exist on {hub_server.url}" in out
+    assert f"dataset tester/no-such-data does not exist on {hub_server.url}" in out
