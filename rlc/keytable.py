@@ -55,7 +55,9 @@ def _section(prop: dict[str, Any], root: dict[str, Any]) -> dict[str, Any] | Non
 def _text(prop: dict[str, Any], marker: dict[str, Any] | None) -> str:
     text = prop.get("description", "")
     if marker and marker["status"] == "partial":
-        return f"{text} rlc runs: {', '.join(marker['implemented'])}; others: {marker['note']}."
+        swaps = "".join(f" {name}: warns, rlc runs {swap['runs']} instead: {swap['note']}."
+                        for name, swap in marker.get("substitutes", {}).items())
+        return f"{text} rlc runs: {', '.join(marker['implemented'])};{swaps} others: {marker['note']}."
     if marker:
         return f"{text} {'Instead' if marker['status'] == 'warn' else 'Refused'}: {marker['note']}."
     return text
@@ -73,7 +75,8 @@ def markdown(schema: dict[str, Any]) -> str:
         "- **implemented**: rlc acts on the key as verl does;",
         "- **warns**: accepted; a value other than the default earns a warning saying what rlc does instead;",
         "- **refused**: known, not implemented; a value other than the default is an error giving the reason;",
-        "- **some values**: verl's names are all accepted by the schema; those rlc does not run are an error;",
+        "- **some values**: verl's names are all accepted by the schema; those rlc does not run are an error, or a "
+        "warning where rlc runs a named substitute;",
         "- **section**: a block of keys (a marked section, such as `ref.megatron`, is listed with its status).",
         "",
         "Totals: " + ", ".join(f"{n} {word}" for word, n in counts.items()) + f" ({len(table)} keys).",

@@ -9,7 +9,9 @@ verl's names, so a verl config validates. Each key is exactly one of:
   then too;
 - `refused(default, why)`: known from verl, not implemented; a value other than the default is an error saying why;
 - `partly(default, implemented, why)`: a name from verl's list (loss modes, estimators, engines); the schema
-  accepts all of verl's names, and one that rlc does not run yet is an error naming those it does.
+  accepts all of verl's names, and one that rlc does not run yet is an error naming those it does, unless
+  `substitutes` gives what rlc runs in its place (`sglang` -> `vllm`): then a warning says so, and resolution
+  writes the substitute (`substituted`), so the resolved config says what runs.
 
 The marker lives in the field's JSON Schema (`x-rlc`), so validation (`checks.check_status`), the key table
 (`rlc keys`) and the tests read the same data; no key's status is an `if` somewhere else. Descriptions are the
@@ -63,10 +65,21 @@ def refused(default: Any, why: str, *, also_fine: tuple[Any, ...] = (), **kwargs
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 
-def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", **kwargs: Any) -> Any:
-    """A choice among verl's names of which rlc runs only `implemented`."""
+def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", *,
+           substitutes: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> Any:
+    """A choice among verl's names of which rlc runs only `implemented`; `substitutes`: name -> (the implemented
+    name rlc runs in its place, what the user must know about the difference)."""
     marker = {"status": "partial", "implemented": list(implemented), "note": why}
+    if substitutes:
+        marker["substitutes"] = {name: {"runs": runs, "note": note} for name, (runs, note) in substitutes.items()}
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
+
+
+def substituted(section: BaseModel, name: str) -> Any:
+    """The value of `section.name` that rlc runs: its substitute (see `partly`) or itself."""
+    value = getattr(section, name)
+    marker = status_of(type(section).model_fields[name]) or {}
+    return marker.get("substitutes", {}).get(value, {}).get("runs", value)
 
 
 def status_of(field: Any) -> dict[str, Any] | None:
