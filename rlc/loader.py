@@ -94,7 +94,8 @@ def _untyped(unset: list[Diagnostic]) -> list[KeyPath]:
     from rlc.edits import field_types
 
     root = schema.load()
-    return [d.path for d in unset if (kinds := field_types(root, [str(p) for p in d.path])[0]) and "string" not in kinds]
+    kinds = [field_types(root, [str(p) for p in d.path])[0] for d in unset]
+    return [d.path for d, types in zip(unset, kinds, strict=True) if types and "string" not in types]
 
 
 def _without(tree: dict[str, Any], paths: list[tuple]) -> dict[str, Any]:

@@ -113,7 +113,8 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
     rollout = cfg.actor_rollout_ref.rollout
     gpus_per_node = cfg.trainer.n_gpus_per_node if cfg.actor_rollout_ref.hybrid_engine else rollout.n_gpus_per_node
     tp = rollout.tensor_model_parallel_size
-    if substituted(rollout, "name") == "vllm" and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
+    vllm = substituted(rollout, "name") == "vllm"
+    if vllm and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} does not divide n_gpus_per_node "
                          f"{gpus_per_node}", (*ROLLOUT, "tensor_model_parallel_size"))
     elif rollout.name == "vllm" and tp > rollout_ranks(cfg) > 0:

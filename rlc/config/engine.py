@@ -214,8 +214,9 @@ class MegatronConfig(Section):
     """Tensor-parallel ranks per model replica."""
     pipeline_model_parallel_size: int = Field(1, ge=1)
     """Pipeline stages per model replica."""
-    virtual_pipeline_model_parallel_size: int | None = refused(
-        None, "virtual (interleaved) pipeline parallelism is not implemented in rlc yet", also_fine=(1,))
+    virtual_pipeline_model_parallel_size: int | None = instead(
+        None, "rlc runs Megatron's plain (non-interleaved) pipeline schedule: the same updates, a larger pipeline "
+              "bubble", also_fine=(1,))
     """Model chunks per pipeline stage for the interleaved schedule."""
     context_parallel_size: int = refused(1, "context parallelism is not implemented in rlc yet", ge=1)
     """Ranks that split each sequence (Megatron context parallelism)."""

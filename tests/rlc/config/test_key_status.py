@@ -258,3 +258,14 @@ def test_verl_0_9_1_reward_section_feeds_the_reward_function_rlc_runs() -> None:
     tree = {"reward": {"custom_reward_function": {"path": "my_reward.py", "name": "score"}}}
     filled = fill_defaults(RLCConfig.model_validate(_merged(MINIMAL, tree)))
     assert (filled.custom_reward_function.path, filled.custom_reward_function.name) == ("my_reward.py", "score")
+
+
+def test_interleaved_pipeline_warns_that_rlc_runs_the_plain_schedule() -> None:
+    def found(vpp: int) -> list[Diagnostic]:
+        tree = {"backend": "megatron", "actor_rollout_ref": {
+            "model": {"path": "m"}, "actor": {"megatron": {"virtual_pipeline_model_parallel_size": vpp}}}}
+        return [d for d in _diagnostics(tree) if d.dotted.endswith("virtual_pipeline_model_parallel_size")]
+
+    assert found(1) == []  # one chunk per stage is the plain schedule
+    assert [(d.severity, "plain (non-interleaved) pipeline schedule" in d.message) for d in found(2)] == [
+        ("warning", True)]
