@@ -25,8 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STATUS = "x-rlc"
-"""JSON Schema key holding a field's status: `{"status": "warn" | "refused" | "partial", "note": ..., ...}`."""
+from rlc.schema import STATUS
 
 
 class Section(BaseModel):
