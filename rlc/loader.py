@@ -55,7 +55,7 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
     # (launch) refuses until the variable is set.
     unset = [_locate(d, located) for d in found if d.code == UNSET_ENV]
     checked = _without(tree, _untyped(unset)) if unset else tree
-    structural = schema.check(checked)
+    structural = _structural(checked)
     found += structural
     # Unknown keys alone do not change what the rest means: drop them and run the model stage on what is left,
     # so that one run reports typos and cross-field problems together. Any other structural error would put
@@ -68,6 +68,21 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
         raise CompileError(found)
     config, _ = _build(checked)
     return Loaded(config, located, tree, found, references, unset)
+
+
+def _structural(tree: dict[str, Any]) -> list[Diagnostic]:
+    """The schema's verdict on `tree`. A tree the models take in strict mode (no coercion, as JSON Schema checks)
+    passes the schema generated from them, so jsonschema (a fifth of a cold `rlc validate`) is imported only to
+    explain a tree that fails."""
+    from pydantic import ValidationError
+
+    from rlc.config import RLCConfig
+
+    try:
+        RLCConfig.model_validate(tree, strict=True)
+    except ValidationError:
+        return schema.check(tree)
+    return []
 
 
 def apply_sets(data: dict[str, Any], sets: Sequence[str], labels: Sequence[str] | None = None

@@ -41,7 +41,7 @@ class Optim(Section):
     """Steps the schedule spans; -1: filled in by the trainer from the data set size and epochs."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW decoupled weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2)  # a list, as YAML gives it (strict checks)
     """AdamW beta1 and beta2."""
     clip_grad: float = instead(1.0, "rlc clips gradients by the section's grad_clip (actor.grad_clip, "
                                     "critic.grad_clip)", gt=0)
