@@ -90,8 +90,9 @@ class _Resolver:
                 self.problems.append(Diagnostic(str(err), path, hint="references look like ${section.key}"))
         except UnsetVariable as err:
             self.problems.append(Diagnostic(f"{err}; `rlc launch` needs it", path, severity="warning",
-                                            code=UNSET_ENV, hint="bash would pass verl an empty value here; set "
-                                            "the variable where you launch, or give a default: ${oc.env:VAR,default}"))
+                                            code=UNSET_ENV, hint="set it where rlc launches, or give a default: "
+                                            "${oc.env:VAR,default} (a verl script run by bash would pass an empty "
+                                            "value here)"))
         except LookupError as err:
             self.problems.append(Diagnostic(str(err), path, hint="references look like ${section.key}, ${.sibling}, "
                                             "${oc.select:key,default} or ${oc.env:VAR}"))
