@@ -173,6 +173,7 @@ def run(root: Path, show: bool, cwd: Path | None) -> int:
     counts: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
     mismatches: list[str] = []
+    blocking: collections.Counter[str] = collections.Counter()  # a key rlc knows and refuses -> scripts it stops
     found = scripts(root)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -219,13 +220,16 @@ def run(root: Path, show: bool, cwd: Path | None) -> int:
                     for d in diagnostics:
                         if d.get("severity", "error") == "error":
                             errors[f"validate: {d.get('code') or kind(d['message'])}"] += 1
+                    refused = {re.sub(r"\[\d+\]", "", d["path"]) for d in diagnostics
+                               if d.get("severity", "error") == "error" and d.get("code") == "not-implemented"}
+                    blocking.update(refused)
                 if status == "ok":
                     found_here = compare(script, name, out, env, cwd)
                     mismatches += found_here
                     counts["values compared with bash"] += not any(m.startswith("(not compared)") for m in found_here)
         finally:
             os.chdir(previous)
-    report(len(found), counts, errors, mismatches)
+    report(len(found), counts, errors, mismatches, blocking)
     return 0
 
 
@@ -267,7 +271,7 @@ def _compare_once(script: Path, name: Path, text: str, env: dict[str, str], cwd:
 
 
 def report(total: int, counts: collections.Counter[str], errors: collections.Counter[str],
-           mismatches: list[str]) -> None:
+           mismatches: list[str], blocking: collections.Counter[str]) -> None:
     def row(label: str, count: int) -> None:
         print(f"| {label:<70} | {count:>5} | {100 * count / max(total, 1):5.1f}% |")
 
@@ -281,6 +285,9 @@ def report(total: int, counts: collections.Counter[str], errors: collections.Cou
     print("\nerrors by kind (messages, not scripts):")
     for label, count in errors.most_common():
         print(f"  {count:>4}  {label}")
+    print("\nkeys known to rlc but not implemented, by the scripts whose validation they stop:")
+    for key, count in blocking.most_common():
+        print(f"  {count:>4}  {key}")
     unequal = [m for m in mismatches if not m.startswith("(not")]
     print(f"\nscripts whose every value was compared with what bash passes: {counts['values compared with bash']}")
     print(f"values unequal to what bash passes: {len(unequal)}")

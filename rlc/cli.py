@@ -19,8 +19,35 @@ from rlc.diagnostics import CompileError, Diagnostic, render
 if TYPE_CHECKING:
     from rlc.launch import Compiled
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: plain help text, so `rlc --help` does not import rich and markdown-it (most of its time)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file.")
+
+
+def _complete_set(incomplete: str) -> list[str]:
+    from rlc.completion import complete_set
+
+    return complete_set(incomplete)
+
+
+def _complete_key(incomplete: str) -> list[str]:
+    from rlc.completion import complete_key
+
+    return complete_key(incomplete)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rlc import __version__
+
+        typer.echo(f"rlc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print rlc's version and exit")] = False) -> None:
+    """Compile, check and launch RL post-training jobs (GRPO, PPO) from one YAML file."""
 
 def _check_sets(values: list[str] | None) -> list[str] | None:
     """`-s key value` makes `value` a separate argument (often read as a file): say so at the flag."""
@@ -32,7 +59,7 @@ def _check_sets(values: list[str] | None) -> list[str] | None:
 
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: a.b.c=value",
-                                                     callback=_check_sets)]
+                                                     callback=_check_sets, autocompletion=_complete_set)]
 
 
 @contextmanager
@@ -110,7 +137,8 @@ def resolve_cmd(
 @app.command()
 def show(
     file: Annotated[Path, typer.Argument(help="Config file")],
-    explain: Annotated[str | None, typer.Option("--explain", help="A key (or a section) to explain")] = None,
+    explain: Annotated[str | None, typer.Option("--explain", help="A key (or a section) to explain",
+                                                autocompletion=_complete_key)] = None,
     set_: SetOption = None,
     offline: OfflineOption = False,
 ) -> None:
@@ -139,6 +167,42 @@ def _meanings() -> dict[str, str]:
     from rlc import keytable, schema
 
     return {row.key: f"[{row.status}] {row.text}" for row in keytable.rows(schema.load())}
+
+
+@app.command("explain")
+def explain_cmd(
+    key: Annotated[str, typer.Argument(help="A dotted config key, e.g. actor_rollout_ref.rollout.name",
+                                       autocompletion=_complete_key)],
+) -> None:
+    """Say what a config key means: its description, default, status in rlc and the values it takes."""
+    from rlc.completion import describe
+
+    found = describe(key)
+    if found is None:
+        _no_such_key(key)
+    typer.echo(f"{found['key']}  [{found['status']}]")
+    if found["status"] != "section":
+        typer.echo(f"  default: {found['default']!r}")
+    if found["values"]:
+        typer.echo(f"  values:  {', '.join(found['values'])}")
+    if found["text"]:
+        typer.echo(f"  {found['text']}")
+
+
+def _no_such_key(key: str) -> None:
+    import difflib
+
+    from rlc.completion import all_keys
+
+    # compare as many trailing parts as were typed, so that `rollout.nme` finds `actor_rollout_ref.rollout.name`
+    parts = key.count(".") + 1
+    tails: dict[str, list[str]] = {}
+    for known in all_keys():
+        tails.setdefault(".".join(known.split(".")[-parts:]), []).append(known)
+    close = [k for tail in difflib.get_close_matches(key, tails, n=3, cutoff=0.8) for k in tails[tail]][:5]
+    hint = f"; did you mean {', '.join(f'`{k}`' for k in close)}?" if close else "; see `rlc keys`"
+    typer.echo(f"error: `{key}` is not a config key{hint}", err=True)
+    raise typer.Exit(1)
 
 
 def _flatten(node: object, prefix: str = "") -> dict[str, object]:

@@ -35,6 +35,14 @@ class Unresolvable(LookupError):
     """A reference that can never resolve: a cycle, a bound, an unknown resolver, an unset variable."""
 
 
+class UnsetVariable(Unresolvable):
+    """`${oc.env:VAR}` with no default and VAR unset here. Bash would pass verl an empty word; rlc cannot know the
+    value the launching machine will have, so validation warns (code `env-unset`) and resolution refuses."""
+
+
+UNSET_ENV = "env-unset"
+
+
 def interpolate(tree: dict[str, Any], *, complete: bool = True) -> tuple[dict[str, Any], list[Diagnostic]]:
     """Resolve references. With `complete=False` (the user's partial tree) a reference to a key the user did not
     write is left for resolution to settle once defaults are explicit."""
@@ -80,6 +88,11 @@ class _Resolver:
         except MissingKey as err:
             if self.complete:
                 self.problems.append(Diagnostic(str(err), path, hint="references look like ${section.key}"))
+        except UnsetVariable as err:
+            self.problems.append(Diagnostic(f"{err}; `rlc launch` needs it", path, severity="warning",
+                                            code=UNSET_ENV, hint="set it where rlc launches, or give a default: "
+                                            "${oc.env:VAR,default} (a verl script run by bash would pass an empty "
+                                            "value here)"))
         except LookupError as err:
             self.problems.append(Diagnostic(str(err), path, hint="references look like ${section.key}, ${.sibling}, "
                                             "${oc.select:key,default} or ${oc.env:VAR}"))
@@ -147,7 +160,7 @@ class _Resolver:
         if value is not None:
             return value
         if not default:
-            raise Unresolvable(f"environment variable {name.strip()} is not set")
+            raise UnsetVariable(f"environment variable {name.strip()} is not set here")
         default = default.strip()
         if len(default) > 1 and default[0] == default[-1] and default[0] in "'\"":
             default = default[1:-1]

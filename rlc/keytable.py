@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rlc.config.base import STATUS
+from rlc.schema import STATUS
 
 VERL_RELEASE = "verl 0.9.1 (and of verl commit b178a3cd, which verl's example scripts were written against)"
 """The verl whose fsdp and megatron trainer configs rlc's schema covers key by key."""
@@ -31,17 +31,25 @@ class KeyRow:
 
 def rows(schema: dict[str, Any]) -> Iterator[KeyRow]:
     """Every key of the schema, depth first, in the models' field order."""
-    yield from _rows(schema, schema, "")
-
-
-def _rows(node: dict[str, Any], root: dict[str, Any], prefix: str) -> Iterator[KeyRow]:
-    for name, prop in node.get("properties", {}).items():
-        key, marker, section = f"{prefix}{name}", prop.get(STATUS), _section(prop, root)
+    for key, prop, section in properties(schema):
+        marker = prop.get(STATUS)
         status = marker["status"] if marker else "section" if section is not None else None
         default = "" if status == "section" else prop.get("default")
         yield KeyRow(key, default, STATUS_WORDS[status], _text(prop, marker))
+
+
+def properties(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """(dotted key, its JSON Schema property, the section it holds or None), depth first, in field order."""
+    yield from _properties(schema, schema, "")
+
+
+def _properties(node: dict[str, Any], root: dict[str, Any], prefix: str
+                ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    for name, prop in node.get("properties", {}).items():
+        key, section = f"{prefix}{name}", _section(prop, root)
+        yield key, prop, section
         if section is not None:
-            yield from _rows(section, root, key + ".")
+            yield from _properties(section, root, key + ".")
 
 
 def _section(prop: dict[str, Any], root: dict[str, Any]) -> dict[str, Any] | None:
@@ -55,7 +63,12 @@ def _section(prop: dict[str, Any], root: dict[str, Any]) -> dict[str, Any] | Non
 def _text(prop: dict[str, Any], marker: dict[str, Any] | None) -> str:
     text = prop.get("description", "")
     if marker and marker["status"] == "partial":
-        return f"{text} rlc runs: {', '.join(marker['implemented'])}; others: {marker['note']}."
+        swaps = marker.get("substitutes", {})
+        said = "".join(f" {name}: warns, rlc runs {swap['runs']} instead: {swap['note']}."
+                       for name, swap in swaps.items())
+        others = [v for v in prop.get("enum", [None]) if v not in marker["implemented"] and v not in swaps]
+        return f"{text} rlc runs: {', '.join(marker['implemented'])};{said}" + (
+            f" others: {marker['note']}." if others else "")
     if marker:
         return f"{text} {'Instead' if marker['status'] == 'warn' else 'Refused'}: {marker['note']}."
     return text
@@ -73,7 +86,8 @@ def markdown(schema: dict[str, Any]) -> str:
         "- **implemented**: rlc acts on the key as verl does;",
         "- **warns**: accepted; a value other than the default earns a warning saying what rlc does instead;",
         "- **refused**: known, not implemented; a value other than the default is an error giving the reason;",
-        "- **some values**: verl's names are all accepted by the schema; those rlc does not run are an error;",
+        "- **some values**: verl's names are all accepted by the schema; those rlc does not run are an error, or a "
+        "warning where rlc runs a named substitute;",
         "- **section**: a block of keys (a marked section, such as `ref.megatron`, is listed with its status).",
         "",
         "Totals: " + ", ".join(f"{n} {word}" for word, n in counts.items()) + f" ({len(table)} keys).",

@@ -21,7 +21,7 @@ from typing import Any
 from rlc import markers, schema
 from rlc.compose import compose, has_defaults
 from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position, has_errors
-from rlc.interpolate import env_references, interpolate
+from rlc.interpolate import UNSET_ENV, env_references, interpolate
 from rlc.source import Source, load_file
 
 
@@ -32,6 +32,7 @@ class Loaded:
     tree: dict[str, Any]
     warnings: list[Diagnostic] = field(default_factory=list)
     env_references: dict[KeyPath, str] = field(default_factory=dict)  # written back as such, never as values
+    unset_env: list[Diagnostic] = field(default_factory=list)  # warnings here; resolution refuses them
 
 
 def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tuple[str, str]] = ()) -> Loaded:
@@ -50,19 +51,38 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
     located = Source(source.file, tree, positions)
     if has_errors(found):
         raise CompileError(sorted((_locate(d, located) for d in found), key=_order))
-    structural = schema.check(tree)
+    # A value that waits for a variable unset here is checked by everything but its own type, and resolution
+    # (launch) refuses until the variable is set.
+    unset = [_locate(d, located) for d in found if d.code == UNSET_ENV]
+    checked = _without(tree, _untyped(unset)) if unset else tree
+    structural = _structural(checked)
     found += structural
     # Unknown keys alone do not change what the rest means: drop them and run the model stage on what is left,
     # so that one run reports typos and cross-field problems together. Any other structural error would put
     # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.
     if all(d.code == "unknown-key" for d in structural):
-        found += _model_stage(_without(tree, [d.path for d in structural]))
+        found += _model_stage(_without(checked, [d.path for d in structural]))
     found = [_naming_references(d, tree, references) for d in found]
     found = sorted((_locate(d, located) for d in found), key=_order)
     if has_errors(found):
         raise CompileError(found)
-    config, _ = _build(tree)
-    return Loaded(config, located, tree, found, references)
+    config, _ = _build(checked)
+    return Loaded(config, located, tree, found, references, unset)
+
+
+def _structural(tree: dict[str, Any]) -> list[Diagnostic]:
+    """The schema's verdict on `tree`. A tree the models take in strict mode (no coercion, as JSON Schema checks)
+    passes the schema generated from them, so jsonschema (a fifth of a cold `rlc validate`) is imported only to
+    explain a tree that fails."""
+    from pydantic import ValidationError
+
+    from rlc.config import RLCConfig
+
+    try:
+        RLCConfig.model_validate(tree, strict=True)
+    except ValidationError:
+        return schema.check(tree)
+    return []
 
 
 def apply_sets(data: dict[str, Any], sets: Sequence[str], labels: Sequence[str] | None = None
@@ -81,6 +101,16 @@ def _model_stage(tree: dict[str, Any]) -> list[Diagnostic]:
     from rlc.config.checks import run_checks
 
     return run_checks(config, tree)
+
+
+def _untyped(unset: list[Diagnostic]) -> list[KeyPath]:
+    """The keys of unset-variable values that their text cannot stand for in the checks: those that are not
+    strings (an integer from `${oc.env:NNODES}`) take their default there instead."""
+    from rlc.edits import field_types
+
+    root = schema.load()
+    kinds = [field_types(root, [str(p) for p in d.path])[0] for d in unset]
+    return [d.path for d, types in zip(unset, kinds, strict=True) if types and "string" not in types]
 
 
 def _without(tree: dict[str, Any], paths: list[tuple]) -> dict[str, Any]:

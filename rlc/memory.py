@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlc.config.base import substituted
 from rlc.diagnostics import Diagnostic
 from rlc.hub import cached_sha
 from rlc.topology import n_gpus
@@ -167,7 +168,7 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
     plan = MemoryPlan(gpu_bytes, shape)
     resident = [Line("CUDA context", CUDA_CONTEXT, "context, cuBLAS and NCCL buffers outside torch's allocator"),
                 *_resident_state(config, shape)]
-    if arf.hybrid_engine and arf.rollout.name == "vllm":
+    if arf.hybrid_engine and substituted(arf.rollout, "name") == "vllm":
         plan.phases["rollout"] = resident + _vllm_pool(config, shape, gpu_bytes, plan)
         resident = resident + [Line("vLLM asleep", VLLM_ASLEEP, "CUDA graphs and buffers a sleeping vLLM keeps")]
     micro = arf.rollout.log_prob_micro_batch_size_per_gpu or arf.actor.ppo_micro_batch_size_per_gpu
@@ -370,7 +371,7 @@ def _fixes(config: Any) -> list[tuple[str, Any]]:
         fixes.append(("actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", max(1, log_micro // 4)))
     if not arf.model.enable_gradient_checkpointing:
         fixes.append(("actor_rollout_ref.model.enable_gradient_checkpointing", True))
-    if arf.rollout.name == "vllm":
+    if substituted(arf.rollout, "name") == "vllm":
         for fraction in (0.3, 0.2):
             if fraction < arf.rollout.gpu_memory_utilization:
                 fixes.append(("actor_rollout_ref.rollout.gpu_memory_utilization", fraction))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Position, dotted
@@ -60,6 +60,9 @@ def resolve(loaded: Loaded, offline: bool = False) -> Resolved:
     from rlc.config import RLCConfig
     from rlc.config.defaults import fill_defaults
 
+    if loaded.unset_env:
+        raise CompileError([replace(d, severity="error", hint="set it in the environment that runs `rlc`, or "
+                                    "give a default: ${oc.env:VAR,default}") for d in loaded.unset_env])
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     filled = fill_defaults(loaded.config).model_dump(mode="json")
     tree, problems = interpolate(filled)
@@ -255,7 +258,6 @@ def _get(tree: dict[str, Any], path: KeyPath) -> Any:
 
 
 def _at(diagnostic: Diagnostic, loaded: Loaded) -> Diagnostic:
-    from dataclasses import replace
 
     position = loaded.source.position(diagnostic.path) or Position(loaded.source.file, 1, 1)
     return replace(diagnostic, position=position)

@@ -20,6 +20,9 @@ from rlc.diagnostics import Diagnostic, KeyPath
 from rlc.resources import resource_dir
 
 SCHEMA_FILE = "rlc.schema.json"
+STATUS = "x-rlc"
+"""JSON Schema key holding a field's status: `{"status": "warn" | "refused" | "partial", "note": ..., ...}` (see
+`rlc.config.base`); here so that readers of the schema file need not import the models."""
 
 
 def generate() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """YAML text -> a plain tree, plus the file:line:col of every key and value.
 
-ruamel.yaml's round-trip loader records positions; we copy its tree into plain dicts and lists at once, so that
-later stages never see ruamel types, and keep the positions in a side table keyed by the dotted path.
+ruamel.yaml's round-trip loader records positions (with the plain scanner: comments are dropped anyway); we copy its
+tree into plain dicts and lists at once, so that later stages never see ruamel types, and keep the positions in a
+side table keyed by the dotted path.
 The copy also bounds the expanded size, which defuses alias bombs ("billion laughs"): aliases are references in
 ruamel's tree and only explode when expanded, which is exactly where we count. Nesting depth is bounded while
 composing (ruamel's composer recurses), and only YAML's own tags are taken: a config holds plain data, so
@@ -86,8 +87,13 @@ def load_text(text: str, name: str = "<string>", *, allow_empty: bool = False) -
     from ruamel.yaml import YAML
     from ruamel.yaml.composer import MaxDepthExceededError
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.parser import Parser
+    from ruamel.yaml.scanner import Scanner
 
     yaml = YAML(typ="rt")
+    # the round-trip constructor records positions; comments are never read here, and skipping them in the
+    # scanner saves a third of the parse
+    yaml.Scanner, yaml.Parser = Scanner, Parser
     yaml.allow_duplicate_keys = False
     yaml.max_depth = MAX_DEPTH
     try:

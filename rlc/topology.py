@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from rlc.config.base import substituted
+
 Resource = Literal["GPU", "CPU"]
 
 
@@ -114,4 +116,4 @@ def rollout_ranks(cfg: Any) -> int:
 def rollout_tensor_parallel(cfg: Any) -> int:
     """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
     rollout = cfg.actor_rollout_ref.rollout
-    return rollout.tensor_model_parallel_size if rollout.name == "vllm" else 1
+    return rollout.tensor_model_parallel_size if substituted(rollout, "name") == "vllm" else 1

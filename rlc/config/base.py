@@ -9,7 +9,9 @@ verl's names, so a verl config validates. Each key is exactly one of:
   then too;
 - `refused(default, why)`: known from verl, not implemented; a value other than the default is an error saying why;
 - `partly(default, implemented, why)`: a name from verl's list (loss modes, estimators, engines); the schema
-  accepts all of verl's names, and one that rlc does not run yet is an error naming those it does.
+  accepts all of verl's names, and one that rlc does not run yet is an error naming those it does, unless
+  `substitutes` gives what rlc runs in its place (`sglang` -> `vllm`): then a warning says so, and resolution
+  writes the substitute (`substituted`), so the resolved config says what runs.
 
 The marker lives in the field's JSON Schema (`x-rlc`), so validation (`checks.check_status`), the key table
 (`rlc keys`) and the tests read the same data; no key's status is an `if` somewhere else. Descriptions are the
@@ -23,8 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STATUS = "x-rlc"
-"""JSON Schema key holding a field's status: `{"status": "warn" | "refused" | "partial", "note": ..., ...}`."""
+from rlc.schema import STATUS
 
 
 class Section(BaseModel):
@@ -42,16 +43,16 @@ class NullableSection(Section):
 
 
 def instead(default: Any, what: str, *, same_as: str | None = None, only_with: str | None = None,
-            **kwargs: Any) -> Any:
+            also_fine: tuple[Any, ...] = (), **kwargs: Any) -> Any:
     """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead.
 
     `same_as`: the key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`): a value
     equal to that key's is what rlc does anyway, so it earns no warning. `only_with`: the switch without which verl
     ignores this key too (`lora_alpha` without `lora_rank`): while it is off, rlc and verl agree, so no warning.
     Both are dotted keys from the root, or from this key's section when they start with a dot; `only_with` may
-    also compare, as `.strategy==fsdp_turbo` or `.trainer_mode!=sync`.
+    also compare, as `.strategy==fsdp_turbo` or `.trainer_mode!=sync`. `also_fine`: as for `refused`.
     """
-    marker = {"status": "warn", "note": what}
+    marker = {"status": "warn", "note": what} | ({"also_fine": list(also_fine)} if also_fine else {})
     marker |= ({"same_as": same_as} if same_as else {}) | ({"only_with": only_with} if only_with else {})
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
@@ -63,10 +64,21 @@ def refused(default: Any, why: str, *, also_fine: tuple[Any, ...] = (), **kwargs
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 
-def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", **kwargs: Any) -> Any:
-    """A choice among verl's names of which rlc runs only `implemented`."""
+def partly(default: Any, implemented: tuple[str, ...], why: str = "not implemented in rlc yet", *,
+           substitutes: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> Any:
+    """A choice among verl's names of which rlc runs only `implemented`; `substitutes`: name -> (the implemented
+    name rlc runs in its place, what the user must know about the difference)."""
     marker = {"status": "partial", "implemented": list(implemented), "note": why}
+    if substitutes:
+        marker["substitutes"] = {name: {"runs": runs, "note": note} for name, (runs, note) in substitutes.items()}
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
+
+
+def substituted(section: BaseModel, name: str) -> Any:
+    """The value of `section.name` that rlc runs: its substitute (see `partly`) or itself."""
+    value = getattr(section, name)
+    marker = status_of(type(section).model_fields[name]) or {}
+    return marker.get("substitutes", {}).get(value, {}).get("runs", value)
 
 
 def status_of(field: Any) -> dict[str, Any] | None:

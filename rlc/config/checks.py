@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS
-from rlc.config.base import status_of
+from rlc.config.base import status_of, substituted
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
@@ -113,7 +113,8 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
     rollout = cfg.actor_rollout_ref.rollout
     gpus_per_node = cfg.trainer.n_gpus_per_node if cfg.actor_rollout_ref.hybrid_engine else rollout.n_gpus_per_node
     tp = rollout.tensor_model_parallel_size
-    if rollout.name == "vllm" and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
+    vllm = substituted(rollout, "name") == "vllm"
+    if vllm and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} does not divide n_gpus_per_node "
                          f"{gpus_per_node}", (*ROLLOUT, "tensor_model_parallel_size"))
     elif rollout.name == "vllm" and tp > rollout_ranks(cfg) > 0:
@@ -364,6 +365,9 @@ def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, An
     if marker["status"] == "partial":
         if value is None or value in marker["implemented"]:
             return None
+        if substitute := marker.get("substitutes", {}).get(value):
+            return Diagnostic(f"{name} {value!r} is known to verl; rlc runs {substitute['runs']!r} instead: "
+                              f"{substitute['note']}", path, severity="warning", code="ignored")
         return Diagnostic(f"{name} {value!r} is known to verl, but {marker['note']}", path,
                           hint="implemented in rlc: " + ", ".join(marker["implemented"]), code="not-implemented")
     if "only_with" in marker and not _switched_on(root, section, marker["only_with"]):

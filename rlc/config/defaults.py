@@ -5,6 +5,7 @@ After `fill_defaults` the runtime reads every value directly and never needs to 
 
 from __future__ import annotations
 
+from rlc.config.base import substituted
 from rlc.config.checks import uses_critic
 from rlc.config.root import RLCConfig
 from rlc.topology import data_parallel_size
@@ -14,6 +15,8 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
     cfg = cfg.model_copy(deep=True)
     arf, data, critic = cfg.actor_rollout_ref, cfg.data, cfg.critic
     actor, rollout, ref = arf.actor, arf.rollout, arf.ref
+    rollout.name = substituted(rollout, "name")  # what runs is what the resolved config says
+    cfg.trainer.device = substituted(cfg.trainer, "device")
 
     actor.clip_ratio_low = actor.clip_ratio_low or actor.clip_ratio
     actor.clip_ratio_high = actor.clip_ratio_high or actor.clip_ratio

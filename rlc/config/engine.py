@@ -41,7 +41,7 @@ class Optim(Section):
     """Steps the schedule spans; -1: filled in by the trainer from the data set size and epochs."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW decoupled weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2)  # a list, as YAML gives it (strict checks)
     """AdamW beta1 and beta2."""
     clip_grad: float = instead(1.0, "rlc clips gradients by the section's grad_clip (actor.grad_clip, "
                                     "critic.grad_clip)", gt=0)
@@ -214,8 +214,9 @@ class MegatronConfig(Section):
     """Tensor-parallel ranks per model replica."""
     pipeline_model_parallel_size: int = Field(1, ge=1)
     """Pipeline stages per model replica."""
-    virtual_pipeline_model_parallel_size: int | None = refused(
-        None, "virtual (interleaved) pipeline parallelism is not implemented in rlc yet", also_fine=(1,))
+    virtual_pipeline_model_parallel_size: int | None = instead(
+        None, "rlc runs Megatron's plain (non-interleaved) pipeline schedule: the same updates, a larger pipeline "
+              "bubble", also_fine=(1,))
     """Model chunks per pipeline stage for the interleaved schedule."""
     context_parallel_size: int = refused(1, "context parallelism is not implemented in rlc yet", ge=1)
     """Ranks that split each sequence (Megatron context parallelism)."""

@@ -13,8 +13,14 @@ IMPLEMENTED_ROLLOUT_ENGINES = ("vllm", "hf")
 TOOLS = "tools need multi-turn rollout, which is not implemented in rlc yet"
 MULTI_TURN = "used only by multi-turn rollout, which is not implemented in rlc yet"
 AGENT_LOOP = "agent loops (rollout.mode async) are not implemented in rlc yet; rlc generates one response per sample"
-NOT_SGLANG = "used only by the sglang and trtllm rollouts, which rlc does not implement"
+NOT_SGLANG = "used only by the sglang and trtllm rollouts; rlc rolls out with vLLM"
 VLLM_DEFAULT = "rlc leaves this to vLLM's default"
+
+
+def _vllm_instead(engine: str, key: str) -> tuple[str, str]:
+    """What rlc runs in place of another rollout engine, and what differs (see `partly`'s substitutes)."""
+    return "vllm", (f"the same sampling settings through vLLM ({engine} itself is not implemented in rlc); its "
+                    f"engine-specific keys (engine_kwargs.{key}) do nothing, and throughput and memory use differ")
 
 
 class SamplingKwargs(Section):
@@ -163,7 +169,9 @@ class EngineKwargs(Section):
 class Rollout(Section):
     """Generation of the responses that are scored and trained on."""
 
-    name: Literal[ROLLOUT_ENGINES] = partly("vllm", IMPLEMENTED_ROLLOUT_ENGINES)  # type: ignore[valid-type]
+    name: Literal[ROLLOUT_ENGINES] = partly(  # type: ignore[valid-type]
+        "vllm", IMPLEMENTED_ROLLOUT_ENGINES,
+        substitutes={"sglang": _vllm_instead("SGLang", "sglang"), "trtllm": _vllm_instead("TensorRT-LLM", "trtllm")})
     """Engine: vllm, hf (Hugging Face generate, slow, for tests), sglang or trtllm."""
     mode: Literal["sync", "async"] = partly("sync", ("sync",), "async rollout (a rollout server with agent loops) "
                                                                "is not implemented in rlc yet")

@@ -56,8 +56,9 @@ class Trainer(Section):
     """Machines in the job."""
     n_gpus_per_node: int = Field(8, ge=1)
     """GPUs per machine that train (and, colocated, generate)."""
-    device: Literal[DEVICES] = partly("cuda", IMPLEMENTED_DEVICES,  # type: ignore[valid-type]
-                                      "Ascend NPUs are not supported by rlc's runtime")
+    device: Literal[DEVICES] = partly(  # type: ignore[valid-type]
+        "cuda", IMPLEMENTED_DEVICES, "Ascend NPUs are not supported by rlc's runtime",
+        substitutes={"npu": ("cuda", "rlc's runtime trains on CUDA GPUs; it cannot run on Ascend NPUs at all")})
     """Accelerator: cuda, or cpu (rlc: the tiny CPU runs); verl also runs npu."""
     save_freq: int = -1
     """Save a checkpoint every this many steps (-1: only at the end)."""

@@ -431,9 +431,6 @@ def _init_parallel_state(megatron: Any, device: str) -> None:
     """megatron's process groups over the ranks the worker joined (once per process: every role shares them)."""
     if not dist.is_initialized():
         raise RuntimeError("the Megatron engine needs torch.distributed initialised (the worker does this)")
-    if (megatron.virtual_pipeline_model_parallel_size or 1) > 1:
-        raise ValueError("virtual_pipeline_model_parallel_size is not supported by the Megatron engine: leave it "
-                         "unset")
     if parallel_state.model_parallel_is_initialized():
         return
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=megatron.tensor_model_parallel_size,

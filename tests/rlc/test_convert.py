@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -201,6 +202,33 @@ def test_an_environment_default_is_typed_by_the_schema(tmp_path: Path, monkeypat
     monkeypatch.setenv("DATA_HOME", "/d")
     second = load_config(tmp_path / "c.yaml").config
     assert second.trainer.n_gpus_per_node == 2 and second.data.train_files == "/d/gsm8k/train.parquet"
+
+
+def test_a_script_that_reads_what_the_cluster_sets_converts_and_validates_with_warnings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verl script run under SLURM reads variables it never sets (bash passes "" where they are unset) and names an
+    engine rlc substitutes: both convert, and validation warns about each instead of failing."""
+    script = tmp_path / "run.sh"
+    script.write_text(GSM8K_SCRIPT.replace("mini_batch=$((N_GPUS * 2))\n", "").replace("set -xeuo", "set -xeo")
+                      .replace("trainer.nnodes=1", "trainer.nnodes=$SLURM_JOB_NUM_NODES")
+                      .replace("    actor_rollout_ref.rollout.n=$rollout_n \\\n",
+                               "    actor_rollout_ref.rollout.n=$rollout_n actor_rollout_ref.rollout.name=sglang \\\n"
+                               "    trainer.default_local_dir=${CKPT_ROOT}/grpo \\\n"))
+    out = tmp_path / "c.yaml"
+    code, _, err = convert("--from-file", str(script), "-o", str(out))
+    assert code == 0, err
+    text = out.read_text()
+    assert "nnodes: ${oc.env:SLURM_JOB_NUM_NODES}" in text and "default_local_dir: ${oc.env:CKPT_ROOT}/grpo" in text
+    for name in ("SLURM_JOB_NUM_NODES", "CKPT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    checked = CliRunner().invoke(app, ["validate", "--format", "json", str(out)])
+    assert checked.exit_code == 0, checked.output
+    found = {(d["path"], d["severity"], d["message"].split(";")[0]) for d in json.loads(checked.stdout)}
+    assert found == {
+        ("trainer.nnodes", "warning", "environment variable SLURM_JOB_NUM_NODES is not set here"),
+        ("trainer.default_local_dir", "warning", "environment variable CKPT_ROOT is not set here"),
+        ("actor_rollout_ref.rollout.name", "warning", "name 'sglang' is known to verl"),
+    }
 
 
 def test_arithmetic_over_the_environment_is_refused_with_its_line(tmp_path: Path) -> None:

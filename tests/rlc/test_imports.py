@@ -33,3 +33,19 @@ def test_the_scan_sees_a_lazy_import(tmp_path: Path) -> None:
     module = tmp_path / "lazy.py"
     module.write_text("import json\n\ndef f():\n    from rlc_runtime.export import consolidate_verl\n")
     assert imported_modules(module) == {"json", "rlc_runtime.export"}
+
+
+def test_validate_of_a_valid_config_imports_only_what_it_uses() -> None:
+    """A cold `rlc validate` is the compiler's most frequent start: jsonschema (imported only to explain a config the
+    models refuse), rich (help and tracebacks), jinja2 (rendering) and the Hub client are not part of it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom rlc.cli import app\ntry:\n    app(['validate', sys.argv[1]])\nexcept SystemExit as e:\n"
+             "    assert e.code == 0, e.code\n"
+             "print(sorted(m for m in ('jsonschema', 'rich', 'jinja2', 'huggingface_hub', 'torch')\n"
+             "             if m in sys.modules))")
+    example = RLC.parent / "examples" / "yaml" / "grpo_gsm8k.yaml"
+    done = subprocess.run([sys.executable, "-c", probe, str(example)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

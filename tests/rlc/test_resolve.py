@@ -109,3 +109,32 @@ def test_a_misplaced_secret_is_named_by_its_reference(tmp_path: Path, monkeypatc
     assert result.exit_code == 1
     assert 'trainer.n_gpus_per_node: expected an integer, got "${oc.env:HF_TOKEN}"' in result.output
     assert "hf_never_printed" not in result.output
+
+
+def test_an_unset_variable_warns_in_validate_and_stops_the_launch(config: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a verl script does with `trainer.nnodes=$NNODES` and no NNODES: bash passes an empty word. rlc cannot
+    know the launching machine's value, so validation names it and goes on; a launch refuses until it is set."""
+    monkeypatch.delenv("DATA_DIR")
+    monkeypatch.delenv("NNODES", raising=False)
+    config.write_text(CONFIG.replace("n_gpus_per_node: 1", "n_gpus_per_node: 1\n  nnodes: ${oc.env:NNODES}"))
+    checked = CliRunner().invoke(app, ["validate", str(config)])
+    assert checked.exit_code == 0, checked.output
+    assert "trainer.nnodes: environment variable NNODES is not set here; `rlc launch` needs it" in checked.output
+    assert "data.train_files: environment variable DATA_DIR is not set here" in checked.output
+    assert "valid: 1 file(s), 0 error(s), 2 warning(s)" in checked.output
+
+    launched = CliRunner().invoke(app, ["launch", str(config), "--dry-run", "--offline", "--run-dir",
+                                        str(tmp_path / "run")])
+    assert launched.exit_code == 1
+    assert "error: trainer.nnodes: environment variable NNODES is not set here" in launched.output
+    assert "error: data.train_files: environment variable DATA_DIR is not set here" in launched.output
+    assert not (tmp_path / "run" / "plan.json").exists()
+
+    monkeypatch.setenv("DATA_DIR", str(ROOT / "examples/data"))
+    monkeypatch.setenv("NNODES", "1")
+    launched = CliRunner().invoke(app, ["launch", str(config), "--dry-run", "--offline", "--run-dir",
+                                        str(tmp_path / "run")])
+    assert launched.exit_code == 0, launched.output
+    assert yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())["trainer"]["nnodes"] == \
+        "${oc.env:NNODES}"

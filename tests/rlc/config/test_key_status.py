@@ -146,8 +146,6 @@ def test_default_values_of_marked_keys_are_silent() -> None:
      "rloo, rloo_vectorized, reinforce_plus_plus, reinforce_plus_plus_baseline, remax, opo, gpg, "
      "optimal_token_baseline"),
     (("actor_rollout_ref", "rollout", "mode"), "async", "sync"),
-    (("actor_rollout_ref", "rollout", "name"), "sglang", "vllm, hf"),
-    (("trainer", "device"), "npu", "cuda, cpu"),
 ])
 def test_verl_value_rlc_lacks_says_not_implemented(where: tuple[str, ...], value: str, implemented: str) -> None:
     tree: dict[str, Any] = {"actor_rollout_ref": {"model": {"path": "m"}}}
@@ -159,6 +157,30 @@ def test_verl_value_rlc_lacks_says_not_implemented(where: tuple[str, ...], value
     assert len(found) == 1 and found[0].severity == "error"
     assert f"{where[-1]} {value!r} is known to verl, but" in found[0].message and "rlc" in found[0].message
     assert found[0].hint == f"implemented in rlc: {implemented}"
+
+
+@pytest.mark.parametrize(("where", "value", "runs", "caveat"), [
+    (("actor_rollout_ref", "rollout", "name"), "sglang", "vllm", "engine_kwargs.sglang) do nothing"),
+    (("actor_rollout_ref", "rollout", "name"), "trtllm", "vllm", "TensorRT-LLM itself is not implemented"),
+    (("trainer", "device"), "npu", "cuda", "cannot run on Ascend NPUs at all"),
+])
+def test_a_substituted_name_warns_and_resolves_to_what_runs(where: tuple[str, ...], value: str, runs: str,
+                                                            caveat: str) -> None:
+    from rlc.config.defaults import fill_defaults
+
+    tree: dict[str, Any] = {"actor_rollout_ref": {"model": {"path": "m"}}}
+    node = tree
+    for part in where[:-1]:
+        node = node.setdefault(part, {})
+    node[where[-1]] = value
+    found = [d for d in _diagnostics(tree) if d.dotted == ".".join(where)]
+    assert [d.severity for d in found] == ["warning"]
+    assert f"{value!r} is known to verl; rlc runs {runs!r} instead" in found[0].message and caveat in found[0].message
+    filled = fill_defaults(RLCConfig.model_validate({**tree, "data": {"train_files": "t.parquet"}})
+                           ).model_dump(mode="json")
+    for part in where:
+        filled = filled[part]
+    assert filled == runs
 
 
 def test_a_key_equal_to_the_one_it_mirrors_is_silent() -> None:
@@ -236,3 +258,14 @@ def test_verl_0_9_1_reward_section_feeds_the_reward_function_rlc_runs() -> None:
     tree = {"reward": {"custom_reward_function": {"path": "my_reward.py", "name": "score"}}}
     filled = fill_defaults(RLCConfig.model_validate(_merged(MINIMAL, tree)))
     assert (filled.custom_reward_function.path, filled.custom_reward_function.name) == ("my_reward.py", "score")
+
+
+def test_interleaved_pipeline_warns_that_rlc_runs_the_plain_schedule() -> None:
+    def found(vpp: int) -> list[Diagnostic]:
+        tree = {"backend": "megatron", "actor_rollout_ref": {
+            "model": {"path": "m"}, "actor": {"megatron": {"virtual_pipeline_model_parallel_size": vpp}}}}
+        return [d for d in _diagnostics(tree) if d.dotted.endswith("virtual_pipeline_model_parallel_size")]
+
+    assert found(1) == []  # one chunk per stage is the plain schedule
+    assert [(d.severity, "plain (non-interleaved) pipeline schedule" in d.message) for d in found(2)] == [
+        ("warning", True)]
