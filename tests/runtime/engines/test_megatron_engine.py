@@ -163,8 +163,9 @@ def _actor_run(engine: Any, mine: TokenBatch, checkpoint: Path, cfg: Any) -> dic
     update.load_state_dict(engine.load_checkpoint(checkpoint))
     restored = _weights(engine)
     update(mine)
-    return {"log_probs": log_probs, "entropy": entropy, "sum_pi_squared": sum_pi_squared, "before": before, "updated": updated, "second": second,
-            "restored": restored, "again": _weights(engine), "metrics": metrics, "targets": targets}
+    return {"log_probs": log_probs, "entropy": entropy, "sum_pi_squared": sum_pi_squared, "before": before,
+            "updated": updated, "second": second, "restored": restored, "again": _weights(engine),
+            "metrics": metrics, "targets": targets}
 
 
 def _critic_run(engine: Any, mine: TokenBatch, cfg: Any) -> dict[str, Any]:
