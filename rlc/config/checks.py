@@ -325,6 +325,13 @@ def _check_rollout_correction(cfg: RLCConfig) -> Iterator[Diagnostic]:
                              hint=", ".join(known))
     if correction.rollout_rs_threshold is None:
         yield Diagnostic("rollout_rs needs rollout_rs_threshold", (*where, "rollout_rs_threshold"))
+    elif isinstance(correction.rollout_rs_threshold, float) and correction.rollout_rs_threshold <= 1 and any(
+            option.endswith("k1") for option in options):
+        yield Diagnostic(f"rollout_rs_threshold {correction.rollout_rs_threshold:g} is a k1 ratio's upper bound, "
+                         "and its lower bound 1/upper lies above it: every token would be rejected",
+                         (*where, "rollout_rs_threshold"),
+                         hint="an upper bound > 1, or lower_upper as a quoted string ('0.5_2': unquoted, YAML "
+                              "reads 0.5_2 as the number 0.52)")
 
 
 def check_trainer(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

@@ -76,6 +76,10 @@ def parse_thresholds(options: list[str], spec: str | float | None) -> dict[str, 
             bounds[option] = (None, float(part))
         if any(b is not None and b <= 0 for b in bounds[option]):
             raise ValueError(f"rollout_rs_threshold for {option} must be positive, got {part!r}")
+        lower_bound, upper_bound = bounds[option]
+        if lower_bound is not None and lower_bound > upper_bound:
+            raise ValueError(f"rollout_rs_threshold for {option} keeps no token: lower bound {lower_bound:g} is "
+                             f"above upper bound {upper_bound:g} (a single k1 value is the upper bound, > 1)")
     return bounds
 
 

@@ -207,6 +207,9 @@ def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None
      "algorithm.filter_groups.metric", "needs a metric"),
     (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k9"),
      "algorithm.rollout_correction.rollout_rs", "not one of verl's"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k1\n"
+      "    rollout_rs_threshold: 0.5_2"), "algorithm.rollout_correction.rollout_rs_threshold",
+     "every token would be rejected"),
 ])
 def test_algorithm_combinations_that_cannot_run_are_refused(tmp_path: Path, edit: tuple[str, str], path: str,
                                                            message: str) -> None:
