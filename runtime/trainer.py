@@ -38,6 +38,7 @@ from rlc_runtime.metrics import (
     timed,
     timing_metrics,
     validation_metrics,
+    variance_proxy_metrics,
 )
 from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray
 from rlc_runtime.workers.rollout import build_batch, engine_requests, sampling_params
@@ -210,6 +211,7 @@ class Trainer:
                     self._sync_weights()
         metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
                                 self.use_critic)
+        metrics |= variance_proxy_metrics(batch, metrics.get("actor/grad_norm"))
         metrics |= timing_metrics(timings, batch) | throughput_metrics(batch, timings["step"], self.world)
         metrics["training/epoch"] = self.sampler.epoch
         if cfg.trainer.rollout_data_dir:
@@ -413,6 +415,9 @@ class Trainer:
             reward_baselines=torch.tensor(baseline, dtype=torch.float32) if baseline is not None else None,
             old_log_probs=batch.old_log_probs, sum_pi_squared=batch.sum_pi_squared,
             rollout_is_weights=batch.rollout_is_weights, reward_components=components if len(components) else None))
+        for key, values in zip(algo.gdpo_reward_keys or [], components, strict=False):
+            metrics |= {f"gdpo/{key}/mean": values.mean().item(), f"gdpo/{key}/std": values.std(correction=0).item(),
+                        f"gdpo/{key}/max": values.max().item(), f"gdpo/{key}/min": values.min().item()}
         return metrics
 
     # validation ------------------------------------------------------------------------------------------------

@@ -291,7 +291,7 @@ def dppo_kl_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages:
 @register("dro")
 def dro_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
              mask: torch.Tensor, config: Any) -> tuple[torch.Tensor, Metrics]:
-    """DRO (Direct Reward Optimization, Richemond et al. 2024), as verl writes it per token:
+    """DRO (Direct Reward Optimization) as verl 0.9.1 registers it, per token:
     -(A log p - beta/2 (log p - log p_old)^2), the quadratic term a soft trust region around the old policy."""
     beta = config.policy_loss.dro_beta
     if beta is None or beta <= 0:

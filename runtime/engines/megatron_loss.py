@@ -4,8 +4,8 @@ sees only its vocabulary slice.
 The Megatron model's output layer is column parallel, so rank r of T holds the logits of tokens
 `[r * V/T, (r+1) * V/T)` of the padded vocabulary. Nothing here gathers that dimension: log-probs come from
 megatron-core's `vocab_parallel_cross_entropy`, and entropy from three all-reduces (max, sum of exp, sum of
-exp x logit) over the tensor-parallel group, so the largest tensor a rank holds is its own slice for one
-micro-batch's response tokens.
+exp x logit) over the tensor-parallel group, sum pi^2 likewise (max, sum of exp, sum of exp^2), so the largest
+tensor a rank holds is its own slice for one micro-batch's response tokens.
 
 Padded vocabulary rows (megatron rounds the vocabulary up; the converter fills them with zeros) would each add
 exp(0) to the partition function, so `response_logits` masks them. It uses a large finite negative rather than
