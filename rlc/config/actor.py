@@ -23,9 +23,8 @@ from rlc.config.engine import (
 
 LOSS_MODES = ("vanilla", "dppo_tv", "dppo_kl", "gspo", "sapo", "gpg", "clip_cov", "kl_cov", "geo_mean", "dro", "cispo",
               "bypass_mode")
-"""Every policy loss verl 0.9.1 registers (`verl/trainer/ppo/core_algos.py`)."""
-IMPLEMENTED_LOSS_MODES = LOSS_MODES
-"""The modes rlc runs (all of verl's): rlc_runtime.algorithms.policy_losses.POLICY_LOSS_MODES."""
+"""Every policy loss verl 0.9.1 registers (`verl/trainer/ppo/core_algos.py`); rlc runs them all
+(rlc_runtime.algorithms.policy_losses.POLICY_LOSS_MODES)."""
 
 KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full", "kl+", "k1+", "abs+", "low_var_kl+", "k3+")
 """verl's KL estimators; a trailing `+` is verl's straight-through gradient variant."""

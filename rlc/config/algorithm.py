@@ -13,9 +13,8 @@ from rlc.config.base import Section, instead, partly, refused
 ADV_ESTIMATORS = ("gae", "grpo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "rloo", "opo",
                   "grpo_passk", "gpg", "rloo_vectorized", "grpo_vectorized", "optimal_token_baseline",
                   "tir_optimal_token_baseline", "gdpo")
-"""Every advantage estimator verl 0.9.1 registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py)."""
-IMPLEMENTED_ESTIMATORS = ADV_ESTIMATORS
-"""The estimators rlc runs (all of verl's): the keys of rlc_runtime.algorithms.advantages.ADVANTAGE_ESTIMATORS."""
+"""Every advantage estimator verl 0.9.1 registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py); rlc
+runs them all (the keys of rlc_runtime.algorithms.advantages.ADVANTAGE_ESTIMATORS)."""
 GROUP_ESTIMATORS = ("grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized",
                     "reinforce_plus_plus_baseline", "opo", "gpg", "optimal_token_baseline",
                     "tir_optimal_token_baseline", "gdpo")

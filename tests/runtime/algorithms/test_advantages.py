@@ -122,7 +122,7 @@ def test_adaptive_kl_moves_towards_target() -> None:
 
 
 def test_the_registry_is_the_schemas_list_of_estimators() -> None:
-    from rlc.config.algorithm import IMPLEMENTED_ESTIMATORS as ADV_ESTIMATORS
+    from rlc.config.algorithm import ADV_ESTIMATORS
     from rlc_runtime.algorithms.advantages import ADVANTAGE_ESTIMATORS
 
     assert set(ADVANTAGE_ESTIMATORS) == set(ADV_ESTIMATORS)

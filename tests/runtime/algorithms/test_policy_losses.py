@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlc.config.actor import IMPLEMENTED_LOSS_MODES as LOSS_MODES
+from rlc.config.actor import LOSS_MODES
 from rlc_runtime.algorithms.policy_losses import POLICY_LOSS_MODES, compute_policy_loss
 
 LN = math.log
