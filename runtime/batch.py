@@ -29,6 +29,7 @@ class TokenBatch:
     returns: torch.Tensor | None = None
     token_level_rewards: torch.Tensor | None = None
     rollout_is_weights: torch.Tensor | None = None  # rollout correction: trainer/rollout importance weights
+    sum_pi_squared: torch.Tensor | None = None  # sum_v pi_v^2 under the old policy (optimal token baseline)
     # Per-sample metadata (not tensors), length B:
     meta: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -87,7 +88,7 @@ def pad_to(batch: TokenBatch, prompt_length: int, response_length: int, pad_id: 
     out |= {"input_ids": widen(batch.input_ids, pad_id), "attention_mask": attention,
             "position_ids": (attention.cumsum(-1) - 1).clamp(min=0)}
     for name in ("responses", "response_mask", "old_log_probs", "ref_log_probs", "rollout_log_probs", "values",
-                 "advantages", "returns", "token_level_rewards", "rollout_is_weights"):
+                 "advantages", "returns", "token_level_rewards", "rollout_is_weights", "sum_pi_squared"):
         value = out[name]
         if value is not None:
             out[name] = torch.nn.functional.pad(value, (0, grow_r), value=pad_id if name == "responses" else 0)

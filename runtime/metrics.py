@@ -94,6 +94,35 @@ def logprob_diff(batch: TokenBatch) -> float | None:
     return (batch.rollout_log_probs[mask] - batch.old_log_probs[mask]).abs().mean().item() if mask.any() else 0.0
 
 
+def variance_proxy_metrics(batch: TokenBatch, grad_norm: float | None) -> dict[str, float]:
+    """verl's gradient-variance proxies, logged whenever the batch carries sum pi^2 (calculate_sum_pi_squared).
+
+    With W = sum_t (1 - 2 pi_t + sum_v pi_v^2) a sequence's squared score-function norm and A its mean advantage,
+    E[||g||^2] ~ E[A^2 W] (proxy2, each term scaled by the sequence's squared mean IS weight when rollout
+    correction weighs the loss); ||mean g||^2 = grad_norm^2 (proxy1); the variance of the mean gradient
+    (proxy2 - proxy1) / (N - 1) (proxy3, at least 0)."""
+    if batch.sum_pi_squared is None or batch.old_log_probs is None or batch.advantages is None:
+        return {}
+    from rlc_runtime.algorithms.masked import masked_mean, masked_sum
+
+    mask = batch.response_mask
+    per_token = 1 - 2 * batch.old_log_probs.exp() + batch.sum_pi_squared
+    advantage = masked_mean(batch.advantages, mask, dim=-1)
+    w = masked_sum(per_token, mask, dim=-1)
+    scale, expected_w = torch.ones_like(advantage), w.mean().item()
+    if batch.rollout_is_weights is not None:
+        scale = masked_mean(batch.rollout_is_weights, mask, dim=-1) ** 2
+        expected_w = masked_sum(per_token * batch.rollout_is_weights ** 2, mask, dim=-1).mean().item()  # as verl
+    total_power = (scale * advantage ** 2 * w.clamp(min=0)).mean().item()
+    signal = grad_norm ** 2 if grad_norm is not None else 0.0
+    noise = max(0.0, (total_power - signal) / (len(advantage) - 1)) if grad_norm is not None and len(advantage) > 1 \
+        else 0.0
+    return {"variance_proxy/proxy1_signal_strength": signal, "variance_proxy/proxy2_total_power": total_power,
+            "variance_proxy/proxy3_pure_noise": noise,
+            "variance_proxy/expected_a_squared": (advantage ** 2).mean().item(),
+            "variance_proxy/expected_w": expected_w}
+
+
 def validation_metrics(data_sources: list[str], scores: list[float], n: int) -> dict[str, float]:
     """verl's `val-core/<data_source>/reward/mean@<n>`, plus the mean over all sources."""
     by_source: dict[str, list[float]] = defaultdict(list)

@@ -39,6 +39,7 @@ from rlc_runtime.metrics import (
     timed,
     timing_metrics,
     validation_metrics,
+    variance_proxy_metrics,
 )
 from rlc_runtime.perf import mfu, peak_flops
 from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray
@@ -58,6 +59,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 USER_ERRORS = _user_errors()
+Scored = tuple[torch.Tensor, dict[str, float], float, torch.Tensor]
+"""A step's scores, reward metrics, seconds spent scoring and [K, B] reward components, in generation order."""
 
 
 def train(cfg: RLCConfig, run_dir: Path, topology: Topology | None = None) -> None:
@@ -186,23 +189,26 @@ class Trainer:
                 self._release_rollout()
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
-            with self._phase("old_log_prob", timings, metrics):
-                batch.old_log_probs = self._scatter("log_probs", batch)
-            if (diff := logprob_diff(batch)) is not None:
-                metrics["rollout/logprob_diff"] = diff
-                self._check_logprob_diff(diff)
-                metrics |= self._rollout_correction(batch)
+            if cfg.algorithm.rollout_correction.bypass_mode:
+                batch.old_log_probs = batch.rollout_log_probs  # verl's bypass mode: no recomputed old policy
+            else:
+                with self._phase("old_log_prob", timings, metrics):
+                    self._old_log_probs(batch)
+                if (diff := logprob_diff(batch)) is not None:
+                    metrics["rollout/logprob_diff"] = diff
+                    self._check_logprob_diff(diff)
+                    metrics |= self._rollout_correction(batch)
             if self.use_ref:
                 with self._phase("ref", timings, metrics):
                     batch.ref_log_probs = self._scatter("ref_log_probs", batch)
             if self.use_critic:
                 with self._phase("values", timings, metrics):
                     batch.values = self._scatter("values", batch)
-            scores, reward_metrics, timings["reward"] = pending()
+            scores, reward_metrics, timings["reward"], components = pending()
             metrics |= reward_metrics
-            scores = scores[batch_order(batch)]
+            scores, components = scores[batch_order(batch)], components[:, batch_order(batch)]
             with timed("adv", timings):
-                metrics |= self._advantages(batch, scores)
+                metrics |= self._advantages(batch, scores, components)
             if self.use_critic:
                 with self._phase("update_critic", timings, metrics):
                     metrics |= mean_metrics(self.workers.scatter("update_critic", batch.chunk(self.world)))
@@ -214,6 +220,7 @@ class Trainer:
                     self._sync_weights()
         metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
                                 self.use_critic)
+        metrics |= variance_proxy_metrics(batch, metrics.get("actor/grad_norm"))
         metrics |= timing_metrics(timings, batch) | throughput_metrics(batch, timings["step"], self.world)
         metrics["training/epoch"] = self.sampler.epoch
         if cfg.trainer.rollout_data_dir:
@@ -245,22 +252,23 @@ class Trainer:
 
     # rollout: generation, scores, DAPO's group filter, ReMax's greedy baseline ----------------------------------
     def _rollout(self, step: int, metrics: dict[str, float]) -> tuple[list[dict[str, Any]], TokenBatch, Any]:
-        """(rows, batch, pending) where pending() gives (scores in generation order, reward metrics, seconds).
-        Without the group filter the reward worker scores while the log-prob passes run."""
+        """(rows, batch, pending) where pending() gives (scores in generation order, reward metrics, seconds,
+        GDPO's [K, B] reward components). Without the group filter the reward worker scores while the log-prob
+        passes run."""
         if self.cfg.algorithm.filter_groups.enable:
             rows, batch, scored = self._filtered_rollout(step, metrics)
 
-            def pending() -> tuple[torch.Tensor, dict[str, float], float]:
+            def pending() -> Scored:
                 return scored  # already scored: the filter needed the scores
         else:
             rows = [self.train_set[i] for i in self.sampler.next_batch()]
             batch = self._generate(rows, self._params(step))
             call, lengths = self.reward.submit("score", self._reward_samples(rows, batch), step), self._lengths(batch)
 
-            def pending() -> tuple[torch.Tensor, dict[str, float], float]:
-                scores, reward_metrics, seconds = self.reward.wait(call, "score")[0]
+            def pending() -> Scored:
+                scores, reward_metrics, seconds, components = self.reward.wait(call, "score")[0]
                 shaped, shaping_metrics = self._shape(torch.tensor(scores, dtype=torch.float32), lengths)
-                return shaped, reward_metrics | shaping_metrics, seconds
+                return shaped, reward_metrics | shaping_metrics, seconds, _components(components, len(scores))
         if self.cfg.algorithm.adv_estimator == "remax":
             greedy = self._greedy_scores(rows, step)
             batch.meta["reward_baseline"] = [greedy[uid] for uid in batch.meta["uid"]]
@@ -285,15 +293,16 @@ class Trainer:
                                   "reward/overlong/mean": (penalty < 0).float().mean().item()}
 
     def _score_now(self, rows: list[dict[str, Any]], batch: TokenBatch,
-                   step: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], float]:
-        """(raw scores, shaped scores, metrics, seconds), in generation order."""
-        scores, reward_metrics, seconds = self.reward.call("score", self._reward_samples(rows, batch), step)[0]
+                   step: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], float, torch.Tensor]:
+        """(raw scores, shaped scores, metrics, seconds, reward components), in generation order."""
+        scores, reward_metrics, seconds, components = self.reward.call(
+            "score", self._reward_samples(rows, batch), step)[0]
         raw = torch.tensor(scores, dtype=torch.float32)
         shaped, shaping_metrics = self._shape(raw, self._lengths(batch))
-        return raw, shaped, reward_metrics | shaping_metrics, seconds
+        return raw, shaped, reward_metrics | shaping_metrics, seconds, _components(components, len(scores))
 
-    def _filtered_rollout(self, step: int, metrics: dict[str, float]) -> tuple[
-            list[dict[str, Any]], TokenBatch, tuple[torch.Tensor, dict[str, float], float]]:
+    def _filtered_rollout(self, step: int, metrics: dict[str, float]) -> tuple[list[dict[str, Any]], TokenBatch,
+                                                                                Scored]:
         """DAPO's dynamic sampling: generate rounds of train_batch_size prompts, keep the prompts whose scores
         vary, until train_batch_size prompts are kept (extra ones are dropped) or max_num_gen_batches is reached."""
         from rlc_runtime.algorithms.dapo import varied_groups
@@ -302,6 +311,7 @@ class Trainer:
         rows: list[dict[str, Any]] = []
         parts: list[TokenBatch] = []
         kept_scores: list[torch.Tensor] = []
+        kept_components: list[torch.Tensor] = []
         seconds, round_, reward_metrics = 0.0, 0, {}
         while len(rows) < want:
             round_ += 1
@@ -311,7 +321,7 @@ class Trainer:
                                f"every sample; the data may be too easy or too hard for the model")
             round_rows = [self.train_set[i] for i in self.sampler.next_batch()]
             batch = self._generate(round_rows, self._params(step, round_ - 1))
-            raw, shaped, reward_metrics, spent = self._score_now(round_rows, batch, step)
+            raw, shaped, reward_metrics, spent, components = self._score_now(round_rows, batch, step)
             seconds += spent
             metric = raw if groups.metric == "acc" else shaped
             keep = varied_groups(metric, batch.meta["uid"])[: want - len(rows)]
@@ -322,18 +332,19 @@ class Trainer:
             rows += [round_rows[uid] for uid in keep]
             parts.append(part)
             kept_scores.append(shaped[index])
+            kept_components.append(components[:, index])
         widths = max(p.prompt_length for p in parts), max(p.responses.shape[1] for p in parts)
         batch = TokenBatch.concat([pad_to(part, *widths, self.pad_id) for part in parts])
         batch.meta["row"] = list(range(len(batch)))
         metrics["train/num_gen_batches"] = round_
-        return rows, batch, (torch.cat(kept_scores), reward_metrics, seconds)
+        return rows, batch, (torch.cat(kept_scores), reward_metrics, seconds, torch.cat(kept_components, dim=1))
 
     def _greedy_scores(self, rows: list[dict[str, Any]], step: int) -> list[float]:
         """ReMax's baseline: the score of one greedy response per prompt (shaped as the samples are)."""
         from dataclasses import replace
 
         greedy = self._generate(rows, replace(self._params(step), n=1, temperature=0.0, seed=None))
-        _, shaped, _, _ = self._score_now(rows, greedy, None)
+        _, shaped, *_ = self._score_now(rows, greedy, None)
         by_prompt = dict(zip(greedy.meta["uid"], shaped.tolist(), strict=True))
         return [by_prompt[uid] for uid in range(len(rows))]
 
@@ -370,6 +381,12 @@ class Trainer:
     def _scatter(self, method: str, batch: TokenBatch) -> torch.Tensor:
         return torch.cat(self.workers.scatter(method, batch.chunk(self.world)))
 
+    def _old_log_probs(self, batch: TokenBatch) -> None:
+        parts = self.workers.scatter("log_probs", batch.chunk(self.world))
+        batch.old_log_probs = torch.cat([part["log_probs"] for part in parts])
+        if "sum_pi_squared" in parts[0]:
+            batch.sum_pi_squared = torch.cat([part["sum_pi_squared"] for part in parts])
+
     def _reward_samples(self, rows: list[dict[str, Any]], batch: TokenBatch) -> list[dict[str, Any]]:
         texts = self.tokenizer.batch_decode(
             [r[m.bool()].tolist() for r, m in zip(batch.responses, batch.response_mask, strict=True)],
@@ -394,7 +411,7 @@ class Trainer:
             correction, batch.old_log_probs, batch.rollout_log_probs, batch.response_mask)
         return metrics
 
-    def _advantages(self, batch: TokenBatch, scores: torch.Tensor) -> dict[str, float]:
+    def _advantages(self, batch: TokenBatch, scores: torch.Tensor, components: torch.Tensor) -> dict[str, float]:
         from rlc_runtime.algorithms.advantages import AdvantageInputs, compute_advantage
         from rlc_runtime.algorithms.losses import kl_penalty
 
@@ -413,7 +430,11 @@ class Trainer:
         batch.advantages, batch.returns = compute_advantage(algo, AdvantageInputs(
             batch.token_level_rewards, mask, torch.tensor(batch.meta["uid"]), values=batch.values,
             reward_baselines=torch.tensor(baseline, dtype=torch.float32) if baseline is not None else None,
-            old_log_probs=batch.old_log_probs))
+            old_log_probs=batch.old_log_probs, sum_pi_squared=batch.sum_pi_squared,
+            rollout_is_weights=batch.rollout_is_weights, reward_components=components if len(components) else None))
+        for key, values in zip(algo.gdpo_reward_keys or [], components, strict=False):
+            metrics |= {f"gdpo/{key}/mean": values.mean().item(), f"gdpo/{key}/std": values.std(correction=0).item(),
+                        f"gdpo/{key}/max": values.max().item(), f"gdpo/{key}/min": values.min().item()}
         return metrics
 
     # validation ------------------------------------------------------------------------------------------------
@@ -422,7 +443,7 @@ class Trainer:
         params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
         batch = self._generate(rows, params)
         self._release_rollout()
-        scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
+        scores, *_ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
         sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
         trainer = self.cfg.trainer
         if trainer.validation_data_dir:
@@ -483,6 +504,11 @@ def dump_generations(directory: Path, step: int, rows: list[dict[str, Any]], bat
     lines = [json.dumps({"step": step, "input": rows[uid]["prompt_text"], "output": text, "score": score})
              for uid, text, score in zip(batch.meta["uid"], batch.meta["response_text"], scores, strict=True)]
     checkpoint.write_text_atomic(directory / f"{step}.jsonl", "".join(line + "\n" for line in lines))
+
+
+def _components(components: list[list[float]], samples: int) -> torch.Tensor:
+    """GDPO's reward components as a [K, B] tensor (K = 0 unless adv_estimator is gdpo)."""
+    return torch.tensor(components, dtype=torch.float32).reshape(len(components), samples)
 
 
 def batch_order(batch: TokenBatch) -> torch.Tensor:

@@ -23,9 +23,8 @@ from rlc.config.engine import (
 
 LOSS_MODES = ("vanilla", "dppo_tv", "dppo_kl", "gspo", "sapo", "gpg", "clip_cov", "kl_cov", "geo_mean", "dro", "cispo",
               "bypass_mode")
-"""Every policy loss verl 0.9.1 registers (`verl/trainer/ppo/core_algos.py`)."""
-IMPLEMENTED_LOSS_MODES = ("vanilla", "gspo", "sapo", "gpg", "cispo", "clip_cov", "kl_cov", "geo_mean")
-"""The modes rlc runs: the keys of rlc_runtime.algorithms.policy_losses.POLICY_LOSSES."""
+"""Every policy loss verl 0.9.1 registers (`verl/trainer/ppo/core_algos.py`); rlc runs them all
+(rlc_runtime.algorithms.policy_losses.POLICY_LOSS_MODES)."""
 
 KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full", "kl+", "k1+", "abs+", "low_var_kl+", "k3+")
 """verl's KL estimators; a trailing `+` is verl's straight-through gradient variant."""
@@ -47,8 +46,9 @@ NO_COMPILE = "rlc does not torch.compile the model"
 class PolicyLoss(Section):
     """Which policy-gradient loss the actor minimises, and the parameters of the non-vanilla ones."""
 
-    loss_mode: LossMode = partly("vanilla", IMPLEMENTED_LOSS_MODES)
-    """Policy loss: vanilla (PPO clip with dual-clip), gspo, sapo, gpg, clip_cov, kl_cov, geo_mean, cispo, ..."""
+    loss_mode: LossMode = "vanilla"
+    """Policy loss: vanilla (PPO clip with dual-clip), dppo_tv, dppo_kl, gspo, sapo, gpg, clip_cov, kl_cov,
+    geo_mean, dro, cispo, bypass_mode (with algorithm.rollout_correction.bypass_mode)."""
     clip_cov_ratio: float = Field(0.0002, gt=0)
     """clip_cov: fraction of tokens whose update is clipped by covariance."""
     clip_cov_lb: float = 1.0
@@ -59,8 +59,8 @@ class PolicyLoss(Section):
     """kl_cov: fraction of tokens that get the KL penalty."""
     ppo_kl_coef: float = Field(0.1, ge=0)
     """kl_cov: coefficient of that KL penalty."""
-    dro_beta: float | None = instead(None, "used only by loss_mode dro, which rlc does not implement yet")
-    """dro: coefficient of the quadratic log-ratio penalty (Direct Reward Optimization)."""
+    dro_beta: float | None = Field(None, gt=0)
+    """dro: coefficient of the quadratic log-ratio penalty (Direct Reward Optimization); required by dro."""
 
 
 class Actor(Section):
@@ -142,10 +142,10 @@ class Actor(Section):
     use_fused_kernels: bool | None = instead(None, "rlc reads model.use_fused_kernels",
                                               same_as="actor_rollout_ref.model.use_fused_kernels")
     """Mirror of model.use_fused_kernels."""
-    calculate_sum_pi_squared: bool = refused(False, "used by optimal_token_baseline, which rlc does not implement")
-    """Compute the sum of squared token probabilities (for the optimal token baseline)."""
-    sum_pi_squared_checkpointing: bool = instead(False, "used by optimal_token_baseline, which rlc does not "
-                                                        "implement")
+    calculate_sum_pi_squared: bool = False
+    """Compute sum_v pi_v^2 per response token in the old-log-prob pass (the optimal token baselines need it)."""
+    sum_pi_squared_checkpointing: bool = instead(False, "rlc computes sum pi^2 without a graph, in the "
+                                                        "old-log-prob pass only: there is no backward to save")
     """Recompute that sum in backward."""
     load_weight: bool = instead(True, "rlc always loads the weights from model.path")
     """Megatron: load the initial weights."""

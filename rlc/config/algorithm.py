@@ -13,13 +13,13 @@ from rlc.config.base import Section, instead, partly, refused
 ADV_ESTIMATORS = ("gae", "grpo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "rloo", "opo",
                   "grpo_passk", "gpg", "rloo_vectorized", "grpo_vectorized", "optimal_token_baseline",
                   "tir_optimal_token_baseline", "gdpo")
-"""Every advantage estimator verl 0.9.1 registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py)."""
-IMPLEMENTED_ESTIMATORS = ("gae", "grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized",
-                          "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax", "opo", "gpg",
-                          "optimal_token_baseline")
-"""The keys of rlc_runtime.algorithms.advantages.ADVANTAGE_ESTIMATORS (optimal_token_baseline: refused by checks)."""
+"""Every advantage estimator verl 0.9.1 registers (`AdvantageEstimator` in verl/trainer/ppo/core_algos.py); rlc
+runs them all (the keys of rlc_runtime.algorithms.advantages.ADVANTAGE_ESTIMATORS)."""
 GROUP_ESTIMATORS = ("grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized",
-                    "reinforce_plus_plus_baseline", "opo", "gpg", "optimal_token_baseline")
+                    "reinforce_plus_plus_baseline", "opo", "gpg", "optimal_token_baseline",
+                    "tir_optimal_token_baseline", "gdpo")
+TOKEN_BASELINE_ESTIMATORS = ("optimal_token_baseline", "tir_optimal_token_baseline")
+"""Estimators that read sum_v pi_v^2 of the old policy (actor.calculate_sum_pi_squared)."""
 """Estimators whose baseline comes from the other samples of the same prompt (rollout.n >= 2 to mean anything)."""
 
 PF_PPO = "used only by pf_ppo (use_pf_ppo), which rlc does not implement"
@@ -65,11 +65,12 @@ class RolloutCorrection(Section):
     """Rejection-sampling rule(s): token_k1|k2|k3, seq_sum_k*, seq_mean_k*, seq_max_k2|k3 (comma-separated)."""
     rollout_rs_threshold: str | float | None = None
     """Threshold(s) of the rejection rule: an upper bound, or lower_upper for k1 ratios."""
-    bypass_mode: bool = refused(False, "bypass mode is not implemented: the trainer recomputes old log-probs")
-    """Use the rollout's log-probs as the old policy (two policies instead of three)."""
-    loss_type: Literal["ppo_clip", "reinforce"] = instead("ppo_clip", "used only in bypass mode",
-                                                          only_with=".bypass_mode")
-    """Bypass mode's loss: PPO clip or REINFORCE with explicit weights."""
+    bypass_mode: bool = False
+    """Use the rollout's log-probs as the old policy (two policies instead of three): no old-log-prob pass;
+    rollout_is/rollout_rs then act inside the loss, between the current policy and the rollout's."""
+    loss_type: Literal["ppo_clip", "reinforce"] = "ppo_clip"
+    """Bypass mode's loss: ppo_clip (the ratio to the rollout is clipped; IS weights only reported) or reinforce
+    (-w A log p with the truncated IS weights w)."""
 
 
 class PFPPO(Section):
@@ -84,14 +85,19 @@ class PFPPO(Section):
 class Algorithm(Section):
     """Advantages and the KL penalty in the reward."""
 
-    adv_estimator: Literal[ADV_ESTIMATORS] = partly("gae", IMPLEMENTED_ESTIMATORS)  # type: ignore[valid-type]
-    """Advantage estimator: gae (PPO with a critic), grpo, rloo, reinforce_plus_plus, remax, opo, gpg, ..."""
+    adv_estimator: Literal[ADV_ESTIMATORS] = "gae"  # type: ignore[valid-type]
+    """Advantage estimator: gae (PPO with a critic), grpo, rloo, reinforce_plus_plus, remax, opo, gpg, gdpo,
+    optimal_token_baseline, ..."""
     gamma: float = Field(1.0, ge=0, le=1)
     """Discount factor."""
     lam: float = Field(1.0, ge=0, le=1)
     """GAE's lambda: bias-variance trade-off of the advantage."""
     norm_adv_by_std_in_grpo: bool = True
     """GRPO: divide advantages by the group's standard deviation (false: Dr. GRPO)."""
+    gdpo_reward_keys: list[str] | None = None
+    """gdpo: the keys of the reward function's returned dict whose values are normalised one by one."""
+    gdpo_reward_weights: list[float] | None = None
+    """gdpo: the weight of each of those keys in the sum (default: all 1)."""
     use_kl_in_reward: bool = False
     """Subtract a KL(policy || reference) penalty from the reward; needs the reference model."""
     kl_penalty: KLKind = partly("kl", IMPLEMENTED_KL_KINDS)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
-from rlc.config.algorithm import GROUP_ESTIMATORS
+from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
@@ -236,10 +236,18 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
     estimator = algo.adv_estimator
     if estimator == "gae" and cfg.critic.enable is False:
         yield Diagnostic("adv_estimator gae needs a critic, but critic.enable is false", ("critic", "enable"))
-    if estimator == "optimal_token_baseline":
-        yield Diagnostic("adv_estimator optimal_token_baseline is not implemented in rlc's runtime yet: it needs "
-                         "sum_v pi_v^2 at every response token from the trainer's forward pass, which rlc's engines "
-                         "do not return", ("algorithm", "adv_estimator"), hint="use grpo or rloo")
+    yield from _check_token_baseline(cfg)
+    if estimator == "gdpo" and not algo.gdpo_reward_keys:
+        yield Diagnostic("gdpo normalises each reward component on its own: it needs algorithm.gdpo_reward_keys, "
+                         "the keys of the dict the reward function returns", ("algorithm", "gdpo_reward_keys"),
+                         hint="e.g. [format_reward, accuracy_reward]")
+    if estimator == "gdpo" and algo.gdpo_reward_weights is not None and algo.gdpo_reward_keys and \
+            len(algo.gdpo_reward_weights) != len(algo.gdpo_reward_keys):
+        yield Diagnostic(f"gdpo_reward_weights has {len(algo.gdpo_reward_weights)} values for "
+                         f"{len(algo.gdpo_reward_keys)} gdpo_reward_keys", ("algorithm", "gdpo_reward_weights"))
+    if estimator == "gdpo" and cfg.reward_api.enable:
+        yield Diagnostic("gdpo reads the reward components from the reward function's returned dict; the remote "
+                         "reward server returns one score per response", ("algorithm", "adv_estimator"))
     if estimator == "grpo_passk" and rollout.n < 2:
         yield Diagnostic("grpo_passk rewards the best of a prompt's samples over the second best: it needs "
                          f"rollout.n >= 2, got {rollout.n}", (*ROLLOUT, "n"))
@@ -264,6 +272,10 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
                                                                                 "len"))
     yield from _check_rollout_correction(cfg)
     mode = actor.policy_loss.loss_mode
+    yield from _check_bypass(cfg)
+    if mode == "dro" and actor.policy_loss.dro_beta is None:
+        yield Diagnostic("loss_mode dro needs dro_beta, the weight of its quadratic log-ratio penalty",
+                         (*ACTOR, "policy_loss", "dro_beta"), hint="a positive number, e.g. 0.1")
     if mode in SEQUENCE_LEVEL_LOSS_MODES and actor.loss_agg_mode != "seq-mean-token-mean":
         yield Diagnostic(f"verl aggregates loss_mode {mode} with seq-mean-token-mean whatever loss_agg_mode says; "
                          f"rlc uses loss_agg_mode {actor.loss_agg_mode} as set", (*ACTOR, "loss_agg_mode"),
@@ -271,6 +283,34 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
     if actor.use_kl_loss and algo.use_kl_in_reward:
         yield Diagnostic("both use_kl_loss and use_kl_in_reward are on: the KL is penalised twice",
                          ("algorithm", "use_kl_in_reward"), severity="warning")
+
+
+def _check_token_baseline(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    estimator, actor = cfg.algorithm.adv_estimator, cfg.actor_rollout_ref.actor
+    if estimator not in TOKEN_BASELINE_ESTIMATORS:
+        return
+    if not actor.calculate_sum_pi_squared:
+        yield Diagnostic(f"{estimator} weighs each token by sum_v pi_v^2 of the old policy, which the actor "
+                         "computes only with calculate_sum_pi_squared", (*ACTOR, "calculate_sum_pi_squared"),
+                         hint="set actor_rollout_ref.actor.calculate_sum_pi_squared: true")
+    if cfg.algorithm.rollout_correction.bypass_mode:
+        yield Diagnostic(f"{estimator} needs sum_v pi_v^2 from the old-log-prob pass, which bypass_mode skips",
+                         ("algorithm", "rollout_correction", "bypass_mode"))
+
+
+def _check_bypass(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    correction, mode = cfg.algorithm.rollout_correction, cfg.actor_rollout_ref.actor.policy_loss.loss_mode
+    where = ("algorithm", "rollout_correction")
+    if mode == "bypass_mode" and not correction.bypass_mode:
+        yield Diagnostic("loss_mode bypass_mode takes the old log-probs to be the rollout engine's, which they "
+                         "are only with algorithm.rollout_correction.bypass_mode", (*ACTOR, "policy_loss",
+                                                                                     "loss_mode"),
+                         hint="set algorithm.rollout_correction.bypass_mode: true")
+    if correction.bypass_mode and mode not in ("vanilla", "bypass_mode") and (
+            correction.rollout_is or correction.rollout_rs or correction.loss_type != "ppo_clip"):
+        yield Diagnostic(f"with bypass_mode, loss_mode {mode} runs against the rollout's log-probs and, as in "
+                         "verl, leaves rollout_is, rollout_rs and loss_type unused: only vanilla and bypass_mode "
+                         "apply them", (*where, "bypass_mode"), severity="warning")
 
 
 def _check_rollout_correction(cfg: RLCConfig) -> Iterator[Diagnostic]:
@@ -286,6 +326,13 @@ def _check_rollout_correction(cfg: RLCConfig) -> Iterator[Diagnostic]:
                              hint=", ".join(known))
     if correction.rollout_rs_threshold is None:
         yield Diagnostic("rollout_rs needs rollout_rs_threshold", (*where, "rollout_rs_threshold"))
+    elif isinstance(correction.rollout_rs_threshold, float) and correction.rollout_rs_threshold <= 1 and any(
+            option.endswith("k1") for option in options):
+        yield Diagnostic(f"rollout_rs_threshold {correction.rollout_rs_threshold:g} is a k1 ratio's upper bound, "
+                         "and its lower bound 1/upper lies above it: every token would be rejected",
+                         (*where, "rollout_rs_threshold"),
+                         hint="an upper bound > 1, or lower_upper as a quoted string ('0.5_2': unquoted, YAML "
+                              "reads 0.5_2 as the number 0.52)")
 
 
 def check_trainer(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

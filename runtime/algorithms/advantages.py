@@ -172,22 +172,104 @@ def remax_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tens
     return returns - reward_baselines[:, None] * response_mask, returns
 
 
+def _score_norm_weights(response_mask: torch.Tensor, old_log_probs: torch.Tensor, sum_pi_squared: torch.Tensor,
+                        rollout_is_weights: torch.Tensor | None) -> torch.Tensor:
+    """W_t = sum_{j<=t} ||grad_logits log pi(y_j)||^2 = sum_{j<=t} (1 - 2 pi_j + sum_v pi_v^2), the squared norm of
+    a softmax policy's score function accumulated along the response; under rollout correction each step's term
+    is scaled by the squared importance weight (the baseline that minimises the variance of the weighted
+    gradient). Masked positions add nothing."""
+    per_token = 1 - 2 * old_log_probs.exp() + sum_pi_squared
+    if rollout_is_weights is not None:
+        per_token = per_token * rollout_is_weights ** 2
+    return (per_token * response_mask).cumsum(-1)
+
+
+def _token_baselines(returns: torch.Tensor, weight: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor,
+                     handle_zero_tail: bool, eps: float) -> torch.Tensor:
+    """Per group and position t, B_t = sum_i G_it W_it / (sum_i W_it + eps) over the group's rows i, where each
+    row's values past its `lengths` are 0. A group of one gets no baseline. With `handle_zero_tail`, the positions
+    of a group's single longest row past the second longest get none either: there B_t would be the row's own
+    return, and its advantage always 0."""
+    groups = int(ids.max()) + 1 if len(ids) else 0
+    width = returns.shape[1]
+    numerator = torch.zeros(groups, width, dtype=returns.dtype).index_add_(0, ids, returns * weight)
+    denominator = torch.zeros(groups, width, dtype=returns.dtype).index_add_(0, ids, weight)
+    count = torch.zeros(groups, dtype=returns.dtype).index_add_(0, ids, torch.ones_like(returns[:, 0]))
+    baselines = torch.where(count[ids, None] > 1, numerator[ids] / (denominator[ids] + eps),
+                            torch.zeros_like(returns))
+    if handle_zero_tail:
+        for group in range(groups):
+            rows = torch.nonzero(ids == group).flatten()
+            if len(rows) < 2:
+                continue
+            ordered = torch.sort(lengths[rows], descending=True).values
+            longest, second = int(ordered[0]), int(ordered[1])
+            if longest > second:
+                baselines[rows[int(torch.argmax(lengths[rows]))], second:] = 0.0
+    return baselines
+
+
 def optimal_token_baseline_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
                                      group_index: GroupIndex, old_log_probs: torch.Tensor,
-                                     sum_pi_squared: torch.Tensor,
+                                     sum_pi_squared: torch.Tensor, rollout_is_weights: torch.Tensor | None = None,
+                                     handle_zero_tail: bool = True,
                                      eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimal token baseline (verl): a baseline per position t and prompt, B_t = sum G_t W_t / sum W_t over the
-    group's samples, where G_t is the reward-to-go and W_t = sum_{j<=t} (1 - 2 pi_j + sum_v pi_v^2), the
-    accumulated squared norm of the score function of a softmax policy. A group of one has no baseline."""
+    """Optimal token baseline (verl's OTB, Yingru Li's note "The Optimal Token Baseline"): a baseline per response
+    position t and prompt, B_t = sum_i G_t W_t / sum_i W_t over the group's samples i, where G_t is the
+    reward-to-go and W_t the score-norm weight of `_score_norm_weights`: the baseline that minimises the variance
+    of a REINFORCE gradient whose per-sample noise grows with W. Returns (advantages G - B, returns G)."""
     returns = (token_level_rewards * response_mask).flip(-1).cumsum(-1).flip(-1)
-    weight = ((1 - 2 * old_log_probs.exp() + sum_pi_squared) * response_mask).cumsum(-1) * response_mask
+    weight = _score_norm_weights(response_mask, old_log_probs, sum_pi_squared, rollout_is_weights) * response_mask
     ids = _group_ids(group_index).to(returns.device)
-    groups = int(ids.max()) + 1 if len(ids) else 0
-    numerator = torch.zeros(groups, returns.shape[1], dtype=returns.dtype).index_add_(0, ids, returns * weight)
-    denominator = torch.zeros(groups, returns.shape[1], dtype=returns.dtype).index_add_(0, ids, weight)
-    count = torch.zeros(groups, dtype=returns.dtype).index_add_(0, ids, torch.ones_like(returns[:, 0]))
-    baseline = torch.where(count[ids, None] > 1, numerator[ids] / (denominator[ids] + eps), torch.zeros_like(returns))
-    return (returns - baseline) * response_mask, returns
+    baselines = _token_baselines(returns * response_mask, weight, response_mask.sum(-1), ids, handle_zero_tail, eps)
+    return (returns - baselines) * response_mask, returns
+
+
+def tir_optimal_token_baseline_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                                         group_index: GroupIndex, old_log_probs: torch.Tensor,
+                                         sum_pi_squared: torch.Tensor,
+                                         rollout_is_weights: torch.Tensor | None = None,
+                                         handle_zero_tail: bool = True,
+                                         eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The optimal token baseline for tool-interleaved responses (verl's tir_optimal_token_baseline): positions
+    count the policy's own tokens only, so the k-th generated token of one sample is compared with the k-th of
+    the others however many tool-output tokens (masked out) came before. Rows with no response token belong to
+    no group. Without holes in the mask this is optimal_token_baseline."""
+    returns = (token_level_rewards * response_mask).flip(-1).cumsum(-1).flip(-1)
+    weight = _score_norm_weights(response_mask, old_log_probs, sum_pi_squared, rollout_is_weights)
+    mask = response_mask.bool()
+    lengths = mask.sum(-1)
+    # Column k of the packed tensors holds each row's k-th response token (stable sort keeps the order).
+    order = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices
+    packed_mask = torch.gather(mask, 1, order)
+    packed_returns = torch.gather(returns, 1, order) * packed_mask
+    packed_weight = torch.gather(weight, 1, order) * packed_mask
+    present = torch.nonzero(lengths > 0).flatten()
+    labels = group_index.tolist() if isinstance(group_index, torch.Tensor) else list(group_index)
+    ids = _group_ids([labels[i] for i in present.tolist()]).to(returns.device)
+    packed_advantages = torch.zeros_like(packed_returns)
+    if len(present):
+        baselines = _token_baselines(packed_returns[present], packed_weight[present], lengths[present], ids,
+                                     handle_zero_tail, eps)
+        packed_advantages[present] = (packed_returns[present] - baselines) * packed_mask[present]
+    advantages = torch.zeros_like(returns).scatter_(1, order, packed_advantages)
+    return advantages * response_mask, returns
+
+
+def gdpo_advantage(component_scores: torch.Tensor, weights: Sequence[float] | None, group_index: GroupIndex,
+                   response_mask: torch.Tensor, norm_by_std: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """GDPO (Group reward-Decoupled normalization Policy Optimization, arXiv 2601.05242): each reward component
+    ([K, B]: K components of B samples) is normalised within its prompt's group as GRPO does, the results are
+    summed with `weights` (default all 1), and the sum is whitened over the batch's response tokens, so that a
+    component of large scale or spread cannot drown the others."""
+    if weights is not None and len(weights) != len(component_scores):
+        raise ValueError(f"gdpo_reward_weights has {len(weights)} values for {len(component_scores)} reward keys")
+    total = torch.zeros_like(response_mask, dtype=component_scores.dtype)
+    for k, scores in enumerate(component_scores):
+        normalised, _ = grpo_outcome_advantage(scores, group_index, response_mask, norm_by_std)
+        total = total + (weights[k] if weights is not None else 1.0) * normalised
+    advantages = masked_whiten(total, response_mask) * response_mask
+    return advantages, advantages
 
 
 @dataclass
@@ -201,6 +283,8 @@ class AdvantageInputs:
     reward_baselines: torch.Tensor | None = None
     old_log_probs: torch.Tensor | None = None
     sum_pi_squared: torch.Tensor | None = None
+    rollout_is_weights: torch.Tensor | None = None
+    reward_components: torch.Tensor | None = None  # [K, B]: the reward function's algorithm.gdpo_reward_keys
 
     @property
     def scores(self) -> torch.Tensor:
@@ -224,6 +308,12 @@ def _rloo(algo: Any, x: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
     return rloo_outcome_advantage(x.scores, x.group_index, x.response_mask)
 
 
+def _token_baseline(estimator: Callable[..., tuple[torch.Tensor, torch.Tensor]], x: AdvantageInputs,
+                    name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return estimator(x.token_level_rewards, x.response_mask, x.group_index, x.need("old_log_probs", name),
+                     x.need("sum_pi_squared", name), x.rollout_is_weights)
+
+
 ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
     "gae": lambda algo, x: gae_advantage(x.token_level_rewards, x.need("values", "gae"), x.response_mask,
                                          algo.gamma, algo.lam),
@@ -241,9 +331,12 @@ ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {
                                              x.need("reward_baselines", "remax")),
     "opo": lambda algo, x: opo_advantage(x.scores, x.group_index, x.response_mask),
     "gpg": lambda algo, x: gpg_advantage(x.scores, x.group_index, x.response_mask),
-    "optimal_token_baseline": lambda algo, x: optimal_token_baseline_advantage(
-        x.token_level_rewards, x.response_mask, x.group_index, x.need("old_log_probs", "optimal_token_baseline"),
-        x.need("sum_pi_squared", "optimal_token_baseline")),
+    "optimal_token_baseline": lambda algo, x: _token_baseline(optimal_token_baseline_advantage, x,
+                                                              "optimal_token_baseline"),
+    "tir_optimal_token_baseline": lambda algo, x: _token_baseline(tir_optimal_token_baseline_advantage, x,
+                                                                  "tir_optimal_token_baseline"),
+    "gdpo": lambda algo, x: gdpo_advantage(x.need("reward_components", "gdpo"), algo.gdpo_reward_weights,
+                                           x.group_index, x.response_mask, algo.norm_adv_by_std_in_grpo),
 }
 
 

@@ -109,6 +109,17 @@ def log_probs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return torch.stack(rows)
 
 
+@torch.no_grad()
+def sum_pi_squared_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """sum_v softmax(logits)_v^2 per position, = exp(logsumexp(2 z) - 2 logsumexp(z)), in float32.
+
+    One row at a time, so the extra memory is one row's [R, vocab] float32 temporaries rather than the whole
+    micro-batch's softmax; no graph (the optimal token baseline reads it once, from the old policy)."""
+    rows = [torch.exp(torch.logsumexp(2 * row.float(), dim=-1) - 2 * torch.logsumexp(row.float(), dim=-1))
+            for row in logits]
+    return torch.stack(rows) if rows else logits.new_zeros(logits.shape[:-1], dtype=torch.float32)
+
+
 def value_loss(vpreds: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor,
                cliprange_value: float, loss_agg_mode: str = "token-mean") -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped value loss: 0.5 x the larger of (vpred - R)^2 and (clipped vpred - R)^2, where the clipped

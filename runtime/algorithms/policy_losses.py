@@ -25,6 +25,7 @@ from rlc_runtime.algorithms.masked import masked_mean
 Metrics = dict[str, torch.Tensor]
 PolicyLoss = Callable[..., tuple[torch.Tensor, Metrics]]
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
+BYPASS_MODE = "bypass_mode"  # composed of vanilla or REINFORCE and rollout correction, not a per-token loss
 _LOG_RATIO_BOUND = 20.0  # exp(20) is finite in every dtype we train in; a token whose ratio exploded stays finite
 
 
@@ -37,14 +38,48 @@ def register(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
 
 def compute_policy_loss(mode: str, old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
                         response_mask: torch.Tensor, loss_agg_mode: str, config: Any,
-                        rollout_is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:
-    """The loss `mode` names, aggregated under `loss_agg_mode`; returns (loss, detached verl-named metrics)."""
+                        rollout_is_weights: torch.Tensor | None = None,
+                        bypass: Any = None) -> tuple[torch.Tensor, Metrics]:
+    """The loss `mode` names, aggregated under `loss_agg_mode`; returns (loss, detached verl-named metrics).
+
+    `bypass` is `algorithm.rollout_correction` when its bypass_mode is on (old_log_prob is then the rollout's):
+    loss_mode bypass_mode, and vanilla, which verl's bypass mode turns into it, run `bypass_mode_loss`."""
+    if mode == BYPASS_MODE or (mode == "vanilla" and bypass is not None):
+        if bypass is None:
+            raise ValueError("loss_mode bypass_mode takes the old log-probs to be the rollout's: it needs "
+                             "algorithm.rollout_correction.bypass_mode true")
+        return bypass_mode_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, bypass)
     if mode not in POLICY_LOSSES:
-        raise ValueError(f"policy loss_mode {mode!r} is not one of: {', '.join(POLICY_LOSSES)}")
+        raise ValueError(f"policy loss_mode {mode!r} is not one of: {', '.join(POLICY_LOSS_MODES)}")
     loss_mat, metrics = POLICY_LOSSES[mode](old_log_prob, log_prob, advantages, response_mask, config)
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights.detach()
     return agg_loss(loss_mat, response_mask, loss_agg_mode), {k: v.detach() for k, v in metrics.items()}
+
+
+def bypass_mode_loss(rollout_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                     response_mask: torch.Tensor, loss_agg_mode: str, config: Any,
+                     correction: Any) -> tuple[torch.Tensor, Metrics]:
+    """verl's bypass-mode loss: two policies, the rollout's and the current one (no recomputed old policy).
+
+    Rejection (`rollout_rs`) and importance weights (`rollout_is`) are measured between the current policy and the
+    rollout, per micro-batch, on detached log-probs. `loss_type` ppo_clip: vanilla PPO against the rollout's
+    log-probs on the surviving tokens, the weights only reported (the PPO ratio already is pi / pi_rollout).
+    reinforce: -w A log p, the truncated weight w making the plain policy gradient off-policy correct."""
+    from rlc_runtime.algorithms.rollout_correction import apply_rollout_correction
+
+    weights, mask, metrics = apply_rollout_correction(correction, log_prob.detach(), rollout_log_prob,
+                                                      response_mask)
+    if correction.loss_type == "ppo_clip":
+        loss, pg_metrics = compute_policy_loss("vanilla", rollout_log_prob, log_prob, advantages, mask,
+                                               loss_agg_mode, config)
+    elif correction.loss_type == "reinforce":
+        loss_mat = -advantages * log_prob * (weights if weights is not None else 1.0)
+        loss = agg_loss(loss_mat, mask, loss_agg_mode)
+        pg_metrics = {"actor/ppo_kl": masked_mean(rollout_log_prob - log_prob.detach(), mask)}
+    else:
+        raise ValueError(f"rollout_correction.loss_type must be ppo_clip or reinforce, got {correction.loss_type!r}")
+    return loss, pg_metrics | {k: torch.tensor(v) for k, v in metrics.items()}
 
 
 def clip_bounds(config: Any) -> tuple[float, float]:
@@ -205,3 +240,66 @@ def geo_mean_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages
     return loss, {"actor/pg_clipfrac": _fraction(was_clipped & (advantages > 0), mask),
                   "actor/ppo_kl": masked_mean(-log_ratio, mask),
                   "actor/pg_clipfrac_lower": _fraction(was_clipped & (advantages < 0), mask)}
+
+
+def _probability_ratio(old_log_prob: torch.Tensor, log_prob: torch.Tensor, config: Any) -> tuple[torch.Tensor, ...]:
+    """(log ratio, its truncated ratio min(r, clip_ratio_c) without a gradient, pi, pi_old) for the DPPO losses."""
+    log_ratio = _log_ratio(old_log_prob, log_prob)
+    truncated = torch.exp(log_ratio).clamp(max=config.clip_ratio_c).detach()
+    return log_ratio, truncated, torch.exp(log_prob).detach(), torch.exp(old_log_prob)
+
+
+def _dppo(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, log_ratio: torch.Tensor,
+          truncated: torch.Tensor, trusted: torch.Tensor, config: Any) -> tuple[torch.Tensor, Metrics]:
+    """DPPO's loss: -A sg(min(r, c)) log p on the tokens whose update stays inside the trust region, 0 elsewhere.
+    pg_clipfrac: the share of tokens outside; pg_clipfrac_lower: the share inside whose ratio was truncated."""
+    loss = -advantages * truncated * log_prob * trusted
+    exploded = torch.exp(log_ratio.detach()) > config.clip_ratio_c
+    return loss, {"actor/pg_clipfrac": _fraction(~trusted, mask), "actor/ppo_kl": masked_mean(-log_ratio, mask),
+                  "actor/pg_clipfrac_lower": _fraction(exploded & trusted, mask)}
+
+
+@register("dppo_tv")
+def dppo_tv_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                 mask: torch.Tensor, config: Any) -> tuple[torch.Tensor, Metrics]:
+    """DPPO-Binary-TV (Divergence PPO, arXiv 2602.04879): the trust region is on the sampled token's probability,
+    not its ratio. A token is dropped when a positive advantage already raised pi by more than clip_ratio_high
+    (pi - pi_old > high), or a non-positive one lowered it by more than clip_ratio_low; the clip ratios are total
+    variation bounds here. The ratio weighting the rest is truncated at clip_ratio_c (TIS, not dual clip)."""
+    low, high = clip_bounds(config)
+    log_ratio, truncated, prob, old_prob = _probability_ratio(old_log_prob, log_prob, config)
+    change = prob - old_prob
+    trusted = torch.where(advantages > 0, change <= high, change >= -low)
+    return _dppo(log_prob, advantages, mask, log_ratio, truncated, trusted, config)
+
+
+@register("dppo_kl")
+def dppo_kl_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                 mask: torch.Tensor, config: Any) -> tuple[torch.Tensor, Metrics]:
+    """DPPO-Binary-KL: as dppo_tv with the KL between the Bernoulli distributions (sampled token or not) of the
+    old and current policy, KL = p_o log(p_o/p) + (1-p_o) log((1-p_o)/(1-p)), bounded by clip_ratio_high
+    (low) only in the direction the advantage pushes: a move against it is never dropped."""
+    low, high = clip_bounds(config)
+    log_ratio, truncated, prob, old_prob = _probability_ratio(old_log_prob, log_prob, config)
+    binary_kl = old_prob * (old_log_prob - log_prob.detach()) + (1 - old_prob) * torch.log(
+        (1 - old_prob + 1e-8) / (1 - prob + 1e-8))
+    trusted = torch.where(advantages > 0, (binary_kl <= high) | (prob <= old_prob),
+                          (binary_kl <= low) | (prob >= old_prob))
+    return _dppo(log_prob, advantages, mask, log_ratio, truncated, trusted, config)
+
+
+@register("dro")
+def dro_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+             mask: torch.Tensor, config: Any) -> tuple[torch.Tensor, Metrics]:
+    """DRO (Direct Reward Optimization) as verl 0.9.1 registers it, per token:
+    -(A log p - beta/2 (log p - log p_old)^2), the quadratic term a soft trust region around the old policy."""
+    beta = config.policy_loss.dro_beta
+    if beta is None or beta <= 0:
+        raise ValueError(f"loss_mode dro needs policy_loss.dro_beta > 0, got {beta}")
+    log_ratio = log_prob - old_log_prob
+    return -(advantages * log_prob - 0.5 * beta * log_ratio.square()), {
+        "actor/ppo_kl": masked_mean(-log_ratio, mask)}
+
+
+POLICY_LOSS_MODES = (*POLICY_LOSSES, BYPASS_MODE)
+"""Every loss_mode rlc runs: the per-token losses and the bypass-mode composition."""

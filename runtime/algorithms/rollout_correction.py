@@ -1,9 +1,11 @@
 """Rollout correction (verl's `algorithm.rollout_correction`): the rollout engine samples with its own numerics
 (vLLM kernels, another precision), so the tokens come from pi_rollout, not from the trainer's pi_old. Importance
 weights pi_old / pi_rollout, truncated above (TIS), reweight the policy loss; rejection sampling masks tokens or
-whole sequences whose divergence is out of bounds. Decoupled mode only: the trainer still recomputes old log-probs.
+whole sequences whose divergence is out of bounds.
 
-Everything here is computed once per step on the controller from `old_log_probs` and `rollout_log_probs`; log
+Decoupled mode (three policies): computed once per step on the controller from the recomputed `old_log_probs` and
+`rollout_log_probs`. Bypass mode (`bypass_mode`, two policies): no old-log-prob pass; the same functions run inside
+the loss, per micro-batch, between the current policy and the rollout's (`policy_losses.bypass_mode_loss`). Log
 ratios are clamped to +-20 before exp so no weight is inf. Metrics carry verl's `rollout_corr/` names.
 """
 
@@ -76,6 +78,10 @@ def parse_thresholds(options: list[str], spec: str | float | None) -> dict[str, 
             bounds[option] = (None, float(part))
         if any(b is not None and b <= 0 for b in bounds[option]):
             raise ValueError(f"rollout_rs_threshold for {option} must be positive, got {part!r}")
+        lower_bound, upper_bound = bounds[option]
+        if lower_bound is not None and lower_bound > upper_bound:
+            raise ValueError(f"rollout_rs_threshold for {option} keeps no token: lower bound {lower_bound:g} is "
+                             f"above upper bound {upper_bound:g} (a single k1 value is the upper bound, > 1)")
     return bounds
 
 

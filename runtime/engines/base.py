@@ -37,6 +37,9 @@ class ModelOutputs(Protocol):
     def entropy(self, grad: bool) -> torch.Tensor:
         """Entropy per position; `grad=False` keeps no graph (reported, not optimised)."""
 
+    def sum_pi_squared(self) -> torch.Tensor:
+        """sum_v p_v^2 per position over the whole vocabulary, with no graph (the optimal token baseline)."""
+
     def values(self) -> torch.Tensor:
         """Value predictions (critic engines)."""
 

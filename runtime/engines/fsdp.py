@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from rlc_runtime.algorithms.losses import entropy_from_logits, log_probs_from_logits
+from rlc_runtime.algorithms.losses import entropy_from_logits, log_probs_from_logits, sum_pi_squared_from_logits
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.optim import build_optimizer
@@ -227,6 +227,9 @@ class _Outputs:
     def entropy(self, grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             return entropy_from_logits(self._scaled_logits())
+
+    def sum_pi_squared(self) -> torch.Tensor:
+        return sum_pi_squared_from_logits(self._scaled_logits().detach())
 
     def values(self) -> torch.Tensor:
         e = self.engine

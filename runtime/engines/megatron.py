@@ -47,7 +47,12 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.megatron_convert import hf_to_megatron, iter_megatron_to_hf
-from rlc_runtime.engines.megatron_loss import response_logits, vocab_parallel_entropy, vocab_parallel_log_probs
+from rlc_runtime.engines.megatron_loss import (
+    response_logits,
+    vocab_parallel_entropy,
+    vocab_parallel_log_probs,
+    vocab_parallel_sum_pi_squared,
+)
 from rlc_runtime.engines.megatron_model import build_model, check_supported, load_shard, megatron_layout
 from rlc_runtime.models import load_causal_lm, load_config, load_tokenizer
 
@@ -398,6 +403,9 @@ class _Outputs:
     def entropy(self, grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             return vocab_parallel_entropy(self._logits())
+
+    def sum_pi_squared(self) -> torch.Tensor:
+        return vocab_parallel_sum_pi_squared(self._logits())
 
     def values(self) -> torch.Tensor:
         start = self.part.prompt_length - 1

@@ -1,10 +1,11 @@
-"""Log-probs and entropy from vocabulary-parallel logits: each tensor-parallel rank sees only its vocabulary slice.
+"""Log-probs, entropy and sum of squared probabilities from vocabulary-parallel logits: each tensor-parallel rank
+sees only its vocabulary slice.
 
 The Megatron model's output layer is column parallel, so rank r of T holds the logits of tokens
 `[r * V/T, (r+1) * V/T)` of the padded vocabulary. Nothing here gathers that dimension: log-probs come from
 megatron-core's `vocab_parallel_cross_entropy`, and entropy from three all-reduces (max, sum of exp, sum of
-exp x logit) over the tensor-parallel group, so the largest tensor a rank holds is its own slice for one
-micro-batch's response tokens.
+exp x logit) over the tensor-parallel group, sum pi^2 likewise (max, sum of exp, sum of exp^2), so the largest
+tensor a rank holds is its own slice for one micro-batch's response tokens.
 
 Padded vocabulary rows (megatron rounds the vocabulary up; the converter fills them with zeros) would each add
 exp(0) to the partition function, so `response_logits` masks them. It uses a large finite negative rather than
@@ -72,3 +73,18 @@ class _VocabParallelEntropy(torch.autograd.Function):
 def vocab_parallel_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy per position of softmax over the whole vocabulary, from this rank's slice; differentiable."""
     return _VocabParallelEntropy.apply(logits)
+
+
+@torch.no_grad()
+def vocab_parallel_sum_pi_squared(logits: torch.Tensor) -> torch.Tensor:
+    """sum_v p_v^2 per position over the whole vocabulary, from this rank's slice: with m the global maximum,
+    sum_v exp(2 (l_v - m)) / (sum_v exp(l_v - m))^2, both sums all-reduced over the tensor-parallel group."""
+    group = parallel_state.get_tensor_model_parallel_group()
+    shift = logits.max(dim=-1).values
+    dist.all_reduce(shift, op=dist.ReduceOp.MAX, group=group)
+    exp = (logits - shift.unsqueeze(-1)).exp()
+    total, squares = exp.sum(-1), exp.square().sum(-1)
+    del exp
+    dist.all_reduce(total, group=group)
+    dist.all_reduce(squares, group=group)
+    return squares / total.square()

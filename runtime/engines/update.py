@@ -23,7 +23,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -101,7 +101,9 @@ class Update:
 
 def policy_update(engine: TrainEngine, cfg: Any) -> Update:
     actor = cfg.actor_rollout_ref.actor
-    return Update(engine, actor, lambda part, out: policy_objective(actor, part, out), "actor",
+    correction = cfg.algorithm.rollout_correction
+    bypass = correction if correction.bypass_mode else None
+    return Update(engine, actor, lambda part, out: policy_objective(actor, part, out, bypass), "actor",
                   cfg.actor_rollout_ref.rollout.n)
 
 
@@ -111,15 +113,17 @@ def critic_update(engine: TrainEngine, cfg: Any) -> Update:
                   cfg.actor_rollout_ref.rollout.n)
 
 
-def policy_objective(actor: Any, part: TokenBatch, outputs: ModelOutputs) -> tuple[torch.Tensor, dict[str, Any]]:
-    """verl's actor loss on one micro-batch: policy loss - entropy_coeff x entropy + kl_loss_coef x KL(ref)."""
+def policy_objective(actor: Any, part: TokenBatch, outputs: ModelOutputs,
+                     bypass: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """verl's actor loss on one micro-batch: policy loss - entropy_coeff x entropy + kl_loss_coef x KL(ref).
+    `bypass`: `algorithm.rollout_correction` in bypass mode (the batch's old log-probs are the rollout's)."""
     log_prob = outputs.log_probs()
     device, mode = log_prob.device, actor.loss_agg_mode
     mask = part.response_mask.to(device)
     old = part.old_log_probs.to(device) if part.old_log_probs is not None else log_prob.detach()
     weights = part.rollout_is_weights.to(device) if part.rollout_is_weights is not None else None
     pg_loss, pg_metrics = compute_policy_loss(actor.policy_loss.loss_mode, old, log_prob,
-                                              part.advantages.to(device), mask, mode, actor, weights)
+                                              part.advantages.to(device), mask, mode, actor, weights, bypass)
     entropy = agg_loss(outputs.entropy(grad=actor.entropy_coeff != 0), mask, mode)
     loss = pg_loss - actor.entropy_coeff * entropy
     metrics = {"actor/pg_loss": pg_loss.detach(), "actor/entropy": entropy.detach(), **pg_metrics}
@@ -143,21 +147,32 @@ def value_objective(critic: Any, part: TokenBatch, outputs: ModelOutputs) -> tup
     return loss, {"critic/vf_loss": loss.detach(), "critic/vf_clipfrac": clipfrac, "critic/vpred_mean": vpred_mean}
 
 
+PER_TOKEN_OUTPUTS: dict[str, Callable[[ModelOutputs], torch.Tensor]] = {
+    "log_probs": lambda outputs: outputs.log_probs(),
+    "entropy": lambda outputs: outputs.entropy(grad=False),
+    "sum_pi_squared": lambda outputs: outputs.sum_pi_squared(),
+}
+
+
+def compute_outputs(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None, names: Sequence[str],
+                    token_budget: int | None = None) -> dict[str, torch.Tensor]:
+    """The named per-token outputs (`PER_TOKEN_OUTPUTS`), each [B, R] for this rank's responses and 0 on padding,
+    under the current weights; micro-batches of `micro_batch_size` rows, or of up to `token_budget` tokens."""
+
+    def read(part: TokenBatch, outputs: ModelOutputs) -> tuple[None, dict[str, Any]]:
+        found = {name: PER_TOKEN_OUTPUTS[name](outputs) for name in names}
+        mask = part.response_mask.to(found[names[0]].device)
+        return None, {name: value * mask for name, value in found.items()}
+
+    return _forward(engine, batch, micro_batch_size, token_budget, read)
+
+
 def compute_log_probs(engine: TrainEngine, batch: TokenBatch, micro_batch_size: int | None,
                       with_entropy: bool = False,
                       token_budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[B, R] log-probs of this rank's responses (0 on padding) under the current weights, and the entropy;
-    micro-batches of `micro_batch_size` rows, or of up to `token_budget` tokens when given."""
-
-    def read(part: TokenBatch, outputs: ModelOutputs) -> tuple[None, dict[str, Any]]:
-        log_probs = outputs.log_probs()
-        mask = part.response_mask.to(log_probs.device)
-        found = {"log_probs": log_probs * mask}
-        if with_entropy:
-            found["entropy"] = outputs.entropy(grad=False) * mask
-        return None, found
-
-    results = _forward(engine, batch, micro_batch_size, token_budget, read)
+    """[B, R] log-probs of this rank's responses (0 on padding) under the current weights, and the entropy."""
+    results = compute_outputs(engine, batch, micro_batch_size, ("log_probs", "entropy") if with_entropy
+                              else ("log_probs",), token_budget)
     return results["log_probs"], results.get("entropy")
 
 

@@ -11,7 +11,7 @@ the client's atomic `save_jsonl`; a step that fails on unscorable samples is sav
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,30 @@ class RewardManager:
 
             self.fn = compute_score
 
-    def score(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float]]:
-        """Scores in the order of `samples` (each: response, data_source, ground_truth, extra_info, ...);
-        `step` is None for validation."""
+    def score(self, samples: list[dict[str, Any]], step: int | None,
+              component_keys: Sequence[str] = ()) -> tuple[list[float], dict[str, float], list[list[float]]]:
+        """Scores in the order of `samples` (each: response, data_source, ground_truth, extra_info, ...), reward
+        metrics, and per `component_keys` key the values the function returned under it, in sample order (GDPO's
+        reward components); `step` is None for validation."""
         if self.remote is not None:
-            return self._score_remote(samples, step)
+            if component_keys:
+                raise ValueError("reward components (algorithm.gdpo_reward_keys) come from a reward function's "
+                                 "returned dict; the remote reward server returns one score per response")
+            return *self._score_remote(samples, step), []
         scores, extras = [], defaultdict(list)
+        components: list[list[float]] = [[] for _ in component_keys]
         for sample in samples:
             result = self.fn(sample["data_source"], sample["response"], sample["ground_truth"],
                              sample.get("extra_info"))
+            for values, key in zip(components, component_keys, strict=True):
+                values.append(_component(result, key))
             if isinstance(result, dict):
                 for key, value in result.items():
                     if key != "score" and isinstance(value, int | float):
                         extras[key].append(float(value))
                 result = result["score"]
             scores.append(float(result))
-        return scores, {f"reward/{key}/mean": sum(v) / len(v) for key, v in extras.items()}
+        return scores, {f"reward/{key}/mean": sum(v) / len(v) for key, v in extras.items()}, components
 
     def _score_remote(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float]]:
         from rlc_runtime.rewards.remote import RewardAPIError
@@ -72,3 +80,11 @@ class RewardManager:
         if api.save_dir and api.save_freq > 0 and step is not None and step % api.save_freq == 0:
             save_jsonl(Path(api.save_dir) / f"rewards_step_{step}.jsonl", [s.get("prompt_text") for s in samples],
                        [s["response"] for s in samples], [s.get("ground_truth") for s in samples], batch, step)
+
+
+def _component(result: Any, key: str) -> float:
+    if not isinstance(result, dict) or not isinstance(result.get(key), int | float):
+        got = f"a dict with keys {sorted(result)}" if isinstance(result, dict) else type(result).__name__
+        raise ValueError(f"algorithm.gdpo_reward_keys names {key!r}, but the reward function returned {got}: it "
+                         f"must return a dict with a number under each of gdpo_reward_keys")
+    return float(result[key])

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 
 from rlc_runtime.batch import TokenBatch
-from rlc_runtime.engines.update import Update, compute_log_probs, compute_values, critic_update, policy_update
+from rlc_runtime.engines.update import (
+    Update,
+    compute_log_probs,
+    compute_outputs,
+    compute_values,
+    critic_update,
+    policy_update,
+)
 from rlc_runtime.rollout.base import Generation
 from rlc_runtime.workers.group import RankWorker
 from rlc_runtime.workers.rollout import GenerationRequest, generate, make_rollout
@@ -79,8 +86,12 @@ class TrainWorker(RankWorker):
         return None
 
     # training --------------------------------------------------------------------------------------------------
-    def log_probs(self, batch: TokenBatch) -> torch.Tensor:
-        return compute_log_probs(self.actor, batch, *self._log_prob_batching("rollout"))[0]
+    def log_probs(self, batch: TokenBatch) -> dict[str, torch.Tensor]:
+        """The old policy's log-probs, and sum_v pi_v^2 when actor.calculate_sum_pi_squared asks for it."""
+        size, _, budget = self._log_prob_batching("rollout")
+        names = ("log_probs", "sum_pi_squared") if self.cfg.actor_rollout_ref.actor.calculate_sum_pi_squared \
+            else ("log_probs",)
+        return compute_outputs(self.actor, batch, size, names, budget)
 
     def ref_log_probs(self, batch: TokenBatch) -> torch.Tensor:
         return compute_log_probs(self.ref, batch, *self._log_prob_batching("ref"))[0]

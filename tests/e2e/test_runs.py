@@ -154,3 +154,24 @@ def test_remax_with_rollout_correction(tmp_path: Path) -> None:
         assert row["rollout_corr/rollout_is_mean"] == pytest.approx(1.0, abs=1e-3)
         assert row["rollout_corr/rollout_rs_masked_fraction"] == 0.0
         assert abs(row["rollout_corr/kl"]) < 1e-4 and "actor/pg_loss" in row
+
+
+def test_gdpo_components_and_bypass_mode(tmp_path: Path) -> None:
+    # GDPO's reward components travel from the reward function's dict through the reward worker to the advantage;
+    # bypass mode skips the old-log-prob pass and corrects inside the loss (REINFORCE with token IS weights).
+    reward = tmp_path / "parts.py"
+    reward.write_text("def parts(data_source, solution_str, ground_truth, extra_info=None):\n"
+                      "    digits = float(solution_str.strip().isdigit())\n"
+                      "    return {'score': digits, 'digits': digits, 'length': float(len(solution_str))}\n")
+    write_run_dir(tmp_path, algorithm={"adv_estimator": "gdpo", "gdpo_reward_keys": ["digits", "length"],
+                                       "gdpo_reward_weights": [1.0, 0.1], "rollout_correction": {
+                                           "bypass_mode": True, "loss_type": "reinforce", "rollout_is": "token"}},
+                  custom_reward_function={"path": str(reward), "name": "parts"}, trainer={"total_training_steps": 1})
+    _run(tmp_path)
+    row = read_metrics(tmp_path)[0]
+    assert "timing_s/old_log_prob" not in row and "rollout/logprob_diff" not in row
+    # The trainer's per-sample components and the reward worker's own means are two paths to the same numbers.
+    assert row["gdpo/length/mean"] == pytest.approx(row["reward/length/mean"])
+    assert row["gdpo/digits/mean"] == pytest.approx(row["critic/score/mean"])
+    # Measured between the policy as it updates (several mini-batches) and the rollout's: near 1, not exactly.
+    assert 0.5 < row["rollout_corr/rollout_is_mean"] < 1.5 and row["actor/grad_norm"] > 0

@@ -187,8 +187,18 @@ def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("edit", "path", "message"), [
     (("adv_estimator: grpo", "adv_estimator: grpo_passk"), "actor_rollout_ref.rollout.n", "needs rollout.n >= 2"),
-    (("adv_estimator: grpo", "adv_estimator: optimal_token_baseline"), "algorithm.adv_estimator",
-     "not implemented in rlc's runtime yet"),
+    (("adv_estimator: grpo", "adv_estimator: optimal_token_baseline"),
+     "actor_rollout_ref.actor.calculate_sum_pi_squared", "computes only with calculate_sum_pi_squared"),
+    (("adv_estimator: grpo", "adv_estimator: tir_optimal_token_baseline\n  rollout_correction:\n"
+      "    bypass_mode: true"), "algorithm.rollout_correction.bypass_mode", "which bypass_mode skips"),
+    (("ppo_mini_batch_size: 8", "ppo_mini_batch_size: 8\n    policy_loss:\n      loss_mode: bypass_mode"),
+     "actor_rollout_ref.actor.policy_loss.loss_mode", "only with algorithm.rollout_correction.bypass_mode"),
+    (("ppo_mini_batch_size: 8", "ppo_mini_batch_size: 8\n    policy_loss:\n      loss_mode: dro"),
+     "actor_rollout_ref.actor.policy_loss.dro_beta", "needs dro_beta"),
+    (("adv_estimator: grpo", "adv_estimator: gdpo"), "algorithm.gdpo_reward_keys",
+     "needs algorithm.gdpo_reward_keys"),
+    (("adv_estimator: grpo", "adv_estimator: gdpo\n  gdpo_reward_keys: [a, b]\n  gdpo_reward_weights: [1.0]"),
+     "algorithm.gdpo_reward_weights", "1 values for 2 gdpo_reward_keys"),
     (("adv_estimator: grpo", "adv_estimator: remax\n  filter_groups:\n    enable: true"),
      "algorithm.filter_groups.enable", "filter_groups with remax is not implemented"),
     (("adv_estimator: grpo", "adv_estimator: grpo\n  filter_groups:\n    enable: true"),
@@ -197,6 +207,9 @@ def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None
      "algorithm.filter_groups.metric", "needs a metric"),
     (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k9"),
      "algorithm.rollout_correction.rollout_rs", "not one of verl's"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k1\n"
+      "    rollout_rs_threshold: 0.5_2"), "algorithm.rollout_correction.rollout_rs_threshold",
+     "every token would be rejected"),
 ])
 def test_algorithm_combinations_that_cannot_run_are_refused(tmp_path: Path, edit: tuple[str, str], path: str,
                                                            message: str) -> None:
@@ -205,6 +218,33 @@ def test_algorithm_combinations_that_cannot_run_are_refused(tmp_path: Path, edit
     assert code == 1
     found = {p["path"]: p["message"] for p in json.loads(out) if p["severity"] == "error"}
     assert message in found[path], found
+
+
+def test_every_estimator_and_loss_verl_registers_validates(tmp_path: Path) -> None:
+    from rlc.config.actor import LOSS_MODES
+    from rlc.config.algorithm import ADV_ESTIMATORS
+
+    settings = {"optimal_token_baseline": "\n    calculate_sum_pi_squared: true",
+                "tir_optimal_token_baseline": "\n    calculate_sum_pi_squared: true"}
+    for estimator in ADV_ESTIMATORS:
+        text = BASE.replace("adv_estimator: grpo", f"adv_estimator: {estimator}" + (
+            "\n  gdpo_reward_keys: [format, accuracy]" if estimator == "gdpo" else "")).replace(
+            "ppo_mini_batch_size: 8", "ppo_mini_batch_size: 8" + settings.get(estimator, ""))
+        assert run("validate", write(tmp_path, text))[0] == 0, estimator
+    for mode in LOSS_MODES:
+        text = BASE.replace("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    bypass_mode: "
+                            f"{str(mode == 'bypass_mode').lower()}").replace(
+            "ppo_mini_batch_size: 8", f"ppo_mini_batch_size: 8\n    policy_loss:\n      loss_mode: {mode}"
+                                      f"\n      dro_beta: 0.1")
+        assert run("validate", write(tmp_path, text))[0] == 0, mode
+
+
+def test_bypass_with_a_loss_that_ignores_rollout_correction_warns(tmp_path: Path) -> None:
+    text = BASE.replace("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    bypass_mode: true"
+                        "\n    rollout_is: token").replace(
+        "ppo_mini_batch_size: 8", "ppo_mini_batch_size: 8\n    policy_loss:\n      loss_mode: cispo")
+    code, out = run("validate", write(tmp_path, text))
+    assert code == 0 and "leaves rollout_is, rollout_rs and loss_type unused" in out
 
 
 def test_remax_with_greedy_sampling_and_a_pinned_aggregation_warn(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from rlc_runtime.metrics import (
     timed,
     timing_metrics,
     validation_metrics,
+    variance_proxy_metrics,
 )
 from rlc_runtime.plot import plot_curves
 
@@ -131,3 +132,25 @@ def test_plot_writes_png(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "cut')
     out = plot_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_variance_proxies_by_hand() -> None:
+    # Row 0: 2 tokens, pi 0.5, sum pi^2 0.5 -> W = 2 x (1 - 1 + 0.5) = 1, A = 1. Row 1: 1 token, pi 0.25, sum pi^2
+    # 0.25 -> W = 0.75, A = -2. E[A^2 W] = (1 + 4 x 0.75) / 2 = 2; grad norm 1: signal 1, noise (2 - 1) / (2 - 1).
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    batch = TokenBatch(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3), torch.zeros(2, 3), torch.zeros(2, 2),
+                       mask, old_log_probs=torch.tensor([[0.5, 0.5], [0.25, 9.0]]).log(),
+                       advantages=torch.tensor([[1.0, 1.0], [-2.0, 7.0]]),
+                       sum_pi_squared=torch.tensor([[0.5, 0.5], [0.25, 3.0]]))
+    assert variance_proxy_metrics(batch, 1.0) == pytest.approx({
+        "variance_proxy/proxy1_signal_strength": 1.0, "variance_proxy/proxy2_total_power": 2.0,
+        "variance_proxy/proxy3_pure_noise": 1.0, "variance_proxy/expected_a_squared": 2.5,
+        "variance_proxy/expected_w": 0.875})
+    # IS weights 2 on row 0: its term x 4 -> (4 + 3) / 2; verl's expected_w sums the scaled w: (4 x 1 + 0.75) / 2.
+    batch.rollout_is_weights = torch.tensor([[2.0, 2.0], [1.0, 5.0]])
+    found = variance_proxy_metrics(batch, None)
+    assert found["variance_proxy/proxy2_total_power"] == pytest.approx(3.5)
+    assert found["variance_proxy/expected_w"] == pytest.approx(2.375)
+    assert found["variance_proxy/proxy3_pure_noise"] == 0.0  # no gradient norm, no noise estimate
+    batch.sum_pi_squared = None
+    assert variance_proxy_metrics(batch, 1.0) == {}

@@ -49,8 +49,8 @@ def test_rule_rewards_by_data_source() -> None:
     rows = [{"data_source": "arith", "ground_truth": '{"type": "math_verifiable", "answer": {"value": "11"}}'},
             {"data_source": "openai/gsm8k", "ground_truth": "42"}]
     samples = [reward_sample(rows[0], "11"), reward_sample(rows[0], "12"), reward_sample(rows[1], "so #### 42")]
-    scores, metrics = manager.score(samples, step=1)
-    assert scores == [1.0, 0.0, 1.0] and metrics == {}
+    scores, metrics, components = manager.score(samples, step=1)
+    assert scores == [1.0, 0.0, 1.0] and metrics == {} and components == []
 
 
 def test_custom_reward_function_with_extras(tmp_path: Path) -> None:
@@ -59,8 +59,13 @@ def test_custom_reward_function_with_extras(tmp_path: Path) -> None:
                       "    return {'score': float(solution_str == ground_truth), 'length': len(solution_str)}\n")
     manager = RewardManager(_config(custom_reward_function={"path": str(source), "name": "shaped"}))
     rows = {"data_source": "x", "ground_truth": "ab"}
-    scores, metrics = manager.score([reward_sample(rows, "ab"), reward_sample(rows, "abcd")], step=None)
-    assert scores == [1.0, 0.0] and metrics == {"reward/length/mean": 3.0}
+    samples = [reward_sample(rows, "ab"), reward_sample(rows, "abcd")]
+    scores, metrics, components = manager.score(samples, step=None)
+    assert scores == [1.0, 0.0] and metrics == {"reward/length/mean": 3.0} and components == []
+    # GDPO's reward components: each named key's values in sample order; a key the function lacks is refused.
+    assert manager.score(samples, step=1, component_keys=["length", "score"])[2] == [[2.0, 4.0], [1.0, 0.0]]
+    with pytest.raises(ValueError, match="gdpo_reward_keys names 'format'.*a dict with keys \\['length', 'score'\\]"):
+        manager.score(samples, step=1, component_keys=["format"])
 
 
 def _write_run(tmp_path: Path, tree: object) -> Path:

@@ -122,7 +122,7 @@ def test_adaptive_kl_moves_towards_target() -> None:
 
 
 def test_the_registry_is_the_schemas_list_of_estimators() -> None:
-    from rlc.config.algorithm import IMPLEMENTED_ESTIMATORS as ADV_ESTIMATORS
+    from rlc.config.algorithm import ADV_ESTIMATORS
     from rlc_runtime.algorithms.advantages import ADVANTAGE_ESTIMATORS
 
     assert set(ADVANTAGE_ESTIMATORS) == set(ADV_ESTIMATORS)
@@ -191,3 +191,97 @@ def test_optimal_token_baseline_by_hand() -> None:
     adv, _ = optimal_token_baseline_advantage(torch.tensor([[1.0]]), torch.ones(1, 1), [0], torch.zeros(1, 1),
                                               torch.ones(1, 1))
     assert adv.tolist() == [[1.0]]  # a group of one has no baseline
+
+
+def otb_example(tool_hole: bool = False) -> dict[str, torch.Tensor | list[str]]:
+    """Group a: row 0 (3 tokens, score 1, pi 0.5, sum pi^2 0.5: w = 1 - 1 + 0.5 = 0.5, W = 0.5, 1.0, 1.5) and
+    row 1 (2 tokens, score 0, pi 0.25, sum pi^2 0.25: w = 0.75, W = 0.75, 1.5); group b: row 2 alone (1 token,
+    score 2); row 3 of group a has no response token. With `tool_hole`, row 0's second position is a tool output
+    (masked), its tokens at positions 0, 2, 3."""
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0] * 4])
+    if tool_hole:
+        mask[0] = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    rewards = torch.zeros(4, 4)
+    rewards[0, 3 if tool_hole else 2], rewards[2, 0] = 1.0, 2.0
+    pi = torch.tensor([[0.5] * 4, [0.25] * 4, [0.5] * 4, [0.5] * 4])
+    return {"token_level_rewards": rewards, "response_mask": mask, "group_index": ["a", "a", "b", "a"],
+            "old_log_probs": pi.log(), "sum_pi_squared": pi.clone()}
+
+
+def test_optimal_token_baseline_per_position_zero_tail_and_groups_of_one() -> None:
+    from rlc_runtime.algorithms.advantages import optimal_token_baseline_advantage
+
+    # B_0 = (1 x 0.5 + 0 x 0.75) / 1.25 = 0.4; B_1 = (1 x 1.0 + 0) / 2.5 = 0.4; position 2 only row 0 reaches: its
+    # own return would be its baseline (advantage 0); the zero tail gives it none (advantage 1).
+    adv, returns = optimal_token_baseline_advantage(**otb_example())
+    assert adv[0].tolist() == pytest.approx([0.6, 0.6, 1.0, 0.0])
+    assert adv[1].tolist() == pytest.approx([-0.4, -0.4, 0.0, 0.0])
+    assert adv[2].tolist() == [2.0, 0.0, 0.0, 0.0] and adv[3].tolist() == [0.0] * 4  # alone; no tokens
+    assert returns[0].tolist() == [1.0, 1.0, 1.0, 0.0]
+    adv, _ = optimal_token_baseline_advantage(**otb_example(), handle_zero_tail=False)
+    assert adv[0, 2].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_optimal_token_baseline_scales_w_by_squared_importance_weights() -> None:
+    from rlc_runtime.algorithms.advantages import optimal_token_baseline_advantage
+
+    # Row 1's weights 2: its w is 4 x 0.75 = 3, W = 3, 6: B_0 = 0.5 / 3.5 = 1/7, B_1 = 1 / 7.
+    weights = torch.ones(4, 4)
+    weights[1] = 2.0
+    adv, _ = optimal_token_baseline_advantage(**otb_example(), rollout_is_weights=weights)
+    assert adv[0, :2].tolist() == pytest.approx([6 / 7, 6 / 7]) and adv[1, :2].tolist() == pytest.approx([-1 / 7] * 2)
+
+
+def test_optimal_token_baseline_all_equal_scores_give_no_signal() -> None:
+    from rlc_runtime.algorithms.advantages import optimal_token_baseline_advantage
+
+    # Both rows score 1 over 2 tokens: every baseline is a weighted mean of 1s.
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    adv, _ = optimal_token_baseline_advantage(rewards, torch.ones(2, 2), [0, 0], torch.tensor([[-1.0, -2.0]] * 2),
+                                              torch.full((2, 2), 0.3))
+    assert adv.abs().max().item() < 1e-6
+
+
+def test_tir_optimal_token_baseline_counts_only_the_policys_tokens() -> None:
+    from rlc_runtime.algorithms.advantages import (
+        optimal_token_baseline_advantage,
+        tir_optimal_token_baseline_advantage,
+    )
+
+    # Row 0's k-th own token (positions 0, 2, 3) meets row 1's k-th: the numbers of the example above, in place.
+    adv, _ = tir_optimal_token_baseline_advantage(**otb_example(tool_hole=True))
+    assert adv[0].tolist() == pytest.approx([0.6, 0.0, 0.6, 1.0])
+    assert adv[1].tolist() == pytest.approx([-0.4, -0.4, 0.0, 0.0])
+    assert adv[2].tolist() == [2.0, 0.0, 0.0, 0.0] and adv[3].tolist() == [0.0] * 4
+    # Without holes it is the optimal token baseline.
+    plain = otb_example()
+    torch.testing.assert_close(tir_optimal_token_baseline_advantage(**plain)[0],
+                               optimal_token_baseline_advantage(**plain)[0])
+
+
+def test_gdpo_normalises_each_component_in_its_group_then_whitens_the_sum() -> None:
+    from rlc_runtime.algorithms.advantages import gdpo_advantage
+
+    # Groups (0, 1), (2, 3). format 1, 0 | 1, 1 -> +-1/sqrt2 (std of two values |a-b|/sqrt2) | 0, 0 (all equal);
+    # accuracy 0, 1 | 1, 0 -> -+1/sqrt2 | +-1/sqrt2. Weights 1, 2: sums -1/sqrt2, 1/sqrt2, sqrt2, -sqrt2; mean 0,
+    # unbiased variance (0.5 + 0.5 + 2 + 2) / 3 = 5/3: whitened -sqrt(0.3), sqrt(0.3), sqrt(1.2), -sqrt(1.2).
+    components = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    adv, _ = gdpo_advantage(components, [1.0, 2.0], [0, 0, 1, 1], torch.ones(4, 1))
+    assert adv[:, 0].tolist() == pytest.approx([-0.3 ** 0.5, 0.3 ** 0.5, 1.2 ** 0.5, -1.2 ** 0.5], rel=1e-4)
+    same, _ = gdpo_advantage(torch.ones(2, 4), None, [0, 0, 1, 1], torch.ones(4, 1))
+    assert same.abs().max().item() == 0.0  # all-equal components: no signal
+    with pytest.raises(ValueError, match="gdpo_reward_weights has 1 values for 2 reward keys"):
+        gdpo_advantage(components, [1.0], [0, 0, 1, 1], torch.ones(4, 1))
+
+
+def test_gdpo_group_of_one_and_masking() -> None:
+    from rlc_runtime.algorithms.advantages import gdpo_advantage
+
+    # One component; a group of one keeps its raw score (GRPO's mean 0, std 1): 3, and the pair 1, 0 gives
+    # +-1/sqrt2. Whitened over the 4 response tokens (row 0 has 2): values 3, 3, 0.7071, -0.7071.
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    adv, _ = gdpo_advantage(torch.tensor([[3.0, 1.0, 0.0]]), None, [0, 1, 1], mask)
+    values = torch.tensor([3.0, 3.0, 2 ** -0.5, -(2 ** -0.5)])
+    expected = (values - values.mean()) / values.std()
+    assert adv[mask.bool()].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    assert adv[1, 1].item() == 0.0 and adv[2, 1].item() == 0.0

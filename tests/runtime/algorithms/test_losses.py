@@ -146,3 +146,16 @@ def test_plus_suffix_keeps_the_value_and_takes_k2s_gradient() -> None:
     value.backward()
     assert value.item() == pytest.approx(0.5 + math.log(2) - 1)
     assert logp.grad.item() == pytest.approx(math.log(2))
+
+
+def test_sum_pi_squared_from_logits_by_hand() -> None:
+    from rlc_runtime.algorithms.losses import sum_pi_squared_from_logits
+
+    # logits ln 1, ln 1, ln 2 -> p = 1/4, 1/4, 1/2 -> 1/16 + 1/16 + 1/4 = 0.375; uniform over 4 -> 0.25; a huge
+    # logit (no overflow) -> 1; in bfloat16 too, computed in float32.
+    logits = torch.tensor([[[0.0, 0.0, math.log(2), -math.inf], [1.0, 1.0, 1.0, 1.0]],
+                           [[1e4, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]]])
+    assert sum_pi_squared_from_logits(logits).flatten().tolist() == pytest.approx([0.375, 0.25, 1.0, 0.25])
+    half = sum_pi_squared_from_logits(logits.to(torch.bfloat16))
+    assert half.dtype == torch.float32 and half.flatten().tolist() == pytest.approx([0.375, 0.25, 1.0, 0.25],
+                                                                                     rel=1e-2)

@@ -46,6 +46,8 @@ def test_threshold_specs() -> None:
     assert parse_thresholds(["seq_sum_k1"], 2) == {"seq_sum_k1": (0.5, 2.0)}
     with pytest.raises(ValueError, match="one upper bound"):
         parse_thresholds(["token_k2"], "0.1_2")
+    with pytest.raises(ValueError, match="keeps no token: lower bound 1.92308 is above upper bound 0.52"):
+        parse_thresholds(["token_k1"], 0.52)  # what YAML makes of an unquoted 0.5_2
     with pytest.raises(ValueError, match="each option must be one of"):
         rejection_mask(torch.zeros(1, 1), torch.ones(1, 1), "token_k9", 1.0)
 

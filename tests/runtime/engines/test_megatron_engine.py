@@ -147,10 +147,11 @@ def with_policy_targets(batch: TokenBatch, log_probs: torch.Tensor) -> TokenBatc
 
 
 def _actor_run(engine: Any, mine: TokenBatch, checkpoint: Path, cfg: Any) -> dict[str, Any]:
-    from rlc_runtime.engines.update import compute_log_probs, policy_update
+    from rlc_runtime.engines.update import compute_log_probs, compute_outputs, policy_update
 
     update = policy_update(engine, cfg)
     log_probs, entropy = compute_log_probs(engine, mine, micro_batch_size=1, with_entropy=True)
+    sum_pi_squared = compute_outputs(engine, mine, 1, ("sum_pi_squared",))["sum_pi_squared"]
     before = _weights(engine)
     mine = with_policy_targets(mine, log_probs)
     metrics = update(mine)
@@ -162,8 +163,9 @@ def _actor_run(engine: Any, mine: TokenBatch, checkpoint: Path, cfg: Any) -> dic
     update.load_state_dict(engine.load_checkpoint(checkpoint))
     restored = _weights(engine)
     update(mine)
-    return {"log_probs": log_probs, "entropy": entropy, "before": before, "updated": updated, "second": second,
-            "restored": restored, "again": _weights(engine), "metrics": metrics, "targets": targets}
+    return {"log_probs": log_probs, "entropy": entropy, "sum_pi_squared": sum_pi_squared, "before": before,
+            "updated": updated, "second": second, "restored": restored, "again": _weights(engine),
+            "metrics": metrics, "targets": targets}
 
 
 def _critic_run(engine: Any, mine: TokenBatch, cfg: Any) -> dict[str, Any]:
@@ -183,10 +185,14 @@ def vocab_parallel_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _vocab_parallel_grads(rank: int) -> dict[str, torch.Tensor]:
     """Entropy and log-probs and their gradients from this rank's half of the vocabulary (TP 2)."""
-    from rlc_runtime.engines.megatron_loss import vocab_parallel_entropy, vocab_parallel_log_probs
+    from rlc_runtime.engines.megatron_loss import (
+        vocab_parallel_entropy,
+        vocab_parallel_log_probs,
+        vocab_parallel_sum_pi_squared,
+    )
 
     logits, labels = vocab_parallel_inputs()
-    out = {}
+    out = {"sum_pi_squared": vocab_parallel_sum_pi_squared(logits.chunk(2, dim=-1)[rank].clone())}
     for name, fn in (("entropy", vocab_parallel_entropy),
                      ("log_probs", lambda x: vocab_parallel_log_probs(x.clone(), labels))):
         local = logits.chunk(2, dim=-1)[rank].clone().requires_grad_()
@@ -237,7 +243,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 # --- checks ---------------------------------------------------------------------------------------------------
 
 
-def hf_reference(model_dir: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def hf_reference(model_dir: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """What the FSDP engine computes: logits / temperature at the response positions."""
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     batch = make_batch()
@@ -248,15 +254,18 @@ def hf_reference(model_dir: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, 
     state = model.state_dict()
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight")
-    return log_probs_from_logits(logits, batch.responses), entropy_from_logits(logits), state
+    return (log_probs_from_logits(logits, batch.responses), entropy_from_logits(logits),
+            (torch.softmax(logits, -1) ** 2).sum(-1), state)
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_log_probs_and_entropy_equal_hugging_face(run: str, runs: dict[str, Any]) -> None:
-    want_lp, want_entropy, _ = hf_reference(runs["models"][run])
+    want_lp, want_entropy, want_sum_pi_squared, _ = hf_reference(runs["models"][run])
     mask = make_batch().response_mask.bool()
     got_lp = torch.cat([r[run]["log_probs"] for r in runs["ranks"]])  # each rank returns its own slice
     got_entropy = torch.cat([r[run]["entropy"] for r in runs["ranks"]])
+    got_sum_pi_squared = torch.cat([r[run]["sum_pi_squared"] for r in runs["ranks"]])
+    torch.testing.assert_close(got_sum_pi_squared[mask], want_sum_pi_squared[mask], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got_lp[mask], want_lp[mask], atol=1e-4, rtol=0)
     torch.testing.assert_close(got_entropy[mask], want_entropy[mask], atol=1e-4, rtol=0)
 
@@ -355,3 +364,6 @@ def test_vocab_parallel_entropy_and_log_probs_match_full_vocabulary_values_and_g
             torch.testing.assert_close(got[rank][name], value.detach(), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(torch.cat([g[f"{name}_grad"] for g in got], dim=-1), full.grad, atol=1e-5,
                                    rtol=1e-5)
+    for rank in range(2):
+        torch.testing.assert_close(runs["ranks"][rank]["vocab_parallel"]["sum_pi_squared"],
+                                   (torch.softmax(logits, -1) ** 2).sum(-1), atol=1e-6, rtol=1e-5)

@@ -20,7 +20,13 @@ from rlc.config.defaults import fill_defaults
 from rlc.config.root import RLCConfig
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.fsdp import FSDPEngine
-from rlc_runtime.engines.update import compute_log_probs, compute_values, critic_update, policy_update
+from rlc_runtime.engines.update import (
+    compute_log_probs,
+    compute_outputs,
+    compute_values,
+    critic_update,
+    policy_update,
+)
 from rlc_runtime.tiny import build_tiny_checkpoint
 
 TEMPERATURE = 0.8
@@ -165,6 +171,23 @@ def test_dynamic_batches_give_the_fixed_batches_log_probs_in_row_order(checkpoin
     torch.testing.assert_close(dynamic_entropy, fixed_entropy, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="a sequence of 8 tokens exceeds the micro-batch token budget 7"):
         compute_log_probs(engine, batch, None, token_budget=7)
+
+
+def test_sum_pi_squared_is_the_squared_softmax_summed_over_the_vocabulary(checkpoint: Path) -> None:
+    engine = FSDPEngine(make_config(checkpoint, "token-mean"), "ref", "cpu")
+    batch = make_batch()
+    got = compute_outputs(engine, batch, 3, ("log_probs", "sum_pi_squared"))
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    for i in range(len(batch)):
+        n = int(batch.response_mask[i].sum())
+        keep = batch.attention_mask[i].bool()
+        prompt_len = int(keep[:batch.prompt_length].sum())
+        with torch.no_grad():
+            logits = model(input_ids=batch.input_ids[i][keep][None]).logits[0, prompt_len - 1: prompt_len - 1 + n]
+        probs = torch.softmax(logits / TEMPERATURE, -1)
+        torch.testing.assert_close(got["sum_pi_squared"][i, :n], (probs ** 2).sum(-1), atol=1e-5, rtol=1e-4)
+        assert got["sum_pi_squared"][i, n:].abs().sum() == 0  # padding
+    torch.testing.assert_close(got["log_probs"], compute_log_probs(engine, batch, 3)[0])
 
 
 def test_a_non_finite_gradient_skips_the_step(checkpoint: Path) -> None:
