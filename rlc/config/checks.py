@@ -262,6 +262,7 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
                          f"({cfg.data.max_response_length}), got {buffer.len}", ("reward_model", "overlong_buffer",
                                                                                 "len"))
     yield from _check_rollout_correction(cfg)
+    yield from _check_pipelining(cfg)
     mode = actor.policy_loss.loss_mode
     if mode in SEQUENCE_LEVEL_LOSS_MODES and actor.loss_agg_mode != "seq-mean-token-mean":
         yield Diagnostic(f"verl aggregates loss_mode {mode} with seq-mean-token-mean whatever loss_agg_mode says; "
@@ -285,6 +286,24 @@ def _check_rollout_correction(cfg: RLCConfig) -> Iterator[Diagnostic]:
                              hint=", ".join(known))
     if correction.rollout_rs_threshold is None:
         yield Diagnostic("rollout_rs needs rollout_rs_threshold", (*where, "rollout_rs_threshold"))
+
+
+def _check_pipelining(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """Generation runs ahead of training only on rollout GPUs of its own, one batch per step."""
+    algo, where = cfg.algorithm, ("algorithm", "max_staleness")
+    if algo.max_staleness == 0:
+        return
+    if cfg.actor_rollout_ref.hybrid_engine:
+        yield Diagnostic("max_staleness > 0 pipelines generation with training, which needs rollout GPUs of their "
+                         "own; colocated (hybrid_engine true), the GPUs do one or the other", where,
+                         hint="set actor_rollout_ref.hybrid_engine false and rollout.n_gpus_per_node, or "
+                              "max_staleness 0")
+    if algo.filter_groups.enable:
+        yield Diagnostic("max_staleness > 0 with filter_groups is not implemented: dynamic sampling decides how "
+                         "many rounds to generate from the scores of the step's own generations", where)
+    if algo.adv_estimator == "remax":
+        yield Diagnostic("max_staleness > 0 with remax is not implemented: its greedy baselines are generated "
+                         "within the step", where)
 
 
 def check_trainer(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

@@ -89,10 +89,13 @@ class AgentLoop(Section):
 class CheckpointEngine(Section):
     """How updated weights reach the rollout engine."""
 
-    backend: str = instead("naive", "rlc sends weights to vLLM in buckets through its own export")
-    """Transfer backend."""
-    update_weights_bucket_megabytes: int = instead(2048, "rlc sends weights to vLLM in buckets of its own size")
-    """Bucket size of a weight update."""
+    backend: str = partly("naive", ("naive", "nccl"), "rlc chooses the transfer by placement: in place when "
+                          "colocated, a bucketed broadcast over NCCL (gloo on CPU) from training rank 0 when "
+                          "hybrid_engine is false; verl's nixl and hccl are not implemented")
+    """Transfer backend: naive, nccl, nixl or hccl."""
+    update_weights_bucket_megabytes: int = Field(2048, gt=0)
+    """Bucket size of a weight update (with hybrid_engine false: the size of each flat buffer broadcast from
+    training rank 0 to the rollout ranks)."""
     engine_kwargs: dict[str, Any] = instead({}, "rlc sends weights to vLLM through its own export")
     """Backend options."""
     custom_backend_module: str | None = refused(None, "custom weight-transfer backends are not implemented in rlc")

@@ -197,37 +197,47 @@ class WorkerGroup:
 
     def scatter(self, method: str, parts: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
         """Rank r gets `parts[r]` as its first argument; results in rank order."""
+        return self._wait(self.submit_parts(method, parts, *args, **kwargs), method)
+
+    def submit_parts(self, method: str, parts: list[Any], *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
         if len(parts) != self.world_size:
             raise ValueError(f"{len(parts)} parts for {self.world_size} ranks")
-        refs = [getattr(w, method).remote(part, *args, **kwargs) for w, part in zip(self.workers, parts, strict=True)]
-        return self._wait(refs, method)
+        return [getattr(w, method).remote(part, *args, **kwargs) for w, part in zip(self.workers, parts, strict=True)]
 
     def wait(self, refs: list[ray.ObjectRef], method: str) -> list[Any]:
         return self._wait(refs, method)
 
     def _wait(self, refs: list[ray.ObjectRef], method: str) -> list[Any]:
-        rank_of = {ref: rank for rank, ref in enumerate(refs)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            try:
-                ray.get(done[0])
-            except RayTaskError as error:
-                cause = getattr(error, "cause", None) or error
-                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} failed in {method}: "
-                                  f"{type(cause).__name__}: {_first_line(cause)}", _plain(str(error))) from None
-            except RayActorError as error:
-                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} died during {method} (killed, or out "
-                                  f"of memory?): {_first_line(error)}", str(error)) from None
-            except RayError as error:  # e.g. an exception that cannot be unpickled here: its text still names it
-                details = _plain(str(error))
-                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} failed in {method}: "
-                                  f"{_last_error_line(details)}", details) from None
-        return ray.get(refs)
+        return wait_groups([(self, refs)], method)[0]
 
     def shutdown(self) -> None:
         for worker in self.workers:
             ray.kill(worker)
+
+
+def wait_groups(calls: list[tuple[WorkerGroup, list[ray.ObjectRef]]], method: str) -> list[list[Any]]:
+    """The results of calls on several groups at once (a collective spanning them, as a weight transfer), per
+    group in rank order. The first failure on any rank of any group ends the wait: the others may be stuck in the
+    collective."""
+    where = {ref: (group.name, rank) for group, refs in calls for rank, ref in enumerate(refs)}
+    pending = list(where)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        name, rank = where[done[0]]
+        try:
+            ray.get(done[0])
+        except RayTaskError as error:
+            cause = getattr(error, "cause", None) or error
+            raise WorkerError(f"{name} worker rank {rank} failed in {method}: "
+                              f"{type(cause).__name__}: {_first_line(cause)}", _plain(str(error))) from None
+        except RayActorError as error:
+            raise WorkerError(f"{name} worker rank {rank} died during {method} (killed, or out "
+                              f"of memory?): {_first_line(error)}", str(error)) from None
+        except RayError as error:  # e.g. an exception that cannot be unpickled here: its text still names it
+            details = _plain(str(error))
+            raise WorkerError(f"{name} worker rank {rank} failed in {method}: "
+                              f"{_last_error_line(details)}", details) from None
+    return [ray.get(refs) for _, refs in calls]
 
 
 def _plain(text: str) -> str:
