@@ -93,9 +93,11 @@ class CheckpointEngine(Section):
                           "colocated, a bucketed broadcast over NCCL (gloo on CPU) from training rank 0 when "
                           "hybrid_engine is false; verl's nixl and hccl are not implemented")
     """Transfer backend: naive, nccl, nixl or hccl."""
-    update_weights_bucket_megabytes: int = Field(2048, gt=0)
-    """Bucket size of a weight update (with hybrid_engine false: the size of each flat buffer broadcast from
-    training rank 0 to the rollout ranks)."""
+    update_weights_bucket_megabytes: int = instead(
+        2048, "colocated, rlc loads weights into vLLM in buckets of its own size (512 MB, cut between layers); "
+              "with hybrid_engine false it is the size of each flat buffer sent to the rollout ranks",
+        only_with="actor_rollout_ref.hybrid_engine", gt=0)
+    """Bucket size of a weight update."""
     engine_kwargs: dict[str, Any] = instead({}, "rlc sends weights to vLLM through its own export")
     """Backend options."""
     custom_backend_module: str | None = refused(None, "custom weight-transfer backends are not implemented in rlc")

@@ -197,6 +197,13 @@ def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None
      "algorithm.filter_groups.metric", "needs a metric"),
     (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k9"),
      "algorithm.rollout_correction.rollout_rs", "not one of verl's"),
+
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  max_staleness: 1"), "algorithm.max_staleness",
+     "needs rollout GPUs of their own"),
+    (("adv_estimator: grpo", "adv_estimator: remax\n  max_staleness: 1"), "algorithm.max_staleness",
+     "max_staleness > 0 with remax is not implemented"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  max_staleness: 2\n  filter_groups:\n    enable: true\n"
+      "    metric: acc"), "algorithm.max_staleness", "max_staleness > 0 with filter_groups is not implemented"),
 ])
 def test_algorithm_combinations_that_cannot_run_are_refused(tmp_path: Path, edit: tuple[str, str], path: str,
                                                            message: str) -> None:
