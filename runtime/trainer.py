@@ -91,6 +91,7 @@ class Trainer:
         self.groups: list[WorkerGroup] = []
         self.pipeline: GenerationPipeline | None = None  # rollout ranks of their own generate ahead, up to a bound
         self.sync_seconds = 0.0  # weight transfers of the step under way
+        self.ipc = topology.rollout_placement == "shared"  # trainer and rollout share one GPU: weights by CUDA IPC
         self.memory_peaks: dict[str, float] = {}  # GiB of the device at peak, per phase, over the run
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
@@ -108,15 +109,17 @@ class Trainer:
             optim.total_training_steps = self.total_steps
         payload = worker_cfg.model_dump(mode="json")
         timeout, topology = cfg.actor_rollout_ref.nccl_timeout, self.topology
+        gpu_share = 0.5 if topology.rollout_placement == "shared" else 1.0  # trainer and rollout on one GPU
         self.workers = self._group("train", TrainWorker, topology.train, trainer.device, args=(payload,),
-                                   timeout_s=timeout)
+                                   timeout_s=timeout, gpu_share=gpu_share)
         self.reward = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
                                   distributed=False)
         self.workers.call("build")
         self.generators = self.workers  # colocated: the training ranks generate
         if topology.rollout is not None:
             self.generators = self._group("rollout", RolloutWorker, topology.rollout, trainer.device,
-                                          args=(payload,), timeout_s=timeout)
+                                          args=(payload,), timeout_s=timeout, gpu_share=gpu_share,
+                                          beside=self.workers if gpu_share < 1 else None)
             self.generators.call("build")
             self._open_weight_channel(timeout)
             self.pipeline = GenerationPipeline(cfg.algorithm.max_staleness, self.total_steps,
@@ -126,17 +129,20 @@ class Trainer:
               + ", ".join(f"rank {rank} on {node[:12]}" for rank, node in enumerate(nodes)), flush=True)
 
     def _open_weight_channel(self, timeout_s: int) -> None:
-        """The bucketed channel from training rank 0 to the rollout ranks, its layout planned once, here."""
+        """The bucketed channel from training rank 0 to the rollout ranks, its layout planned once, here: a
+        process group of its own, or on one shared GPU the trainer's buffers opened by the rollout (CUDA IPC)."""
         from rlc_runtime.weight_transfer import plan_buckets
 
         megabytes = self.cfg.actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes
-        self.weight_buckets = plan_buckets(self.workers.call("weight_layout")[0], megabytes * 2**20)
+        buckets = plan_buckets(self.workers.call("weight_layout")[0], megabytes * 2**20)
         address = self.workers.call("master_address")[0]
-        size = 1 + self.generators.world_size
-        wait_groups([(self.workers, self.workers.submit("join_weight_channel", address, size, timeout_s,
-                                                        self.weight_buckets)),
-                     (self.generators, self.generators.submit("join_weight_channel", address, size, timeout_s,
-                                                              self.weight_buckets))], "join_weight_channel")
+        join, args = "join_weight_channel", (address, 1 + self.generators.world_size, timeout_s, buckets)
+        if self.ipc:
+            handles = self.workers.call(join, *args, ipc=True)[0]
+            self.generators.call(join, *args, handles=handles)
+            return
+        wait_groups([(self.workers, self.workers.submit(join, *args)),
+                     (self.generators, self.generators.submit(join, *args))], join)
 
     def _group(self, *args: Any, **kwargs: Any) -> WorkerGroup:
         group = WorkerGroup(*args, **kwargs)
@@ -398,8 +404,12 @@ class Trainer:
             self.workers.call("sync_weights")
             return
         start = time.perf_counter()  # one transfer: training ranks send (rank 0 broadcasts), rollout ranks receive
-        wait_groups([(self.workers, self.workers.submit("send_weights")),
-                     (self.generators, self.generators.submit("receive_weights"))], "update_weights")
+        if self.ipc:  # the rollout reads the shared buffers once the trainer has filled them
+            self.workers.call("send_weights")
+            self.generators.call("receive_weights")
+        else:
+            wait_groups([(self.workers, self.workers.submit("send_weights")),
+                         (self.generators, self.generators.submit("receive_weights"))], "update_weights")
         self.sync_seconds += time.perf_counter() - start
 
     def _scatter(self, method: str, batch: TokenBatch) -> torch.Tensor:

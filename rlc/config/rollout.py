@@ -302,5 +302,10 @@ class Rollout(Section):
     n_gpus_per_node: int = Field(0, ge=0)
     """With actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the
     trainer.n_gpus_per_node that train (verl 0.9.1: GPUs per node of a standalone rollout)."""
+    share_trainer_gpu: bool = False
+    """rlc: with hybrid_engine false and one GPU in all, the rollout runs as a process of its own beside the
+    trainer on that GPU, awake while it trains (so generation can overlap training, algorithm.max_staleness),
+    and takes the weights through CUDA IPC; rollout.n_gpus_per_node stays 0 and gpu_memory_utilization must
+    leave the trainer its share."""
     logprob_diff_tolerance: float = Field(0.5, gt=0)
     """rlc: fail when the mean |vLLM - trainer| log-prob difference exceeds this."""

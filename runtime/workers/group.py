@@ -161,8 +161,12 @@ class DeviceSampler:
 
 class WorkerGroup:
     def __init__(self, name: str, cls: type, placement: Placement, device: str, *, args: tuple[Any, ...] = (),
-                 distributed: bool = True, timeout_s: int = 600) -> None:
+                 distributed: bool = True, timeout_s: int = 600, gpu_share: float = 1.0,
+                 beside: WorkerGroup | None = None) -> None:
+        """`gpu_share` < 1 with `beside`: this group's ranks join the bundles of `beside` (whose ranks took the
+        same share), rank r on the GPU of its rank r: two processes on one GPU."""
         self.name, self.world_size = name, placement.world_size
+        self.gpu_share, self.placement_group = gpu_share, beside.placement_group if beside else None
         remote_cls = ray.remote(cls)
         options = self._options(placement, timeout_s)
         self.workers = [remote_cls.options(**options(rank)).remote(rank, self.world_size, device, *args)
@@ -177,14 +181,16 @@ class WorkerGroup:
         """Ray options per rank: a bundle of the group's placement group (none for CPU ranks on one node)."""
         if placement.resource == "CPU" and placement.nodes == 1:
             return lambda rank: {"num_cpus": 0}
-        group = placement_group(placement.bundles(), strategy=placement.strategy)
+        if self.placement_group is None:
+            self.placement_group = placement_group(placement.bundles(), strategy=placement.strategy)
+        group = self.placement_group
         try:
             ray.get(group.ready(), timeout=timeout_s)
         except GetTimeoutError:
             raise WorkerError(f"{self.name} workers: the Ray cluster cannot give {placement.nodes} node(s) "
                               f"{placement.bundles()[0]} each within {timeout_s} s; it has "
                               f"{ray.cluster_resources()}") from None
-        share = {"num_cpus": 0, "num_gpus": 1} if placement.resource == "GPU" else {"num_cpus": 1}
+        share = {"num_cpus": 0, "num_gpus": self.gpu_share} if placement.resource == "GPU" else {"num_cpus": 1}
         return lambda rank: share | {"scheduling_strategy": PlacementGroupSchedulingStrategy(
             group, placement_group_bundle_index=placement.node_of(rank))}
 
