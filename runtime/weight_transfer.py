@@ -5,14 +5,15 @@ once (`WeightSpec`), and `plan_buckets` cuts that list into buckets of at most `
 a bucket of its own), every tensor at an aligned offset of one flat byte buffer. A transfer then moves raw bytes
 only: training rank 0 packs a bucket into its buffer and broadcasts it; each rollout rank receives into a buffer of
 the same size and hands views of it (exact copies of the trainer's bits) to its engine, one bucket at a time, so
-neither end ever holds a second copy of the whole model.
+over a process group neither end holds a second copy of the whole model (one bucket's buffer each).
 
 Two channels implement the move:
 - `BroadcastChannel`: a process group of its own (training rank 0 as rank 0, rollout rank r as r + 1), apart from
   each side's default group: NCCL on GPU (buffers stay on the device: no CPU copy), gloo on CPU.
 - `IpcChannel`: trainer and rollout share one GPU (two processes, one device). NCCL refuses two ranks on one
-  device, so the trainer keeps one device buffer per bucket, shares them once as CUDA IPC handles (torch's
-  multiprocessing reductions), and the rollout reads them in place. GPU only; on CPU it refuses.
+  device, so the trainer keeps one device buffer per bucket (together one copy of the weights: the rollout reads
+  them after the trainer has filled them all), shares them once as CUDA IPC handles (torch's multiprocessing
+  reductions), and the rollout reads them in place. GPU only; on CPU it refuses.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ along in `details` for the run's error log.
 Placement is the compiler's (`rlc.topology.Placement`, read from plan.json): one placement group per worker group,
 one bundle per node, ranks filling nodes in order; a rank takes a GPU, or on CPU runs one CPU rank of its node's
 bundle. A CPU group on one node skips the placement group: its ranks are processes on this node and ask Ray for
-no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
+no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting. Two groups can share one
+GPU (`beside`, each rank a fraction of it): the rollout process beside the trainer's.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlc.topology import Placement
 
-OBJECT_STORE_BYTES = 512 * 2**20  # batches of token ids and weights for sync; Ray's default takes 30% of RAM
+OBJECT_STORE_BYTES = 512 * 2**20  # batches of token ids (weights travel by collectives); Ray's default: 30% of RAM
 
 
 def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None = None) -> None:
