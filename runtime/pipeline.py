@@ -31,7 +31,7 @@ from typing import Any
 
 
 @dataclass
-class Generation:
+class InFlightBatch:
     """One step's prompts, sent to the rollout engines; `collect()` waits for their samples."""
 
     step: int
@@ -47,15 +47,15 @@ class StalenessError(RuntimeError):
 
 
 class GenerationPipeline:
-    def __init__(self, max_staleness: int, last_step: int, launch: Callable[[int], Generation],
+    def __init__(self, max_staleness: int, last_step: int, launch: Callable[[int], InFlightBatch],
                  sync: Callable[[], None]) -> None:
         self.max_staleness, self.last_step = max_staleness, last_step
         self.launch, self.sync = launch, sync
         self.version = 0  # actor updates so far
         self.synced = 0  # the version the rollout engines hold
-        self.in_flight: deque[Generation] = deque()
+        self.in_flight: deque[InFlightBatch] = deque()
 
-    def take(self, step: int) -> tuple[Generation, Any, int]:
+    def take(self, step: int) -> tuple[InFlightBatch, Any, int]:
         """Step `step`'s generation, its batch and its staleness; launches the steps up to step + max_staleness."""
         if not self.in_flight:
             self._launch(step)

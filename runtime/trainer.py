@@ -40,7 +40,7 @@ from rlc_runtime.metrics import (
     timing_metrics,
     validation_metrics,
 )
-from rlc_runtime.pipeline import Generation, GenerationPipeline
+from rlc_runtime.pipeline import GenerationPipeline, InFlightBatch
 from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray, wait_groups
 from rlc_runtime.workers.rollout import build_batch, engine_requests, sampling_params
 
@@ -289,11 +289,11 @@ class Trainer:
         metrics |= {"perf/staleness": staleness, "training/epoch": generation.epoch}
         return generation.rows, batch
 
-    def _launch_generation(self, step: int) -> Generation:
+    def _launch_generation(self, step: int) -> InFlightBatch:
         """Step `step`'s prompts sent to the rollout ranks; the pipeline collects the samples when it needs them."""
         state, epoch = self.sampler.state_dict(), self.sampler.epoch
         rows = [self.train_set[i] for i in self.sampler.next_batch()]
-        return Generation(step, rows, self._submit_generation(rows, self._params(step)), state, epoch)
+        return InFlightBatch(step, rows, self._submit_generation(rows, self._params(step)), state, epoch)
 
     def _params(self, step: int, round_: int = 0) -> Any:
         return sampling_params(self.cfg, seed=self.cfg.actor_rollout_ref.rollout.seed + step + 7919 * round_)

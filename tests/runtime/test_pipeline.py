@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlc_runtime.pipeline import Generation, GenerationPipeline, StalenessError
+from rlc_runtime.pipeline import GenerationPipeline, InFlightBatch, StalenessError
 
 
 class Timeline:
@@ -15,11 +15,11 @@ class Timeline:
         self.events: list[str] = []
         self.drawn = 0  # prompts drawn so far (the sampler's position)
 
-    def launch(self, step: int) -> Generation:
+    def launch(self, step: int) -> InFlightBatch:
         self.events.append(f"launch {step}")
         state = {"position": self.drawn}
         self.drawn += 1
-        return Generation(step, [{"step": step}], lambda: f"batch {step}", state, epoch=0)
+        return InFlightBatch(step, [{"step": step}], lambda: f"batch {step}", state, epoch=0)
 
     def sync(self) -> None:
         self.events.append("sync")
