@@ -315,8 +315,8 @@ def _check_pipelining(cfg: RLCConfig) -> Iterator[Diagnostic]:
     if cfg.actor_rollout_ref.hybrid_engine:
         yield Diagnostic("max_staleness > 0 pipelines generation with training, which needs rollout GPUs of their "
                          "own; colocated (hybrid_engine true), the GPUs do one or the other", where,
-                         hint="set actor_rollout_ref.hybrid_engine false and rollout.n_gpus_per_node, or "
-                              "max_staleness 0")
+                         hint="set actor_rollout_ref.hybrid_engine false and rollout.n_gpus_per_node (on one "
+                              "GPU: rollout.share_trainer_gpu true), or max_staleness 0")
     if algo.filter_groups.enable:
         yield Diagnostic("max_staleness > 0 with filter_groups is not implemented: dynamic sampling decides how "
                          "many rounds to generate from the scores of the step's own generations", where)
