@@ -135,10 +135,6 @@ class BroadcastChannel:
             self._broadcast(view)
             yield unpack(bucket, view)
 
-    def close(self) -> None:
-        if hasattr(self.group, "shutdown"):
-            self.group.shutdown()
-
 
 class IpcChannel:
     """Trainer and rollout on one GPU: the trainer's bucket buffers, opened by the rollout through CUDA IPC."""
@@ -171,9 +167,6 @@ class IpcChannel:
     def receive(self, buckets: list[Bucket]) -> Iterator[list[tuple[str, torch.Tensor]]]:
         for bucket, buffer in zip(buckets, self.buffers, strict=True):
             yield unpack(bucket, buffer)
-
-    def close(self) -> None:
-        self.buffers = []
 
 
 def _exhausted(stream: Iterator[tuple[str, torch.Tensor]]) -> None:
