@@ -27,7 +27,7 @@ RUNS = {
     "fsdp-0.5b-offload": ("0.5b", "fsdp", ["actor_rollout_ref.actor.fsdp_config.param_offload=true"]),
 }
 # the estimate's phases and the runtime's phases that make them
-PHASES = {"rollout": ("gen", "sync"), "log_prob": ("old_log_prob", "ref"), "update": ("update_actor",)}
+PHASES = {"rollout": ("gen", "update_weights"), "log_prob": ("old_log_prob", "ref"), "update": ("update_actor",)}
 GiB = 2**30
 
 

@@ -171,6 +171,12 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
     if arf.hybrid_engine and substituted(arf.rollout, "name") == "vllm":
         plan.phases["rollout"] = resident + _vllm_pool(config, shape, gpu_bytes, plan)
         resident = resident + [Line("vLLM asleep", VLLM_ASLEEP, "CUDA graphs and buffers a sleeping vLLM keeps")]
+    elif arf.rollout.share_trainer_gpu:  # the rollout's process stays awake beside the trainer, in every phase
+        pool = _vllm_pool(config, shape, gpu_bytes, plan) if arf.rollout.name == "vllm" else [
+            Line("HF rollout model", shape.parameters() * 2, "bf16 weights of the generating copy")]
+        resident = resident + pool + [Line("weight buffers", shape.parameters() * 4,
+                                           "the fp32 weights in buckets, read by the rollout through CUDA IPC")]
+        plan.phases["rollout"] = resident
     micro = arf.rollout.log_prob_micro_batch_size_per_gpu or arf.actor.ppo_micro_batch_size_per_gpu
     plan.phases["log_prob"] = resident + _with_slack([_logits(config, shape, micro, LOGIT_COPIES_NO_GRAD,
                                                               "log-prob logits")])

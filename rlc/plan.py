@@ -68,7 +68,8 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
                        mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
                        micro_batch_per_rank=actor.ppo_micro_batch_size_per_gpu or 1)
     gpus = trainer.n_gpus_per_node
-    node_gpus = gpus + (topology.rollout.ranks_per_node if topology.rollout else 0)
+    own_rollout_gpus = topology.rollout is not None and topology.rollout_placement == "separate"
+    node_gpus = gpus + (topology.rollout.ranks_per_node if own_rollout_gpus else 0)
     nodes = [Node(i, "head" if i == 0 else "worker", node_gpus, list(range(i * gpus, (i + 1) * gpus)))
              for i in range(trainer.nnodes)]
     return LaunchPlan(

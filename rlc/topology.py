@@ -56,7 +56,8 @@ class Topology:
     pipeline_parallel: int
     sequence_parallel: int  # Ulysses
     expert_parallel: int
-    rollout_placement: Literal["colocated", "separate"]  # on the training ranks, or on GPUs of its own
+    # on the training ranks, on GPUs of its own, or as processes of its own on the training GPU (CUDA IPC)
+    rollout_placement: Literal["colocated", "separate", "shared"]
     rollout_tensor_parallel: int
     rollout_groups: list[list[int]]  # ranks of each engine (training ranks, or the rollout's own when separate)
     train: Placement
@@ -74,15 +75,17 @@ class Topology:
                       megatron.expert_model_parallel_size) if cfg.backend == "megatron" else (1, 1, 1)
         resource: Resource = "GPU" if trainer.device == "cuda" else "CPU"
         rollout_tp, generating = rollout_tensor_parallel(cfg), rollout_ranks(cfg)
-        colocated = arf.hybrid_engine
+        colocated, shared = arf.hybrid_engine, arf.rollout.share_trainer_gpu
+        train = Placement.over(resource, trainer.nnodes, trainer.n_gpus_per_node)
         return cls(
             backend=cfg.backend, device=trainer.device, world_size=n_gpus(cfg), data_parallel=data_parallel_size(cfg),
             tensor_parallel=tp, pipeline_parallel=pp, sequence_parallel=arf.actor.ulysses_sequence_parallel_size,
-            expert_parallel=ep, rollout_placement="colocated" if colocated else "separate",
+            expert_parallel=ep,
+            rollout_placement="colocated" if colocated else "shared" if shared else "separate",
             rollout_tensor_parallel=rollout_tp,
             rollout_groups=[list(range(i, min(i + rollout_tp, generating))) for i in range(0, generating, rollout_tp)],
-            train=Placement.over(resource, trainer.nnodes, trainer.n_gpus_per_node),
-            rollout=None if colocated else Placement.over(resource, trainer.nnodes, arf.rollout.n_gpus_per_node))
+            train=train, rollout=None if colocated else train if shared else Placement.over(
+                resource, trainer.nnodes, arf.rollout.n_gpus_per_node))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Topology:
@@ -108,7 +111,7 @@ def data_parallel_size(cfg: Any) -> int:
 
 def rollout_ranks(cfg: Any) -> int:
     """Ranks that generate: every training rank (colocated), or the rollout's own GPUs (`hybrid_engine: false`)."""
-    if cfg.actor_rollout_ref.hybrid_engine:
+    if cfg.actor_rollout_ref.hybrid_engine or cfg.actor_rollout_ref.rollout.share_trainer_gpu:
         return n_gpus(cfg)
     return cfg.trainer.nnodes * cfg.actor_rollout_ref.rollout.n_gpus_per_node
 

@@ -16,7 +16,8 @@ starts from the previous checkpoint, drops the metrics of the steps after it, an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ from rlc_runtime.metrics import (
     variance_proxy_metrics,
 )
 from rlc_runtime.perf import mfu, peak_flops
-from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray
+from rlc_runtime.pipeline import GenerationPipeline, InFlightBatch
+from rlc_runtime.workers.group import WorkerError, WorkerGroup, connect_ray, wait_groups
 from rlc_runtime.workers.rollout import build_batch, engine_requests, sampling_params
 
 
@@ -92,6 +94,9 @@ class Trainer:
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
         self.groups: list[WorkerGroup] = []
+        self.pipeline: GenerationPipeline | None = None  # rollout ranks of their own generate ahead, up to a bound
+        self.sync_seconds = 0.0  # weight transfers of the step under way
+        self.ipc = topology.rollout_placement == "shared"  # trainer and rollout share one GPU: weights by CUDA IPC
         self.memory_peaks: dict[str, float] = {}  # GiB of the device at peak, per phase, over the run
         self.pushes = _upload_schedule(cfg)  # None: no Hub upload
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
@@ -110,22 +115,43 @@ class Trainer:
             optim.total_training_steps = self.total_steps
         payload = worker_cfg.model_dump(mode="json")
         timeout, topology = cfg.actor_rollout_ref.nccl_timeout, self.topology
+        gpu_share = 0.5 if topology.rollout_placement == "shared" else 1.0  # trainer and rollout on one GPU
         self.workers = self._group("train", TrainWorker, topology.train, trainer.device, args=(payload,),
-                                   timeout_s=timeout)
+                                   timeout_s=timeout, gpu_share=gpu_share)
         self.reward = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
                                   distributed=False)
         self.workers.call("build")
         self.generators = self.workers  # colocated: the training ranks generate
         if topology.rollout is not None:
             self.generators = self._group("rollout", RolloutWorker, topology.rollout, trainer.device,
-                                          args=(payload,), timeout_s=timeout)
+                                          args=(payload,), timeout_s=timeout, gpu_share=gpu_share,
+                                          beside=self.workers if gpu_share < 1 else None)
             self.generators.call("build")
+            self._open_weight_channel(timeout)
+            self.pipeline = GenerationPipeline(cfg.algorithm.max_staleness, self.total_steps,
+                                               self._launch_generation, self._sync_weights)
         self.peak_flops = peak_flops(self.workers.call("device_name")[0])
         model = cfg.actor_rollout_ref.model
         self.model_config = read_model_config(model.path, model.revision) if self.peak_flops else None
         nodes = self.workers.call("node_id")
         print(f"rlc_runtime: {self.world} train rank(s) on {len(set(nodes))} Ray node(s): "
               + ", ".join(f"rank {rank} on {node[:12]}" for rank, node in enumerate(nodes)), flush=True)
+
+    def _open_weight_channel(self, timeout_s: int) -> None:
+        """The bucketed channel from training rank 0 to the rollout ranks, its layout planned once, here: a
+        process group of its own, or on one shared GPU the trainer's buffers opened by the rollout (CUDA IPC)."""
+        from rlc_runtime.weight_transfer import plan_buckets
+
+        megabytes = self.cfg.actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes
+        buckets = plan_buckets(self.workers.call("weight_layout")[0], megabytes * 2**20)
+        address = self.workers.call("master_address")[0]
+        join, args = "join_weight_channel", (address, 1 + self.generators.world_size, timeout_s, buckets)
+        if self.ipc:
+            handles = self.workers.call(join, *args, ipc=True)[0]
+            self.generators.call(join, *args, handles=handles)
+            return
+        wait_groups([(self.workers, self.workers.submit(join, *args)),
+                     (self.generators, self.generators.submit(join, *args))], join)
 
     def _group(self, *args: Any, **kwargs: Any) -> WorkerGroup:
         group = WorkerGroup(*args, **kwargs)
@@ -137,6 +163,7 @@ class Trainer:
             self._start_workers()
             start = self._restore()
             self._sync_weights()  # the rollout engines start from the policy's weights
+            self.sync_seconds = 0.0
             self._loop(start)
             self._finish()
         finally:
@@ -196,7 +223,8 @@ class Trainer:
                     self._old_log_probs(batch)
                 if (diff := logprob_diff(batch)) is not None:
                     metrics["rollout/logprob_diff"] = diff
-                    self._check_logprob_diff(diff)
+                    if not metrics.get("perf/staleness"):  # a stale batch's diff is the policy's lag, not a fault
+                        self._check_logprob_diff(diff)
                     metrics |= self._rollout_correction(batch)
             if self.use_ref:
                 with self._phase("ref", timings, metrics):
@@ -216,13 +244,18 @@ class Trainer:
                 with self._phase("update_actor", timings, metrics):
                     metrics |= mean_metrics(self.workers.scatter("update_actor", batch.chunk(self.world)))
                 metrics |= self._mfu(batch, timings["update_actor"])
-                with self._phase("sync", timings, metrics):
-                    self._sync_weights()
+                if self.pipeline is None:
+                    with self._phase("update_weights", timings, metrics):
+                        self._sync_weights()
+                else:  # the rollout ranks take the new weights before their next launch
+                    self.pipeline.updated()
+        if self.pipeline is not None:
+            timings["update_weights"], self.sync_seconds = self.sync_seconds, 0.0
         metrics |= data_metrics(batch, scores, cfg.data.max_response_length, cfg.data.max_prompt_length,
                                 self.use_critic)
         metrics |= variance_proxy_metrics(batch, metrics.get("actor/grad_norm"))
         metrics |= timing_metrics(timings, batch) | throughput_metrics(batch, timings["step"], self.world)
-        metrics["training/epoch"] = self.sampler.epoch
+        metrics["training/epoch"] = metrics.pop("training/epoch", self.sampler.epoch)
         if cfg.trainer.rollout_data_dir:
             dump_generations(Path(cfg.trainer.rollout_data_dir), step, rows, batch, scores.tolist())
         return metrics
@@ -261,8 +294,7 @@ class Trainer:
             def pending() -> Scored:
                 return scored  # already scored: the filter needed the scores
         else:
-            rows = [self.train_set[i] for i in self.sampler.next_batch()]
-            batch = self._generate(rows, self._params(step))
+            rows, batch = self._next_generation(step, metrics)
             call, lengths = self.reward.submit("score", self._reward_samples(rows, batch), step), self._lengths(batch)
 
             def pending() -> Scored:
@@ -273,6 +305,20 @@ class Trainer:
             greedy = self._greedy_scores(rows, step)
             batch.meta["reward_baseline"] = [greedy[uid] for uid in batch.meta["uid"]]
         return rows, batch, pending
+
+    def _next_generation(self, step: int, metrics: dict[str, float]) -> tuple[list[dict[str, Any]], TokenBatch]:
+        if self.pipeline is None:
+            rows = [self.train_set[i] for i in self.sampler.next_batch()]
+            return rows, self._generate(rows, self._params(step))
+        generation, batch, staleness = self.pipeline.take(step)
+        metrics |= {"perf/staleness": staleness, "training/epoch": generation.epoch}
+        return generation.rows, batch
+
+    def _launch_generation(self, step: int) -> InFlightBatch:
+        """Step `step`'s prompts sent to the rollout ranks; the pipeline collects the samples when it needs them."""
+        state, epoch = self.sampler.state_dict(), self.sampler.epoch
+        rows = [self.train_set[i] for i in self.sampler.next_batch()]
+        return InFlightBatch(step, rows, self._submit_generation(rows, self._params(step)), state, epoch)
 
     def _params(self, step: int, round_: int = 0) -> Any:
         return sampling_params(self.cfg, seed=self.cfg.actor_rollout_ref.rollout.seed + step + 7919 * round_)
@@ -349,21 +395,32 @@ class Trainer:
         return [by_prompt[uid] for uid in range(len(rows))]
 
     def _generate(self, rows: list[dict[str, Any]], params: Any) -> TokenBatch:
+        """Generate now, with the trainer's current weights (validation, and the rounds of DAPO and ReMax)."""
+        if self.pipeline is not None:
+            self.pipeline.catch_up()
+        return self._submit_generation(rows, params)()
+
+    def _submit_generation(self, rows: list[dict[str, Any]], params: Any) -> Callable[[], TokenBatch]:
         """Each rollout engine (the ranks of one of the topology's rollout groups) generates for its slice of the
-        prompts; samples come back grouped by prompt, in order."""
+        prompts; the returned function waits for the samples and gives them grouped by prompt, in order."""
         groups = self.topology.rollout_groups
         prompts = [list(row["input_ids"]) for row in rows]
         requests, slices = engine_requests(prompts, params, groups)
-        per_rank = self.generators.scatter("generate", requests)
-        parts = [per_rank[ranks[0]] for ranks in groups]  # an engine's ranks sample alike
-        generations = []
-        for part, s in zip(parts, slices, strict=True):
-            for g in part:
-                g.prompt_index = s.start + g.prompt_index
-                generations.append(g)
-        batch = build_batch(prompts, generations, self.pad_id, self.cfg.actor_rollout_ref.rollout.response_length)
-        batch.meta["row"] = list(range(len(batch)))  # where each sample started, to realign rewards later
-        return batch
+        refs = self.generators.submit_parts("generate", requests)
+
+        def collect() -> TokenBatch:
+            per_rank = self.generators.wait(refs, "generate")
+            parts = [per_rank[ranks[0]] for ranks in groups]  # an engine's ranks sample alike
+            generations = []
+            for part, s in zip(parts, slices, strict=True):
+                for g in part:
+                    g.prompt_index = s.start + g.prompt_index
+                    generations.append(g)
+            batch = build_batch(prompts, generations, self.pad_id,
+                                self.cfg.actor_rollout_ref.rollout.response_length)
+            batch.meta["row"] = list(range(len(batch)))  # where each sample started, to realign rewards later
+            return batch
+        return collect
 
     def _release_rollout(self) -> None:
         """Once a phase's generations are all done (DAPO and ReMax generate more than once per step)."""
@@ -374,9 +431,14 @@ class Trainer:
         if self.generators is self.workers:
             self.workers.call("sync_weights")
             return
-        refs = self.workers.submit("export_weights")
-        self.workers.wait(refs[1:], "export_weights")  # rank 0 holds the gathered weights; the others helped
-        self.generators.call("load_weights", refs[0])  # Ray hands each rollout rank the object, not the driver
+        start = time.perf_counter()  # one transfer: training ranks send (rank 0 broadcasts), rollout ranks receive
+        if self.ipc:  # the rollout reads the shared buffers once the trainer has filled them
+            self.workers.call("send_weights")
+            self.generators.call("receive_weights")
+        else:
+            wait_groups([(self.workers, self.workers.submit("send_weights")),
+                         (self.generators, self.generators.submit("receive_weights"))], "update_weights")
+        self.sync_seconds += time.perf_counter() - start
 
     def _scatter(self, method: str, batch: TokenBatch) -> torch.Tensor:
         return torch.cat(self.workers.scatter(method, batch.chunk(self.world)))
@@ -459,7 +521,8 @@ class Trainer:
         push = self.pushes.due(score) if self.pushes is not None and not last else None
         with checkpoint.atomic_checkpoint(self.ckpt_root, step) as tmp:
             self.workers.call("save", str(tmp), self.pushes is not None and (last or push is not None))
-            checkpoint.save_trainer_state(tmp, step, self.sampler.state_dict(), {"kl_coef": self.kl_ctrl.value})
+            sampler = (self.pipeline and self.pipeline.resume_state()) or self.sampler.state_dict()
+            checkpoint.save_trainer_state(tmp, step, sampler, {"kl_coef": self.kl_ctrl.value})
         keep = [k for k in (self.cfg.trainer.max_actor_ckpt_to_keep, self.cfg.trainer.max_critic_ckpt_to_keep) if k]
         checkpoint.prune(self.ckpt_root, min(keep) if keep else None)
         if push is not None and self.pushes is not None:

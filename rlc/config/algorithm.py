@@ -108,6 +108,10 @@ class Algorithm(Section):
     """DAPO dynamic sampling."""
     rollout_correction: RolloutCorrection = RolloutCorrection()
     """Off-policy correction between rollout and trainer."""
+    max_staleness: int = Field(0, ge=0)
+    """rlc's own key (verl's one-step-off recipe fixes it at 1): with hybrid_engine false, how many policy updates
+    a batch's generating weights may lag behind the trainer. 0: generate, then train (on-policy); k >= 1: the
+    rollout generates up to k steps ahead while the trainer trains (pipelined, off-policy by at most k)."""
     use_pf_ppo: bool = refused(False, "policy filtration PPO (pf_ppo) is not implemented in rlc")
     """Reweight samples by reward (PF-PPO)."""
     pf_ppo: PFPPO = PFPPO()

@@ -130,7 +130,9 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
 
 def _check_rollout_gpus(cfg: RLCConfig) -> Iterator[Diagnostic]:
     own_gpus = cfg.actor_rollout_ref.rollout.n_gpus_per_node
-    if not cfg.actor_rollout_ref.hybrid_engine and own_gpus == 0:
+    if cfg.actor_rollout_ref.rollout.share_trainer_gpu:
+        yield from _check_shared_gpu(cfg)
+    elif not cfg.actor_rollout_ref.hybrid_engine and own_gpus == 0:
         yield Diagnostic("hybrid_engine is false, so the rollout needs GPUs of its own, but "
                          "rollout.n_gpus_per_node is 0", (*ARF, "hybrid_engine"),
                          hint="set actor_rollout_ref.rollout.n_gpus_per_node (GPUs per node that only generate)")
@@ -138,6 +140,23 @@ def _check_rollout_gpus(cfg: RLCConfig) -> Iterator[Diagnostic]:
         # verl 0.9.1 fills it with trainer.n_gpus_per_node (its standalone-rollout pool, unused when colocated)
         yield Diagnostic("rollout.n_gpus_per_node is for hybrid_engine: false; colocated, the rollout uses the "
                          "training GPUs", (*ROLLOUT, "n_gpus_per_node"), hint="set hybrid_engine: false, or remove it")
+
+
+def _check_shared_gpu(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """Trainer and rollout as two processes on one GPU, weights by CUDA IPC: one GPU, its memory split."""
+    where = (*ROLLOUT, "share_trainer_gpu")
+    if cfg.actor_rollout_ref.hybrid_engine:
+        yield Diagnostic("share_trainer_gpu runs the rollout as a process of its own, which needs hybrid_engine "
+                         "false (colocated, the training ranks generate themselves)", where,
+                         hint="set actor_rollout_ref.hybrid_engine false")
+    if cfg.trainer.device != "cuda":
+        yield Diagnostic("share_trainer_gpu passes the weights by CUDA IPC, which needs a GPU (trainer.device "
+                         "cuda); on CPU, give the rollout ranks of their own with rollout.n_gpus_per_node", where)
+    if n_gpus(cfg) != 1 or cfg.actor_rollout_ref.rollout.n_gpus_per_node:
+        yield Diagnostic(f"share_trainer_gpu is for a job of one GPU (trainer.nnodes x n_gpus_per_node = "
+                         f"{n_gpus(cfg)}, rollout.n_gpus_per_node = {cfg.actor_rollout_ref.rollout.n_gpus_per_node}"
+                         f"); with more, give the rollout GPUs of its own", where,
+                         hint="trainer.n_gpus_per_node 1, rollout.n_gpus_per_node 0")
 
 
 def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
@@ -271,6 +290,7 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
                          f"({cfg.data.max_response_length}), got {buffer.len}", ("reward_model", "overlong_buffer",
                                                                                 "len"))
     yield from _check_rollout_correction(cfg)
+    yield from _check_pipelining(cfg)
     mode = actor.policy_loss.loss_mode
     yield from _check_bypass(cfg)
     if mode == "dro" and actor.policy_loss.dro_beta is None:
@@ -333,6 +353,24 @@ def _check_rollout_correction(cfg: RLCConfig) -> Iterator[Diagnostic]:
                          (*where, "rollout_rs_threshold"),
                          hint="an upper bound > 1, or lower_upper as a quoted string ('0.5_2': unquoted, YAML "
                               "reads 0.5_2 as the number 0.52)")
+
+
+def _check_pipelining(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """Generation runs ahead of training only on rollout GPUs of its own, one batch per step."""
+    algo, where = cfg.algorithm, ("algorithm", "max_staleness")
+    if algo.max_staleness == 0:
+        return
+    if cfg.actor_rollout_ref.hybrid_engine:
+        yield Diagnostic("max_staleness > 0 pipelines generation with training, which needs rollout GPUs of their "
+                         "own; colocated (hybrid_engine true), the GPUs do one or the other", where,
+                         hint="set actor_rollout_ref.hybrid_engine false and rollout.n_gpus_per_node (on one "
+                              "GPU: rollout.share_trainer_gpu true), or max_staleness 0")
+    if algo.filter_groups.enable:
+        yield Diagnostic("max_staleness > 0 with filter_groups is not implemented: dynamic sampling decides how "
+                         "many rounds to generate from the scores of the step's own generations", where)
+    if algo.adv_estimator == "remax":
+        yield Diagnostic("max_staleness > 0 with remax is not implemented: its greedy baselines are generated "
+                         "within the step", where)
 
 
 def check_trainer(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

@@ -95,9 +95,14 @@ class AgentLoop(Section):
 class CheckpointEngine(Section):
     """How updated weights reach the rollout engine."""
 
-    backend: str = instead("naive", "rlc sends weights to vLLM in buckets through its own export")
-    """Transfer backend."""
-    update_weights_bucket_megabytes: int = instead(2048, "rlc sends weights to vLLM in buckets of its own size")
+    backend: str = partly("naive", ("naive", "nccl"), "rlc chooses the transfer by placement: in place when "
+                          "colocated, a bucketed broadcast over NCCL (gloo on CPU) from training rank 0 when "
+                          "hybrid_engine is false; verl's nixl and hccl are not implemented")
+    """Transfer backend: naive, nccl, nixl or hccl."""
+    update_weights_bucket_megabytes: int = instead(
+        2048, "colocated, rlc loads weights into vLLM in buckets of its own size (512 MB, cut between layers); "
+              "with hybrid_engine false it is the size of each flat buffer sent to the rollout ranks",
+        only_with="actor_rollout_ref.hybrid_engine", gt=0)
     """Bucket size of a weight update."""
     engine_kwargs: dict[str, Any] = instead({}, "rlc sends weights to vLLM through its own export")
     """Backend options."""
@@ -305,5 +310,10 @@ class Rollout(Section):
     n_gpus_per_node: int = Field(0, ge=0)
     """With actor_rollout_ref.hybrid_engine false, GPUs of each node that only generate, beside the
     trainer.n_gpus_per_node that train (verl 0.9.1: GPUs per node of a standalone rollout)."""
+    share_trainer_gpu: bool = False
+    """rlc: with hybrid_engine false and one GPU in all, the rollout runs as a process of its own beside the
+    trainer on that GPU, awake while it trains (so generation can overlap training, algorithm.max_staleness),
+    and takes the weights through CUDA IPC; rollout.n_gpus_per_node stays 0 and gpu_memory_utilization must
+    leave the trainer its share."""
     logprob_diff_tolerance: float = Field(0.5, gt=0)
     """rlc: fail when the mean |vLLM - trainer| log-prob difference exceeds this."""

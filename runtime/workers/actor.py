@@ -27,6 +27,7 @@ from rlc_runtime.engines.update import (
     policy_update,
 )
 from rlc_runtime.rollout.base import Generation
+from rlc_runtime.weight_transfer import BroadcastChannel, Bucket, IpcChannel, WeightSpec, specs_of
 from rlc_runtime.workers.group import RankWorker
 from rlc_runtime.workers.rollout import GenerationRequest, generate, make_rollout
 
@@ -75,15 +76,31 @@ class TrainWorker(RankWorker):
     def release_rollout(self) -> None:
         self.rollout.sleep()
 
-    def export_weights(self) -> dict[str, torch.Tensor] | None:
-        """The policy's full weights, on CPU, from rank 0 (for rollout ranks of their own). A collective: every
-        rank takes part in gathering them."""
-        gathered = ((name, tensor.detach().cpu()) for name, tensor in self.actor.named_weights())
-        if self.rank == 0:
-            return dict(gathered)
-        for _ in gathered:
-            pass
+    def weight_layout(self) -> list[WeightSpec]:
+        """Name, shape and dtype of each weight the rollout ranks of their own will receive (a collective)."""
+        return specs_of(self.actor.named_weights())
+
+    def join_weight_channel(self, address: tuple[str, int], size: int, timeout_s: int, buckets: list[Bucket],
+                            ipc: bool = False) -> list[Any] | None:
+        """Rank 0 becomes rank 0 of the weight channel to the rollout ranks; the other ranks only help gather.
+        With `ipc` (one GPU shared with the rollout) rank 0 returns its buffers' IPC handles instead."""
+        self.weight_buckets = buckets
+        if self.rank != 0:
+            return None
+        if ipc:
+            self.channel: Any = IpcChannel(self.device, buckets)
+            return self.channel.export()
+        self.channel = BroadcastChannel(*address, 0, size, self.device, timeout_s)
         return None
+
+    def send_weights(self) -> None:
+        """The policy's weights to the rollout ranks, bucket by bucket. A collective: every rank gathers."""
+        weights = self.actor.named_weights()
+        if self.rank == 0:
+            self.channel.send(weights, self.weight_buckets)
+            return
+        for _ in weights:
+            pass
 
     # training --------------------------------------------------------------------------------------------------
     def log_probs(self, batch: TokenBatch) -> dict[str, torch.Tensor]:

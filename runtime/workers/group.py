@@ -11,7 +11,8 @@ along in `details` for the run's error log.
 Placement is the compiler's (`rlc.topology.Placement`, read from plan.json): one placement group per worker group,
 one bundle per node, ranks filling nodes in order; a rank takes a GPU, or on CPU runs one CPU rank of its node's
 bundle. A CPU group on one node skips the placement group: its ranks are processes on this node and ask Ray for
-no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting.
+no CPU, so that a 2-core machine can hold 2 ranks and the reward worker without waiting. Two groups can share one
+GPU (`beside`, each rank a fraction of it): the rollout process beside the trainer's.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlc.topology import Placement
 
-OBJECT_STORE_BYTES = 512 * 2**20  # batches of token ids and weights for sync; Ray's default takes 30% of RAM
+OBJECT_STORE_BYTES = 512 * 2**20  # batches of token ids (weights travel by collectives); Ray's default: 30% of RAM
 
 
 def connect_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None = None) -> None:
@@ -166,8 +167,12 @@ class DeviceSampler:
 
 class WorkerGroup:
     def __init__(self, name: str, cls: type, placement: Placement, device: str, *, args: tuple[Any, ...] = (),
-                 distributed: bool = True, timeout_s: int = 600) -> None:
+                 distributed: bool = True, timeout_s: int = 600, gpu_share: float = 1.0,
+                 beside: WorkerGroup | None = None) -> None:
+        """`gpu_share` < 1 with `beside`: this group's ranks join the bundles of `beside` (whose ranks took the
+        same share), rank r on the GPU of its rank r: two processes on one GPU."""
         self.name, self.world_size = name, placement.world_size
+        self.gpu_share, self.placement_group = gpu_share, beside.placement_group if beside else None
         remote_cls = ray.remote(cls)
         options = self._options(placement, timeout_s)
         self.workers = [remote_cls.options(**options(rank)).remote(rank, self.world_size, device, *args)
@@ -182,14 +187,16 @@ class WorkerGroup:
         """Ray options per rank: a bundle of the group's placement group (none for CPU ranks on one node)."""
         if placement.resource == "CPU" and placement.nodes == 1:
             return lambda rank: {"num_cpus": 0}
-        group = placement_group(placement.bundles(), strategy=placement.strategy)
+        if self.placement_group is None:
+            self.placement_group = placement_group(placement.bundles(), strategy=placement.strategy)
+        group = self.placement_group
         try:
             ray.get(group.ready(), timeout=timeout_s)
         except GetTimeoutError:
             raise WorkerError(f"{self.name} workers: the Ray cluster cannot give {placement.nodes} node(s) "
                               f"{placement.bundles()[0]} each within {timeout_s} s; it has "
                               f"{ray.cluster_resources()}") from None
-        share = {"num_cpus": 0, "num_gpus": 1} if placement.resource == "GPU" else {"num_cpus": 1}
+        share = {"num_cpus": 0, "num_gpus": self.gpu_share} if placement.resource == "GPU" else {"num_cpus": 1}
         return lambda rank: share | {"scheduling_strategy": PlacementGroupSchedulingStrategy(
             group, placement_group_bundle_index=placement.node_of(rank))}
 
@@ -202,37 +209,47 @@ class WorkerGroup:
 
     def scatter(self, method: str, parts: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
         """Rank r gets `parts[r]` as its first argument; results in rank order."""
+        return self._wait(self.submit_parts(method, parts, *args, **kwargs), method)
+
+    def submit_parts(self, method: str, parts: list[Any], *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
         if len(parts) != self.world_size:
             raise ValueError(f"{len(parts)} parts for {self.world_size} ranks")
-        refs = [getattr(w, method).remote(part, *args, **kwargs) for w, part in zip(self.workers, parts, strict=True)]
-        return self._wait(refs, method)
+        return [getattr(w, method).remote(part, *args, **kwargs) for w, part in zip(self.workers, parts, strict=True)]
 
     def wait(self, refs: list[ray.ObjectRef], method: str) -> list[Any]:
         return self._wait(refs, method)
 
     def _wait(self, refs: list[ray.ObjectRef], method: str) -> list[Any]:
-        rank_of = {ref: rank for rank, ref in enumerate(refs)}
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            try:
-                ray.get(done[0])
-            except RayTaskError as error:
-                cause = getattr(error, "cause", None) or error
-                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} failed in {method}: "
-                                  f"{type(cause).__name__}: {_first_line(cause)}", _plain(str(error))) from None
-            except RayActorError as error:
-                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} died during {method} (killed, or out "
-                                  f"of memory?): {_first_line(error)}", str(error)) from None
-            except RayError as error:  # e.g. an exception that cannot be unpickled here: its text still names it
-                details = _plain(str(error))
-                raise WorkerError(f"{self.name} worker rank {rank_of[done[0]]} failed in {method}: "
-                                  f"{_last_error_line(details)}", details) from None
-        return ray.get(refs)
+        return wait_groups([(self, refs)], method)[0]
 
     def shutdown(self) -> None:
         for worker in self.workers:
             ray.kill(worker)
+
+
+def wait_groups(calls: list[tuple[WorkerGroup, list[ray.ObjectRef]]], method: str) -> list[list[Any]]:
+    """The results of calls on several groups at once (a collective spanning them, as a weight transfer), per
+    group in rank order. The first failure on any rank of any group ends the wait: the others may be stuck in the
+    collective."""
+    where = {ref: (group.name, rank) for group, refs in calls for rank, ref in enumerate(refs)}
+    pending = list(where)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        name, rank = where[done[0]]
+        try:
+            ray.get(done[0])
+        except RayTaskError as error:
+            cause = getattr(error, "cause", None) or error
+            raise WorkerError(f"{name} worker rank {rank} failed in {method}: "
+                              f"{type(cause).__name__}: {_first_line(cause)}", _plain(str(error))) from None
+        except RayActorError as error:
+            raise WorkerError(f"{name} worker rank {rank} died during {method} (killed, or out "
+                              f"of memory?): {_first_line(error)}", str(error)) from None
+        except RayError as error:  # e.g. an exception that cannot be unpickled here: its text still names it
+            details = _plain(str(error))
+            raise WorkerError(f"{name} worker rank {rank} failed in {method}: "
+                              f"{_last_error_line(details)}", details) from None
+    return [ray.get(refs) for _, refs in calls]
 
 
 def _plain(text: str) -> str:

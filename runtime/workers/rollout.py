@@ -4,7 +4,8 @@ By default rollout is colocated with training, as verl's hybrid engine does it: 
 engine and generates for its own slice of the prompts, and after each update the rank loads the trainer's weights
 into its engine in place (`named_weights` -> `load_weights`), without crossing a process boundary. With
 `hybrid_engine: false` the engines run on ranks of their own (`RolloutWorker`), keep their GPUs (no sleep), and
-receive the weights gathered on training rank 0 through Ray's object store. `rollout.name` chooses the engine (`hf`
+receive the weights gathered on training rank 0 in fixed-size buckets over a process group of their own
+(`rlc_runtime.weight_transfer`). `rollout.name` chooses the engine (`hf`
 or `vllm`); both implement `rlc_runtime.rollout.base.RolloutEngine`.
 """
 
@@ -17,6 +18,7 @@ import torch
 
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.rollout.base import Generation, RolloutEngine, SamplingParams
+from rlc_runtime.weight_transfer import BroadcastChannel, Bucket, IpcChannel
 from rlc_runtime.workers.group import RankWorker
 
 
@@ -38,8 +40,21 @@ class RolloutWorker(RankWorker):
     def generate(self, request: GenerationRequest) -> list[Generation]:
         return generate(self.engine, request)
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        self.engine.load_weights(weights.items())
+    def join_weight_channel(self, address: tuple[str, int], size: int, timeout_s: int, buckets: list[Bucket],
+                            handles: list[Any] | None = None) -> None:
+        """Rank r becomes rank r + 1 of the weight channel from training rank 0 (or, sharing its GPU, maps the
+        trainer's buffers from their IPC handles)."""
+        self.weight_buckets = buckets
+        if handles is not None:
+            self.channel: Any = IpcChannel(self.device, buckets)
+            self.channel.open(handles)
+        else:
+            self.channel = BroadcastChannel(*address, self.rank + 1, size, self.device, timeout_s)
+
+    def receive_weights(self) -> None:
+        """The trainer's weights into the engine, one bucket at a time (its views live until the next bucket)."""
+        for bucket in self.channel.receive(self.weight_buckets):
+            self.engine.load_weights(bucket)
 
 
 GenerationRequest = tuple[list[list[int]], SamplingParams]  # one engine's prompts and sampling

@@ -22,7 +22,7 @@ STEP_KEYS = ("critic/score/mean", "critic/score/max", "critic/score/min", "criti
              "critic/advantages/mean", "response_length/mean", "response_length/max", "response_length/clip_ratio",
              "prompt_length/mean", "actor/pg_loss", "actor/entropy", "actor/pg_clipfrac", "actor/ppo_kl",
              "actor/grad_norm", "actor/lr", "timing_s/gen", "timing_s/reward", "timing_s/old_log_prob",
-             "timing_s/adv", "timing_s/update_actor", "timing_s/sync", "timing_s/step", "perf/throughput",
+             "timing_s/adv", "timing_s/update_actor", "timing_s/update_weights", "timing_s/step", "perf/throughput",
              "perf/total_num_tokens", "rollout/logprob_diff")
 
 

@@ -92,6 +92,18 @@ def test_weights_gradients_and_adam_state_equal_the_real_tensors(tmp_path: Path)
     assert update["reference parameters"] == weights / 2  # the reference keeps bf16 weights
 
 
+def test_a_rollout_sharing_the_gpu_stays_in_every_phase(tmp_path: Path) -> None:
+    """Beside the trainer the rollout never sleeps: vLLM's whole pool, and the fp32 weights the trainer leaves in
+    its CUDA IPC buckets, count in the update phase too."""
+    model = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    sets = ["actor_rollout_ref.hybrid_engine=false", "actor_rollout_ref.rollout.share_trainer_gpu=true"]
+    config = load_config(_config(tmp_path, TINY), sets).config
+    update = _lines(estimate(config, ModelShape.from_config(read_model_config(str(TINY))), 80 * GiB), "update")
+    assert (update["vLLM pool"], update["weight buffers"]) == (0.4 * 80 * GiB, weights)
+    assert "vLLM asleep" not in update
+
+
 def _rank(rank: int, port: int, out: Path) -> None:
     from torch.distributed.fsdp import fully_shard
 

@@ -114,3 +114,26 @@ def test_plan_json_topology_reads_back_as_the_compiler_built_it(tmp_path: Path) 
     written = json.loads((tmp_path / "run" / "plan.json").read_text())["topology"]
     assert Topology.from_json(written) == plan.topology
     assert written["rollout"] == {"resource": "GPU", "nodes": 2, "ranks_per_node": 2, "strategy": "STRICT_SPREAD"}
+
+
+def test_one_gpu_shared_by_trainer_and_rollout(tmp_path: Path) -> None:
+    sets = [f"actor_rollout_ref.model.path={tmp_path}", "actor_rollout_ref.hybrid_engine=false",
+            "actor_rollout_ref.rollout.share_trainer_gpu=true", "trainer.n_gpus_per_node=1",
+            "algorithm.max_staleness=1", "actor_rollout_ref.rollout.tensor_model_parallel_size=1"]
+    plan, _, _ = prepare(LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", sets, run_dir=tmp_path / "run", offline=True))
+    p = plan.topology
+    assert (p.rollout_placement, p.rollout_groups, plan.gpus_per_node) == ("shared", [[0]], 1)
+    assert p.rollout == p.train  # the rollout's process joins the trainer's bundle: one GPU in all
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["trainer.device=cpu"], "needs a GPU"),
+    (["trainer.n_gpus_per_node=2"], "is for a job of one GPU"),
+    (["actor_rollout_ref.hybrid_engine=true"], "needs hybrid_engine false"),
+])
+def test_sharing_the_gpu_is_refused_where_it_cannot_work(tmp_path: Path, sets: list[str], message: str) -> None:
+    base = [f"actor_rollout_ref.model.path={tmp_path}", "actor_rollout_ref.hybrid_engine=false",
+            "actor_rollout_ref.rollout.share_trainer_gpu=true", "trainer.n_gpus_per_node=1"]
+    with pytest.raises(CompileError) as info:
+        prepare(LaunchRequest(EXAMPLES / "grpo_gsm8k.yaml", base + sets, run_dir=tmp_path / "run", offline=True))
+    assert any(message in d.message for d in info.value.diagnostics), info.value.diagnostics

@@ -210,6 +210,12 @@ def test_add_works_for_a_known_key_the_file_leaves_unset(tmp_path: Path) -> None
     (("adv_estimator: grpo", "adv_estimator: grpo\n  rollout_correction:\n    rollout_rs: token_k1\n"
       "    rollout_rs_threshold: 0.5_2"), "algorithm.rollout_correction.rollout_rs_threshold",
      "every token would be rejected"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  max_staleness: 1"), "algorithm.max_staleness",
+     "needs rollout GPUs of their own"),
+    (("adv_estimator: grpo", "adv_estimator: remax\n  max_staleness: 1"), "algorithm.max_staleness",
+     "max_staleness > 0 with remax is not implemented"),
+    (("adv_estimator: grpo", "adv_estimator: grpo\n  max_staleness: 2\n  filter_groups:\n    enable: true\n"
+      "    metric: acc"), "algorithm.max_staleness", "max_staleness > 0 with filter_groups is not implemented"),
 ])
 def test_algorithm_combinations_that_cannot_run_are_refused(tmp_path: Path, edit: tuple[str, str], path: str,
                                                            message: str) -> None:
