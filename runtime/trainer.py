@@ -93,8 +93,10 @@ class Trainer:
 
     # setup and teardown ----------------------------------------------------------------------------------------
     def _start_workers(self) -> None:
+        from rlc_runtime.rewards.scoring import RewardScoring
         from rlc_runtime.workers.actor import TrainWorker
         from rlc_runtime.workers.reward import RewardWorker
+        from rlc_runtime.workers.reward_model import RewardModelWorker
         from rlc_runtime.workers.rollout import RolloutWorker
 
         cfg, trainer = self.cfg, self.cfg.trainer
@@ -106,8 +108,15 @@ class Trainer:
         timeout, topology = cfg.actor_rollout_ref.nccl_timeout, self.topology
         self.workers = self._group("train", TrainWorker, topology.train, trainer.device, args=(payload,),
                                    timeout_s=timeout)
-        self.reward = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
-                                  distributed=False)
+        rules = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
+                            distributed=False)
+        model = None
+        if topology.reward_model is not None:
+            model = self._group("reward_model", RewardModelWorker, topology.reward_model, trainer.device,
+                                args=(payload,), distributed=topology.reward_model.world_size > 1,
+                                timeout_s=cfg.reward_model.nccl_timeout)
+            model.call("build")
+        self.reward = RewardScoring(cfg, rules, model)
         self.workers.call("build")
         self.generators = self.workers  # colocated: the training ranks generate
         if topology.rollout is not None:
@@ -238,10 +247,10 @@ class Trainer:
         else:
             rows = [self.train_set[i] for i in self.sampler.next_batch()]
             batch = self._generate(rows, self._params(step))
-            call, lengths = self.reward.submit("score", self._reward_samples(rows, batch), step), self._lengths(batch)
+            call, lengths = self.reward.submit(self._reward_samples(rows, batch), step), self._lengths(batch)
 
             def pending() -> tuple[torch.Tensor, dict[str, float], float]:
-                scores, reward_metrics, seconds = self.reward.wait(call, "score")[0]
+                scores, reward_metrics, seconds = self.reward.collect(call)
                 shaped, shaping_metrics = self._shape(torch.tensor(scores, dtype=torch.float32), lengths)
                 return shaped, reward_metrics | shaping_metrics, seconds
         if self.cfg.algorithm.adv_estimator == "remax":
@@ -270,7 +279,7 @@ class Trainer:
     def _score_now(self, rows: list[dict[str, Any]], batch: TokenBatch,
                    step: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], float]:
         """(raw scores, shaped scores, metrics, seconds), in generation order."""
-        scores, reward_metrics, seconds = self.reward.call("score", self._reward_samples(rows, batch), step)[0]
+        scores, reward_metrics, seconds = self.reward.score(self._reward_samples(rows, batch), step)
         raw = torch.tensor(scores, dtype=torch.float32)
         shaped, shaping_metrics = self._shape(raw, self._lengths(batch))
         return raw, shaped, reward_metrics | shaping_metrics, seconds
@@ -405,7 +414,7 @@ class Trainer:
         params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
         batch = self._generate(rows, params)
         self._release_rollout()
-        scores, _, _ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
+        scores, _, _ = self.reward.score(self._reward_samples(rows, batch), None)
         sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
         trainer = self.cfg.trainer
         if trainer.validation_data_dir:
@@ -450,7 +459,7 @@ def memory_summary(run_dir: Path, measured: dict[str, float]) -> str:
 
 def reward_sample(row: dict[str, Any], response: str) -> dict[str, Any]:
     """What the reward side needs of a dataset row, plus the decoded response."""
-    keys = ("data_source", "ground_truth", "extra_info", "verification_info", "prompt_text")
+    keys = ("data_source", "ground_truth", "extra_info", "verification_info", "prompt_text", "raw_prompt")
     return {"response": response, **{k: row.get(k) for k in keys}}
 
 

@@ -315,6 +315,35 @@ def check_services(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnos
                          ("hf_upload", "organization"), severity="warning")
 
 
+def check_reward_model(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """The reward model's path and head, before any worker starts (a Hub id's when the runtime loads it)."""
+    rm = cfg.reward_model
+    where = ("reward_model", "model", "path")
+    if not rm.enable:
+        return
+    if not rm.model.path:
+        yield Diagnostic("reward_model.enable is true but reward_model.model.path is not set", where,
+                         hint="a local folder or Hub id of a *ForSequenceClassification model")
+        return
+    folder = Path(rm.model.path).expanduser()
+    if _looks_local(rm.model.path) and not folder.is_dir():
+        yield Diagnostic(f"reward model {rm.model.path}: no such directory", where)
+        return
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError) as err:
+        yield Diagnostic(f"cannot read {config_file}: {err}", where)
+        return
+    if not any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in architectures):
+        yield Diagnostic(f"reward model {rm.model.path} is not a classifier: its config.json architectures are "
+                         f"{architectures}", where,
+                         hint="a reward model is an AutoModelForSequenceClassification (or ...ForTokenClassification) "
+                              "checkpoint with one label; a generative judge goes through reward_api")
+
+
 def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     model = cfg.actor_rollout_ref.model
     if model.revision and _looks_local(model.path):
@@ -409,4 +438,5 @@ def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnosti
 
 
 CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_model_paths, check_status, check_memory)
+                             check_trainer, check_services, check_reward_model, check_model_paths, check_status,
+                             check_memory)
