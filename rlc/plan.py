@@ -42,7 +42,7 @@ class LaunchPlan:
     executor: Executor
     device: str
     nnodes: int
-    gpus_per_node: int  # what each node must have: training GPUs, plus the rollout's own when separate
+    gpus_per_node: int  # what each node must have: training GPUs, plus the rollout's and the reward model's own
     topology: Topology
     batch: BatchSizes
     nodes: list[Node]
@@ -67,7 +67,8 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
                        mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
                        micro_batch_per_rank=actor.ppo_micro_batch_size_per_gpu or 1)
     gpus = trainer.n_gpus_per_node
-    node_gpus = gpus + (topology.rollout.ranks_per_node if topology.rollout else 0)
+    # Each node must have the training GPUs plus the rollout's and the reward model's own (ranks of their own).
+    node_gpus = gpus + sum(p.ranks_per_node for p in (topology.rollout, topology.reward_model) if p)
     nodes = [Node(i, "head" if i == 0 else "worker", node_gpus, list(range(i * gpus, (i + 1) * gpus)))
              for i in range(trainer.nnodes)]
     return LaunchPlan(
@@ -123,6 +124,8 @@ def summary(plan: LaunchPlan) -> str:
         f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}",
         f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel} "
         f"({p.rollout_placement})",
+        *([f"reward    model on {p.reward_model.world_size} rank(s) of its own"
+           + (" (FSDP2)" if p.reward_model.world_size > 1 else "")] if p.reward_model else []),
         f"batch     {b.samples_per_step} samples/step, {b.samples_per_rank}/rank, mini {b.mini_batch_per_rank}/rank, "
         f"micro {b.micro_batch_per_rank}",
     ]

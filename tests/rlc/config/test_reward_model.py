@@ -57,3 +57,15 @@ def test_classifiers_are_accepted_and_placed_on_ranks_of_their_own(tmp_path: Pat
     topology = Topology.from_config(cfg)
     assert topology.reward_model == Placement("CPU", 1, 2, "PACK")
     assert Topology.from_json(json.loads(json.dumps(topology.to_json()))) == topology
+
+
+def test_the_plan_asks_each_node_for_the_reward_models_gpus(tmp_path: Path) -> None:
+    from rlc.plan import make_plan, summary
+
+    path = checkpoint(tmp_path, "Qwen2ForSequenceClassification")
+    tree = BASE | {"trainer": {"n_gpus_per_node": 4, "device": "cuda"},
+                   "reward_model": {"enable": True, "enable_resource_pool": True, "n_gpus_per_node": 2,
+                                    "model": {"path": str(path)}}}
+    plan = make_plan(RLCConfig.model_validate(tree), "runs/x", "local")
+    assert plan.gpus_per_node == 6 and plan.topology.reward_model == Placement("GPU", 1, 2, "PACK")
+    assert "reward    model on 2 rank(s) of its own (FSDP2)" in summary(plan)
