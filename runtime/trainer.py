@@ -25,7 +25,7 @@ import torch
 
 from rlc.config.checks import uses_critic, uses_reference
 from rlc.config.root import RLCConfig
-from rlc.topology import Placement, Topology
+from rlc.topology import Topology
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch, pad_to
 from rlc_runtime.checkpoint import CheckpointError
@@ -93,10 +93,8 @@ class Trainer:
 
     # setup and teardown ----------------------------------------------------------------------------------------
     def _start_workers(self) -> None:
-        from rlc_runtime.rewards.scoring import RewardScoring
+        from rlc_runtime.rewards.scoring import start_reward_scoring
         from rlc_runtime.workers.actor import TrainWorker
-        from rlc_runtime.workers.reward import RewardWorker
-        from rlc_runtime.workers.reward_model import RewardModelWorker
         from rlc_runtime.workers.rollout import RolloutWorker
 
         cfg, trainer = self.cfg, self.cfg.trainer
@@ -108,15 +106,7 @@ class Trainer:
         timeout, topology = cfg.actor_rollout_ref.nccl_timeout, self.topology
         self.workers = self._group("train", TrainWorker, topology.train, trainer.device, args=(payload,),
                                    timeout_s=timeout)
-        rules = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
-                            distributed=False)
-        model = None
-        if topology.reward_model is not None:
-            model = self._group("reward_model", RewardModelWorker, topology.reward_model, trainer.device,
-                                args=(payload,), distributed=topology.reward_model.world_size > 1,
-                                timeout_s=cfg.reward_model.nccl_timeout)
-            model.call("build")
-        self.reward = RewardScoring(cfg, rules, model)
+        self.reward = start_reward_scoring(self._group, cfg, topology, payload)
         self.workers.call("build")
         self.generators = self.workers  # colocated: the training ranks generate
         if topology.rollout is not None:

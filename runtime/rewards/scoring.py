@@ -10,9 +10,11 @@ scores are dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rlc.topology import Placement, Topology
 from rlc_runtime.workers.group import WorkerGroup
 
 
@@ -52,6 +54,24 @@ class RewardScoring:
 
     def score(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float], float]:
         return self.collect(self.submit(samples, step))
+
+
+def start_reward_scoring(make_group: Callable[..., WorkerGroup], cfg: Any, topology: Topology,
+                         payload: dict[str, Any]) -> RewardScoring:
+    """The reward worker (one CPU process) and, with `reward_model.enable`, the reward model's group on the
+    topology's placement, built; `make_group` is the controller's (it shuts every group down at the end)."""
+    from rlc_runtime.workers.reward import RewardWorker
+    from rlc_runtime.workers.reward_model import RewardModelWorker
+
+    rules = make_group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
+                       distributed=False)
+    model = None
+    if topology.reward_model is not None:
+        model = make_group("reward_model", RewardModelWorker, topology.reward_model, cfg.trainer.device,
+                           args=(payload,), distributed=topology.reward_model.world_size > 1,
+                           timeout_s=cfg.reward_model.nccl_timeout)
+        model.call("build")
+    return RewardScoring(cfg, rules, model)
 
 
 def combine(rule: list[float], model: list[float], rule_weight: float, model_weight: float) -> list[float]:
