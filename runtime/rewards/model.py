@@ -90,3 +90,18 @@ def score_ids(model: torch.nn.Module, head: Head, sequences: list[list[int]], pa
             logits = logits[torch.arange(len(part), device=device), mask.sum(-1) - 1]
         scores += logits[:, 0].tolist()
     return scores
+
+
+def shard(model: torch.nn.Module, device: str, world_size: int) -> torch.nn.Module:
+    """FSDP2 over all `world_size` ranks, one unit per decoder layer as the training engine shards (no mixed
+    precision policy: the reward model is loaded in the dtype it runs in)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from rlc_runtime.engines.fsdp import _decoder_layers
+
+    mesh = init_device_mesh(device, (world_size,))
+    for layer in _decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)  # moves what is still on the CPU onto the mesh's device
+    return model

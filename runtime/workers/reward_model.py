@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from rlc_runtime.rewards.model import load_reward_model, reward_input_ids, score_ids
+from rlc_runtime.rewards.model import load_reward_model, reward_input_ids, score_ids, shard
 from rlc_runtime.workers.group import RankWorker
 
 
@@ -27,7 +27,7 @@ class RewardModelWorker(RankWorker):
     def build(self) -> None:
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         model, self.tokenizer, self.head = load_reward_model(self.rm.model, dtype)
-        self.model = _shard(model, self.device, self.world_size) if self.world_size > 1 else model.to(self.device)
+        self.model = shard(model, self.device, self.world_size) if self.world_size > 1 else model.to(self.device)
 
     def score(self, samples: list[dict[str, Any]]) -> tuple[list[float], float]:
         """Scores of this rank's samples (each: raw_prompt messages and response text) and the seconds taken."""
@@ -38,15 +38,3 @@ class RewardModelWorker(RankWorker):
                            self.rm.micro_batch_size_per_gpu, self.device)
         return scores, time.perf_counter() - start
 
-
-def _shard(model: torch.nn.Module, device: str, world_size: int) -> torch.nn.Module:
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    from rlc_runtime.engines.fsdp import _decoder_layers
-
-    mesh = init_device_mesh(device, (world_size,))
-    for layer in _decoder_layers(model):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)  # moves what is still on the CPU onto the mesh's device
-    return model
