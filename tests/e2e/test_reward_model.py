@@ -3,8 +3,8 @@ contains the digit 9 and ~0 otherwise (its scores are checked first, on response
 
 The task's prompts are plus_one's sums (examples/yaml/plus_one.yaml); the tiny policy answers the sum, which holds
 a 9 for about one prompt in ten, so the model's score starts low and only a policy that learns to write 9 raises
-it. The combined run mixes the rule score and the model's with rlc's weights and checks the arithmetic against
-the rule function and the classifier run here, sample by sample.
+it. Its control, at a learning rate of ~0, also mixes the rule score and the model's with rlc's weights and checks
+the arithmetic against the rule function and the classifier run here, sample by sample.
 """
 
 from __future__ import annotations
@@ -52,14 +52,18 @@ def test_a_run_rewarded_by_the_model_alone_learns(tmp_path: Path, digit_rm: Path
     assert rise(rows) >= 0.1, [r["critic/score/mean"] for r in rows]
 
 
-def test_rule_and_model_scores_combine_with_their_weights(tmp_path: Path, digit_rm: Path) -> None:
+def test_control_mixes_rule_and_model_scores_and_does_not_rise(tmp_path: Path, digit_rm: Path) -> None:
+    """The control of the run above (a learning rate of 1e-12: what sampling noise alone does to the model's score)
+    is also the combined run: rule and model scores mixed with rlc's weights, checked step by step and, on the first
+    step, sample by sample against the rule function and the classifier run here."""
     dump = tmp_path / "generations"
     rows = launch(tmp_path / "run", "reward_model.enable=true", f"reward_model.model.path={digit_rm}",
-                  "reward_model.rule_weight=2.0", "reward_model.model_weight=0.5", "trainer.total_training_steps=1",
-                  f"trainer.rollout_data_dir={dump}")
-    metrics = rows[0]
-    assert metrics["critic/score/mean"] == pytest.approx(
-        2.0 * metrics["reward/rule_score/mean"] + 0.5 * metrics["reward/model_score/mean"], abs=1e-5)
+                  "reward_model.rule_weight=2.0", "reward_model.model_weight=0.5",
+                  "actor_rollout_ref.actor.optim.lr=1e-12", f"trainer.rollout_data_dir={dump}")
+    for metrics in rows:
+        assert metrics["critic/score/mean"] == pytest.approx(
+            2.0 * metrics["reward/rule_score/mean"] + 0.5 * metrics["reward/model_score/mean"], abs=1e-5)
+    assert rise(rows, "reward/model_score/mean") <= 0.05, [r["reward/model_score/mean"] for r in rows]
     samples = [json.loads(line) for line in (dump / "1.jsonl").read_text().splitlines()]
     for sample in samples[:8]:
         question = sample["input"].split("<|user|>")[1].split("<|assistant|>")[0]
