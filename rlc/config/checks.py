@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS
 from rlc.config.base import status_of
+from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
@@ -337,7 +338,7 @@ def check_reward_model(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Dia
     except (OSError, ValueError, AttributeError) as err:
         yield Diagnostic(f"cannot read {config_file}: {err}", where)
         return
-    if not any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in architectures):
+    if not any(a.endswith(tuple(REWARD_MODEL_HEADS)) for a in architectures):
         yield Diagnostic(f"reward model {rm.model.path} is not a classifier: its config.json architectures are "
                          f"{architectures}", where,
                          hint="a reward model is an AutoModelForSequenceClassification (or ...ForTokenClassification) "

@@ -21,6 +21,8 @@ RM = "reward_model.enable"
 NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
 GENERATIVE = ("a generative reward model is served by `rlc reward-server` (its llm_judge verifier) and scored through "
               "reward_api; reward_model.rollout is not read")
+REWARD_MODEL_HEADS = {"ForSequenceClassification": "sequence", "ForTokenClassification": "token"}
+"""config.json architecture suffixes of a reward model, and the head each names (the runtime scores both)."""
 RM_FIXED_BATCHES = "rlc scores the reward model in micro-batches of micro_batch_size_per_gpu samples"
 
 

@@ -9,26 +9,24 @@ models are trained with) and verl's `*ForTokenClassification` (the logit of the 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc_runtime.models import ModelLoadError, _load_error
 
-Head = Literal["sequence", "token"]
-HEADS: dict[str, Head] = {"ForSequenceClassification": "sequence", "ForTokenClassification": "token"}
 
-
-def head_of(architectures: list[str] | None) -> Head | None:
+def head_of(architectures: list[str] | None) -> str | None:
     """Which scoring head config.json's architectures name, or None for a model that is not a classifier."""
     for name in architectures or []:
-        for suffix, head in HEADS.items():
+        for suffix, head in REWARD_MODEL_HEADS.items():
             if name.endswith(suffix):
                 return head
     return None
 
 
-def load_reward_model(model_cfg: Any, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, Head]:
+def load_reward_model(model_cfg: Any, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, str]:
     """(model in eval mode on the CPU, tokenizer with a pad token, head) of `reward_model.model`."""
     from transformers import (
         AutoConfig,
@@ -75,7 +73,7 @@ def reward_input_ids(tokenizer: Any, messages: list[dict[str, Any]], response: s
 
 
 @torch.no_grad()
-def score_ids(model: torch.nn.Module, head: Head, sequences: list[list[int]], pad_id: int,
+def score_ids(model: torch.nn.Module, head: str, sequences: list[list[int]], pad_id: int,
               micro_batch_size: int | None, device: str) -> list[float]:
     """One score per sequence, forwarded `micro_batch_size` at a time (all at once when None), right-padded."""
     size = micro_batch_size or max(1, len(sequences))

@@ -5,7 +5,7 @@ Two sources run side by side: the reward worker (rule functions, a custom functi
 `model_weight * model score + rule_weight * other score` (rlc's keys; verl's reward model replaces the other
 score, which is rlc's default `rule_weight: 0`, and then the reward worker is not asked at all). The model's ranks
 get equal slices (FSDP's collectives need the same number of forwards on every rank); the padding samples'
-scores are dropped.
+scores are dropped. `start_reward_scoring` builds both groups for the controller.
 """
 
 from __future__ import annotations
