@@ -68,11 +68,12 @@ class RewardModelModel(NullableSection):
     path: str | None = None
     """Local folder (or Hub id) of the model; its config.json must name a *ForSequenceClassification or
     *ForTokenClassification architecture."""
-    input_tokenizer: str | None = instead(None, "rlc always decodes the response with the policy's tokenizer and "
-                                                "applies the reward model's own chat template to prompt + response",
-                                          only_with=RM)
-    """verl: the policy's tokenizer, to decode before the reward model's chat template is applied (null: feed the
-    policy's tokens unchanged)."""
+    input_tokenizer: str | None = instead(None, "rlc decodes the response with the policy's tokenizer "
+                                                "(actor_rollout_ref.model) and renders the reward model's own chat "
+                                                "template; null does the same (verl would feed the policy's tokens)",
+                                          same_as="actor_rollout_ref.model.path", only_with=RM)
+    """verl: the tokenizer that decodes the response before the reward model's chat template is applied (verl's
+    default: the policy's; null: feed the policy's tokens unchanged)."""
     external_lib: str | None = refused(None, "importing external model code is not implemented in rlc; use "
                                              "trust_remote_code")
     """Module to import for the model's code."""
