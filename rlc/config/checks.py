@@ -326,6 +326,12 @@ def check_reward_model(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Dia
         yield Diagnostic("reward_model.enable is true but reward_model.model.path is not set", where,
                          hint="a local folder or Hub id of a *ForSequenceClassification model")
         return
+    other = "reward_api" if cfg.reward_api.enable else "custom_reward_function" \
+        if cfg.custom_reward_function.path else None
+    if other and rm.rule_weight == 0:
+        yield Diagnostic(f"{other} is set but reward_model.rule_weight is 0: the reward model's score alone counts "
+                         "(as in verl) and it is never asked", ("reward_model", "rule_weight"),
+                         hint="set reward_model.rule_weight (rlc's key) to add its score", severity="warning")
     folder = Path(rm.model.path).expanduser()
     if _looks_local(rm.model.path) and not folder.is_dir():
         yield Diagnostic(f"reward model {rm.model.path}: no such directory", where)

@@ -47,6 +47,17 @@ def test_a_reward_model_that_is_not_a_classifier_is_an_error(tmp_path: Path) -> 
     assert code == 1 and "is not a classifier: its config.json architectures are ['Qwen2ForCausalLM']" in out
 
 
+def test_a_remote_source_that_would_never_be_asked_is_a_warning(tmp_path: Path) -> None:
+    path = checkpoint(tmp_path, "Qwen2ForSequenceClassification")
+    file = tmp_path / "api.json"
+    rm = {"enable": True, "model": {"path": str(path)}}
+    file.write_text(json.dumps(BASE | {"reward_model": rm, "reward_api": {"enable": True, "api_url": "http://x:1"}}))
+    result = CliRunner().invoke(app, ["validate", str(file)])
+    assert result.exit_code == 0 and "reward_api is set but reward_model.rule_weight is 0" in result.output
+    code, out = validate(tmp_path, rm | {"rule_weight": 1.0})
+    assert code == 0 and "rule_weight is 0" not in out
+
+
 @pytest.mark.parametrize("architecture", ["Qwen2ForSequenceClassification", "LlamaForTokenClassification"])
 def test_classifiers_are_accepted_and_placed_on_ranks_of_their_own(tmp_path: Path, architecture: str) -> None:
     path = checkpoint(tmp_path, architecture)
