@@ -42,7 +42,7 @@ class LaunchPlan:
     executor: Executor
     device: str
     nnodes: int
-    gpus_per_node: int  # what each node must have: training GPUs, plus the rollout's own when separate
+    gpus_per_node: int  # what each node must have: training GPUs, plus the rollout's and the reward model's own
     topology: Topology
     batch: BatchSizes
     nodes: list[Node]
@@ -68,8 +68,10 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
                        mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
                        micro_batch_per_rank=actor.ppo_micro_batch_size_per_gpu or 1)
     gpus = trainer.n_gpus_per_node
-    own_rollout_gpus = topology.rollout is not None and topology.rollout_placement == "separate"
-    node_gpus = gpus + (topology.rollout.ranks_per_node if own_rollout_gpus else 0)
+    # Each node must have the training GPUs plus the rollout's and the reward model's own (ranks of their own;
+    # a rollout that shares the trainer's GPU adds none).
+    own_rollout = topology.rollout if topology.rollout_placement == "separate" else None
+    node_gpus = gpus + sum(p.ranks_per_node for p in (own_rollout, topology.reward_model) if p)
     nodes = [Node(i, "head" if i == 0 else "worker", node_gpus, list(range(i * gpus, (i + 1) * gpus)))
              for i in range(trainer.nnodes)]
     return LaunchPlan(
@@ -125,6 +127,8 @@ def summary(plan: LaunchPlan) -> str:
         f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}",
         f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel} "
         f"({p.rollout_placement})",
+        *([f"reward    model on {p.reward_model.world_size} rank(s) of its own"
+           + (" (FSDP2)" if p.reward_model.world_size > 1 else "")] if p.reward_model else []),
         f"batch     {b.samples_per_step} samples/step, {b.samples_per_rank}/rank, mini {b.mini_batch_per_rank}/rank, "
         f"micro {b.micro_batch_per_rank}",
     ]

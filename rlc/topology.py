@@ -62,6 +62,7 @@ class Topology:
     rollout_groups: list[list[int]]  # ranks of each engine (training ranks, or the rollout's own when separate)
     train: Placement
     rollout: Placement | None  # None when colocated: the training ranks generate
+    reward_model: Placement | None = None  # the reward model's ranks (reward_model.enable), always its own
 
     @property
     def rollout_replicas(self) -> int:
@@ -85,13 +86,15 @@ class Topology:
             rollout_tensor_parallel=rollout_tp,
             rollout_groups=[list(range(i, min(i + rollout_tp, generating))) for i in range(0, generating, rollout_tp)],
             train=train, rollout=None if colocated else train if shared else Placement.over(
-                resource, trainer.nnodes, arf.rollout.n_gpus_per_node))
+                resource, trainer.nnodes, arf.rollout.n_gpus_per_node),
+            reward_model=reward_model_placement(cfg, resource))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Topology:
-        rollout = data.get("rollout")
+        rollout, reward_model = data.get("rollout"), data.get("reward_model")
         return cls(**{**data, "train": Placement(**data["train"]),
-                      "rollout": Placement(**rollout) if rollout else None})
+                      "rollout": Placement(**rollout) if rollout else None,
+                      "reward_model": Placement(**reward_model) if reward_model else None})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,3 +123,14 @@ def rollout_tensor_parallel(cfg: Any) -> int:
     """Ranks per rollout engine: the k ranks of a vLLM tensor-parallel engine share prompts, seed and samples."""
     rollout = cfg.actor_rollout_ref.rollout
     return rollout.tensor_model_parallel_size if substituted(rollout, "name") == "vllm" else 1
+
+
+def reward_model_placement(cfg: Any, resource: Resource) -> Placement | None:
+    """The reward model's ranks: n_gpus_per_node x nnodes of its own with `enable_resource_pool` (FSDP2 shards it
+    over them), else one. Never the training ranks: those hold the policy and its optimizer."""
+    rm = cfg.reward_model
+    if not rm.enable:
+        return None
+    if not rm.enable_resource_pool:
+        return Placement.over(resource, 1, 1)
+    return Placement.over(resource, max(1, rm.nnodes or 0), max(1, rm.n_gpus_per_node or 0))

@@ -168,3 +168,44 @@ def build_tiny_checkpoint(out_dir: str | Path, arch: str = "qwen2", *, sft_steps
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def build_digit_reward_model(out_dir: str | Path, tokenizer_dir: str | Path, digit: str = "9", *, steps: int = 60,
+                             seed: int = 0) -> Path:
+    """A tiny reward model (`Qwen2ForSequenceClassification`, one label) trained to score ~1 for a chat whose
+    assistant turn contains `digit` and ~0 otherwise, with the tokenizer (and chat template) of `tokenizer_dir`.
+
+    Its training responses are what a policy of this task writes: numbers of one to three digits, and now and then
+    a stray letter; the prompts are the task's questions."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = AutoConfig.for_model("qwen2", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=1, num_attention_heads=1, head_dim=64, num_key_value_heads=1,
+                                  max_position_embeddings=256, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+                                  architectures=["Qwen2ForSequenceClassification"])
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config)
+    rng, problems = random.Random(seed), arith_problems(seed, 200)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(steps):
+        responses = [_digit_response(rng) for _ in range(32)]
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": rng.choice(problems)[0]},
+                                                {"role": "assistant", "content": r}], tokenize=False)
+                 for r in responses]
+        batch = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        target = torch.tensor([float(digit in r) for r in responses])
+        loss = torch.nn.functional.mse_loss(model(**batch).logits[:, 0], target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _digit_response(rng: random.Random) -> str:
+    text = str(rng.randint(0, 10 ** rng.randint(1, 3) - 1))
+    return text + rng.choice("ab+= ") if rng.random() < 0.1 else text

@@ -27,7 +27,7 @@ import torch
 from rlc.config.checks import uses_critic, uses_reference
 from rlc.config.root import RLCConfig
 from rlc.memory import read_model_config
-from rlc.topology import Placement, Topology
+from rlc.topology import Topology
 from rlc_runtime import checkpoint
 from rlc_runtime.batch import TokenBatch, pad_to
 from rlc_runtime.checkpoint import CheckpointError
@@ -104,8 +104,8 @@ class Trainer:
 
     # setup and teardown ----------------------------------------------------------------------------------------
     def _start_workers(self) -> None:
+        from rlc_runtime.rewards.scoring import start_reward_scoring
         from rlc_runtime.workers.actor import TrainWorker
-        from rlc_runtime.workers.reward import RewardWorker
         from rlc_runtime.workers.rollout import RolloutWorker
 
         cfg, trainer = self.cfg, self.cfg.trainer
@@ -118,8 +118,7 @@ class Trainer:
         gpu_share = 0.5 if topology.rollout_placement == "shared" else 1.0  # trainer and rollout on one GPU
         self.workers = self._group("train", TrainWorker, topology.train, trainer.device, args=(payload,),
                                    timeout_s=timeout, gpu_share=gpu_share)
-        self.reward = self._group("reward", RewardWorker, Placement.one_node(1, "cpu"), "cpu", args=(payload,),
-                                  distributed=False)
+        self.reward = start_reward_scoring(self._group, cfg, topology, payload)
         self.workers.call("build")
         self.generators = self.workers  # colocated: the training ranks generate
         if topology.rollout is not None:
@@ -295,10 +294,10 @@ class Trainer:
                 return scored  # already scored: the filter needed the scores
         else:
             rows, batch = self._next_generation(step, metrics)
-            call, lengths = self.reward.submit("score", self._reward_samples(rows, batch), step), self._lengths(batch)
+            call, lengths = self.reward.submit(self._reward_samples(rows, batch), step), self._lengths(batch)
 
             def pending() -> Scored:
-                scores, reward_metrics, seconds, components = self.reward.wait(call, "score")[0]
+                scores, reward_metrics, seconds, components = self.reward.collect(call)
                 shaped, shaping_metrics = self._shape(torch.tensor(scores, dtype=torch.float32), lengths)
                 return shaped, reward_metrics | shaping_metrics, seconds, _components(components, len(scores))
         if self.cfg.algorithm.adv_estimator == "remax":
@@ -341,8 +340,7 @@ class Trainer:
     def _score_now(self, rows: list[dict[str, Any]], batch: TokenBatch,
                    step: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], float, torch.Tensor]:
         """(raw scores, shaped scores, metrics, seconds, reward components), in generation order."""
-        scores, reward_metrics, seconds, components = self.reward.call(
-            "score", self._reward_samples(rows, batch), step)[0]
+        scores, reward_metrics, seconds, components = self.reward.score(self._reward_samples(rows, batch), step)
         raw = torch.tensor(scores, dtype=torch.float32)
         shaped, shaping_metrics = self._shape(raw, self._lengths(batch))
         return raw, shaped, reward_metrics | shaping_metrics, seconds, _components(components, len(scores))
@@ -505,7 +503,7 @@ class Trainer:
         params = sampling_params(self.cfg, validate=True, seed=self.cfg.actor_rollout_ref.rollout.seed)
         batch = self._generate(rows, params)
         self._release_rollout()
-        scores, *_ = self.reward.call("score", self._reward_samples(rows, batch), None)[0]
+        scores, *_ = self.reward.score(self._reward_samples(rows, batch), None)
         sources = [str(rows[uid].get("data_source", "unknown")) for uid in batch.meta["uid"]]
         trainer = self.cfg.trainer
         if trainer.validation_data_dir:
@@ -556,7 +554,7 @@ def memory_summary(run_dir: Path, measured: dict[str, float]) -> str:
 
 def reward_sample(row: dict[str, Any], response: str) -> dict[str, Any]:
     """What the reward side needs of a dataset row, plus the decoded response."""
-    keys = ("data_source", "ground_truth", "extra_info", "verification_info", "prompt_text")
+    keys = ("data_source", "ground_truth", "extra_info", "verification_info", "prompt_text", "raw_prompt")
     return {"response": response, **{k: row.get(k) for k in keys}}
 
 

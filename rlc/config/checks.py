@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
+from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
@@ -415,6 +416,41 @@ def _check_upload_schedule(cfg: RLCConfig) -> Iterator[Diagnostic]:
                          hint="set data.val_files and trainer.test_freq")
 
 
+def check_reward_model(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """The reward model's path and head, before any worker starts (a Hub id's when the runtime loads it)."""
+    rm = cfg.reward_model
+    where = ("reward_model", "model", "path")
+    if not rm.enable:
+        return
+    if not rm.model.path:
+        yield Diagnostic("reward_model.enable is true but reward_model.model.path is not set", where,
+                         hint="a local folder or Hub id of a *ForSequenceClassification model")
+        return
+    other = "reward_api" if cfg.reward_api.enable else "custom_reward_function" \
+        if cfg.custom_reward_function.path else None
+    if other and rm.rule_weight == 0:
+        yield Diagnostic(f"{other} is set but reward_model.rule_weight is 0: the reward model's score alone counts "
+                         "(as in verl) and it is never asked", ("reward_model", "rule_weight"),
+                         hint="set reward_model.rule_weight (rlc's key) to add its score", severity="warning")
+    folder = Path(rm.model.path).expanduser()
+    if _looks_local(rm.model.path) and not folder.is_dir():
+        yield Diagnostic(f"reward model {rm.model.path}: no such directory", where)
+        return
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError) as err:
+        yield Diagnostic(f"cannot read {config_file}: {err}", where)
+        return
+    if not any(a.endswith(tuple(REWARD_MODEL_HEADS)) for a in architectures):
+        yield Diagnostic(f"reward model {rm.model.path} is not a classifier: its config.json architectures are "
+                         f"{architectures}", where,
+                         hint="a reward model is an AutoModelForSequenceClassification (or ...ForTokenClassification) "
+                              "checkpoint with one label; a generative judge goes through reward_api")
+
+
 def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     model = cfg.actor_rollout_ref.model
     if model.revision and _looks_local(model.path):
@@ -512,4 +548,5 @@ def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnosti
 
 
 CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_model_paths, check_status, check_memory)
+                             check_trainer, check_services, check_reward_model, check_model_paths, check_status,
+                             check_memory)

@@ -1,7 +1,8 @@
-"""Where rewards come from: rule functions by data source, a custom function, or a remote server (seed 003).
+"""Where rewards come from: rule functions by data source, a custom function, a remote server (seed 003), and a
+reward model (`reward_model.enable`) scored on a worker group of its own.
 
-verl's reward-model keys are all known; a reward model itself is refused (use `reward_api`), so its options only
-warn.
+A reward model's score replaces the other source's, as in verl; rlc's own `reward_model.model_weight` and
+`rule_weight` mix the two instead (verl has no key for that).
 """
 
 from typing import Any, Literal
@@ -11,13 +12,18 @@ from pydantic import Field
 from rlc.config.base import PROFILING, NullableSection, Section, instead, partly, refused
 from rlc.config.engine import ULYSSES
 
-REWARD_MODEL_ONLY = ("used only by a reward model (reward_model.enable), which rlc does not implement; rewards come "
-                     "from rules, custom_reward_function or reward_api")
+REWARD_MODEL_ONLY = ("rlc reads a reward model from the top-level reward_model section (reward_model.enable, "
+                     "reward_model.model.path)")
 REWARD_MANAGERS = ("naive", "batch", "dapo", "prime", "remote")
 """verl's registered reward managers; rlc's reward worker is verl's `naive` one."""
 IMPLEMENTED_REWARD_MANAGERS = ("naive",)
 RM = "reward_model.enable"
 NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
+GENERATIVE = ("a generative reward model is served by `rlc reward-server` (its llm_judge verifier) and scored through "
+              "reward_api; reward_model.rollout is not read")
+REWARD_MODEL_HEADS = {"ForSequenceClassification": "sequence", "ForTokenClassification": "token"}
+"""config.json architecture suffixes of a reward model, and the head each names (the runtime scores both)."""
+RM_FIXED_BATCHES = "rlc scores the reward model in micro-batches of micro_batch_size_per_gpu samples"
 
 
 class CustomRewardFunction(NullableSection):
@@ -56,11 +62,48 @@ class OverlongBuffer(Section):
     """Log the penalty."""
 
 
+class RewardModelModel(NullableSection):
+    """The reward model to load: a sequence-classification checkpoint (or verl's token-classification kind)."""
+
+    path: str | None = None
+    """Local folder (or Hub id) of the model; its config.json must name a *ForSequenceClassification or
+    *ForTokenClassification architecture."""
+    input_tokenizer: str | None = instead(None, "rlc decodes the response with the policy's tokenizer "
+                                                "(actor_rollout_ref.model) and renders the reward model's own chat "
+                                                "template; null does the same (verl would feed the policy's tokens)",
+                                          same_as="actor_rollout_ref.model.path", only_with=RM)
+    """verl: the tokenizer that decodes the response before the reward model's chat template is applied (verl's
+    default: the policy's; null: feed the policy's tokens unchanged)."""
+    external_lib: str | None = refused(None, "importing external model code is not implemented in rlc; use "
+                                             "trust_remote_code")
+    """Module to import for the model's code."""
+    trust_remote_code: bool = False
+    """Allow the checkpoint's own modelling code."""
+    override_config: dict[str, Any] = {}
+    """Values that replace the model's config.json entries."""
+    use_shm: bool = instead(False, "rlc loads the reward model from its path", only_with=RM)
+    """Copy the model to shared memory first."""
+    use_remove_padding: bool = instead(False, "rlc scores padded micro-batches", only_with=RM)
+    """Score packed sequences without padding."""
+    use_fused_kernels: bool = instead(False, "rlc does not use fused kernels", only_with=RM)
+    """Fused kernels."""
+    fsdp_config: dict[str, Any] = instead({}, "rlc shards the reward model with FSDP2 over all of its ranks "
+                                              "(reward_model.n_gpus_per_node x nnodes) with its own defaults",
+                                          only_with=RM)
+    """FSDP options of the reward model."""
+
+
 class RewardModel(NullableSection):
     """verl's reward section: a model-based reward, and how rule rewards are computed."""
 
-    enable: bool | None = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
-    """Score responses with a reward model."""
+    enable: bool | None = False
+    """Score responses with a reward model (reward_model.model.path) on a worker group of its own."""
+    model_weight: float = 1.0
+    """rlc's key (verl has none): the reward model's score is multiplied by this."""
+    rule_weight: float = 0.0
+    """rlc's key (verl has none): weight of the other source's score (rule functions, custom_reward_function or
+    reward_api) added to the weighted model score; 0, the default, is verl's behaviour: the model's score alone.
+    Unlike verl, a custom_reward_function does not switch the reward model off."""
     reward_manager: str | None = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
     """How samples are scored: naive (one at a time), batch, dapo (overlong penalty), prime, ..."""
     reward_kwargs: dict[str, Any] = instead({}, "rlc's reward worker takes no extra arguments; overlong penalties "
@@ -73,7 +116,8 @@ class RewardModel(NullableSection):
     """verl's reward-loop workers."""
     launch_reward_fn_async: bool = instead(False, "rlc computes rewards after generation, in the step")
     """Compute rule rewards while the critic and actor update."""
-    reward_loop_source: str | None = instead("register", REWARD_MODEL_ONLY, only_with=RM)
+    reward_loop_source: str | None = instead("register", "rlc scores a reward model with its own worker group",
+                                             only_with=RM)
     """Where the reward loop class comes from: register or importlib."""
     reward_loop_module_path: str | None = refused(None, "custom reward loops are not implemented in rlc")
     """File of a custom reward loop."""
@@ -83,37 +127,39 @@ class RewardModel(NullableSection):
     """Code-execution sandbox."""
     overlong_buffer: OverlongBuffer = OverlongBuffer()
     """DAPO's overlong reward shaping (the recipe's place for it)."""
-    enable_resource_pool: bool | None = instead(False, REWARD_MODEL_ONLY, only_with=RM)
-    """Give the reward model GPUs of its own."""
-    n_gpus_per_node: int | None = instead(8, REWARD_MODEL_ONLY, only_with=RM)
-    """GPUs per node of that pool."""
-    nnodes: int | None = instead(0, REWARD_MODEL_ONLY, only_with=RM)
-    """Nodes of that pool."""
-    strategy: str = instead("fsdp", REWARD_MODEL_ONLY, only_with=RM)
+    enable_resource_pool: bool | None = False
+    """Give the reward model ranks of its own: n_gpus_per_node x nnodes, sharded with FSDP2 (rlc always places
+    the reward model on ranks of its own; off, it gets one)."""
+    n_gpus_per_node: int | None = Field(8, ge=0)
+    """Ranks per node of the reward model (with enable_resource_pool; 0 counts as 1)."""
+    nnodes: int | None = Field(0, ge=0)
+    """Nodes of the reward model (with enable_resource_pool; 0 counts as 1)."""
+    strategy: str = partly("fsdp", ("fsdp", "fsdp2"), "rlc runs the reward model on FSDP2")
     """Engine of the reward model."""
-    model: dict[str, Any] | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
-    """The reward model: path, input_tokenizer, fsdp_config, ..."""
-    micro_batch_size: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    model: RewardModelModel = RewardModelModel()
+    """The reward model: path, trust_remote_code, override_config, ..."""
+    micro_batch_size: int | None = instead(None, "rlc reads micro_batch_size_per_gpu", only_with=RM)
     """Deprecated global micro batch of the reward model."""
-    micro_batch_size_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
-    """Samples per forward pass of the reward model on each GPU."""
-    max_length: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
-    """Longest input of the reward model."""
-    use_dynamic_bsz: bool | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    micro_batch_size_per_gpu: int | None = Field(None, ge=1)
+    """Samples per forward pass of the reward model on each rank (null: all of a rank's samples at once)."""
+    max_length: int | None = Field(None, ge=1)
+    """Longest input of the reward model; longer ones are cut on the right (null: no limit)."""
+    use_dynamic_bsz: bool | None = instead(None, RM_FIXED_BATCHES, only_with=RM)
     """Token-count micro-batches for the reward model."""
-    forward_max_token_len_per_gpu: int | None = instead(None, REWARD_MODEL_ONLY, only_with=RM)
+    forward_max_token_len_per_gpu: int | None = instead(None, RM_FIXED_BATCHES, only_with=RM)
     """Token budget of those micro-batches."""
     ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
     """Ranks that split each sequence."""
     profiler: dict[str, Any] = instead({}, PROFILING, only_with=RM)
     """Profiling of the reward model."""
-    rollout: dict[str, Any] = instead({}, REWARD_MODEL_ONLY, only_with=RM)
+    rollout: dict[str, Any] = instead({}, GENERATIVE, only_with=RM)
     """Generation settings of a generative reward model."""
-    megatron: dict[str, Any] = instead({}, REWARD_MODEL_ONLY, only_with=RM)
+    megatron: dict[str, Any] = instead({}, "rlc runs the reward model on FSDP2", only_with=RM)
     """Megatron options of the reward model."""
-    nccl_timeout: int = instead(600, REWARD_MODEL_ONLY, only_with=RM)
-    """Timeout of the reward model's collectives."""
-    load_weight: bool = instead(True, REWARD_MODEL_ONLY, only_with=RM)
+    nccl_timeout: int = 600
+    """Seconds the reward model's ranks wait in a collective."""
+    load_weight: bool = instead(True, "rlc runs the reward model on FSDP2 and always loads its weights",
+                                only_with=RM)
     """Megatron: load the reward model's weights."""
 
 
@@ -142,7 +188,8 @@ class RewardManager(Section):
 class RewardModelV1(Section):
     """verl 0.9.1's `reward.reward_model`: a model-based reward served by rollout engines."""
 
-    enable: bool = refused(False, "model-based rewards are not implemented in rlc; use reward_api")
+    enable: bool = refused(False, "rlc reads a reward model from the top-level reward_model section: set "
+                                  "reward_model.enable and reward_model.model.path")
     """Score responses with a reward model."""
     enable_resource_pool: bool = instead(False, REWARD_MODEL_ONLY, only_with=".enable")
     """Give the reward model GPUs of its own."""

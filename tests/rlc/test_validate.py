@@ -107,9 +107,9 @@ def test_warnings_do_not_fail(tmp_path: Path) -> None:
 
 
 def test_unimplemented_switch_is_an_error(tmp_path: Path) -> None:
-    code, out = run("validate", write(tmp_path, BASE + "reward_model:\n  enable: true\n"))
+    code, out = run("validate", write(tmp_path, BASE + "reward:\n  reward_model:\n    enable: true\n"))
     assert code == 1
-    assert "reward_model.enable: set to True, but model-based rewards are not implemented" in out
+    assert "reward.reward_model.enable: set to True, but rlc reads a reward model from the top-level" in out
 
 
 def test_bad_files_exit_1_without_traceback(tmp_path: Path) -> None:
