@@ -1,0 +1,107 @@
+"""LoRA on the FSDP2 engine, on CPU: a frozen base with adapters the only trained (and optimised) tensors, the
+reference equal to the untouched base model, merged rollout weights and the PEFT-format adapter equal to the
+trained policy, and a checkpoint that restores adapters and their optimizer state."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from test_fsdp import make_batch, make_config, plain_log_probs
+
+from rlc.config.root import RLCConfig
+from rlc_runtime.engines import make_reference
+from rlc_runtime.engines.fsdp import FSDPEngine
+from rlc_runtime.engines.update import Update, compute_log_probs, policy_update
+from rlc_runtime.tiny import build_tiny_checkpoint
+
+RANK, ALPHA = 4, 8
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("lora") / "qwen2", "qwen2")
+
+
+def lora_config(checkpoint: Path, **model: object) -> RLCConfig:
+    cfg = make_config(checkpoint, optim={"lr": 1e-2})
+    cfg.actor_rollout_ref.model = cfg.actor_rollout_ref.model.model_copy(
+        update={"lora_rank": RANK, "lora_alpha": ALPHA, **model})
+    return cfg
+
+
+def lora_update(checkpoint: Path, **model: object) -> Update:
+    cfg = lora_config(checkpoint, **model)
+    return policy_update(FSDPEngine(cfg, "actor", "cpu"), cfg)
+
+
+def base_model(checkpoint: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+
+
+def adapter_size(model: torch.nn.Module) -> int:
+    """r x (in + out) for every Linear but the output layer: what all-linear adapts, counted on the plain model."""
+    return sum(RANK * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name != "lm_head")
+
+
+def test_only_adapters_train_and_hold_optimizer_state(checkpoint: Path) -> None:
+    update = lora_update(checkpoint)
+    actor = update.engine
+    base = base_model(checkpoint)
+    trained = {n: p for n, p in actor.model.named_parameters() if p.requires_grad}
+    assert trained and all(".lora_A." in n or ".lora_B." in n for n in trained)
+    assert sum(p.numel() for p in trained.values()) == adapter_size(base)
+    frozen = {n: p.detach().clone() for n, p in actor.model.named_parameters() if not p.requires_grad}
+    update(make_batch())
+    assert all(torch.equal(p, frozen[n]) for n, p in actor.model.named_parameters() if not p.requires_grad)
+    assert any(p.abs().sum() > 0 for n, p in trained.items() if ".lora_B." in n)  # B starts at zero
+    moments = [v for state in actor.optimizer.state.values() for k, v in state.items() if k != "step"]
+    assert sum(v.numel() * v.element_size() for v in moments) == 2 * 4 * adapter_size(base)
+
+
+def test_reference_is_the_base_model_and_the_rollout_gets_merged_weights(checkpoint: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    cfg = lora_config(checkpoint, target_modules=["q_proj", "v_proj", "down_proj"])
+    actor = FSDPEngine(cfg, "actor", "cpu")
+    update = policy_update(actor, cfg)
+    update(make_batch())
+    batch = make_batch(seed=3)
+    policy = compute_log_probs(actor, batch, 4)[0]
+    base = plain_log_probs(base_model(checkpoint), batch)
+    reference = compute_log_probs(make_reference(cfg, actor, "cpu"), batch, 4)[0]
+    torch.testing.assert_close(reference, base, atol=1e-5, rtol=0)
+    assert (policy - base).abs().max() > 1e-3  # the adapters changed the policy
+
+    merged = base_model(checkpoint)
+    weights = dict(actor.named_weights())
+    assert set(weights) == set(merged.state_dict()) - {"lm_head.weight"}
+    merged.load_state_dict(weights, strict=False)
+    torch.testing.assert_close(plain_log_probs(merged, batch), policy, atol=1e-5, rtol=0)
+
+    actor.save_hf(tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
+    loaded = PeftModel.from_pretrained(base_model(checkpoint), tmp_path / "adapter").eval()
+    torch.testing.assert_close(plain_log_probs(loaded, batch), policy, atol=1e-5, rtol=0)
+
+
+def test_checkpoint_restores_adapters_and_optimizer(checkpoint: Path, tmp_path: Path) -> None:
+    update = lora_update(checkpoint)
+    update(make_batch())
+    update.engine.save_checkpoint(tmp_path / "ckpt", update.state_dict())
+    assert (tmp_path / "ckpt" / "lora_adapter" / "adapter_config.json").exists()
+    saved_optim = copy.deepcopy(update.engine.optimizer.state_dict())
+    continued = update(make_batch(seed=1))
+
+    resumed = lora_update(checkpoint)
+    resumed.load_state_dict(resumed.engine.load_checkpoint(tmp_path / "ckpt"))
+    state = resumed.engine.optimizer.state_dict()["state"]
+    assert all(torch.equal(entry[k], state[i][k]) for i, entry in saved_optim["state"].items() for k in entry)
+    assert resumed(make_batch(seed=1))["actor/pg_loss"] == pytest.approx(continued["actor/pg_loss"], abs=1e-6)
+    for (name, mine), (_, theirs) in zip(resumed.engine.named_weights(), update.engine.named_weights(), strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0, msg=name)
