@@ -224,3 +224,15 @@ def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) ->
     assert "['foreach'] are not supported by backend megatron" in \
         found["actor_rollout_ref.actor.optim.override_optimizer_config"]
     assert run("validate", write(tmp_path, text.replace(", foreach: false", "")))[0] == 0  # eps maps to adam_eps
+
+
+def test_lora_validates_on_fsdp_and_is_refused_on_megatron_and_for_the_critic(tmp_path: Path) -> None:
+    text = BASE.replace("    path: Qwen/Qwen2-0.5B", "    path: Qwen/Qwen2-0.5B\n    lora_rank: 32\n    lora_alpha: 64\n"
+                        "    target_modules: [q_proj, v_proj]")
+    code, out = run("validate", write(tmp_path, text))
+    assert code == 0 and "lora" not in out.lower(), out
+    code, out = run("validate", "--format", "json", write(tmp_path, text + "backend: megatron\n"))
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert code == 1 and found["actor_rollout_ref.model.lora_rank"] == "LoRA is implemented on the fsdp backend only"
+    code, out = run("validate", write(tmp_path, text + "critic:\n  model:\n    lora_rank: 8\n"))
+    assert code == 1 and "LoRA is implemented for the policy only" in out, out
