@@ -73,7 +73,8 @@ def model_card(repo_id: str, base_model: str, revision: str | None, dataset: str
     from rlc.resolve import dump_yaml
     from rlc.secrets import redact
 
-    metadata = ModelCardData(library_name="peft" if adapter else "transformers", tags=["rlc", "reinforcement-learning", algorithm],
+    metadata = ModelCardData(library_name="peft" if adapter else "transformers",  # a LoRA adapter: peft loads it
+                             tags=["rlc", "reinforcement-learning", algorithm],
                              base_model=base_model if _is_repo_id(base_model) else None)
     config_yaml = dump_yaml(redact(config)) if config is not None else "# not available\n"
     body = MODEL_CARD_BODY.format(

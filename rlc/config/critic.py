@@ -7,7 +7,8 @@ from rlc.config.base import Section, instead, refused
 from rlc.config.engine import ULYSSES, Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
 from rlc.config.model import ModelConfig
 
-CRITIC_LORA = "LoRA is implemented for the policy only (actor_rollout_ref.model.lora_rank); the critic trains all weights"
+CRITIC_LORA = ("LoRA is implemented for the policy only (actor_rollout_ref.model.lora_rank); the critic trains all "
+               "weights")
 
 
 class CriticModel(ModelConfig):

@@ -7,7 +7,8 @@ by `engines.make_engine`) or `RolloutEngine`; the trained roles' updates are the
 class only routes the controller's calls to them and never asks which backend it holds.
 
 The reference is a second engine loaded from the actor's model and never updated (verl's `ref` worker), built only
-when a KL term needs it; with LoRA it is the actor's own base with the adapters off (`engines.make_reference`). The critic is built only for GAE (or `critic.enable`).
+when a KL term needs it; with LoRA it is the actor's own base with the adapters off (`engines.make_reference`).
+The critic is built only for GAE (or `critic.enable`).
 """
 
 from __future__ import annotations

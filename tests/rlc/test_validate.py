@@ -227,8 +227,8 @@ def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) ->
 
 
 def test_lora_validates_on_fsdp_and_is_refused_on_megatron_and_for_the_critic(tmp_path: Path) -> None:
-    text = BASE.replace("    path: Qwen/Qwen2-0.5B", "    path: Qwen/Qwen2-0.5B\n    lora_rank: 32\n    lora_alpha: 64\n"
-                        "    target_modules: [q_proj, v_proj]")
+    text = BASE.replace("    path: Qwen/Qwen2-0.5B", "    path: Qwen/Qwen2-0.5B\n    lora_rank: 32\n"
+                        "    lora_alpha: 64\n    target_modules: [q_proj, v_proj]")
     code, out = run("validate", write(tmp_path, text))
     assert code == 0 and "lora" not in out.lower(), out
     code, out = run("validate", "--format", "json", write(tmp_path, text + "backend: megatron\n"))
