@@ -100,6 +100,7 @@ def response_log_probs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tenso
 
 def test_resume_repeats_the_run_and_uploads_an_adapter_peft_loads(uninterrupted: Path, tmp_path: Path, hub_server,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import snapshot_download
     from peft import PeftModel
 
     monkeypatch.setenv("HF_TOKEN", hub_server.add_token("hf_write_token"))
@@ -121,7 +122,9 @@ def test_resume_repeats_the_run_and_uploads_an_adapter_peft_loads(uninterrupted:
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "README.md", "optimizer.pt"} <= set(
         files)
     assert "library_name: peft" in files["README.md"].decode()
-    loaded = PeftModel.from_pretrained(base_model(), "tester/tiny-lora").eval()
+    # Downloaded first: peft asks huggingface_hub's module-level HfApi, whose endpoint was fixed at import, before
+    # the test pointed the Hub at the loopback server.
+    loaded = PeftModel.from_pretrained(base_model(), snapshot_download("tester/tiny-lora")).eval()
     ids = torch.tensor([[5, 17, 42, 8, 99, 23, 61, 7]])
     expected = response_log_probs(merged_by_hand(again), ids)
     torch.testing.assert_close(response_log_probs(loaded, ids), expected, atol=1e-5, rtol=0)
