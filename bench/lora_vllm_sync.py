@@ -45,9 +45,11 @@ def run(way: str, args: argparse.Namespace) -> dict[str, object]:
     from rlc_runtime.engines import lora
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if args.device == "cpu":
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, as rlc's CPU rollout asks
     model = adapted_model(args.model, args.rank)
     options = dict(model=args.model, dtype="float32" if args.device == "cpu" else "bfloat16",
-                   enforce_eager=args.device == "cpu", max_model_len=256, seed=0, skip_tokenizer_init=True,
+                   enforce_eager=args.device == "cpu", max_model_len=256, gpu_memory_utilization=args.memory, seed=0, skip_tokenizer_init=True,
                    worker_extension_cls="rlc_runtime.rollout.vllm_worker.WeightSyncExtension")
     if way == "lora":
         options |= dict(enable_lora=True, max_lora_rank=args.rank, max_loras=1)
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--memory", type=float, default=0.1, help="gpu_memory_utilization (on CPU: of RAM)")
     parser.add_argument("--way", choices=("merged", "lora"))
     args = parser.parse_args()
     if args.way:

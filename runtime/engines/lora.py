@@ -109,15 +109,13 @@ def adapter_tensors(state: Iterator[tuple[str, torch.Tensor]]) -> dict[str, torc
 
 
 def save_adapter(model: torch.nn.Module, tensors: dict[str, torch.Tensor], directory: Path) -> None:
-    """adapter_config.json and adapter_model.safetensors, PEFT's own format (written beside, then renamed)."""
+    """adapter_config.json and adapter_model.safetensors, PEFT's own format, into a checkpoint's directory (which
+    the trainer makes atomic)."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    Path(directory).mkdir(parents=True, exist_ok=True)
     model.peft_config["default"].save_pretrained(str(directory))
-    partial = directory / "adapter_model.safetensors.partial"
-    save_file(tensors, str(partial), metadata={"format": "pt"})
-    partial.rename(directory / "adapter_model.safetensors")
+    save_file(tensors, str(Path(directory) / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 class AdapterlessReference:

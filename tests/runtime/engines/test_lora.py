@@ -105,3 +105,14 @@ def test_checkpoint_restores_adapters_and_optimizer(checkpoint: Path, tmp_path: 
     assert resumed(make_batch(seed=1))["actor/pg_loss"] == pytest.approx(continued["actor/pg_loss"], abs=1e-6)
     for (name, mine), (_, theirs) in zip(resumed.engine.named_weights(), update.engine.named_weights(), strict=True):
         torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0, msg=name)
+
+
+def test_lora_adapter_path_starts_from_a_saved_adapter(checkpoint: Path, tmp_path: Path) -> None:
+    update = lora_update(checkpoint)
+    update(make_batch())
+    update.engine.save_hf(tmp_path / "adapter")
+    started = lora_update(checkpoint, lora_adapter_path=str(tmp_path / "adapter")).engine
+    assert any(p.requires_grad for p in started.model.parameters())
+    batch = make_batch(seed=2)
+    torch.testing.assert_close(compute_log_probs(started, batch, 4)[0], compute_log_probs(update.engine, batch, 4)[0],
+                               atol=1e-6, rtol=0)
