@@ -1,8 +1,8 @@
 """LoRA runs started as users start them (`rlc launch examples/yaml/lora_plus_one.yaml`), on the learning tests'
 task that the tiny model gets wrong (examples/yaml/plus_one.yaml; see test_learning.py for the rise measure).
 
-One uninterrupted run of 10 steps (checkpoints at 5 and 10) must learn with Adam's state for the adapters alone;
-a second run resumes from its step-5 checkpoint, must repeat its steps 6-10 and end at its adapters, and uploads
+One uninterrupted run of 10 steps (checkpoints at 8 and 10) must learn with Adam's state for the adapters alone;
+a second run resumes from its step-8 checkpoint, must repeat its steps 9 and 10 and end at its adapters, and uploads
 the adapter to the loopback Hub, where `PeftModel.from_pretrained` must reproduce the trained policy's log-probs.
 """
 
@@ -38,7 +38,7 @@ def launch(run_dir: Path, *overrides: str, offline: bool = True) -> str:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("lora")
-    launch(run_dir)
+    launch(run_dir, "trainer.save_freq=8")
     return run_dir
 
 
@@ -105,13 +105,13 @@ def test_resume_repeats_the_run_and_uploads_an_adapter_peft_loads(uninterrupted:
 
     monkeypatch.setenv("HF_TOKEN", hub_server.add_token("hf_write_token"))
     out = launch(tmp_path, "trainer.resume_mode=resume_path",
-                 f"trainer.resume_from_path={uninterrupted / 'checkpoints' / 'global_step_5'}",
+                 f"trainer.resume_from_path={uninterrupted / 'checkpoints' / 'global_step_8'}",
                  "hf_upload.enabled=true", "hf_upload.repo_id=tester/tiny-lora", "hf_upload.optimizer_save_mode=full",
                  offline=False)
-    assert "resumed from" in out and "(step 5 of 10)" in out
+    assert "resumed from" in out and "(step 8 of 10)" in out
     first, resumed = read_metrics(uninterrupted), read_metrics(tmp_path)
-    assert [r["step"] for r in resumed] == [6, 7, 8, 9, 10]
-    for step in resumed:  # the same samples and scores as the uninterrupted run's steps 6-10
+    assert [r["step"] for r in resumed] == [9, 10]
+    for step in resumed:  # the same samples and scores as the uninterrupted run's steps 9 and 10
         assert step["critic/score/mean"] == first[step["step"] - 1]["critic/score/mean"]
     trained = load(uninterrupted / "checkpoints" / "global_step_10" / "actor" / f"model_{SHARD}")
     again = load(tmp_path / "checkpoints" / "global_step_10" / "actor" / f"model_{SHARD}")
