@@ -49,7 +49,8 @@ def run(way: str, args: argparse.Namespace) -> dict[str, object]:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, as rlc's CPU rollout asks
     model = adapted_model(args.model, args.rank)
     options = dict(model=args.model, dtype="float32" if args.device == "cpu" else "bfloat16",
-                   enforce_eager=args.device == "cpu", max_model_len=256, gpu_memory_utilization=args.memory, seed=0, skip_tokenizer_init=True,
+                   enforce_eager=args.device == "cpu", max_model_len=256, gpu_memory_utilization=args.memory, seed=0,
+                   skip_tokenizer_init=True,
                    worker_extension_cls="rlc_runtime.rollout.vllm_worker.WeightSyncExtension")
     if way == "lora":
         options |= dict(enable_lora=True, max_lora_rank=args.rank, max_loras=1)

@@ -12,6 +12,7 @@ import torch
 from test_fsdp import make_batch, make_config, plain_log_probs
 
 from rlc.config.root import RLCConfig
+from rlc.upload import prepare_folder
 from rlc_runtime.engines import make_reference
 from rlc_runtime.engines.fsdp import FSDPEngine
 from rlc_runtime.engines.update import Update, compute_log_probs, policy_update
@@ -95,6 +96,7 @@ def test_checkpoint_restores_adapters_and_optimizer(checkpoint: Path, tmp_path: 
     update(make_batch())
     update.engine.save_checkpoint(tmp_path / "ckpt", update.state_dict())
     assert (tmp_path / "ckpt" / "lora_adapter" / "adapter_config.json").exists()
+    assert prepare_folder(tmp_path / "ckpt", None, False) == tmp_path / "ckpt" / "lora_adapter"  # `rlc upload`
     saved_optim = copy.deepcopy(update.engine.optimizer.state_dict())
     continued = update(make_batch(seed=1))
 
