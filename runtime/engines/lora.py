@@ -47,7 +47,11 @@ def add_adapters(model: torch.nn.Module, model_cfg: Any, gradient_checkpointing:
                         target_modules=_plain(model_cfg.target_modules),
                         exclude_modules=_plain(model_cfg.exclude_modules), bias="none",
                         base_model_name_or_path=model_cfg.path, revision=model_cfg.revision)
-    return get_peft_model(model, config)
+    # The same random lora_A on every rank, whatever each rank's seed: FSDP keeps each rank's own slice of what
+    # that rank built, so adapters drawn differently per rank would be shards of no single matrix.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return get_peft_model(model, config)
 
 
 def _plain(value: Any) -> Any:

@@ -5,6 +5,8 @@ trained policy, and a checkpoint that restores adapters and their optimizer stat
 from __future__ import annotations
 
 import copy
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,47 @@ def test_lora_adapter_path_starts_from_a_saved_adapter(checkpoint: Path, tmp_pat
     batch = make_batch(seed=2)
     torch.testing.assert_close(compute_log_probs(started, batch, 4)[0], compute_log_probs(update.engine, batch, 4)[0],
                                atol=1e-6, rtol=0)
+
+
+def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None:
+    """One rank of the world-size-2 test (module level: spawned processes import it)."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        cfg = lora_config(checkpoint)
+        actor = FSDPEngine(cfg, "actor", "cpu")
+        mine = make_batch().chunk(world)[rank]
+        policy_update(actor, cfg)(mine)
+        reference = compute_log_probs(make_reference(cfg, actor, "cpu"), mine, 2)[0]
+        weights = {name: tensor.clone() for name, tensor in actor.named_weights()}
+        actor.save_hf(out / "adapter")
+        gathered = [None] * world
+        dist.all_gather_object(gathered, reference)
+        if rank == 0:
+            torch.save({"weights": weights, "reference": torch.cat(gathered)}, out / "rank0.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_world_size_two_shards_the_frozen_base_and_matches_world_size_one(checkpoint: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+    from peft import PeftModel
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_rank, args=(2, port, checkpoint, tmp_path), nprocs=2, join=True)
+    two = torch.load(tmp_path / "rank0.pt", weights_only=False)
+
+    update, batch = lora_update(checkpoint), make_batch()
+    update(batch)  # one optimizer step over the same rows as the two ranks' halves
+    for name, tensor in update.engine.named_weights():
+        torch.testing.assert_close(two["weights"][name], tensor, atol=1e-5, rtol=0, msg=name)
+    torch.testing.assert_close(two["reference"], plain_log_probs(base_model(checkpoint), batch), atol=1e-5, rtol=0)
+    loaded = PeftModel.from_pretrained(base_model(checkpoint), tmp_path / "adapter").eval()
+    torch.testing.assert_close(plain_log_probs(loaded, batch), compute_log_probs(update.engine, batch, 4)[0],
+                               atol=1e-5, rtol=0)
