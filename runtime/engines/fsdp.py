@@ -13,6 +13,10 @@ optimizer step on the CPU through FSDP2's `CPUOffloadPolicy`, which copies each 
 compute (pinned memory on GPU). `optimizer_offload` alone keeps the optimizer state on the CPU between steps and
 brings it to the device for the step. Both give the same results as without (tested on CPU at world size 2).
 
+LoRA (`model.lora_rank` > 0, the actor only): `engines.lora` wraps the model in peft adapters before sharding; the
+optimizer takes only what requires gradients (the adapters), `named_weights` merges the adapters into the base for
+the rollout, and checkpoints add the adapter in PEFT's format (`lora_adapter/`), which `save_hf` writes alone.
+
 The update itself is not here: it is `engines.update`, shared with the Megatron engine. This file only shards,
 runs forwards and backwards of the micro-batches it is given, and steps AdamW. Log-probs use
 `logits / temperature`, the distribution the rollout samples.
