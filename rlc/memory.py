@@ -112,6 +112,13 @@ class ModelShape:
         to a multiple of `shards`)."""
         return sum(math.ceil(s[0] / shards) * math.prod(s[1:]) for s in self.tensors(head))
 
+    def adapter_parameters(self, rank: int, shards: int = 1) -> int:
+        """LoRA's parameters at `rank` (per rank when FSDP shards them): rank x (in + out) for every 2-D weight
+        of the decoder layers, as peft's all-linear adapts them (the embeddings and the output layer left out).
+        An upper bound when target_modules names fewer."""
+        matrices = [s for index in range(self.layers) for s in self.layer_tensors(index) if len(s) == 2]
+        return sum(math.ceil(rank / shards) * s[1] + math.ceil(s[0] / shards) * rank for s in matrices)
+
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
 
@@ -212,10 +219,14 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
     elif _offloaded(config.actor_rollout_ref.actor.fsdp_config):
         lines.append(Line("actor parameters + Adam", 0.0, "on the CPU (fsdp_config.param_offload)"))
     else:
-        params = shape.parameters(shards=split)
-        lines += [Line("actor parameters", params * 4, f"fp32, {how}"),
-                  Line("actor optimizer", params * 8, f"Adam's two fp32 moments, {how}")]
-    if uses_reference(config):
+        params, rank = shape.parameters(shards=split), config.actor_rollout_ref.model.lora_rank
+        trained = shape.adapter_parameters(rank, split) if rank else params
+        lines += [Line("actor parameters", params * 4 + (trained if rank else 0) * 4, f"fp32, {how}"),
+                  Line("actor optimizer", trained * 8,
+                       f"Adam's two fp32 moments{' of the LoRA adapters only' if rank else ''}, {how}")]
+    if uses_reference(config) and config.actor_rollout_ref.model.lora_rank:
+        lines.append(Line("reference parameters", 0.0, "none: the actor's frozen base with its adapters off"))
+    elif uses_reference(config):
         lines.append(Line("reference parameters", shape.parameters(shards=split) * 2, f"bf16, never trained, {how}"))
     if uses_critic(config):
         critic = shape.parameters("value", shards=split)
@@ -229,8 +240,11 @@ def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
     split, how = _split(config)
     lines = []
     if config.backend == "fsdp":
-        grads = 0 if _offloaded(arf.actor.fsdp_config) else shape.parameters(shards=split) * 4
-        lines.append(Line("actor gradients", grads, f"fp32, {how}" if grads else "on the CPU (param_offload)"))
+        rank = arf.model.lora_rank
+        trained = shape.adapter_parameters(rank, split) if rank else shape.parameters(shards=split)
+        grads = 0 if _offloaded(arf.actor.fsdp_config) else trained * 4
+        what = f"fp32{' (LoRA adapters only)' if rank else ''}, {how}"
+        lines.append(Line("actor gradients", grads, what if grads else "on the CPU (param_offload)"))
         layer = max(sum(math.prod(t) for t in shape.layer_tensors(i)) for i in range(shape.layers))
         lines.append(Line("gathered weights", (2 * layer + shape.vocab * shape.hidden) * 2,
                           "bf16 copies FSDP gathers: two decoder layers and the embeddings"))

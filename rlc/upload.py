@@ -41,6 +41,8 @@ Environment references such as `${{oc.env:HF_TOKEN}}` are shown as written; cred
 """
 
 
+LORA_ADAPTER = "lora_adapter"  # a LoRA policy's adapter inside a checkpoint's actor/ (verl's name)
+ADAPTER_CONFIG = "adapter_config.json"
 OFFLINE_MESSAGE = ("upload to {repo_id}: huggingface_hub is offline (HF_HUB_OFFLINE is set); unset it and "
                    "retry with `rlc upload`")
 
@@ -62,7 +64,7 @@ class UploadTarget:
 
 
 def model_card(repo_id: str, base_model: str, revision: str | None, dataset: str, algorithm: str,
-               config: dict[str, Any] | None, optimizer: bool, step: int | None = None) -> str:
+               config: dict[str, Any] | None, optimizer: bool, step: int | None = None, adapter: bool = False) -> str:
     """README.md for the Hub. The metadata block is emitted by huggingface_hub's YAML dumper and every value in
     the body is flattened to one line, so no value (a newline in `base_model`) can add lines of its own; the config
     is redacted (rlc.secrets)."""
@@ -71,7 +73,8 @@ def model_card(repo_id: str, base_model: str, revision: str | None, dataset: str
     from rlc.resolve import dump_yaml
     from rlc.secrets import redact
 
-    metadata = ModelCardData(library_name="transformers", tags=["rlc", "reinforcement-learning", algorithm],
+    metadata = ModelCardData(library_name="peft" if adapter else "transformers",  # a LoRA adapter: peft loads it
+                             tags=["rlc", "reinforcement-learning", algorithm],
                              base_model=base_model if _is_repo_id(base_model) else None)
     config_yaml = dump_yaml(redact(config)) if config is not None else "# not available\n"
     body = MODEL_CARD_BODY.format(
@@ -114,8 +117,9 @@ def upload_folder(folder: Path, target: UploadTarget, *, include_optimizer: bool
     folder = Path(folder)
     if offline_requested():
         raise UploadError(OFFLINE_MESSAGE.format(repo_id=target.repo_id))
-    if not (folder / "config.json").exists():
-        raise UploadError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    if not (folder / "config.json").exists() and not (folder / ADAPTER_CONFIG).exists():
+        raise UploadError(f"{folder} is neither a Hugging Face model folder nor a PEFT adapter (no config.json, "
+                          f"no {ADAPTER_CONFIG})")
     api = HfApi()
     ignore = ["*.partial", ".cache/*"] + ([] if include_optimizer else ["optimizer.pt"])
 
@@ -209,6 +213,8 @@ def prepare_folder(checkpoint: Path, base_model: str | None, include_optimizer: 
         checkpoint = checkpoint / "actor"
     if (checkpoint / "config.json").exists() and any(checkpoint.glob("*.safetensors")):
         return checkpoint
+    if (checkpoint / LORA_ADAPTER / ADAPTER_CONFIG).exists():  # a LoRA policy: its adapter, in PEFT's format
+        return checkpoint / LORA_ADAPTER
     if not any(checkpoint.glob("model_world_size_*_rank_*.pt")):
         raise UploadError(f"{checkpoint} holds neither a Hugging Face model (config.json + *.safetensors) nor "
                           "sharded model_world_size_N_rank_K.pt files")
@@ -237,11 +243,13 @@ def card_for(folder: Path, repo_id: str, base_model: str | None, include_optimiz
     """A model card from the run's resolved config when the checkpoint sits in an rlc run directory."""
     resolved = next((p / "config.resolved.yaml" for p in [folder, *folder.parents]
                      if (p / "config.resolved.yaml").exists()), None)
+    adapter = (folder / ADAPTER_CONFIG).exists()
     if resolved is None:
-        return model_card(repo_id, base_model or "unknown", None, "unknown", "unknown", None, include_optimizer)
+        return model_card(repo_id, base_model or "unknown", None, "unknown", "unknown", None, include_optimizer,
+                          adapter=adapter)
     from ruamel.yaml import YAML
 
     config = YAML(typ="safe").load(resolved.read_text(encoding="utf-8"))
     model = config["actor_rollout_ref"]["model"]
     return model_card(repo_id, base_model or model["path"], model.get("revision"), str(config["data"]["train_files"]),
-                      config["algorithm"]["adv_estimator"], config, include_optimizer)
+                      config["algorithm"]["adv_estimator"], config, include_optimizer, adapter=adapter)

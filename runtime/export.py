@@ -116,9 +116,14 @@ def parameter_names(actor: Path, hf_folder: Path) -> list[str]:
 
 
 def _trainable(names: list[str], hf_folder: Path) -> list[str]:
-    """Tied output embeddings are one parameter (and one optimizer entry) under two state-dict names."""
+    """Tied output embeddings are one parameter (and one optimizer entry) under two state-dict names. A LoRA
+    policy's optimizer holds its adapters alone."""
     import json
 
+    from rlc_runtime.engines.lora import is_adapter
+
+    if any(is_adapter(n) for n in names):
+        return [n for n in names if is_adapter(n)]
     config = json.loads((hf_folder / "config.json").read_text()) if (hf_folder / "config.json").exists() else {}
     tied = config.get("tie_word_embeddings", False)
     return [n for n in names if not (tied and n == "lm_head.weight")]

@@ -186,6 +186,9 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
                 yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron",
                                  (*place, "optim", "override_optimizer_config"),
                                  hint=f"supported: {', '.join(MEGATRON_ADAM_OVERRIDES)}")
+        if cfg.actor_rollout_ref.model.lora_rank > 0:
+            yield Diagnostic("LoRA is implemented on the fsdp backend only", (*ARF, "model", "lora_rank"),
+                             hint="use backend fsdp, or set lora_rank 0 to train all weights")
         yield from _megatron_architecture(cfg)
 
 

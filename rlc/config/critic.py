@@ -7,6 +7,9 @@ from rlc.config.base import Section, instead, refused
 from rlc.config.engine import ULYSSES, Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
 from rlc.config.model import ModelConfig
 
+CRITIC_LORA = ("LoRA is implemented for the policy only (actor_rollout_ref.model.lora_rank); the critic trains all "
+               "weights")
+
 
 class CriticModel(ModelConfig):
     """The value model: a causal LM whose head is replaced by one scalar output."""
@@ -15,6 +18,16 @@ class CriticModel(ModelConfig):
     """Local directory or Hub repo id (default: actor_rollout_ref.model.path)."""
     fsdp_config: FSDPConfig | None = None
     """FSDP sharding of the critic (verl's place for it; critic.fsdp is the older one)."""
+    lora_rank: int = refused(0, CRITIC_LORA, ge=0)
+    """LoRA rank; 0 trains all weights."""
+    lora_alpha: int = instead(16, CRITIC_LORA, only_with=".lora_rank")
+    """LoRA scaling numerator."""
+    target_modules: str | list[str] = instead("all-linear", CRITIC_LORA, only_with=".lora_rank")
+    """Modules that get LoRA adapters."""
+    exclude_modules: str | list[str] | None = instead(None, CRITIC_LORA, only_with=".lora_rank")
+    """Modules left without adapters."""
+    lora_adapter_path: str | None = refused(None, CRITIC_LORA)
+    """A trained adapter to start from."""
 
 
 class Critic(Section):

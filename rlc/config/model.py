@@ -10,8 +10,9 @@ from pydantic import Field
 
 from rlc.config.base import Section, instead, refused
 
-LORA = "LoRA training is not implemented in rlc yet"
-LORA_ONLY = "used only with LoRA (lora_rank > 0), which rlc does not implement yet"
+MEGATRON_LORA = "LoRA is implemented on the fsdp backend only (actor_rollout_ref.model.lora_rank)"
+MEGATRON_LORA_ONLY = "Megatron's LoRA block is not implemented in rlc; LoRA runs on the fsdp backend " \
+                     "(actor_rollout_ref.model.lora_rank, lora_alpha, target_modules)"
 MTP_ONLY = "multi-token prediction is not implemented in rlc"
 
 
@@ -61,38 +62,38 @@ class Mtp(Section):
 class MegatronLora(Section):
     """verl's Megatron LoRA block (`model.lora`)."""
 
-    type: str = instead("lora", LORA_ONLY, only_with=".rank")
+    type: str = instead("lora", MEGATRON_LORA_ONLY, only_with=".rank")
     """Adapter type: lora, dora, ..."""
-    merge: bool = instead(False, LORA_ONLY, only_with=".rank")
+    merge: bool = instead(False, MEGATRON_LORA_ONLY, only_with=".rank")
     """Merge the adapter into the weights for the rollout."""
-    rank: int = refused(0, LORA, ge=0)
+    rank: int = refused(0, MEGATRON_LORA, ge=0)
     """LoRA rank; 0 trains all weights."""
-    alpha: int = instead(32, LORA_ONLY, only_with=".rank")
+    alpha: int = instead(32, MEGATRON_LORA_ONLY, only_with=".rank")
     """LoRA scaling numerator."""
-    dropout: float = instead(0.0, LORA_ONLY, only_with=".rank")
+    dropout: float = instead(0.0, MEGATRON_LORA_ONLY, only_with=".rank")
     """Dropout on the adapter's input."""
-    target_modules: list[str] = instead(["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"], LORA_ONLY,
+    target_modules: list[str] = instead(["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"], MEGATRON_LORA_ONLY,
                                         only_with=".rank")
     """Megatron modules that get adapters."""
-    exclude_modules: list[str] = instead([], LORA_ONLY, only_with=".rank")
+    exclude_modules: list[str] = instead([], MEGATRON_LORA_ONLY, only_with=".rank")
     """Modules left without adapters."""
-    dropout_position: str = instead("pre", LORA_ONLY, only_with=".rank")
+    dropout_position: str = instead("pre", MEGATRON_LORA_ONLY, only_with=".rank")
     """Where the dropout sits."""
-    lora_A_init_method: str = instead("xavier", LORA_ONLY, only_with=".rank")  # noqa: N815 (verl's key)
+    lora_A_init_method: str = instead("xavier", MEGATRON_LORA_ONLY, only_with=".rank")  # noqa: N815 (verl's key)
     """Initialisation of A."""
-    lora_B_init_method: str = instead("zero", LORA_ONLY, only_with=".rank")  # noqa: N815 (verl's key)
+    lora_B_init_method: str = instead("zero", MEGATRON_LORA_ONLY, only_with=".rank")  # noqa: N815 (verl's key)
     """Initialisation of B."""
-    a2a_experimental: bool = instead(False, LORA_ONLY, only_with=".rank")
+    a2a_experimental: bool = instead(False, MEGATRON_LORA_ONLY, only_with=".rank")
     """Experimental all-to-all for expert adapters."""
-    dtype: str | None = instead(None, LORA_ONLY, only_with=".rank")
+    dtype: str | None = instead(None, MEGATRON_LORA_ONLY, only_with=".rank")
     """Adapter dtype."""
-    adapter_path: str | None = refused(None, LORA)
+    adapter_path: str | None = refused(None, MEGATRON_LORA)
     """Adapter to start from."""
-    freeze_vision_model: bool = instead(True, LORA_ONLY, only_with=".rank")
+    freeze_vision_model: bool = instead(True, MEGATRON_LORA_ONLY, only_with=".rank")
     """Keep the vision encoder frozen."""
-    freeze_vision_projection: bool = instead(True, LORA_ONLY, only_with=".rank")
+    freeze_vision_projection: bool = instead(True, MEGATRON_LORA_ONLY, only_with=".rank")
     """Keep the vision projection frozen."""
-    freeze_language_model: bool = instead(True, LORA_ONLY, only_with=".rank")
+    freeze_language_model: bool = instead(True, MEGATRON_LORA_ONLY, only_with=".rank")
     """Keep the language model's base weights frozen."""
 
 
@@ -129,16 +130,16 @@ class ModelConfig(Section):
     """Move activations to CPU memory between forward and backward."""
     use_remove_padding: bool = True
     """Pack sequences without padding (where the attention kernel supports it)."""
-    lora_rank: int = refused(0, LORA, ge=0)
-    """LoRA rank; 0 trains all weights."""
-    lora_alpha: int = instead(16, LORA_ONLY, only_with=".lora_rank")
-    """LoRA scaling numerator."""
-    target_modules: str | list[str] = instead("all-linear", LORA_ONLY, only_with=".lora_rank")
-    """Modules that get LoRA adapters."""
-    exclude_modules: str | list[str] | None = instead(None, LORA_ONLY, only_with=".lora_rank")
+    lora_rank: int = Field(0, ge=0)
+    """LoRA rank; 0 trains all weights, more trains peft adapters on a frozen base (fsdp backend)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the adapters are scaled by lora_alpha / lora_rank)."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get LoRA adapters: names, a regex, or all-linear (every Linear but the output layer)."""
+    exclude_modules: str | list[str] | None = None
     """Modules left without adapters."""
-    lora_adapter_path: str | None = refused(None, LORA)
-    """A trained adapter to start from."""
+    lora_adapter_path: str | None = None
+    """A trained PEFT adapter (local folder) to start from instead of fresh adapters."""
     use_liger: bool = instead(False, "rlc does not patch the model with Liger kernels")
     """Patch the model with Liger kernels."""
     use_fused_kernels: bool = instead(False, "rlc does not use fused log-prob kernels")

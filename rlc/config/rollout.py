@@ -254,7 +254,8 @@ class Rollout(Section):
     calculate_log_probs: bool = instead(True, "rlc always records the rollout engine's log-probs, to compare them "
                                                "with the trainer's")
     """Record the rollout engine's log-probs."""
-    layered_summon: bool = instead(False, "rlc's weight export to the rollout does not gather layer by layer")
+    layered_summon: bool = instead(False, "rlc always gathers the weights for the rollout one tensor at a time "
+                                          "(with LoRA, adapters merged one module at a time)")
     """Gather FSDP weights layer by layer for the rollout (less memory)."""
     layer_name_map: dict[str, Any] = instead({"qkv_layer_name": "qkv", "gate_proj_layer_name": "gate_up"},
                                              "rlc's weight export maps Megatron layer names itself")

@@ -13,3 +13,13 @@ def make_engine(cfg: Any, role: str, device: str) -> Any:
     else:
         from rlc_runtime.engines.fsdp import FSDPEngine as Engine
     return Engine(cfg, role, device)
+
+
+def make_reference(cfg: Any, actor: Any, device: str) -> Any:
+    """The reference policy's engine. With LoRA it is the actor's frozen base (its adapters switched off, verl's
+    `ref_in_actor`), so no second model is loaded; otherwise a `ref` engine of its own."""
+    from rlc_runtime.engines.lora import AdapterlessReference, lora_enabled
+
+    if lora_enabled(cfg.actor_rollout_ref.model):
+        return AdapterlessReference(actor)
+    return make_engine(cfg, "ref", device)

@@ -13,6 +13,10 @@ optimizer step on the CPU through FSDP2's `CPUOffloadPolicy`, which copies each 
 compute (pinned memory on GPU). `optimizer_offload` alone keeps the optimizer state on the CPU between steps and
 brings it to the device for the step. Both give the same results as without (tested on CPU at world size 2).
 
+LoRA (`model.lora_rank` > 0, the actor only): `engines.lora` wraps the model in peft adapters before sharding; the
+optimizer takes only what requires gradients (the adapters), `named_weights` merges the adapters into the base for
+the rollout, and checkpoints add the adapter in PEFT's format (`lora_adapter/`), which `save_hf` writes alone.
+
 The update itself is not here: it is `engines.update`, shared with the Megatron engine. This file only shards,
 runs forwards and backwards of the micro-batches it is given, and steps AdamW. Log-probs use
 `logits / temperature`, the distribution the rollout samples.
@@ -33,6 +37,7 @@ import torch.distributed as dist
 
 from rlc_runtime.algorithms.losses import entropy_from_logits, log_probs_from_logits, sum_pi_squared_from_logits
 from rlc_runtime.batch import TokenBatch
+from rlc_runtime.engines import lora
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.optim import build_optimizer
 from rlc_runtime.engines.packing import packing_pays, response_logits
@@ -65,13 +70,18 @@ class FSDPEngine:
         model = load_causal_lm(self.model_cfg, dtype, "cpu", for_critic=role == "critic")
         self.packed = bool(self.model_cfg.use_remove_padding) and packing_pays(model)
         self.tied = role != "critic" and bool(getattr(model.config, "tie_word_embeddings", False))
-        if trains and self.model_cfg.enable_gradient_checkpointing:
+        checkpointing = trains and self.model_cfg.enable_gradient_checkpointing
+        if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.lora = role == "actor" and lora.lora_enabled(self.model_cfg)
+        if self.lora:
+            model = lora.add_adapters(model, self.model_cfg, checkpointing)
         self.model = self._shard(model) if self.sharded else model.to(device)
         self.optimizer = None
-        if trains:
-            on_gpu = all(p.device.type == "cuda" for p in self.model.parameters())  # not when offloaded
-            self.optimizer = build_optimizer(self.model.parameters(), self.train_cfg.optim, on_gpu)
+        if trains:  # only what requires gradients: with LoRA, the adapters alone
+            trained = [p for p in self.model.parameters() if p.requires_grad]
+            on_gpu = all(p.device.type == "cuda" for p in trained)  # not when offloaded
+            self.optimizer = build_optimizer(trained, self.train_cfg.optim, on_gpu)
 
     def _fsdp_config(self) -> Any:
         if self.role == "critic":
@@ -157,8 +167,16 @@ class FSDPEngine:
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full tensors one at a time under HF names (a collective when sharded: every rank must iterate).
         A tied output embedding is left out: it is the input embedding."""
+        weights = self._full_state()
+        if self.lora:  # the rollout runs the base with the adapters folded in
+            weights = lora.merged_weights(weights, lora.scalings(self.model))
+        for name, tensor in weights:
+            if not (self.tied and name == "lm_head.weight"):
+                yield name, tensor
+
+    def _full_state(self, adapters_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         for name, tensor in self.model.state_dict().items():
-            if self.tied and name == "lm_head.weight":
+            if adapters_only and not lora.is_adapter(name):
                 continue
             full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
             yield name, full.detach()
@@ -176,6 +194,8 @@ class FSDPEngine:
         if self.optimizer is not None:
             torch.save(self.optimizer.state_dict(), files["optim"])
         torch.save({"update": extra}, files["extra_state"])
+        if self.lora:
+            self._save_adapter(Path(directory) / lora.ADAPTER_DIR)
         if self.rank == 0:
             hf = Path(directory) / "huggingface"
             self.model.config.save_pretrained(hf)
@@ -200,12 +220,23 @@ class FSDPEngine:
     def save_hf(self, directory: Path) -> None:
         """A Hugging Face folder (safetensors, config, generation config, tokenizer), written by rank 0; every
         rank must call it (the weights are gathered)."""
+        if self.lora:  # the adapter in PEFT's format, what `PeftModel.from_pretrained` loads
+            self._save_adapter(Path(directory))
+            if self.rank == 0:
+                load_tokenizer(self.model_cfg).save_pretrained(directory)
+            return
         state = {name: tensor.cpu() for name, tensor in self.named_weights()}
         if self.rank != 0:
             return
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory, state_dict=state)
         load_tokenizer(self.model_cfg).save_pretrained(directory)
+
+    def _save_adapter(self, directory: Path) -> None:
+        """A collective (the adapters are gathered); rank 0 writes."""
+        tensors = lora.adapter_tensors(self._full_state(adapters_only=True))
+        if self.rank == 0:
+            lora.save_adapter(self.model, tensors, directory)
 
 
 class _Outputs:

@@ -7,7 +7,8 @@ by `engines.make_engine`) or `RolloutEngine`; the trained roles' updates are the
 class only routes the controller's calls to them and never asks which backend it holds.
 
 The reference is a second engine loaded from the actor's model and never updated (verl's `ref` worker), built only
-when a KL term needs it. The critic is built only for GAE (or `critic.enable`).
+when a KL term needs it; with LoRA it is the actor's own base with the adapters off (`engines.make_reference`).
+The critic is built only for GAE (or `critic.enable`).
 """
 
 from __future__ import annotations
@@ -50,14 +51,14 @@ class TrainWorker(RankWorker):
     def build(self) -> None:
         """Load every role's model (after `init_distributed`: FSDP needs the process group)."""
         from rlc.config.checks import uses_critic, uses_reference
-        from rlc_runtime.engines import make_engine
+        from rlc_runtime.engines import make_engine, make_reference
         from rlc_runtime.models import load_tokenizer
 
         cfg = self.cfg
         torch.manual_seed(cfg.trainer.seed + self.rank)
         self.actor = make_engine(cfg, "actor", self.device)
         self.updates["actor"] = policy_update(self.actor, cfg)
-        self.ref = make_engine(cfg, "ref", self.device) if uses_reference(cfg) else None
+        self.ref = make_reference(cfg, self.actor, self.device) if uses_reference(cfg) else None
         if uses_critic(cfg):
             self.critic = make_engine(cfg, "critic", self.device)
             self.updates["critic"] = critic_update(self.critic, cfg)

@@ -104,6 +104,34 @@ def test_a_rollout_sharing_the_gpu_stays_in_every_phase(tmp_path: Path) -> None:
     assert "vLLM asleep" not in update
 
 
+def test_lora_counts_adapter_state_and_no_reference(tmp_path: Path) -> None:
+    """peft's adapters (all-linear, rank 8) trained one step: their weights, gradients and Adam moments."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32),
+                           LoraConfig(r=8, target_modules="all-linear"))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
+    ids = torch.randint(0, 300, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    moments = nbytes(t for state in optimizer.state.values() for k, t in state.items() if k != "step")
+
+    config = load_config(_lora_config(tmp_path)).config
+    update = _lines(estimate(config, ModelShape.from_config(read_model_config(str(TINY))), 80 * GiB), "update")
+    assert (update["actor parameters"], update["actor gradients"], update["actor optimizer"]) == \
+        (nbytes(model.parameters()), nbytes(p.grad for p in trained), moments)
+    assert update["reference parameters"] == 0  # the actor's base with its adapters off
+
+
+def _lora_config(tmp_path: Path) -> Path:
+    path = _config(tmp_path, TINY)
+    path.write_text(path.read_text().replace("enable_gradient_checkpointing: true",
+                                             "enable_gradient_checkpointing: true, lora_rank: 8"))
+    return path
+
+
 def _rank(rank: int, port: int, out: Path) -> None:
     from torch.distributed.fsdp import fully_shard
 

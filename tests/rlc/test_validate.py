@@ -279,3 +279,15 @@ def test_pushes_during_training_need_saves_and_validations(tmp_path: Path) -> No
     found = {p["path"]: p["message"] for p in json.loads(out)}
     assert "trainer.save_freq saves none during training" in found["hf_upload.every_n_saves"]
     assert "none runs during training" in found["hf_upload.on_best_val"]
+
+
+def test_lora_validates_on_fsdp_and_is_refused_on_megatron_and_for_the_critic(tmp_path: Path) -> None:
+    text = BASE.replace("    path: Qwen/Qwen2-0.5B", "    path: Qwen/Qwen2-0.5B\n    lora_rank: 32\n"
+                        "    lora_alpha: 64\n    target_modules: [q_proj, v_proj]")
+    code, out = run("validate", write(tmp_path, text))
+    assert code == 0 and "lora" not in out.lower(), out
+    code, out = run("validate", "--format", "json", write(tmp_path, text + "backend: megatron\n"))
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert code == 1 and found["actor_rollout_ref.model.lora_rank"] == "LoRA is implemented on the fsdp backend only"
+    code, out = run("validate", write(tmp_path, text + "critic:\n  model:\n    lora_rank: 8\n"))
+    assert code == 1 and "LoRA is implemented for the policy only" in out, out

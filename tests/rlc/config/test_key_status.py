@@ -117,16 +117,17 @@ def test_key_table_lists_each_status() -> None:
     rows = {r.key: r for r in keytable.rows(json.loads(schema.dump(schema.generate())))}
     assert rows["actor_rollout_ref.rollout.ignore_eos"].status == "warns"
     assert rows["actor_rollout_ref.actor.fsdp_config.param_offload"].status == "implemented"
-    assert rows["actor_rollout_ref.model.lora_rank"].status == "refused"
+    assert rows["actor_rollout_ref.model.lora_rank"].status == "implemented"
+    assert rows["critic.model.lora_rank"].status == "refused"
     assert rows["algorithm.adv_estimator"].status == "implemented"  # every estimator verl registers
     assert rows["algorithm.kl_penalty"].status == "some values"
     assert "rlc runs: kl, k1, abs, mse" in rows["algorithm.kl_penalty"].text
 
 
 def test_refused_key_is_an_error_with_its_reason() -> None:
-    found = _diagnostics({"actor_rollout_ref": {"model": {"path": "m", "lora_rank": 8}}})
-    assert [(d.dotted, d.severity) for d in found] == [("actor_rollout_ref.model.lora_rank", "error")]
-    assert found[0].message == "set to 8, but LoRA training is not implemented in rlc yet"
+    found = _diagnostics({"critic": {"model": {"lora_rank": 8}}})
+    assert [(d.dotted, d.severity) for d in found] == [("critic.model.lora_rank", "error")]
+    assert found[0].message.startswith("set to 8, but LoRA is implemented for the policy only")
 
 
 def test_ignored_key_warns_with_what_rlc_does_instead() -> None:
@@ -203,10 +204,10 @@ def test_ulysses_divides_the_data_parallel_size_as_in_verl() -> None:
 
 def test_a_key_verl_ignores_while_its_switch_is_off_is_silent_until_it_is_on() -> None:
     # lora_alpha does nothing without lora_rank, in verl as in rlc: only the switch itself is refused.
-    assert _diagnostics({"actor_rollout_ref": {"model": {"lora_alpha": 64}}}) == []
-    found = _diagnostics({"actor_rollout_ref": {"model": {"lora_alpha": 64, "lora_rank": 8}}})
-    assert [(d.dotted, d.severity) for d in found] == [("actor_rollout_ref.model.lora_rank", "error"),
-                                                       ("actor_rollout_ref.model.lora_alpha", "warning")]
+    assert _diagnostics({"critic": {"model": {"lora_alpha": 64}}}) == []
+    found = _diagnostics({"critic": {"model": {"lora_alpha": 64, "lora_rank": 8}}})
+    assert [(d.dotted, d.severity) for d in found] == [("critic.model.lora_rank", "error"),
+                                                       ("critic.model.lora_alpha", "warning")]
 
 
 def test_show_explain_prints_the_description_and_status() -> None:
