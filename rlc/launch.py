@@ -50,7 +50,7 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     from rlc.plan import make_plan, run_dir_name
     from rlc.render import render_run_dir
     from rlc.resolve import dump_yaml, resolve
-    from rlc.secrets import holds_secrets
+    from rlc.secrets import holds_secrets, referenced_env
 
     loaded = load_config(request.config, request.sets, flag_overrides(request))
     resolved = resolve(loaded, offline=request.offline)
@@ -68,9 +68,10 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
     memory = plan_memory(config)
     if not request.dry_run and not request.force and (refusal := verdict(config, memory, "error")):
         raise CompileError(refusal)
-    plan = make_plan(config, str(run_dir), request.executor, python=sys.executable, memory=memory)
-    header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
     tree = resolved.tree()
+    plan = make_plan(config, str(run_dir), request.executor, python=sys.executable, memory=memory,
+                     referenced_env=tuple(referenced_env(tree)))
+    header = f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}."
     scripts = render_run_dir(plan, dump_yaml(tree, header), python=sys.executable, private=holds_secrets(tree))
     return plan, scripts, loaded.warnings + resolved.notes
 
@@ -91,6 +92,8 @@ def _absolute_local_paths(config: object) -> None:
         setattr(data, key, [fix(v) for v in value] if isinstance(value, list) else fix(value))
     if config.custom_reward_function.path:
         config.custom_reward_function.path = fix(config.custom_reward_function.path)
+    if config.slurm.template:
+        config.slurm.template = str(Path(config.slurm.template).expanduser().resolve())
 
 
 def _default_run_dir(config: object, resume: bool, name: object) -> Path:
