@@ -58,7 +58,7 @@ def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
 
 
 def _submit(script: Path, plan: LaunchPlan, job: dict) -> int:
-    env = _env(job) | {"RLC_SUBMISSION_ID": job["submission_id"]}
+    env = _env(job) | {"RLC_SUBMISSION_ID": job["submission_id"], "RAY_ADDRESS": job["address"]}
     missing = [name for name in plan.pass_env if name not in os.environ]
     if missing:
         print(f"rlc: note: {', '.join(missing)} not set here, so the job will not have it", file=sys.stderr)
@@ -88,12 +88,14 @@ def stop(run_dir: Path, job: dict) -> int:
 
 
 def _state(job: dict) -> str:
-    """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED, from `ray job status`; UNKNOWN with Ray's reason."""
+    """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED, as `ray job status` words it; UNKNOWN with Ray's reason."""
     result = subprocess.run(_ray(job, "status"), env=_env(job), capture_output=True, text=True, check=False)
-    found = re.search(r"Status for job '[^']*': (\w+)", result.stdout)
-    if found:
-        return found.group(1)
-    reason = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no answer"])[-1]
+    said = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    for pattern, state in ((r"Status for job '[^']*': (\w+)", None), (r"Job '[^']*' succeeded", "SUCCEEDED"),
+                           (r"Job '[^']*' was stopped", "STOPPED"), (r"Job '[^']*' failed", "FAILED")):
+        if found := re.search(pattern, said):
+            return state or found.group(1)
+    reason = (said.strip().splitlines() or ["no answer"])[-1]
     return f"UNKNOWN: {reason}"
 
 
