@@ -21,7 +21,8 @@ def dry_run(*args: str) -> tuple[int, str]:
 
 def test_megatron_on_four_nodes(tmp_path: Path) -> None:
     code, out = dry_run(str(EXAMPLES / "megatron_qwen2_7b.yaml"), "--backend", "megatron", "--nnodes", "4",
-                        "--executor", "slurm", "--run-dir", str(tmp_path / "run"), "--set", "actor_rollout_ref.model.path=" + str(tmp_path))
+                        "--executor", "slurm", "--run-dir", str(tmp_path / "run"),
+                        "--set", "actor_rollout_ref.model.path=" + str(tmp_path))
     assert code == 0, out
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     p, b = plan["topology"], plan["batch"]
