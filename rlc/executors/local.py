@@ -35,8 +35,12 @@ def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
         record.follow(run_dir / LOG, lambda: process.poll() is None)
     except KeyboardInterrupt:
         print("\nrlc: stopping (Ctrl-C again to kill)...", file=sys.stderr)
-        _stop_group(process.pid, lambda: process.poll() is None)
         (run_dir / record.STOPPED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        try:
+            _stop_group(process.pid, lambda: process.poll() is None)
+        except KeyboardInterrupt:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         code = 130
     else:
         code = process.returncode

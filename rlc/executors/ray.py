@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rlc.diagnostics import CompileError, Diagnostic
@@ -37,7 +38,8 @@ def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
                                        ("ray_cluster", "address"),
                                        hint=f"start a head with {plan.run_dir}/ray_head.sh, then set "
                                             "ray_cluster.address or export RAY_ADDRESS=http://HEAD_IP:8265")])
-    job = {"address": address, "submission_id": os.environ.get("RLC_SUBMISSION_ID") or submission_id(plan),
+    require_token(plan)
+    job = {"address": address, "submission_id": os.environ.get("RLC_SUBMISSION_ID") or _fresh_id(plan),
            "auth": plan.ray.get("auth", "token"), "auth_token_path": plan.ray.get("auth_token_path")}
     submit = next(s for s in scripts if s.name == "submit_ray.sh")
     code = _submit(submit, plan, job)
@@ -55,6 +57,27 @@ def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
     state = _state(job)
     print(f"rlc: Ray job {job['submission_id']}: {state}", file=sys.stderr)
     return 0 if state == "SUCCEEDED" else 1
+
+
+def require_token(plan: LaunchPlan) -> None:
+    """With token authentication on, a Ray token must be where Ray looks (Ray's own error comes from each node,
+    later and less plainly). Only its presence is checked; rlc never reads it."""
+    if plan.ray.get("auth") != "token":
+        return
+    path = plan.ray.get("auth_token_path") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    places = [Path(path).expanduser()] if path else [Path.home() / ".ray" / "auth_token"]
+    if not os.environ.get("RAY_AUTH_TOKEN") and not any(p.is_file() for p in places):
+        raise CompileError([Diagnostic(
+            f"ray_cluster.auth is token, but no Ray token is here: RAY_AUTH_TOKEN is not set and {places[0]} does "
+            "not exist", ("ray_cluster", "auth"),
+            hint="`ray get-auth-token --generate` writes ~/.ray/auth_token (every node needs the same token), or "
+                 "set ray_cluster.auth_token_path; ray_cluster.auth: disabled turns authentication off")])
+
+
+def _fresh_id(plan: LaunchPlan) -> str:
+    """Ray keeps every submission id: a resumed run directory gets a new one."""
+    base = submission_id(plan)
+    return base if not (Path(plan.run_dir) / record.RECORD).exists() else f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _submit(script: Path, plan: LaunchPlan, job: dict) -> int:

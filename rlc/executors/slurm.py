@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rlc.executors import record
+from rlc.executors.ray import require_token
 from rlc.plan import LaunchPlan
 
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
@@ -20,6 +21,7 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZI
 
 def execute(plan: LaunchPlan, scripts: list[Path]) -> int:
     script = next(s for s in scripts if s.name == "sbatch.sh")
+    require_token(plan)  # the nodes start Ray with the submitting environment (or a shared home)'s token
     if shutil.which("sbatch") is None:
         print(f"rlc: nothing submitted: sbatch is not on PATH here; on a SLURM login node, run:\n  sbatch {script}",
               file=sys.stderr)

@@ -66,6 +66,11 @@ class Slurm:
 def slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Slurm:
     fake = Slurm(tmp_path)
     monkeypatch.setenv("PATH", f"{fake.bin}:/usr/bin:/bin")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where Ray looks for its token: ~/.ray/auth_token
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    (tmp_path / "home" / ".ray").mkdir(parents=True)
+    (tmp_path / "home" / ".ray" / "auth_token").write_text("not read by rlc")
     fake.reply("sbatch", "4242;cluster2\n")
     return fake
 
@@ -132,6 +137,16 @@ def test_nothing_submitted_is_an_error(slurm: Slurm, tmp_path: Path, monkeypatch
     assert code == 1 and "nothing submitted: sbatch is not on PATH" in out
     code, out = _rlc("status", str(run_dir))
     assert code == 1 and "no job was started from this directory" in out
+
+
+def test_token_authentication_without_a_token_is_refused_before_submitting(slurm: Slurm, tmp_path: Path) -> None:
+    (tmp_path / "home" / ".ray" / "auth_token").unlink()
+    code, out, run_dir = _launch(tmp_path / "a")
+    assert code == 1 and "ray_cluster.auth is token, but no Ray token is here" in out
+    assert slurm.called("sbatch") == []
+    code, out, run_dir = _launch(tmp_path / "b", {"ray_cluster": {"auth": "disabled"}})
+    assert code == 0, out
+    assert "export RAY_AUTH_MODE=disabled" in (run_dir / "sbatch.sh").read_text()
 
 
 def test_the_batch_script_fails_plainly_when_ray_nodes_do_not_join(slurm: Slurm, tmp_path: Path) -> None:
