@@ -45,6 +45,7 @@ def test_status_logs_and_stop_of_a_local_run(tmp_path: Path) -> None:
     assert f"rlc status {run_dir}" in out and "step 1/500" in out  # the launcher printed the commands and followed
     status = _rlc("status", str(run_dir))
     assert status.returncode == 1 and "local job stopped" in status.stdout, status.stdout
+    assert "rlc_runtime: interrupted" in (run_dir / "launch.log").read_text()  # SIGINT first: a clean stop
     leader = json.loads((run_dir / "job.json").read_text())["pid"]
     with pytest.raises(ProcessLookupError):
         os.killpg(leader, 0)  # nothing of the run's process group is left
