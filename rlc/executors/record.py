@@ -24,6 +24,9 @@ STOPPED = "job.stopped"
 
 
 def write(run_dir: Path, executor: str, **fields: Any) -> None:
+    """A new job of this run directory (a first start or a --resume): what the last one left is cleared."""
+    for leftover in (EXIT, STOPPED):
+        (run_dir / leftover).unlink(missing_ok=True)
     record = {"executor": executor, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
     write_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
