@@ -299,6 +299,49 @@ def diff_cmd(
     raise typer.Exit(1 if found else 0)
 
 
+RunDirArgument = Annotated[Path, typer.Argument(help="The run directory that `rlc launch` printed")]
+
+
+def _job(run_dir: Path) -> tuple[object, dict]:
+    """The executor module and the record of the job started from `run_dir`."""
+    from rlc import executors
+    from rlc.executors import record
+
+    with reporting():
+        job = record.read(run_dir)
+    return executors.module(job["executor"]), job
+
+
+@app.command()
+def status(run_dir: RunDirArgument) -> None:
+    """Say whether the job of a run directory is pending, running, succeeded, failed or stopped (exit 0 while it
+    runs or after it succeeded)."""
+    executor, job = _job(run_dir)
+    with reporting():
+        text, code = executor.status(run_dir, job)  # type: ignore[attr-defined]
+    typer.echo(f"{run_dir}: {job['executor']} job {text}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(
+    run_dir: RunDirArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
+) -> None:
+    """Print the output of the job of a run directory."""
+    executor, job = _job(run_dir)
+    with reporting():
+        raise typer.Exit(executor.logs(run_dir, job, follow))  # type: ignore[attr-defined]
+
+
+@app.command()
+def stop(run_dir: RunDirArgument) -> None:
+    """Stop the job of a run directory (local: its process group; Ray: `ray job stop`; SLURM: `scancel`)."""
+    executor, job = _job(run_dir)
+    with reporting():
+        raise typer.Exit(executor.stop(run_dir, job))  # type: ignore[attr-defined]
+
+
 @app.command()
 def upload(
     checkpoint_dir: Annotated[Path, typer.Argument(help="An HF folder, or rlc/verl sharded checkpoint (actor) dir")],

@@ -77,7 +77,7 @@ def compile_launch(request: LaunchRequest) -> Compiled:
     from rlc.memory import plan_memory, verdict
     from rlc.plan import make_plan, run_dir_name
     from rlc.resolve import resolve
-    from rlc.secrets import holds_secrets
+    from rlc.secrets import holds_secrets, referenced_env
 
     loaded = None
     if request.run_dir is None:  # named after the experiment: the config says which
@@ -105,13 +105,13 @@ def compile_launch(request: LaunchRequest) -> Compiled:
     memory = plan_memory(config)
     if not request.dry_run and not request.force and (refusal := verdict(config, memory, "error")):
         raise CompileError(refusal)
+    tree = resolved.tree()
     plan = make_plan(config, str(run_dir), executor, python=sys.executable, memory=memory,
-                     unpinned=resolved.unpinned)
+                     unpinned=resolved.unpinned, referenced_env=tuple(referenced_env(tree)))
     if memory is None and trainer.device == "cuda":
         plan.notes.append(f"memory estimate skipped: no config.json of {config.actor_rollout_ref.model.path} on "
                           "this machine (neither a local folder with one nor in the local Hugging Face cache)")
     header = resolved.header(f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}.")
-    tree = resolved.tree()
     compiled = Compiled(replace(request, executor=executor), plan, config, tree, header, holds_secrets(tree),
                         loaded.warnings + resolved.notes)
     if before is not None:
@@ -172,6 +172,8 @@ def absolute_local_paths(config: object) -> None:
         setattr(data, key, [fix(v) for v in value] if isinstance(value, list) else fix(value))
     if config.custom_reward_function.path:
         config.custom_reward_function.path = fix(config.custom_reward_function.path)
+    if config.slurm.template:
+        config.slurm.template = str(Path(config.slurm.template).expanduser().resolve())
 
 
 def _default_run_dir(config: Any, resume: bool, name: Any) -> Path:

@@ -16,7 +16,6 @@ from rlc.diagnostics import CompileError, Diagnostic
 from rlc.topology import Topology
 
 Executor = Literal["local", "ray", "slurm"]
-RAY_PORT = 6379
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,9 @@ class LaunchPlan:
     env: dict[str, str]
     driver: list[str]  # argv of the runtime driver
     notes: list[str] = field(default_factory=list)
+    ray: dict[str, Any] = field(default_factory=dict)  # the `ray_cluster` section: ports, dashboard, auth, timeout
+    slurm: dict[str, Any] = field(default_factory=dict)  # the `slurm` section: sbatch and container options
+    pass_env: list[str] = field(default_factory=list)  # names of variables sent with the job, never their values
     memory: Any = None  # rlc.memory.MemoryPlan: the per-GPU estimate (GPU runs whose model config is here)
     unpinned: dict[str, str] = field(default_factory=dict)  # Hub references not pinned (key -> why)
 
@@ -58,11 +60,14 @@ class LaunchPlan:
 
 
 def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "python3",
-              memory: Any = None, unpinned: dict[str, str] | None = None) -> LaunchPlan:
+              memory: Any = None, unpinned: dict[str, str] | None = None,
+              referenced_env: tuple[str, ...] = ()) -> LaunchPlan:
+    """`referenced_env`: the variables the config reads (`${oc.env:VAR}`), which a Ray job must be sent."""
     trainer, actor = config.trainer, config.actor_rollout_ref.actor
     rollout = config.actor_rollout_ref.rollout
     topology = Topology.from_config(config)
     _check_topology(config, topology)
+    _check_executor(config, executor)
     dp, samples = topology.data_parallel, config.data.train_batch_size * rollout.n
     batch = BatchSizes(samples_per_step=samples, samples_per_rank=samples // dp,
                        mini_batch_per_rank=actor.ppo_mini_batch_size * rollout.n // dp,
@@ -77,9 +82,21 @@ def make_plan(config: Any, run_dir: str, executor: Executor, python: str = "pyth
     return LaunchPlan(
         name=f"{trainer.project_name}/{trainer.experiment_name}", run_dir=run_dir, executor=executor,
         device=trainer.device, nnodes=trainer.nnodes, gpus_per_node=node_gpus, topology=topology, batch=batch,
-        nodes=nodes, ray_port=RAY_PORT, env=_environment(config, executor),
+        nodes=nodes, ray_port=config.ray_cluster.port, env=_environment(config, executor),
         driver=[python, "-m", "rlc_runtime", run_dir], memory=memory, unpinned=dict(unpinned or {}),
+        ray=config.ray_cluster.model_dump(mode="json"), slurm=config.slurm.model_dump(mode="json"),
+        pass_env=sorted({*config.ray_cluster.pass_env, *referenced_env}),
     )
+
+
+def _check_executor(config: Any, executor: Executor) -> None:
+    """The local executor starts one Ray head on this machine: a plan for more nodes would run on one, short of
+    the GPUs it was sized for."""
+    if executor == "local" and config.trainer.nnodes > 1:
+        raise CompileError([Diagnostic(
+            f"set to {config.trainer.nnodes}, but --executor local runs on this machine only",
+            ("trainer", "nnodes"), hint="use --executor slurm (sbatch) or --executor ray (a Ray cluster), or "
+            "--nnodes 1")])
 
 
 def _check_topology(config: Any, t: Topology) -> None:
@@ -99,6 +116,11 @@ def _check_topology(config: Any, t: Topology) -> None:
 def _environment(config: Any, executor: Executor) -> dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
+    if executor != "local":
+        # The Ray CLI and every node read the mode from here; the token itself never enters the run directory.
+        env["RAY_AUTH_MODE"] = config.ray_cluster.auth
+        if config.ray_cluster.auth_token_path:
+            env["RAY_AUTH_TOKEN_PATH"] = config.ray_cluster.auth_token_path
     if executor == "local":
         # Ray otherwise swaps 127.0.0.1 for the machine's routable address; one node needs no network at all.
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

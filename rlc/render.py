@@ -22,7 +22,7 @@ from rlc.resources import resource_dir
 
 SCRIPTS = {
     "local": ["launch_local.sh"],
-    "ray": ["ray_head.sh", "ray_worker.sh", "submit_ray.sh"],
+    "ray": ["ray_head.sh", "ray_worker.sh", "ray_job.sh", "submit_ray.sh"],
     "slurm": ["ray_head.sh", "ray_worker.sh", "sbatch.sh"],
 }
 
@@ -79,15 +79,36 @@ def render_run_dir(plan: LaunchPlan, resolved_yaml: str, python: str, private: b
     write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=2) + "\n")
     write_atomic(run_dir / "runtime_env.json", json.dumps({"env_vars": plan.env}, indent=2) + "\n")
     env = environment()
-    context = {"plan": plan, "python": python, "submission_id": _submission_id(plan),
+    if plan.executor == "slurm" and plan.slurm.get("container_image"):
+        python = plan.slurm["container_python"]  # the driver and Ray run inside the image
+    context = {"plan": plan, "python": python, "submission_id": submission_id(plan), "slurm": plan.slurm,
                "job_name": re.sub(r"[^A-Za-z0-9._-]+", "_", plan.name)}
     written = []
     for name in SCRIPTS[plan.executor]:
         path = run_dir / name
-        write_atomic(path, env.get_template(f"{name}.j2").render(context), mode=0o755)
+        write_atomic(path, _render(env, name, plan, context), mode=0o755)
         written.append(path)
     return written
 
 
-def _submission_id(plan: LaunchPlan) -> str:
+def _render(env: Any, name: str, plan: LaunchPlan, context: dict[str, Any]) -> str:
+    """rlc's template of `name`, or for sbatch.sh the user's own (`slurm.template`), which may include rlc's
+    `_common.sh.j2` and `_wait_ray.sh.j2`."""
+    user = plan.slurm.get("template")
+    if name != "sbatch.sh" or not user:
+        return env.get_template(f"{name}.j2").render(context)
+    import jinja2
+
+    try:
+        return env.from_string(Path(user).read_text()).render(context)
+    except (OSError, UnicodeDecodeError) as err:
+        problem = f"cannot read the sbatch template {user}: {err}"
+    except jinja2.TemplateSyntaxError as err:
+        problem = f"{user}:{err.lineno}: {err.message}"
+    except jinja2.TemplateError as err:  # an undefined name, a missing include
+        problem = f"{user}: {err}"
+    raise CompileError([Diagnostic(problem, ("slurm", "template"))])
+
+
+def submission_id(plan: LaunchPlan) -> str:
     return "rlc-" + re.sub(r"[^A-Za-z0-9-]+", "-", Path(plan.run_dir).name).strip("-")[:60]

@@ -51,3 +51,15 @@ def redact(node: Any, key: object = None) -> Any:
 def holds_secrets(node: Any) -> bool:
     """Whether `redact` would hide anything: such a file is written readable by its owner only."""
     return redact(node) != node
+
+
+def referenced_env(node: Any) -> set[str]:
+    """The environment variables a config reads (`${oc.env:HF_TOKEN}` -> HF_TOKEN): what a job started elsewhere
+    must be sent from the submitting environment."""
+    if isinstance(node, dict):
+        return {name for value in node.values() for name in referenced_env(value)}
+    if isinstance(node, list):
+        return {name for value in node for name in referenced_env(value)}
+    if isinstance(node, str):
+        return set(re.findall(r"\$\{\s*oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)", node))
+    return set()

@@ -7,6 +7,7 @@ from pydantic import Field
 from rlc.config.actor import Actor, Ref
 from rlc.config.algorithm import Algorithm
 from rlc.config.base import Section, instead
+from rlc.config.cluster import RayCluster, Slurm
 from rlc.config.critic import Critic
 from rlc.config.data import Data
 from rlc.config.engine import GlobalProfiler
@@ -83,6 +84,10 @@ class RLCConfig(Section):
     """rlc: upload to the Hugging Face Hub."""
     ray_kwargs: RayKwargs = RayKwargs()
     """Ray options."""
+    ray_cluster: RayCluster = RayCluster()
+    """rlc: the Ray cluster of `--executor ray` and `--executor slurm`."""
+    slurm: Slurm = Slurm()
+    """rlc: sbatch options of `--executor slurm`."""
     global_profiler: GlobalProfiler = GlobalProfiler()
     """verl's profiler settings."""
     transfer_queue: TransferQueue = TransferQueue()

@@ -21,7 +21,8 @@ def dry_run(*args: str) -> tuple[int, str]:
 
 def test_megatron_on_four_nodes(tmp_path: Path) -> None:
     code, out = dry_run(str(EXAMPLES / "megatron_qwen2_7b.yaml"), "--backend", "megatron", "--nnodes", "4",
-                        "--run-dir", str(tmp_path / "run"), "--set", "actor_rollout_ref.model.path=" + str(tmp_path))
+                        "--executor", "slurm", "--run-dir", str(tmp_path / "run"),
+                        "--set", "actor_rollout_ref.model.path=" + str(tmp_path))
     assert code == 0, out
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     p, b = plan["topology"], plan["batch"]
@@ -44,15 +45,24 @@ def test_megatron_on_four_nodes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
 def test_every_executor_renders_valid_bash(tmp_path: Path, executor: str) -> None:
-    code, out = dry_run(str(EXAMPLES / "grpo_gsm8k.yaml"), "--executor", executor, "--nnodes", "2",
+    nnodes = "1" if executor == "local" else "2"
+    code, out = dry_run(str(EXAMPLES / "grpo_gsm8k.yaml"), "--executor", executor, "--nnodes", nnodes,
                         "--run-dir", str(tmp_path / "run"), "--set", f"actor_rollout_ref.model.path={tmp_path}")
     assert code == 0, out
     scripts = sorted(p.name for p in (tmp_path / "run").glob("*.sh"))
-    assert scripts == {"local": ["launch_local.sh"], "ray": ["ray_head.sh", "ray_worker.sh", "submit_ray.sh"],
+    assert scripts == {"local": ["launch_local.sh"],
+                       "ray": ["ray_head.sh", "ray_job.sh", "ray_worker.sh", "submit_ray.sh"],
                        "slurm": ["ray_head.sh", "ray_worker.sh", "sbatch.sh"]}[executor]
     for script in scripts:
         subprocess.run(["bash", "-n", str(tmp_path / "run" / script)], check=True)
     assert "#SBATCH --nodes=2" in (tmp_path / "run" / "sbatch.sh").read_text() if executor == "slurm" else True
+
+
+def test_several_nodes_with_the_local_executor_are_refused(tmp_path: Path) -> None:
+    code, out = dry_run(str(EXAMPLES / "grpo_gsm8k.yaml"), "--nnodes", "4", "--run-dir", str(tmp_path / "run"),
+                        "--set", f"actor_rollout_ref.model.path={tmp_path}")
+    assert code == 1 and "trainer.nnodes: set to 4, but --executor local runs on this machine only" in out
+    assert not (tmp_path / "run").exists()
 
 
 def test_too_many_nodes_for_the_batch(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ def fake_bin(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     for name in ("ray", "python-fake", "hostname", "scontrol", "srun", "sleep"):
         tool = bin_dir / name
-        reply = "echo n1" if name == "scontrol" else ":"
+        # `ray status` lists more nodes than any plan waits for, so the scripts go on at once
+        reply = {"scontrol": "echo n1", "ray": "[ \"$1\" != status ] || printf 'Active:\\n 9 node_fake\\n'"}.get(
+            name, ":")
         tool.write_text(f'#!/bin/bash\nprintf "%s\\0" "{name}" "$@" >> "{tmp_path}/calls"\n{reply}\n')
         tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     return bin_dir

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlc.secrets import REDACTED, holds_secrets, is_credential_key, redact
+from rlc.secrets import REDACTED, holds_secrets, is_credential_key, redact, referenced_env
 
 CREDENTIALS = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "wandbApiKey", "OPENAI_API_KEY", "apiKey",
                "AWS_SECRET_ACCESS_KEY", "db-password", "access_token", "GITHUB_TOKEN", "client_secret", "auth",
@@ -33,3 +33,9 @@ def test_redact_hides_literal_strings_only() -> None:
         "generation": {"pad_token_id": 0, "max_tokens": 16}, "tokens": ["a", "b"]}
     assert tree["env_vars"]["HF_TOKEN"] == "hf_abc"  # a copy: the original is untouched
     assert holds_secrets(tree) and not holds_secrets(redact(tree) | {"env_vars": {"HOME": "/root"}})
+
+
+def test_referenced_env_names_every_variable_the_config_reads() -> None:
+    tree = {"env_vars": {"HF_TOKEN": "${oc.env:HF_TOKEN}", "AUTH": "Bearer ${ oc.env:API_TOKEN,none}"},
+            "files": ["${oc.env:DATA_DIR}/a.parquet", "plain"], "hf_token_literal": "hf_abc", "n": 3}
+    assert referenced_env(tree) == {"HF_TOKEN", "API_TOKEN", "DATA_DIR"}

@@ -36,9 +36,10 @@ MINIMAL = {"algorithm": {"adv_estimator": "grpo"}, "data": {"train_files": "x.pa
                "model": {"path": "m"}, "rollout": {"name": "hf", "n": 2},
                "actor": {"ppo_mini_batch_size": 4, "ppo_micro_batch_size_per_gpu": 1}}}
 # rlc/config/ declares the models and checks them: a key named there is not thereby implemented, except in
-# defaults.py, which turns legacy and mirrored keys into the ones the runtime reads.
+# defaults.py, which turns legacy and mirrored keys into the ones the runtime reads. The launch templates read the
+# `slurm` and `ray_cluster` keys.
 READERS = [*(ROOT / "runtime").rglob("*.py"), *(p for p in (ROOT / "rlc").rglob("*.py") if p.parent.name != "config"),
-           ROOT / "rlc" / "config" / "defaults.py"]
+           ROOT / "rlc" / "config" / "defaults.py", *(ROOT / "templates").glob("*.j2")]
 
 
 def _tree(keys: list[str]) -> dict[str, Any]:
