@@ -129,9 +129,9 @@ def test_reward_server_that_answers_and_a_token_the_hub_knows(tmp_path: Path, hu
 def test_gpus_and_nodes_of_a_local_run(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, trainer={**BASE["trainer"], "device": "cuda", "n_gpus_per_node": 1, "nnodes": 2})
     code, out = preflight(cfg)
-    assert code == 1
-    assert "the plan needs 2 nodes, and --executor local runs on this machine only" in out
-    assert "the plan needs NVIDIA GPUs, and nvidia-smi finds none here" in out  # this machine has none
+    assert code == 1 and "trainer.nnodes: set to 2, but --executor local runs on this machine only" in out
+    code, out = preflight(cfg, "--nnodes", "1", "--run-dir", tmp_path / "one")
+    assert code == 1 and "the plan needs NVIDIA GPUs, and nvidia-smi finds none here" in out  # this machine has none
     code, out = preflight(cfg, "--executor", "slurm", "--run-dir", tmp_path / "slurm")  # runs elsewhere: not asked
     assert code == 0, out
 

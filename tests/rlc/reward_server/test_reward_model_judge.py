@@ -76,7 +76,7 @@ def test_judge_and_sharded_reward_model_combine(cluster: None, judge: FakeJudge,
         samples = [{"raw_prompt": [{"role": "user", "content": q}], "response": r,
                     "verification_info": json.dumps({"type": "llm_judge", "answer": {"value": ref}})}
                    for q, r, ref in SAMPLES]
-        scores, metrics, _ = RewardScoring(cfg, rules, model).score(samples, None)
+        scores, metrics, *_ = RewardScoring(cfg, rules, model).score(samples, None)
         classes = ray.get([w.__ray_call__.remote(lambda self: type(self.model).__name__) for w in model.workers])
     finally:
         rules.shutdown()
