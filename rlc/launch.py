@@ -91,6 +91,8 @@ def _absolute_local_paths(config: object) -> None:
         setattr(data, key, [fix(v) for v in value] if isinstance(value, list) else fix(value))
     if config.custom_reward_function.path:
         config.custom_reward_function.path = fix(config.custom_reward_function.path)
+    turn = config.actor_rollout_ref.rollout.multi_turn
+    turn.tool_config_path, turn.interaction_config_path = fix(turn.tool_config_path), fix(turn.interaction_config_path)
 
 
 def _default_run_dir(config: object, resume: bool, name: object) -> Path:
