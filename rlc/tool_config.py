@@ -113,9 +113,9 @@ def _load(path: str) -> tuple[Source, list[Diagnostic]]:
 
 
 def _at(source: Source, path: KeyPath, message: str, hint: str | None = None) -> Diagnostic:
-    dotted = ".".join(str(p) for p in path)
-    return Diagnostic(f"{source.file}: {dotted + ': ' if dotted else ''}{message}", position=source.position(path),
-                      hint=hint)
+    position = source.position(path)
+    where = ".".join(str(p) for p in path) or "top level"
+    return Diagnostic(f"{'' if position else source.file + ': '}{where}: {message}", position=position, hint=hint)
 
 
 def _class_problems(source: Source, where: KeyPath, class_name: Any) -> list[Diagnostic]:

@@ -86,10 +86,6 @@ class ToolAgentLoop:
     def __init__(self, tokenizer: Any, tools: dict[str, Any], interactions: dict[str, Any],
                  limits: TurnLimits) -> None:
         self.tokenizer, self.tools, self.interactions, self.limits = tokenizer, tools, interactions, limits
-        try:  # what the template writes before any message (a BOS, a default system prompt): not part of a turn
-            self.preamble = tokenizer.apply_chat_template([], tokenize=False)
-        except Exception:  # noqa: BLE001 - templates that refuse an empty conversation have no preamble to cut
-            self.preamble = ""
 
     async def run(self, server: AsyncServer, sampling: Any, prompt: list[int], params: SamplingParams,
                   extra: dict[str, Any]) -> Generation:
@@ -189,12 +185,16 @@ class ToolAgentLoop:
         return text[: limit // 2] + "...(truncated)..." + text[len(text) - (limit - limit // 2):]
 
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
-        """The tokens of `messages` as the chat template renders them after an assistant turn, with the opening
-        of the next assistant turn (verl's way: the messages alone, less the template's preamble)."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if self.preamble and text.startswith(self.preamble):
-            text = text[len(self.preamble):]
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """The tokens the chat template writes for `messages` after an assistant turn, with the opening of the
+        next assistant turn: the rendering of a stand-in conversation with and without them, the difference
+        tokenized (so a template's BOS or default system prompt is not repeated)."""
+        base = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "!"}]
+        before = self.tokenizer.apply_chat_template(base, tokenize=False)
+        after = self.tokenizer.apply_chat_template(base + messages, tokenize=False, add_generation_prompt=True)
+        if not after.startswith(before):
+            raise ValueError("the chat template renders a conversation's earlier turns differently once more "
+                             "messages follow; rlc cannot append tool turns to it")
+        return list(self.tokenizer(after[len(before):], add_special_tokens=False)["input_ids"])
 
     async def _start_interaction(self, instance: str, info: Any) -> tuple[str, Any, dict[str, Any]] | None:
         if not self.interactions:

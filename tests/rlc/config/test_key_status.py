@@ -145,7 +145,7 @@ def test_default_values_of_marked_keys_are_silent() -> None:
     (("algorithm", "adv_estimator"), "gdpo", "gae, grpo, grpo_vectorized, grpo_passk, "
      "rloo, rloo_vectorized, reinforce_plus_plus, reinforce_plus_plus_baseline, remax, opo, gpg, "
      "optimal_token_baseline"),
-    (("actor_rollout_ref", "rollout", "mode"), "async", "sync"),
+    (("actor_rollout_ref", "rollout", "agent", "default_agent_loop"), "react_agent", "single_turn_agent"),
     (("actor_rollout_ref", "rollout", "name"), "sglang", "vllm, hf"),
     (("trainer", "device"), "npu", "cuda, cpu"),
 ])
