@@ -224,3 +224,19 @@ def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) ->
     assert "['foreach'] are not supported by backend megatron" in \
         found["actor_rollout_ref.actor.optim.override_optimizer_config"]
     assert run("validate", write(tmp_path, text.replace(", foreach: false", "")))[0] == 0  # eps maps to adam_eps
+
+
+def test_async_and_multi_turn_rules(tmp_path: Path) -> None:
+    async_hf = BASE.replace("    name: hf\n", "    name: hf\n    mode: async\n")
+    code, out = run("validate", write(tmp_path, async_hf))
+    assert code == 1 and "rollout.mode async serves vLLM's engine; rollout hf generates only in sync mode" in out
+    tools = tmp_path / "tools.yaml"
+    tools.write_text("tools:\n  - class_name: rlc_runtime.tools.calculator.AddTool\n    tool_schema:\n"
+                     "      type: function\n      function: {name: add, parameters: {type: object, required: [a]}}\n")
+    sync_turns = BASE.replace("    name: hf\n", "    name: vllm\n    tensor_model_parallel_size: 2\n"
+                              f"    multi_turn:\n      enable: true\n      tool_config_path: {tools}\n")
+    code, out = run("validate", write(tmp_path, sync_turns))
+    assert code == 1
+    assert "multi_turn.enable needs rollout.mode async" in out
+    assert "multi-turn rollout with tensor_model_parallel_size > 1 is not implemented" in out
+    assert f"{tools}:5:" in out and "required must list names among the properties" in out
