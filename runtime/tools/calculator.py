@@ -13,4 +13,4 @@ class AddTool(Tool):
         a, b = parameters.get("a"), parameters.get("b")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
             return "Error: a and b must be integers"
-        return str(a + b)
+        return f"{a} + {b} = {a + b}\n"
