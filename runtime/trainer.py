@@ -462,14 +462,14 @@ def dump_generations(directory: Path, step: int, rows: list[dict[str, Any]], bat
                      scores: list[float]) -> None:
     """verl's `rollout_data_dir` / `validation_data_dir`: one JSONL file per step of prompt, response and score."""
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"step": step, "input": rows[uid]["prompt_text"], "output": text, "score": score})
-             for uid, text, score in zip(batch.meta["uid"], batch.meta["response_text"], scores, strict=True)]
-    if "trajectory" in batch.meta:  # multi-turn: the conversation, and every token with its loss mask
-        lines = [json.dumps(json.loads(line) | {"trajectory": trajectory, "response_ids": ids[valid].tolist(),
-                                                 "response_mask": mask[valid].int().tolist()})
-                 for line, trajectory, ids, mask, valid in zip(
-                     lines, batch.meta["trajectory"], batch.responses, batch.response_mask,
-                     batch.attention_mask[:, batch.prompt_length:].bool(), strict=True)]
+    records = [{"step": step, "input": rows[uid]["prompt_text"], "output": text, "score": score}
+               for uid, text, score in zip(batch.meta["uid"], batch.meta["response_text"], scores, strict=True)]
+    if "trajectory" in batch.meta:  # multi-turn: the conversation, and every response token with its loss mask
+        valid = batch.attention_mask[:, batch.prompt_length:].bool()
+        for i, record in enumerate(records):
+            record |= {"trajectory": batch.meta["trajectory"][i], "response_ids": batch.responses[i][valid[i]].tolist(),
+                       "response_mask": batch.response_mask[i][valid[i]].int().tolist()}
+    lines = [json.dumps(record) for record in records]
     checkpoint.write_text_atomic(directory / f"{step}.jsonl", "".join(line + "\n" for line in lines))
 
 
