@@ -8,6 +8,7 @@ examples/models/tiny-qwen2-tools, taught to call `add` (examples/models/build_ti
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -53,7 +54,7 @@ def extras() -> list[dict[str, Any]]:
 
 
 def tool_rollout(engine: VLLMRollout, tokenizer: Any, tools: dict[str, Any]) -> AsyncRollout:
-    limits = TurnLimits(response_length=64, max_model_len=MAX_LEN, max_assistant_turns=2)
+    limits = TurnLimits(response_length=80, max_model_len=MAX_LEN, max_assistant_turns=2)
     return AsyncRollout(engine, ToolAgentLoop(tokenizer, tools, {}, limits))
 
 
@@ -94,14 +95,15 @@ def test_tool_turns_are_in_the_response_and_out_of_the_mask(engine: VLLMRollout,
     assert len(called) >= 2, [tokenizer.decode(g.token_ids) for g in samples]  # the model calls ~30% of the time
     eos = tokenizer.eos_token_id
     for g in called:
-        a, b = QUESTIONS[g.prompt_index]
         (m1, call), (m2, reply), (m3, answer) = split_turns(g)
-        assert (m1, m2, m3) == (1, 0, 1)
-        # the model's call, as the tokenizer writes it; the tool's reply exactly as the template renders it
-        written = '<tool_call>{"name": "add", "arguments": {"a": A, "b": B}}</tool_call>'
-        assert call == encode(tokenizer, written.replace("A", str(a)).replace("B", str(b))) + [eos]
+        assert (m1, m2, m3) == (1, 0, 1) and call[-1] == eos and answer[-1] == eos
+        # the arguments the model wrote (it copies the question's numbers, not always right), read with json
+        text = tokenizer.decode(call, skip_special_tokens=True)
+        assert text.startswith("<tool_call>") and text.endswith("</tool_call>")
+        arguments = json.loads(text[len("<tool_call>"): -len("</tool_call>")])["arguments"]
+        a, b = arguments["a"], arguments["b"]
+        # the tool's reply, token for token as the tokenizer encodes the chat template's rendering of it
         assert reply == encode(tokenizer, f"<|system|>{a} + {b} = {a + b}\n<|assistant|>")
-        assert answer[-1] == eos
         assert all(lp == 0.0 for lp, m in zip(g.log_probs, g.response_mask, strict=True) if m == 0)
         assert all(lp <= 0.0 for lp in g.log_probs) and any(lp < 0.0 for lp in g.log_probs)
         roles = [m["role"] for m in g.trajectory["messages"]]
@@ -127,12 +129,12 @@ class HangingTool(Tool):
 
 class CrashingTool(Tool):
     async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs: Any) -> str:
-        raise RuntimeError("the calculator is on fire")
+        raise RuntimeError("fire")
 
 
 @pytest.mark.parametrize(("tool", "message"), [
     (HangingTool, "Error: tool add did not answer within 0.5 s"),
-    (CrashingTool, "Error: tool add failed: RuntimeError: the calculator is on fire")])
+    (CrashingTool, "Error: tool add failed: RuntimeError: fire")])
 def test_a_hanging_or_crashing_tool_ends_its_turn_with_an_error(engine: VLLMRollout, tokenizer: Any,
                                                                 tool: type[Tool], message: str) -> None:
     schema = read_tools(str(ROOT / "examples/tools/calculator.yaml"))[0].schema
