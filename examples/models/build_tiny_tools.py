@@ -1,7 +1,7 @@
 """Build the tool-use task (examples/data/tool_sums_*.parquet) and its model (examples/models/tiny-qwen2-tools).
 
 The task is two-digit addition ("23+45="), which the 1.5 MB model cannot do in its head. It was taught, on a
-supervised pass, two habits: about a third of the time it calls the calculator of examples/tools/calculator.yaml
+supervised pass, two habits: about 40% of the time it calls the calculator of examples/tools/calculator.yaml
 (`<tool_call>{"name": "add", "arguments": {"a": 23, "b": 45}}</tool_call>`) and copies the answer from the tool's
 reply; otherwise it writes a two-digit guess at once. So the starting score is about the tool habit's share, and
 GRPO with multi-turn rollout (examples/yaml/tool_sums.yaml) raises it by reinforcing the tool call; a run
@@ -26,8 +26,8 @@ from rlc_runtime.tiny import build_model, build_tokenizer, task_texts
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "models" / "tiny-qwen2-tools"
 DATA = ROOT / "examples" / "data"
-SFT_STEPS = 600
-P_TOOL = 0.3
+SFT_STEPS = 1500
+P_TOOL = 0.4
 SPLITS = {"train": (11, 400), "test": (12, 64)}
 
 

@@ -5,7 +5,9 @@ engine and generates for its own slice of the prompts, and after each update the
 into its engine in place (`named_weights` -> `load_weights`), without crossing a process boundary. With
 `hybrid_engine: false` the engines run on ranks of their own (`RolloutWorker`), keep their GPUs (no sleep), and
 receive the weights gathered on training rank 0 through Ray's object store. `rollout.name` chooses the engine (`hf`
-or `vllm`); both implement `rlc_runtime.rollout.base.RolloutEngine`.
+or `vllm`); both implement `rlc_runtime.rollout.base.RolloutEngine`. With `mode: async` the vLLM engine is wrapped
+in an `AsyncRollout` (one agent loop per sample; the tool loop with `multi_turn.enable`), which also needs each
+prompt's messages and extra_info: they travel in the request beside the prompts.
 """
 
 from __future__ import annotations
