@@ -1,10 +1,11 @@
 """Multi-turn rollout with a tool, through `rlc launch`: the tiny model learns to call a calculator.
 
 examples/yaml/tool_sums.yaml: two-digit sums the model cannot do in its head, a calculator (`add`) it calls about
-a third of the time (examples/models/build_tiny_tools.py). Only answers copied from the calculator are right, so
-`critic/score/mean` starts near the calling rate and rises only if GRPO reinforces the call. The saved
-trajectories (trainer.rollout_data_dir) are read back: tool calls, the tool's replies, and a response mask that
-is 0 exactly on the reply's tokens, checked against the tokenizer's own encoding.
+40% of the time (examples/models/build_tiny_tools.py). Only answers copied from the calculator are right, so
+`critic/score/mean` starts near the calling rate and rises only if GRPO reinforces the call; the control, at a
+learning rate of 1e-12, shows what sampling noise alone does. The saved trajectories (trainer.rollout_data_dir)
+are read back: tool calls, the tool's replies, and a response mask that is 0 exactly on the reply's tokens,
+checked against the tokenizer's own encoding.
 """
 
 from __future__ import annotations
@@ -54,3 +55,9 @@ def test_the_model_learns_to_call_the_calculator(tmp_path: Path) -> None:
         assert ids[start: start + len(reply)] == reply
         assert mask == [1] * start + [0] * len(reply) + [1] * (len(ids) - start - len(reply))
         assert sample["score"] == float(messages[3]["content"] == str(a + b))
+
+
+def test_control_at_learning_rate_zero_does_not_rise(tmp_path: Path) -> None:
+    rows = launch(tmp_path / "run", "actor_rollout_ref.actor.optim.lr=1e-12")
+    scores = [row["critic/score/mean"] for row in rows]
+    assert sum(scores[-5:]) / 5 - sum(scores[:5]) / 5 <= 0.07, scores  # sampling noise alone: ~0.03 (one sd)
