@@ -1,11 +1,12 @@
 """Build the tool-use task (examples/data/tool_sums_*.parquet) and its model (examples/models/tiny-qwen2-tools).
 
 The task is two-digit addition ("23+45="), which the 1.5 MB model cannot do in its head. It was taught, on a
-supervised pass, two habits: about 40% of the time it calls the calculator of examples/tools/calculator.yaml
+supervised pass, two habits: in 40% of its examples it calls the calculator of examples/tools/calculator.yaml
 (`<tool_call>{"name": "add", "arguments": {"a": 23, "b": 45}}</tool_call>`) and copies the answer from the tool's
-reply; otherwise it writes a two-digit guess at once. So the starting score is about the tool habit's share, and
-GRPO with multi-turn rollout (examples/yaml/tool_sums.yaml) raises it by reinforcing the tool call; a run
-without tools cannot. Deterministic; run from the repository root (a few minutes on 2 cores):
+reply; otherwise it writes a two-digit guess at once. Sampled at temperature 1 it calls in about one answer of
+eight at first, so the starting score is about 0.13, and GRPO with multi-turn rollout
+(examples/yaml/tool_sums.yaml) raises it by reinforcing the tool call (measured: 0.13 -> 0.99 in 10 steps). A
+run without tools cannot. Deterministic; run from the repository root (about 15 minutes on 2 busy cores):
 
     python examples/models/build_tiny_tools.py
 """

@@ -1,7 +1,7 @@
 """Multi-turn rollout with a tool, through `rlc launch`: the tiny model learns to call a calculator.
 
-examples/yaml/tool_sums.yaml: two-digit sums the model cannot do in its head, a calculator (`add`) it calls about
-40% of the time (examples/models/build_tiny_tools.py). Only answers copied from the calculator are right, so
+examples/yaml/tool_sums.yaml: two-digit sums the model cannot do in its head, a calculator (`add`) it calls in about
+one answer of eight (examples/models/build_tiny_tools.py). Only answers copied from the calculator are right, so
 `critic/score/mean` starts near the calling rate and rises only if GRPO reinforces the call; the control, at a
 learning rate of 1e-12, shows what sampling noise alone does. The saved trajectories (trainer.rollout_data_dir)
 are read back: tool calls, the tool's replies, and a response mask that is 0 exactly on the reply's tokens,
