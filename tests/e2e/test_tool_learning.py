@@ -22,6 +22,8 @@ from e2e_runs import ROOT
 pytestmark = pytest.mark.slow
 TASK = ROOT / "examples/yaml/tool_sums.yaml"
 MODEL = ROOT / "examples/models/tiny-qwen2-tools"
+SMALLER = ("data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=4",  # half the example's batch
+           "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32")
 
 
 def launch(run_dir: Path, *overrides: str) -> list[dict[str, float]]:
@@ -37,7 +39,7 @@ def test_the_model_learns_to_call_the_calculator(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     saved = tmp_path / "trajectories"
-    rows = launch(tmp_path / "run", f"trainer.rollout_data_dir={saved}")
+    rows = launch(tmp_path / "run", *SMALLER, f"trainer.rollout_data_dir={saved}")
     scores = [row["critic/score/mean"] for row in rows]
     assert sum(scores[-5:]) / 5 - sum(scores[:5]) / 5 >= 0.1, scores
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
@@ -58,6 +60,6 @@ def test_the_model_learns_to_call_the_calculator(tmp_path: Path) -> None:
 
 
 def test_control_at_learning_rate_zero_does_not_rise(tmp_path: Path) -> None:
-    rows = launch(tmp_path / "run", "actor_rollout_ref.actor.optim.lr=1e-12")
+    rows = launch(tmp_path / "run", *SMALLER, "actor_rollout_ref.actor.optim.lr=1e-12")
     scores = [row["critic/score/mean"] for row in rows]
     assert sum(scores[-5:]) / 5 - sum(scores[:5]) / 5 <= 0.07, scores  # sampling noise alone: ~0.03 (one sd)
