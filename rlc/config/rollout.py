@@ -168,9 +168,10 @@ class Rollout(Section):
 
     name: Literal[ROLLOUT_ENGINES] = partly("vllm", IMPLEMENTED_ROLLOUT_ENGINES)  # type: ignore[valid-type]
     """Engine: vllm, hf (Hugging Face generate, slow, for tests), sglang or trtllm."""
-    mode: Literal["sync", "async"] = "sync"
-    """sync: one batched generate call; async: vLLM's engine serves one agent loop (coroutine) per sample, with
-    continuous batching (needed by multi_turn; vllm only)."""
+    mode: Literal["sync", "async"] = "async"
+    """async (verl's default): vLLM's engine serves one agent loop (coroutine) per sample, with continuous batching
+    (needed by multi_turn); sync: one batched generate call, the same samples for the same seed. The hf engine
+    always generates in one batch."""
     temperature: float = Field(1.0, ge=0)
     """Softmax temperature of training rollouts."""
     top_k: int = -1

@@ -70,6 +70,12 @@ class AsyncRollout:
     def wake_up(self) -> None:
         self.vllm.wake_up()
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (the engine, its settings, other weight paths) is the wrapped vLLM rollout's.
+        if name == "vllm":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.vllm, name)
+
 
 @dataclass(frozen=True)
 class TurnLimits:

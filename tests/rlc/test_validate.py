@@ -230,10 +230,11 @@ def test_async_and_multi_turn_rules(tmp_path: Path) -> None:
     async_hf = BASE.replace("    name: hf\n", "    name: hf\n    mode: async\n")
     code, out = run("validate", write(tmp_path, async_hf))
     assert code == 1 and "rollout.mode async serves vLLM's engine; rollout hf generates only in sync mode" in out
+    assert "serves vLLM's engine" not in run("validate", write(tmp_path, BASE))[1]  # the default asks nothing of hf
     tools = tmp_path / "tools.yaml"
     tools.write_text("tools:\n  - class_name: rlc_runtime.tools.calculator.AddTool\n    tool_schema:\n"
                      "      type: function\n      function: {name: add, parameters: {type: object, required: [a]}}\n")
-    sync_turns = BASE.replace("    name: hf\n", "    name: vllm\n    tensor_model_parallel_size: 2\n"
+    sync_turns = BASE.replace("    name: hf\n", "    name: vllm\n    mode: sync\n    tensor_model_parallel_size: 2\n"
                               f"    multi_turn:\n      enable: true\n      tool_config_path: {tools}\n")
     code, out = run("validate", write(tmp_path, sync_turns))
     assert code == 1
