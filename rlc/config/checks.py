@@ -225,27 +225,27 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         yield Diagnostic(f"max_prompt_length + max_response_length = "
                          f"{data.max_prompt_length + data.max_response_length} exceeds rollout.max_model_len {limit}",
                          (*ROLLOUT, "max_model_len"))
-    yield from _check_multi_turn(rollout, explicit)
+    yield from _check_multi_turn(rollout)
     if cfg.algorithm.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
         yield Diagnostic(f"{cfg.algorithm.adv_estimator} compares samples of the same prompt, but rollout.n is "
                          f"{rollout.n}: every advantage will be zero", (*ROLLOUT, "n"), hint="set n >= 2",
                          severity="warning")
 
 
-def _check_multi_turn(rollout: Any, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
-    """Async rollout runs vLLM's engine (the hf engine, rlc's own, generates in one batch under the default
-    mode); the tool and interaction files are read now, not an hour into the run."""
+def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:
+    """Multi-turn runs agent loops on vLLM's engine; the tool and interaction files are read now, not an hour into
+    the run."""
     from rlc.diagnostics import CompileError
     from rlc.tool_config import read_interactions, read_tools
 
-    asked = explicit.get("actor_rollout_ref", {}).get("rollout", {}).get("mode")
-    if asked == "async" and rollout.name != "vllm":
-        yield Diagnostic(f"rollout.mode async serves vLLM's engine; rollout {rollout.name} generates only in sync "
-                         f"mode", (*ROLLOUT, "mode"), hint="set rollout.name: vllm, or mode: sync")
     turn = rollout.multi_turn
     if not turn.enable:
         return
     where = (*ROLLOUT, "multi_turn")
+    if rollout.name != "vllm":
+        yield Diagnostic(f"multi-turn rollout runs agent loops on vLLM's engine; rollout {rollout.name} generates "
+                         f"one response per sample", (*where, "enable"),
+                         hint="set actor_rollout_ref.rollout.name: vllm")
     if rollout.mode != "async":
         yield Diagnostic("multi_turn.enable needs rollout.mode async (as in verl)", (*where, "enable"),
                          hint="set actor_rollout_ref.rollout.mode: async")

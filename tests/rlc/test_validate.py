@@ -227,10 +227,9 @@ def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) ->
 
 
 def test_async_and_multi_turn_rules(tmp_path: Path) -> None:
-    async_hf = BASE.replace("    name: hf\n", "    name: hf\n    mode: async\n")
-    code, out = run("validate", write(tmp_path, async_hf))
-    assert code == 1 and "rollout.mode async serves vLLM's engine; rollout hf generates only in sync mode" in out
-    assert "serves vLLM's engine" not in run("validate", write(tmp_path, BASE))[1]  # the default asks nothing of hf
+    turns_hf = BASE.replace("    name: hf\n", "    name: hf\n    multi_turn: {enable: true}\n")
+    code, out = run("validate", write(tmp_path, turns_hf))
+    assert code == 1 and "multi-turn rollout runs agent loops on vLLM's engine; rollout hf generates one" in out
     tools = tmp_path / "tools.yaml"
     tools.write_text("tools:\n  - class_name: rlc_runtime.tools.calculator.AddTool\n    tool_schema:\n"
                      "      type: function\n      function: {name: add, parameters: {type: object, required: [a]}}\n")
