@@ -93,8 +93,8 @@ def read_interactions(path: str) -> list[InteractionSpec]:
             continue
         problems += _class_problems(source, where, item.get("class_name"))
         problems += _config_problems(source, where, item.get("config", {}))
-        name = item.get("name", item.get("class_name", "")) if isinstance(item.get("name", ""), str) else None
-        if name is None:
+        name = item.get("name", item.get("class_name"))  # verl names an unnamed interaction by its class
+        if not isinstance(name, str):
             problems.append(_at(source, (*where, "name"), "name must be a string"))
             continue
         specs.append(InteractionSpec(name, item.get("class_name", ""), item.get("config") or {}))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlc_runtime.rollout.base import Generation, SamplingParams
@@ -88,6 +88,42 @@ class TurnLimits:
     truncate_side: str = "middle"
 
 
+@dataclass
+class Conversation:
+    """One sample's conversation as it grows: the response tokens after the prompt, their log-probs and loss mask
+    (1 on the model's tokens), the chat messages, and a record of the turns."""
+
+    messages: list[dict[str, Any]]
+    ids: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    assistant_turns: int = 0
+    user_turns: int = 0
+
+    def add_model_turn(self, turn: Generation, text: str) -> None:
+        self.ids += turn.token_ids
+        self.log_probs += turn.log_probs
+        self.mask += [1] * len(turn.token_ids)
+        self.assistant_turns += 1
+        self.messages.append({"role": "assistant", "content": text})
+        self.turns.append({"role": "assistant", "text": text, "tokens": len(turn.token_ids)})
+
+    def add_context(self, replies: list[dict[str, str]], tokens: list[int]) -> None:
+        """Tool or user messages: in the response, out of the loss (log-prob 0, mask 0)."""
+        self.ids += tokens
+        self.log_probs += [0.0] * len(tokens)
+        self.mask += [0] * len(tokens)
+        self.messages += replies
+        self.turns += [{"role": r["role"], "text": r["content"]} for r in replies]
+        self.turns[-1]["tokens"] = len(tokens)
+
+    def generation(self, finish: str) -> Generation:
+        trajectory = {"messages": self.messages, "turns": self.turns, "assistant_turns": self.assistant_turns,
+                      "user_turns": self.user_turns}
+        return Generation(0, self.ids, self.log_probs, finish, response_mask=self.mask, trajectory=trajectory)
+
+
 class ToolAgentLoop:
     def __init__(self, tokenizer: Any, tools: dict[str, Any], interactions: dict[str, Any],
                  limits: TurnLimits) -> None:
@@ -95,69 +131,59 @@ class ToolAgentLoop:
 
     async def run(self, server: AsyncServer, sampling: Any, prompt: list[int], params: SamplingParams,
                   extra: dict[str, Any]) -> Generation:
-        limits, info = self.limits, extra.get("extra_info") or {}
-        messages = [dict(m) for m in extra.get("messages") or []]
-        tools_kwargs = info.get("tools_kwargs") or {} if isinstance(info, dict) else {}
+        info = extra.get("extra_info") if isinstance(extra.get("extra_info"), dict) else {}
+        tools_kwargs = info.get("tools_kwargs") or {}
         instance = uuid.uuid4().hex
         for name, tool in self.tools.items():
             await tool.create(instance, **(tools_kwargs.get(name, {}).get("create_kwargs", {})))
         interaction = await self._start_interaction(instance, info)
-        ids: list[int] = []
-        log_probs: list[float] = []
-        mask: list[int] = []
-        turns: list[dict[str, Any]] = []
-        assistant_turns = user_turns = 0
-        finish = "stop"
+        talk = Conversation([dict(m) for m in extra.get("messages") or []])
         try:
-            while True:
-                budget = min(limits.response_length - len(ids), limits.max_model_len - len(prompt) - len(ids))
-                if budget <= 0:
-                    finish = "length"
-                    break
-                seed = None if params.seed is None else params.seed + TURN_SEED_STRIDE * assistant_turns
-                turn = await server.generate(prompt + ids, sampling(replace(params, max_tokens=budget, seed=seed)))
-                ids += turn.token_ids
-                log_probs += turn.log_probs
-                mask += [1] * len(turn.token_ids)
-                assistant_turns += 1
-                text = self.tokenizer.decode(turn.token_ids, skip_special_tokens=True)
-                messages.append({"role": "assistant", "content": text})
-                turns.append({"role": "assistant", "text": text, "tokens": len(turn.token_ids)})
-                if turn.finish_reason == "length":
-                    finish = "length"
-                    break
-                if limits.max_assistant_turns is not None and assistant_turns >= limits.max_assistant_turns:
-                    break
-                calls = parse_hermes(text) if self.tools else []
-                if calls:
-                    replies = [{"role": "tool", "content": answer}
-                               for answer in await self._call_tools(instance, calls, tools_kwargs)]
-                elif interaction is not None and (limits.max_user_turns is None
-                                                  or user_turns < limits.max_user_turns):
-                    stop, reply, score, _ = await interaction[1].generate_response(interaction[0], messages,
-                                                                                   **interaction[2])
-                    user_turns += 1
-                    turns.append({"role": "interaction", "score": score, "terminate": bool(stop)})
-                    if stop:
-                        break
-                    replies = [{"role": "user", "content": str(reply)}]
-                else:
-                    break
-                env = self._encode(replies)
-                if len(ids) + len(env) >= limits.response_length:  # verl's rule: no room for the reply, stop here
-                    finish = "length"
-                    break
-                messages += replies
-                turns += [{"role": r["role"], "text": r["content"], "tokens": 0} for r in replies]
-                turns[-1]["tokens"] = len(env)
-                ids += env
-                log_probs += [0.0] * len(env)
-                mask += [0] * len(env)
+            finish = await self._converse(talk, server, sampling, prompt, params, instance, tools_kwargs, interaction)
         finally:
             await self._release(instance, interaction)
-        trajectory = {"messages": messages, "turns": turns, "assistant_turns": assistant_turns,
-                      "user_turns": user_turns}
-        return Generation(0, ids, log_probs, finish, response_mask=mask, trajectory=trajectory)
+        return talk.generation(finish)
+
+    async def _converse(self, talk: Conversation, server: AsyncServer, sampling: Any, prompt: list[int],
+                        params: SamplingParams, instance: str, tools_kwargs: dict[str, Any],
+                        interaction: tuple[str, Any, dict[str, Any]] | None) -> str:
+        """Turns until the conversation ends; returns the finish reason ("stop" or "length")."""
+        limits = self.limits
+        while True:
+            budget = min(limits.response_length - len(talk.ids), limits.max_model_len - len(prompt) - len(talk.ids))
+            if budget <= 0:
+                return "length"
+            seed = None if params.seed is None else params.seed + TURN_SEED_STRIDE * talk.assistant_turns
+            turn = await server.generate(prompt + talk.ids, sampling(replace(params, max_tokens=budget, seed=seed)))
+            talk.add_model_turn(turn, self.tokenizer.decode(turn.token_ids, skip_special_tokens=True))
+            if turn.finish_reason == "length":
+                return "length"
+            if limits.max_assistant_turns is not None and talk.assistant_turns >= limits.max_assistant_turns:
+                return "stop"
+            replies = await self._replies(talk, instance, tools_kwargs, interaction)
+            if not replies:
+                return "stop"
+            tokens = self._encode(replies)
+            if len(talk.ids) + len(tokens) >= limits.response_length:  # verl's rule: no room for the reply, stop
+                return "length"
+            talk.add_context(replies, tokens)
+
+    async def _replies(self, talk: Conversation, instance: str, tools_kwargs: dict[str, Any],
+                       interaction: tuple[str, Any, dict[str, Any]] | None) -> list[dict[str, str]]:
+        """The tools' answers to the calls of the model's last turn, or else the simulated user's reply; none when
+        the conversation is over."""
+        calls = parse_hermes(talk.messages[-1]["content"]) if self.tools else []
+        if calls:
+            return [{"role": "tool", "content": answer}
+                    for answer in await self._call_tools(instance, calls, tools_kwargs)]
+        max_user = self.limits.max_user_turns
+        if interaction is None or (max_user is not None and talk.user_turns >= max_user):
+            return []
+        stop, reply, score, _ = await interaction[1].generate_response(interaction[0], talk.messages,
+                                                                       **interaction[2])
+        talk.user_turns += 1
+        talk.turns.append({"role": "interaction", "score": score, "terminate": bool(stop)})
+        return [] if stop else [{"role": "user", "content": str(reply)}]
 
     async def _call_tools(self, instance: str, calls: list[ToolCall], tools_kwargs: dict[str, Any]) -> list[str]:
         calls = calls[: self.limits.max_parallel_calls]
