@@ -174,6 +174,8 @@ def absolute_local_paths(config: object) -> None:
         config.custom_reward_function.path = fix(config.custom_reward_function.path)
     if config.slurm.template:
         config.slurm.template = str(Path(config.slurm.template).expanduser().resolve())
+    turn = config.actor_rollout_ref.rollout.multi_turn
+    turn.tool_config_path, turn.interaction_config_path = fix(turn.tool_config_path), fix(turn.interaction_config_path)
 
 
 def _default_run_dir(config: Any, resume: bool, name: Any) -> Path:

@@ -82,6 +82,7 @@ class Trainer:
         self.use_critic, self.use_ref = uses_critic(cfg), uses_reference(cfg)
         self.tokenizer = load_tokenizer(cfg.actor_rollout_ref.model)
         data, info_column = cfg.data, cfg.reward_api.verification_info_column
+        data = with_tool_schemas(data, cfg.actor_rollout_ref.rollout.multi_turn)
         self.train_set = PromptDataset(load_split(data), self.tokenizer, data, info_column)
         self.val_set = PromptDataset(load_split(data, val=True), self.tokenizer, data, info_column) \
             if data.val_files else None
@@ -403,7 +404,8 @@ class Trainer:
         prompts; the returned function waits for the samples and gives them grouped by prompt, in order."""
         groups = self.topology.rollout_groups
         prompts = [list(row["input_ids"]) for row in rows]
-        requests, slices = engine_requests(prompts, params, groups)
+        extras = [{"messages": row["raw_prompt"], "extra_info": row["extra_info"]} for row in rows]
+        requests, slices = engine_requests(prompts, params, groups, extras)
         refs = self.generators.submit_parts("generate", requests)
 
         def collect() -> TokenBatch:
@@ -448,9 +450,10 @@ class Trainer:
             batch.sum_pi_squared = torch.cat([part["sum_pi_squared"] for part in parts])
 
     def _reward_samples(self, rows: list[dict[str, Any]], batch: TokenBatch) -> list[dict[str, Any]]:
-        texts = self.tokenizer.batch_decode(
-            [r[m.bool()].tolist() for r, m in zip(batch.responses, batch.response_mask, strict=True)],
-            skip_special_tokens=True)
+        # The whole response, tool and user turns of a multi-turn one included (verl's reward sees them too).
+        valid = batch.attention_mask[:, batch.prompt_length:].bool()
+        texts = self.tokenizer.batch_decode([r[m].tolist() for r, m in zip(batch.responses, valid, strict=True)],
+                                            skip_special_tokens=True)
         batch.meta["response_text"] = texts
         return [reward_sample(rows[uid], text) for uid, text in zip(batch.meta["uid"], texts, strict=True)]
 
@@ -476,7 +479,8 @@ class Trainer:
         from rlc_runtime.algorithms.losses import kl_penalty
 
         algo, mask, metrics = self.cfg.algorithm, batch.response_mask, {}
-        last = (mask.sum(-1).long() - 1).clamp(min=0)
+        # The score sits on the model's last token (a multi-turn mask has holes where tools and users spoke).
+        last = torch.where(mask.bool(), torch.arange(mask.shape[1]), -1).max(-1).values.clamp(min=0)
         token_scores = torch.zeros_like(mask, dtype=torch.float32)
         token_scores[torch.arange(len(batch)), last] = scores
         batch.token_level_rewards = token_scores
@@ -562,14 +566,31 @@ def dump_generations(directory: Path, step: int, rows: list[dict[str, Any]], bat
                      scores: list[float]) -> None:
     """verl's `rollout_data_dir` / `validation_data_dir`: one JSONL file per step of prompt, response and score."""
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"step": step, "input": rows[uid]["prompt_text"], "output": text, "score": score})
-             for uid, text, score in zip(batch.meta["uid"], batch.meta["response_text"], scores, strict=True)]
+    records = [{"step": step, "input": rows[uid]["prompt_text"], "output": text, "score": score}
+               for uid, text, score in zip(batch.meta["uid"], batch.meta["response_text"], scores, strict=True)]
+    if "trajectory" in batch.meta:  # multi-turn: the conversation, and every response token with its loss mask
+        valid = batch.attention_mask[:, batch.prompt_length:].bool()
+        for i, record in enumerate(records):
+            record |= {"trajectory": batch.meta["trajectory"][i], "response_ids": batch.responses[i][valid[i]].tolist(),
+                       "response_mask": batch.response_mask[i][valid[i]].int().tolist()}
+    lines = [json.dumps(record) for record in records]
     checkpoint.write_text_atomic(directory / f"{step}.jsonl", "".join(line + "\n" for line in lines))
 
 
 def _components(components: list[list[float]], samples: int) -> torch.Tensor:
     """GDPO's reward components as a [K, B] tensor (K = 0 unless adv_estimator is gdpo)."""
     return torch.tensor(components, dtype=torch.float32).reshape(len(components), samples)
+
+
+def with_tool_schemas(data: Any, multi_turn: Any) -> Any:
+    """The data options with the declared tools' schemas given to the chat template, so the prompt shows them."""
+    if not (multi_turn.enable and multi_turn.tool_config_path):
+        return data
+    from rlc.tool_config import read_tools
+
+    schemas = [spec.schema for spec in read_tools(multi_turn.tool_config_path)]
+    return data.model_copy(update={"apply_chat_template_kwargs": {**data.apply_chat_template_kwargs,
+                                                                   "tools": schemas}})
 
 
 def batch_order(batch: TokenBatch) -> torch.Tensor:

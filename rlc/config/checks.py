@@ -12,6 +12,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -248,10 +249,45 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         yield Diagnostic(f"max_prompt_length + max_response_length = "
                          f"{data.max_prompt_length + data.max_response_length} exceeds rollout.max_model_len {limit}",
                          (*ROLLOUT, "max_model_len"))
+    yield from _check_multi_turn(rollout)
     if cfg.algorithm.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
         yield Diagnostic(f"{cfg.algorithm.adv_estimator} compares samples of the same prompt, but rollout.n is "
                          f"{rollout.n}: every advantage will be zero", (*ROLLOUT, "n"), hint="set n >= 2",
                          severity="warning")
+
+
+def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:
+    """Multi-turn runs agent loops on vLLM's engine; the tool and interaction files are read now, not an hour into
+    the run."""
+    from rlc.diagnostics import CompileError
+    from rlc.tool_config import read_interactions, read_tools
+
+    turn = rollout.multi_turn
+    if not turn.enable:
+        return
+    where = (*ROLLOUT, "multi_turn")
+    if rollout.name != "vllm":
+        yield Diagnostic(f"multi-turn rollout runs agent loops on vLLM's engine; rollout {rollout.name} generates "
+                         f"one response per sample", (*where, "enable"),
+                         hint="set actor_rollout_ref.rollout.name: vllm")
+    if rollout.mode != "async":
+        yield Diagnostic("multi_turn.enable needs rollout.mode async (as in verl)", (*where, "enable"),
+                         hint="set actor_rollout_ref.rollout.mode: async")
+    if rollout.tensor_model_parallel_size > 1:
+        yield Diagnostic("multi-turn rollout with tensor_model_parallel_size > 1 is not implemented in rlc: the "
+                         "ranks of an engine would add the turns of tool-using samples in different orders",
+                         (*ROLLOUT, "tensor_model_parallel_size"), hint="set tensor_model_parallel_size: 1")
+    if not (turn.tool_config_path or turn.interaction_config_path):
+        yield Diagnostic("multi_turn.enable without tool_config_path or interaction_config_path: every conversation "
+                         "ends after the model's first turn", (*where, "enable"), severity="warning")
+    for key, read in (("tool_config_path", read_tools), ("interaction_config_path", read_interactions)):
+        path = getattr(turn, key)
+        if path:
+            try:
+                read(path)
+            except CompileError as error:
+                for problem in error.diagnostics:
+                    yield replace(problem, path=(*where, key)) if problem.position is None else problem
 
 
 def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

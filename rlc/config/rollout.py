@@ -10,9 +10,8 @@ from rlc.config.model import Mtp
 
 ROLLOUT_ENGINES = ("vllm", "hf", "sglang", "trtllm")
 IMPLEMENTED_ROLLOUT_ENGINES = ("vllm", "hf")
-TOOLS = "tools need multi-turn rollout, which is not implemented in rlc yet"
-MULTI_TURN = "used only by multi-turn rollout, which is not implemented in rlc yet"
-AGENT_LOOP = "agent loops (rollout.mode async) are not implemented in rlc yet; rlc generates one response per sample"
+AGENT_LOOP = ("custom agent loops are not implemented in rlc; async mode runs the single-turn loop, or the tool loop "
+              "with multi_turn.enable")
 NOT_SGLANG = "used only by the sglang and trtllm rollouts; rlc rolls out with vLLM"
 VLLM_DEFAULT = "rlc leaves this to vLLM's default"
 
@@ -41,32 +40,36 @@ class SamplingKwargs(Section):
 class MultiTurn(Section):
     """Multi-turn rollout with tools and interactions."""
 
-    enable: bool = refused(False, "multi-turn rollout is not implemented in rlc yet")
-    """Roll out conversations of several assistant turns, with tool calls."""
-    max_assistant_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
+    enable: bool = False
+    """Roll out conversations of several assistant turns, with tool calls (needs mode async; the trajectories are
+    saved with trainer.rollout_data_dir)."""
+    max_assistant_turns: int | None = Field(None, ge=1)
     """Most assistant turns per conversation."""
-    tool_config_path: str | None = refused(None, TOOLS)
-    """YAML file declaring the tools."""
-    function_tool_path: str | None = refused(None, TOOLS)
+    tool_config_path: str | None = None
+    """YAML file declaring the tools (verl's format: class_name, config, tool_schema)."""
+    function_tool_path: str | None = refused(None, "tools from typed Python functions are not implemented in rlc; "
+                                                   "declare them in tool_config_path")
     """Python file whose typed, documented functions become tools."""
-    max_user_turns: int | None = instead(None, MULTI_TURN, only_with=".enable")
+    max_user_turns: int | None = Field(None, ge=0)
     """Most user turns per conversation."""
-    max_parallel_calls: int = instead(1, MULTI_TURN, only_with=".enable")
-    """Tool calls run at once per turn."""
-    max_tool_response_length: int = instead(256, MULTI_TURN, only_with=".enable")
-    """Longest tool response kept, in tokens."""
-    tool_response_truncate_side: Literal["left", "right", "middle"] = instead("middle", MULTI_TURN, only_with=".enable")
+    max_parallel_calls: int = Field(1, ge=1)
+    """Tool calls run at once per turn (the first ones of the turn; the others are dropped)."""
+    max_tool_response_length: int = Field(256, ge=1)
+    """Longest tool response kept, in characters (as verl counts)."""
+    tool_response_truncate_side: Literal["left", "right", "middle"] = "middle"
     """Which part of a long tool response is cut."""
-    interaction_config_path: str | None = refused(None, "interactions need multi-turn rollout, which is not "
-                                                        "implemented in rlc yet")
+    interaction_config_path: str | None = None
     """YAML file declaring the interaction (simulated user)."""
-    use_inference_chat_template: bool = instead(False, MULTI_TURN, only_with=".enable")
+    use_inference_chat_template: bool = instead(False, "rlc renders every turn with the tokenizer's chat template",
+                                                only_with=".enable")
     """Use the model's inference chat template rather than the training one."""
-    tokenization_sanity_check_mode: str = instead("strict", MULTI_TURN, only_with=".enable")
+    tokenization_sanity_check_mode: str = instead("strict", "rlc does not re-tokenize conversations to compare",
+                                                  only_with=".enable")
     """How strictly incremental tokenization is checked against full re-tokenization."""
-    format: str = instead("hermes", MULTI_TURN, only_with=".enable")
+    format: str = partly("hermes", ("hermes",), "rlc parses tool calls in the hermes format only")
     """Tool-call format."""
-    num_repeat_rollouts: int | None = instead(None, MULTI_TURN, only_with=".enable")
+    num_repeat_rollouts: int | None = instead(None, "rlc's multi-turn rollout does not repeat interactions",
+                                              only_with=".enable")
     """Repeat each interaction this many times."""
 
 
@@ -82,7 +85,7 @@ class CustomAsyncServer(Section):
 class AgentLoop(Section):
     """verl's agent loop: the workers that turn a prompt into a trajectory in async mode."""
 
-    num_workers: int = instead(8, AGENT_LOOP)
+    num_workers: int = instead(8, "rlc runs the agent loops as coroutines inside each rollout worker")
     """Agent-loop worker processes."""
     default_agent_loop: str = partly("single_turn_agent", ("single_turn_agent",), AGENT_LOOP)
     """Agent loop of samples that do not name one."""
@@ -178,9 +181,10 @@ class Rollout(Section):
         "vllm", IMPLEMENTED_ROLLOUT_ENGINES,
         substitutes={"sglang": _vllm_instead("SGLang", "sglang"), "trtllm": _vllm_instead("TensorRT-LLM", "trtllm")})
     """Engine: vllm, hf (Hugging Face generate, slow, for tests), sglang or trtllm."""
-    mode: Literal["sync", "async"] = partly("sync", ("sync",), "async rollout (a rollout server with agent loops) "
-                                                               "is not implemented in rlc yet")
-    """sync: generate in the trainer's step; async: verl's rollout servers and agent loops."""
+    mode: Literal["sync", "async"] = "async"
+    """async (verl's default): vLLM's engine serves one agent loop (coroutine) per sample, with continuous batching
+    (needed by multi_turn); sync: one batched generate call, the same samples for the same seed. The hf engine
+    always generates in one batch."""
     temperature: float = Field(1.0, ge=0)
     """Softmax temperature of training rollouts."""
     top_k: int = -1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -22,12 +22,17 @@ class SamplingParams:
 
 @dataclass
 class Generation:
-    """One sampled response: token ids (ending at EOS when it stopped there) and their log-probs."""
+    """One sampled response: token ids (ending at EOS when it stopped there) and their log-probs.
+
+    A multi-turn response also holds the tool and user turns between the model's: `response_mask` is 1 on the
+    model's tokens and 0 on those (their log-probs are 0), and `trajectory` records the conversation."""
 
     prompt_index: int
     token_ids: list[int]
     log_probs: list[float]
     finish_reason: str  # "stop" | "length"
+    response_mask: list[int] | None = None  # None: every token is the model's
+    trajectory: dict[str, Any] | None = None
 
 
 class RolloutEngine(Protocol):

@@ -61,24 +61,22 @@ class VLLMRollout:
         )
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
         self.wake_up()  # a second generation in one phase (validation, DAPO's rounds) may find the engine asleep
-        sampling = VSamplingParams(
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], self.sampling(params),
+                                    use_tqdm=False)
+        return [to_generation(index, sample) for index, output in enumerate(outputs) for sample in output.outputs]
+
+    def sampling(self, params: SamplingParams) -> Any:
+        """vLLM's sampling parameters for `params`; vLLM gives the k-th of `n` samples the seed `seed + k`."""
+        from vllm import SamplingParams as VSamplingParams
+
+        return VSamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
             max_tokens=params.max_tokens, stop=list(params.stop) or None, stop_token_ids=self.eos_token_ids,
             logprobs=0, seed=params.seed, detokenize=bool(params.stop),
         )
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sampling, use_tqdm=False)
-        generations = []
-        for index, output in enumerate(outputs):
-            for sample in output.outputs:
-                ids = list(sample.token_ids)
-                log_probs = [entry[token].logprob for token, entry in zip(ids, sample.logprobs, strict=True)]
-                generations.append(Generation(index, ids, log_probs, "stop" if sample.finish_reason == "stop"
-                                              else "length"))
-        return generations
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         wanted = ((name, tensor) for name, tensor in weights if name not in self.skip)
@@ -100,6 +98,13 @@ class VLLMRollout:
             torch.cuda.empty_cache()
             self.llm.wake_up()
             self.sleeping = False
+
+
+def to_generation(prompt_index: int, sample: Any) -> Generation:
+    """A vLLM `CompletionOutput` as a `Generation` (the log-prob of each sampled token)."""
+    ids = list(sample.token_ids)
+    log_probs = [entry[token].logprob for token, entry in zip(ids, sample.logprobs, strict=True)]
+    return Generation(prompt_index, ids, log_probs, "stop" if sample.finish_reason == "stop" else "length")
 
 
 def _parallel_options(tp: int, device: str) -> dict[str, Any]:

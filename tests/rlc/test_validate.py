@@ -291,3 +291,19 @@ def test_lora_validates_on_fsdp_and_is_refused_on_megatron_and_for_the_critic(tm
     assert code == 1 and found["actor_rollout_ref.model.lora_rank"] == "LoRA is implemented on the fsdp backend only"
     code, out = run("validate", write(tmp_path, text + "critic:\n  model:\n    lora_rank: 8\n"))
     assert code == 1 and "LoRA is implemented for the policy only" in out, out
+
+
+def test_async_and_multi_turn_rules(tmp_path: Path) -> None:
+    turns_hf = BASE.replace("    name: hf\n", "    name: hf\n    multi_turn: {enable: true}\n")
+    code, out = run("validate", write(tmp_path, turns_hf))
+    assert code == 1 and "multi-turn rollout runs agent loops on vLLM's engine; rollout hf generates one" in out
+    tools = tmp_path / "tools.yaml"
+    tools.write_text("tools:\n  - class_name: rlc_runtime.tools.calculator.AddTool\n    tool_schema:\n"
+                     "      type: function\n      function: {name: add, parameters: {type: object, required: [a]}}\n")
+    sync_turns = BASE.replace("    name: hf\n", "    name: vllm\n    mode: sync\n    tensor_model_parallel_size: 2\n"
+                              f"    multi_turn:\n      enable: true\n      tool_config_path: {tools}\n")
+    code, out = run("validate", write(tmp_path, sync_turns))
+    assert code == 1
+    assert "multi_turn.enable needs rollout.mode async" in out
+    assert "multi-turn rollout with tensor_model_parallel_size > 1 is not implemented" in out
+    assert f"{tools}:5:" in out and "required must list names among the properties" in out

@@ -143,7 +143,7 @@ def test_default_values_of_marked_keys_are_silent() -> None:
 
 
 @pytest.mark.parametrize(("where", "value", "implemented"), [
-    (("actor_rollout_ref", "rollout", "mode"), "async", "sync"),
+    (("actor_rollout_ref", "rollout", "agent", "default_agent_loop"), "react_agent", "single_turn_agent"),
 ])
 def test_verl_value_rlc_lacks_says_not_implemented(where: tuple[str, ...], value: str, implemented: str) -> None:
     tree: dict[str, Any] = {"actor_rollout_ref": {"model": {"path": "m"}}}
