@@ -101,6 +101,8 @@ def _local_paths(config: Any) -> Iterator[Diagnostic]:
               (("actor_rollout_ref", "model", "tokenizer_path"), model.tokenizer_path)]
     if uses_critic(config):
         places.append((("critic", "model", "path"), config.critic.model.path))
+    if config.reward_model.enable:
+        places.append((("reward_model", "model", "path"), config.reward_model.model.path))
     for path, value in places:
         if value and is_local_path(value) and not Path(value).expanduser().exists():
             yield _error(f"{'.'.join(path)}: {value} does not exist",

@@ -471,11 +471,8 @@ def check_reward_model(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Dia
         yield Diagnostic(f"{other} is set but reward_model.rule_weight is 0: the reward model's score alone counts "
                          "(as in verl) and it is never asked", ("reward_model", "rule_weight"),
                          hint="set reward_model.rule_weight (rlc's key) to add its score", severity="warning")
-    folder = Path(rm.model.path).expanduser()
-    if _looks_local(rm.model.path) and not folder.is_dir():
-        yield Diagnostic(f"reward model {rm.model.path}: no such directory", where)
-        return
-    config_file = folder / "config.json"
+    # a folder that is not on this machine is preflight's to find, at launch (as the policy's)
+    config_file = Path(rm.model.path).expanduser() / "config.json"
     if not config_file.is_file():
         return
     try:
