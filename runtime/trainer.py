@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from rlc.config.base import substituted
 from rlc.config.checks import uses_critic, uses_reference
 from rlc.config.root import RLCConfig
 from rlc.memory import read_model_config
@@ -328,13 +329,17 @@ class Trainer:
         return batch.response_mask.sum(-1)
 
     def _shape(self, scores: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """DAPO's overlong penalty on the scores, when `reward_model.overlong_buffer.enable`."""
+        """DAPO's overlong penalty on the scores, when the recipe's overlong_buffer or the dapo manager's
+        reward_kwargs enable it."""
+        from rlc.config.reward import overlong_shaping
         from rlc_runtime.algorithms.dapo import overlong_penalty
 
-        buffer = self.cfg.reward_model.overlong_buffer
+        rm = self.cfg.reward_model
+        buffer, max_len = overlong_shaping(substituted(rm, "reward_manager"), rm.reward_kwargs, rm.overlong_buffer,
+                                           self.cfg.data.max_response_length)
         if not buffer.enable:
             return scores, {}
-        penalty = overlong_penalty(lengths, self.cfg.data.max_response_length, buffer.len, buffer.penalty_factor)
+        penalty = overlong_penalty(lengths, max_len, buffer.len, buffer.penalty_factor)
         return scores + penalty, {"reward/overlong_reward/mean": penalty.mean().item(),
                                   "reward/overlong/mean": (penalty < 0).float().mean().item()}
 

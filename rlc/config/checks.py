@@ -324,11 +324,7 @@ def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagno
         if estimator == "remax":
             yield Diagnostic("filter_groups with remax is not implemented: the greedy baselines are generated for "
                              "one round of prompts", ("algorithm", "filter_groups", "enable"))
-    buffer = cfg.reward_model.overlong_buffer
-    if buffer.enable and not 0 < buffer.len <= cfg.data.max_response_length:
-        yield Diagnostic(f"overlong_buffer.len must be in 1..max_response_length "
-                         f"({cfg.data.max_response_length}), got {buffer.len}", ("reward_model", "overlong_buffer",
-                                                                                "len"))
+    yield from _check_reward_kwargs(cfg)
     yield from _check_rollout_correction(cfg)
     yield from _check_pipelining(cfg)
     mode = actor.policy_loss.loss_mode
@@ -453,6 +449,38 @@ def _check_upload_schedule(cfg: RLCConfig) -> Iterator[Diagnostic]:
         yield Diagnostic("hf_upload.on_best_val pushes after a validation, and none runs during training",
                          ("hf_upload", "on_best_val"), severity="warning",
                          hint="set data.val_files and trainer.test_freq")
+
+
+def _check_reward_kwargs(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """The dapo manager's arguments, and the overlong buffer they or the recipe's section give."""
+    from pydantic import ValidationError
+
+    from rlc.config.reward import DAPO_KWARGS, overlong_shaping
+
+    rm = cfg.reward_model
+    manager = substituted(rm, "reward_manager")
+    for key in rm.reward_kwargs:
+        if manager != "dapo" or key not in DAPO_KWARGS:
+            yield Diagnostic(f"rlc's {manager} reward manager takes no argument {key!r}; it is not applied",
+                             ("reward_model", "reward_kwargs", key), severity="warning",
+                             hint="the dapo manager reads overlong_buffer_cfg and max_resp_len")
+    given = rm.reward_kwargs.get("overlong_buffer_cfg") if manager == "dapo" else None
+    if given and rm.overlong_buffer.enable:
+        yield Diagnostic("the overlong penalty is set twice: reward_model.overlong_buffer and the dapo manager's "
+                         "reward_kwargs.overlong_buffer_cfg", ("reward_model", "reward_kwargs", "overlong_buffer_cfg"),
+                         hint="keep one")
+        return
+    try:
+        buffer, max_len = overlong_shaping(manager, rm.reward_kwargs, rm.overlong_buffer, cfg.data.max_response_length)
+    except (ValidationError, TypeError, ValueError) as err:
+        yield Diagnostic(f"reward_kwargs.overlong_buffer_cfg is not an overlong buffer (enable, len, penalty_factor, "
+                         f"log): {str(err).splitlines()[0]}", ("reward_model", "reward_kwargs", "overlong_buffer_cfg"))
+        return
+    where = ("reward_model", "reward_kwargs", "overlong_buffer_cfg", "len") if given else \
+        ("reward_model", "overlong_buffer", "len")
+    if buffer.enable and not 0 < buffer.len <= max_len:
+        yield Diagnostic(f"overlong_buffer.len must be in 1..max_response_length ({max_len}), got {buffer.len}",
+                         where)
 
 
 def check_reward_model(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:

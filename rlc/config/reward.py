@@ -16,9 +16,13 @@ REWARD_MODEL_ONLY = ("rlc reads a reward model from the top-level reward_model s
                      "reward_model.model.path)")
 REWARD_MANAGERS = ("naive", "batch", "dapo", "prime", "remote")
 """verl's registered reward managers; rlc's reward worker is verl's `naive` one."""
-IMPLEMENTED_REWARD_MANAGERS = ("naive",)
+IMPLEMENTED_REWARD_MANAGERS = ("naive", "dapo")
 RM = "reward_model.enable"
-NAIVE = "rlc has only verl's naive manager: each sample scored on its own by its rule or custom function"
+NAIVE = ("rlc has verl's naive manager (each sample scored on its own by its rule or custom function) and dapo "
+         "(naive plus the overlong penalty of reward_kwargs.overlong_buffer_cfg)")
+PRIME_INSTEAD = {"prime": ("naive", "the same scores, computed one sample at a time in rlc's reward worker (verl's "
+                                    "prime manager spreads them over a process pool with a per-sample timeout)")}
+DAPO_KWARGS = ("overlong_buffer_cfg", "max_resp_len")  # what verl's main_ppo hands the dapo manager
 GENERATIVE = ("a generative reward model is served by `rlc reward-server` (its llm_judge verifier) and scored through "
               "reward_api; reward_model.rollout is not read")
 REWARD_MODEL_HEADS = {"ForSequenceClassification": "sequence", "ForTokenClassification": "token"}
@@ -104,11 +108,11 @@ class RewardModel(NullableSection):
     """rlc's key (verl has none): weight of the other source's score (rule functions, custom_reward_function or
     reward_api) added to the weighted model score; 0, the default, is verl's behaviour: the model's score alone.
     Unlike verl, a custom_reward_function does not switch the reward model off."""
-    reward_manager: str | None = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
+    reward_manager: str | None = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE, substitutes=PRIME_INSTEAD)
     """How samples are scored: naive (one at a time), batch, dapo (overlong penalty), prime, ..."""
-    reward_kwargs: dict[str, Any] = instead({}, "rlc's reward worker takes no extra arguments; overlong penalties "
-                                                "and other shaping given here are not applied")
-    """Extra arguments of the reward manager."""
+    reward_kwargs: dict[str, Any] = {}
+    """Extra arguments of the reward manager: the dapo manager's `overlong_buffer_cfg` (enable, len,
+    penalty_factor, log) and `max_resp_len`; rlc warns about any other."""
     use_reward_loop: bool = instead(True, "rlc computes rewards in its own reward worker")
     """verl: compute rewards in the reward loop workers."""
     num_workers: int | None = instead(1, "rlc's reward worker is one process; reward_api.max_workers sets the "
@@ -179,7 +183,7 @@ class RewardManager(Section):
     source: Literal["register", "importlib"] = partly("register", ("register",), "custom reward managers are not "
                                                                                  "implemented in rlc")
     """register: one of verl's managers by name; importlib: a class from module.path."""
-    name: str = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE)
+    name: str = partly("naive", IMPLEMENTED_REWARD_MANAGERS, NAIVE, substitutes=PRIME_INSTEAD)
     """Registered manager (mirrors reward_model.reward_manager)."""
     module: RewardManagerModule = RewardManagerModule()
     """A manager class of the user's."""
@@ -240,3 +244,14 @@ class RewardAPI(Section):
     """Directory to save scored samples in."""
     save_freq: int = 1
     """Save every this many steps."""
+
+
+def overlong_shaping(manager: str | None, kwargs: dict[str, Any], recipe: OverlongBuffer,
+                     max_response_length: int) -> tuple[OverlongBuffer, int]:
+    """DAPO's overlong shaping and the response length it counts back from: the DAPO recipe's
+    `reward_model.overlong_buffer`, or, as verl's main_ppo hands them to the dapo reward manager,
+    `reward_kwargs.overlong_buffer_cfg` and `max_resp_len`."""
+    given = kwargs.get("overlong_buffer_cfg") if manager == "dapo" else None
+    if recipe.enable or not given:
+        return recipe, max_response_length
+    return OverlongBuffer.model_validate(given), int(kwargs.get("max_resp_len") or max_response_length)
