@@ -11,7 +11,6 @@ from pydantic import Field
 from rlc.config.base import Section, instead, partly, refused
 from rlc.config.engine import (
     NO_PADDING_BUCKETS,
-    ULYSSES,
     Checkpoint,
     FSDPConfig,
     MegatronConfig,
@@ -123,8 +122,8 @@ class Actor(Section):
     """Seed of that shuffle."""
     grad_clip: float = Field(1.0, gt=0)
     """Clip the global gradient norm at this value."""
-    ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
-    """Ranks that split each sequence (DeepSpeed Ulysses); verl's data-parallel size is GPUs / this."""
+    ulysses_sequence_parallel_size: int = Field(1, ge=1)
+    """Ranks that split each sequence (DeepSpeed Ulysses, FSDP only); the data-parallel size is GPUs / this."""
     entropy_from_logits_with_chunking: bool = instead(False, "rlc computes the entropy over the whole logits")
     """Compute the entropy in chunks to save memory."""
     entropy_checkpointing: bool = instead(False, "rlc does not recompute the entropy in backward")
@@ -178,7 +177,7 @@ class Ref(Section):
     """Token-count micro-batches for reference log-probs (default: actor.use_dynamic_bsz)."""
     log_prob_max_token_len_per_gpu: int | None = Field(None, gt=0)
     """Token budget of those micro-batches (default: actor.ppo_max_token_len_per_gpu)."""
-    ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
+    ulysses_sequence_parallel_size: int | None = Field(None, ge=1)
     """Ranks that split each sequence (default: the actor's)."""
     use_torch_compile: bool = instead(True, NO_COMPILE, same_as=ACTOR + "use_torch_compile")
     """Compile the log-prob function with torch.compile (default: the actor's)."""

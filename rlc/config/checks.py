@@ -128,6 +128,45 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
         if n_gpus(cfg) % model_parallel:
             yield Diagnostic(f"tensor x pipeline parallel = {model_parallel} does not divide the {n_gpus(cfg)} GPUs",
                              (*ACTOR, "megatron", "tensor_model_parallel_size"))
+    yield from _check_ulysses(cfg)
+
+
+def _check_ulysses(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """Ulysses sequence parallelism: FSDP only, dividing the GPUs, the step's samples and the attention heads."""
+    arf = cfg.actor_rollout_ref
+    places = [(ACTOR, arf.actor.ulysses_sequence_parallel_size, arf.model.path)]
+    if uses_reference(cfg):
+        places.append(((*ARF, "ref"), arf.ref.ulysses_sequence_parallel_size or 1, arf.model.path))
+    if uses_critic(cfg):
+        places.append((("critic",), cfg.critic.ulysses_sequence_parallel_size, cfg.critic.model.path or arf.model.path))
+    gpus, samples = n_gpus(cfg), cfg.data.train_batch_size * arf.rollout.n
+    for where, sp, model_path in places:
+        key = (*where, "ulysses_sequence_parallel_size")
+        if sp == 1:
+            continue
+        if cfg.backend == "megatron":
+            yield Diagnostic("Ulysses sequence parallelism runs under the fsdp backend only", key,
+                             hint="set it to 1 under backend megatron")
+        elif gpus % sp:
+            yield Diagnostic(f"ulysses_sequence_parallel_size {sp} does not divide the {gpus} GPUs", key)
+        elif samples % gpus:
+            yield Diagnostic(f"train_batch_size x rollout.n = {samples} samples do not split over the {gpus} GPUs, "
+                             "which Ulysses needs (each rank passes its own rows to its sequence-parallel group)",
+                             ("data", "train_batch_size"), hint=f"make train_batch_size x rollout.n a multiple of {gpus}")
+        else:
+            yield from _check_ulysses_heads(model_path, sp, key)
+
+
+def _check_ulysses_heads(model_path: str | None, sp: int, key: tuple[str, ...]) -> Iterator[Diagnostic]:
+    from rlc.memory import read_model_config  # a local config.json only; absent here, the engine checks at start
+
+    config = read_model_config(model_path) if model_path else None
+    if not config:
+        return
+    heads = config.get("text_config", config).get("num_attention_heads")
+    if heads and heads % sp:
+        yield Diagnostic(f"ulysses_sequence_parallel_size {sp} does not divide the model's {heads} attention heads",
+                         key, hint="choose a divisor of the number of attention heads")
 
 
 def _check_rollout_gpus(cfg: RLCConfig) -> Iterator[Diagnostic]:

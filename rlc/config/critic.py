@@ -4,7 +4,7 @@ from pydantic import Field
 
 from rlc.config.actor import LossAggMode, Strategy
 from rlc.config.base import Section, instead, refused
-from rlc.config.engine import ULYSSES, Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
+from rlc.config.engine import Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
 from rlc.config.model import ModelConfig
 
 CRITIC_LORA = ("LoRA is implemented for the policy only (actor_rollout_ref.model.lora_rank); the critic trains all "
@@ -80,8 +80,8 @@ class Critic(Section):
     """Aggregation of the value loss (default: the actor's)."""
     loss_scale_factor: float | None = instead(None, "rlc divides seq-mean-token-sum-norm by the response length")
     """Divisor of seq-mean-token-sum-norm (default: the response length)."""
-    ulysses_sequence_parallel_size: int = refused(1, ULYSSES, ge=1)
-    """Ranks that split each sequence (DeepSpeed Ulysses)."""
+    ulysses_sequence_parallel_size: int = Field(1, ge=1)
+    """Ranks that split each sequence (DeepSpeed Ulysses, FSDP only)."""
     nccl_timeout: int = instead(600, "rlc uses actor_rollout_ref.nccl_timeout for every process group", gt=0)
     """Timeout of the critic's collective operations, in seconds."""
     load_weight: bool = instead(True, "rlc always loads the critic from model.path")

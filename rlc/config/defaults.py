@@ -40,6 +40,8 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
         if block.log_prob_max_token_len_per_gpu is None:
             block.log_prob_max_token_len_per_gpu = actor.ppo_max_token_len_per_gpu
     ref.strategy = ref.strategy or actor.strategy
+    if ref.ulysses_sequence_parallel_size is None:
+        ref.ulysses_sequence_parallel_size = actor.ulysses_sequence_parallel_size
 
     if cfg.reward.custom_reward_function.path and not cfg.custom_reward_function.path:  # verl 0.9.1's place
         cfg.custom_reward_function = cfg.reward.custom_reward_function.model_copy()

@@ -7,8 +7,9 @@ from pydantic import Field
 
 from rlc.config.base import PROFILING, Section, instead, partly, refused
 
-ULYSSES = ("Ulysses sequence parallelism is not implemented in rlc yet: each GPU holds whole sequences (verl "
-           "divides the data-parallel size by this; set it to 1)")
+ULYSSES = ("rlc implements Ulysses sequence parallelism under the FSDP engine's own keys "
+           "(actor_rollout_ref.actor/ref.ulysses_sequence_parallel_size, critic.ulysses_sequence_parallel_size), not "
+           "here; set it to 1")
 MEGATRON_SCHEDULE = ("rlc's Megatron engine uses the same schedule as FSDP: lr_scheduler_type, lr_warmup_steps "
                      "(_ratio) and min_lr_ratio")
 PRECISION_AWARE = "used only by Megatron's precision-aware optimizer, which rlc does not use"

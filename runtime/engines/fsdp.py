@@ -17,6 +17,10 @@ LoRA (`model.lora_rank` > 0, the actor only): `engines.lora` wraps the model in 
 optimizer takes only what requires gradients (the adapters), `named_weights` merges the adapters into the base for
 the rollout, and checkpoints add the adapter in PEFT's format (`lora_adapter/`), which `save_hf` writes alone.
 
+Ulysses sequence parallelism (`ulysses_sequence_parallel_size` sp > 1): `engines.ulysses`. The world forms
+world / sp data-parallel replicas of sp consecutive ranks; `data_parallel_size` is world / sp, `all_reduce_*` run
+over the replicas, and FSDP still shards over the whole world.
+
 The update itself is not here: it is `engines.update`, shared with the Megatron engine. This file only shards,
 runs forwards and backwards of the micro-batches it is given, and steps AdamW. Log-probs use
 `logits / temperature`, the distribution the rollout samples.
@@ -37,7 +41,7 @@ import torch.distributed as dist
 
 from rlc_runtime.algorithms.losses import entropy_from_logits, log_probs_from_logits, sum_pi_squared_from_logits
 from rlc_runtime.batch import TokenBatch
-from rlc_runtime.engines import lora
+from rlc_runtime.engines import lora, ulysses
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.optim import build_optimizer
 from rlc_runtime.engines.packing import packing_pays, response_logits
@@ -64,11 +68,17 @@ class FSDPEngine:
         self.offloads_params = self.sharded and bool(fsdp.param_offload or fsdp.offload_policy)
         self.offloads_optimizer = bool(fsdp.optimizer_offload) and not self.offloads_params and role != "ref"
         self.rank = dist.get_rank() if self.sharded else 0
-        self.data_parallel_size = dist.get_world_size() if self.sharded else 1
+        self.world_size = dist.get_world_size() if self.sharded else 1
+        self.sp = self.train_cfg.ulysses_sequence_parallel_size
+        self.sp_group, self.dp_group = self._sequence_parallel_groups()
+        self.data_parallel_size = self.world_size // self.sp
         trains = role != "ref"
         dtype = torch.bfloat16 if device == "cuda" and not trains else torch.float32
         model = load_causal_lm(self.model_cfg, dtype, "cpu", for_critic=role == "critic")
-        self.packed = bool(self.model_cfg.use_remove_padding) and packing_pays(model)
+        self.packed = bool(self.model_cfg.use_remove_padding) and packing_pays(model) and self.sp == 1
+        if self.sp > 1:
+            ulysses.check_heads(model, self.sp)
+            ulysses.use_ulysses_attention(model)
         self.tied = role != "critic" and bool(getattr(model.config, "tie_word_embeddings", False))
         checkpointing = trains and self.model_cfg.enable_gradient_checkpointing
         if checkpointing:
@@ -83,6 +93,18 @@ class FSDPEngine:
             on_gpu = all(p.device.type == "cuda" for p in trained)  # not when offloaded
             self.optimizer = build_optimizer(trained, self.train_cfg.optim, on_gpu)
 
+    def _sequence_parallel_groups(self) -> tuple[Any, Any]:
+        """(the sequence-parallel group, the data-parallel group), or (None, None) without Ulysses."""
+        if self.sp == 1:
+            return None, None
+        if self.world_size % self.sp:
+            raise ValueError(f"{self.role}: ulysses_sequence_parallel_size {self.sp} must divide the world size "
+                             f"{self.world_size} (a process group is needed: the worker creates it)")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(self.device, (self.world_size // self.sp, self.sp), mesh_dim_names=("dp", "sp"))
+        return mesh.get_group("sp"), mesh.get_group("dp")
+
     def _fsdp_config(self) -> Any:
         if self.role == "critic":
             return self.model_cfg.fsdp_config or self.train_cfg.fsdp
@@ -93,7 +115,7 @@ class FSDPEngine:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
         fsdp = self._fsdp_config()
-        mesh = init_device_mesh(self.device, (self.data_parallel_size,))
+        mesh = init_device_mesh(self.device, (self.world_size,))
         options: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": fsdp.reshard_after_forward}
         if self.offloads_params:
             options["offload_policy"] = CPUOffloadPolicy(pin_memory=self.device == "cuda")
@@ -109,12 +131,15 @@ class FSDPEngine:
 
     # the contract (engines.base.TrainEngine) ---------------------------------------------------------------------
     def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
-        """This rank's rows as they are. Every rank must run as many forwards (FSDP gathers are collectives)."""
+        """This rank's rows as they are, or under Ulysses its sequence-parallel group's rows concatenated (every
+        rank of the group computes on them). Every rank must run as many forwards (FSDP gathers are collectives)."""
         if self.sharded:
             total = float(self.all_reduce_sum(torch.tensor([len(batch)], dtype=torch.float64)))
             if total != len(batch) * self.data_parallel_size:
                 raise ValueError(f"rank {self.rank} holds {len(batch)} rows but the ranks' batches differ in size; "
                                  "split batches evenly over ranks (TokenBatch.chunk)")
+        if self.sp > 1:
+            return ulysses.group_rows(batch, self.sp_group, self.device)
         return batch, slice(None)
 
     def forward_backward(self, parts: list[TokenBatch], fn: MicroFn, backward: bool) -> list[dict[str, Any]]:
@@ -122,7 +147,9 @@ class FSDPEngine:
         results = []
         with torch.set_grad_enabled(backward):
             for part in parts:
-                loss, found = fn(part, _Outputs(self, part))
+                outputs = (ulysses.ShardedOutputs(self.model, part, self.device, self.sp_group, self.temperature)
+                           if self.sp > 1 else _Outputs(self, part))
+                loss, found = fn(part, outputs)
                 if backward:
                     loss.backward()
                 results.append(cpu_results(found))
@@ -160,7 +187,7 @@ class FSDPEngine:
         if not self.sharded:
             return values
         values = values.to(self.device)
-        dist.all_reduce(values, op=op)
+        dist.all_reduce(values, op=op, group=self.dp_group)
         return values.cpu()
 
     # weights and checkpoints -----------------------------------------------------------------------------------
@@ -182,7 +209,7 @@ class FSDPEngine:
             yield name, full.detach()
 
     def _files(self, directory: Path) -> dict[str, Path]:
-        tag = f"world_size_{self.data_parallel_size}_rank_{self.rank}.pt"
+        tag = f"world_size_{self.world_size}_rank_{self.rank}.pt"
         return {kind: Path(directory) / f"{kind}_{tag}" for kind in ("model", "optim", "extra_state")}
 
     def save_checkpoint(self, directory: Path, extra: dict[str, Any]) -> None:
@@ -209,7 +236,7 @@ class FSDPEngine:
             found = sorted(p.name for p in Path(directory).glob("model_world_size_*"))
             raise FileNotFoundError(f"{files['model']} is missing; the checkpoint holds {found or 'no model files'} "
                                     f"(resuming needs the world size it was written with, here "
-                                    f"{self.data_parallel_size})")
+                                    f"{self.world_size})")
         self.model.load_state_dict(torch.load(files["model"], map_location=self.device, weights_only=True))
         if self.optimizer is not None and files["optim"].exists():
             self.optimizer.load_state_dict(torch.load(files["optim"], map_location=self.device, weights_only=True))
