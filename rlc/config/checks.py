@@ -152,7 +152,8 @@ def _check_ulysses(cfg: RLCConfig) -> Iterator[Diagnostic]:
         elif samples % gpus:
             yield Diagnostic(f"train_batch_size x rollout.n = {samples} samples do not split over the {gpus} GPUs, "
                              "which Ulysses needs (each rank passes its own rows to its sequence-parallel group)",
-                             ("data", "train_batch_size"), hint=f"make train_batch_size x rollout.n a multiple of {gpus}")
+                             ("data", "train_batch_size"),
+                             hint=f"make train_batch_size x rollout.n a multiple of {gpus}")
         else:
             yield from _check_ulysses_heads(model_path, sp, key)
 

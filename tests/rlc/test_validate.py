@@ -307,3 +307,21 @@ def test_async_and_multi_turn_rules(tmp_path: Path) -> None:
     assert "multi_turn.enable needs rollout.mode async" in out
     assert "multi-turn rollout with tensor_model_parallel_size > 1 is not implemented" in out
     assert f"{tools}:5:" in out and "required must list names among the properties" in out
+
+
+def test_ulysses_is_fsdp_only_and_divides_gpus_and_heads(tmp_path: Path) -> None:
+    def problems(text: str) -> dict[str, str]:
+        return {p["path"]: p["message"] for p in json.loads(run("validate", "--format", "json",
+                                                                write(tmp_path, text))[1])}
+
+    key = "actor_rollout_ref.actor.ulysses_sequence_parallel_size"
+    sp2 = BASE.replace("    ppo_mini_batch_size: 8", f"    ppo_mini_batch_size: 8\n    {key.split('.')[-1]}: 2")
+    assert run("validate", write(tmp_path, sp2))[0] == 0
+    assert "fsdp backend only" in problems(sp2 + "backend: megatron\n")[key]
+    assert "does not divide the 2 GPUs" in problems(sp2.replace("parallel_size: 2", "parallel_size: 3"))[key]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "num_attention_heads": 3, "hidden_size": 192,
+                                                   "num_hidden_layers": 2, "intermediate_size": 256,
+                                                   "vocab_size": 300}))
+    assert "the model's 3 attention heads" in problems(sp2.replace("Qwen/Qwen2-0.5B", str(model)))[key]
