@@ -240,10 +240,10 @@ class Trainer:
                 metrics |= self._advantages(batch, scores, components)
             if self.use_critic:
                 with self._phase("update_critic", timings, metrics):
-                    metrics |= mean_metrics(self.workers.scatter("update_critic", batch.chunk(self.world)))
+                    metrics |= mean_metrics(self.workers.scatter("update_critic", self._parts("update_critic", batch)))
             if cfg.trainer.critic_warmup <= step:
                 with self._phase("update_actor", timings, metrics):
-                    metrics |= mean_metrics(self.workers.scatter("update_actor", batch.chunk(self.world)))
+                    metrics |= mean_metrics(self.workers.scatter("update_actor", self._parts("update_actor", batch)))
                 metrics |= self._mfu(batch, timings["update_actor"])
                 if self.pipeline is None:
                     with self._phase("update_weights", timings, metrics):
@@ -445,11 +445,28 @@ class Trainer:
                          (self.generators, self.generators.submit("receive_weights"))], "update_weights")
         self.sync_seconds += time.perf_counter() - start
 
+    def _parts(self, method: str, batch: TokenBatch) -> list[TokenBatch]:
+        """One part of `batch` per rank: a data-parallel chunk each, which the sp ranks of a Ulysses group share."""
+        sp = self._sequence_parallel(method)
+        return [part for part in batch.chunk(self.world // sp) for _ in range(sp)]
+
+    def _sequence_parallel(self, method: str) -> int:
+        arf = self.cfg.actor_rollout_ref
+        if method in ("values", "update_critic"):
+            return self.cfg.critic.ulysses_sequence_parallel_size
+        if method == "ref_log_probs" and not arf.model.lora_rank:  # with LoRA the reference is the actor's model
+            return arf.ref.ulysses_sequence_parallel_size or 1
+        return arf.actor.ulysses_sequence_parallel_size
+
+    def _per_rank(self, method: str, batch: TokenBatch) -> list[Any]:
+        """`method`'s results on each data-parallel chunk (the first rank of each Ulysses group answers for it)."""
+        return self.workers.scatter(method, self._parts(method, batch))[::self._sequence_parallel(method)]
+
     def _scatter(self, method: str, batch: TokenBatch) -> torch.Tensor:
-        return torch.cat(self.workers.scatter(method, batch.chunk(self.world)))
+        return torch.cat(self._per_rank(method, batch))
 
     def _old_log_probs(self, batch: TokenBatch) -> None:
-        parts = self.workers.scatter("log_probs", batch.chunk(self.world))
+        parts = self._per_rank("log_probs", batch)
         batch.old_log_probs = torch.cat([part["log_probs"] for part in parts])
         if "sum_pi_squared" in parts[0]:
             batch.sum_pi_squared = torch.cat([part["sum_pi_squared"] for part in parts])

@@ -132,14 +132,15 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
 
 
 def _check_ulysses(cfg: RLCConfig) -> Iterator[Diagnostic]:
-    """Ulysses sequence parallelism: FSDP only, dividing the GPUs, the step's samples and the attention heads."""
+    """Ulysses sequence parallelism: FSDP only, dividing the GPUs and the attention heads (check_batch_sizes
+    divides the samples over GPUs / sp data-parallel groups)."""
     arf = cfg.actor_rollout_ref
     places = [(ACTOR, arf.actor.ulysses_sequence_parallel_size, arf.model.path)]
     if uses_reference(cfg):
         places.append(((*ARF, "ref"), arf.ref.ulysses_sequence_parallel_size or 1, arf.model.path))
     if uses_critic(cfg):
         places.append((("critic",), cfg.critic.ulysses_sequence_parallel_size, cfg.critic.model.path or arf.model.path))
-    gpus, samples = n_gpus(cfg), cfg.data.train_batch_size * arf.rollout.n
+    gpus = n_gpus(cfg)
     for where, sp, model_path in places:
         key = (*where, "ulysses_sequence_parallel_size")
         if sp == 1:
@@ -149,11 +150,6 @@ def _check_ulysses(cfg: RLCConfig) -> Iterator[Diagnostic]:
                              hint="set it to 1 under backend megatron")
         elif gpus % sp:
             yield Diagnostic(f"ulysses_sequence_parallel_size {sp} does not divide the {gpus} GPUs", key)
-        elif samples % gpus:
-            yield Diagnostic(f"train_batch_size x rollout.n = {samples} samples do not split over the {gpus} GPUs, "
-                             "which Ulysses needs (each rank passes its own rows to its sequence-parallel group)",
-                             ("data", "train_batch_size"),
-                             hint=f"make train_batch_size x rollout.n a multiple of {gpus}")
         else:
             yield from _check_ulysses_heads(model_path, sp, key)
 

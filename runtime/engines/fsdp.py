@@ -18,8 +18,9 @@ optimizer takes only what requires gradients (the adapters), `named_weights` mer
 the rollout, and checkpoints add the adapter in PEFT's format (`lora_adapter/`), which `save_hf` writes alone.
 
 Ulysses sequence parallelism (`ulysses_sequence_parallel_size` sp > 1): `engines.ulysses`. The world forms
-world / sp data-parallel replicas of sp consecutive ranks; `data_parallel_size` is world / sp, `all_reduce_*` run
-over the replicas, and FSDP still shards over the whole world.
+world / sp data-parallel replicas of sp consecutive ranks, which are given the same rows (the trainer sends each
+group one chunk); `data_parallel_size` is world / sp, `all_reduce_*` run over the replicas, and FSDP still shards
+over the whole world.
 
 The update itself is not here: it is `engines.update`, shared with the Megatron engine. This file only shards,
 runs forwards and backwards of the micro-batches it is given, and steps AdamW. Log-probs use
@@ -131,15 +132,13 @@ class FSDPEngine:
 
     # the contract (engines.base.TrainEngine) ---------------------------------------------------------------------
     def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
-        """This rank's rows as they are, or under Ulysses its sequence-parallel group's rows concatenated (every
-        rank of the group computes on them). Every rank must run as many forwards (FSDP gathers are collectives)."""
+        """This rank's rows as they are (under Ulysses, the rows its sequence-parallel group shares). Every rank must
+        run as many forwards (FSDP gathers are collectives)."""
         if self.sharded:
             total = float(self.all_reduce_sum(torch.tensor([len(batch)], dtype=torch.float64)))
             if total != len(batch) * self.data_parallel_size:
                 raise ValueError(f"rank {self.rank} holds {len(batch)} rows but the ranks' batches differ in size; "
                                  "split batches evenly over ranks (TokenBatch.chunk)")
-        if self.sp > 1:
-            return ulysses.group_rows(batch, self.sp_group, self.device)
         return batch, slice(None)
 
     def forward_backward(self, parts: list[TokenBatch], fn: MicroFn, backward: bool) -> list[dict[str, Any]]:

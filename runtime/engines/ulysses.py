@@ -1,12 +1,12 @@
 """Ulysses sequence parallelism for the FSDP2 engine (`ulysses_sequence_parallel_size`, DeepSpeed-Ulysses).
 
-The world's W ranks form W / sp data-parallel replicas of sp consecutive ranks each. The ranks of one group
-compute on the same rows (the engine's `data_batch` concatenates their slices, as Megatron's model-parallel
-groups do), and each runs the model on its 1/sp of the (right-padded) sequence with the global position ids, so
-activations shrink by sp. Only attention needs the whole sequence: an all-to-all over the group turns
-sequence-sharded q/k/v [b, heads, s/sp, d] into head-sharded [b, heads/sp, s, d], attention runs over the full
-sequence for those heads, and the inverse all-to-all brings the output back to sequence shards. FSDP still shards
-the parameters over the whole world (verl's layout).
+The world's W ranks form W / sp data-parallel replicas of sp consecutive ranks each. The ranks of one group are
+given the same rows (the trainer sends each group one data-parallel chunk, verl's dispatch), and each runs the
+model on its 1/sp of the (right-padded) sequence with the global position ids, so activations shrink by sp. Only
+attention needs the whole sequence: an all-to-all over the group turns sequence-sharded q/k/v [b, heads, s/sp, d]
+into head-sharded [b, heads/sp, s, d], attention runs over the full sequence for those heads, and the inverse
+all-to-all brings the output back to sequence shards. FSDP still shards the parameters over the whole world
+(verl's layout).
 
 The attention is registered with transformers' `AttentionInterface` under `ATTENTION`; the full padding mask and
 the group travel as forward kwargs, which transformers hands to every attention call (and which gradient
@@ -191,16 +191,3 @@ class ShardedOutputs:
         logits, _ = local_forward(self.model, self.part, self.device, self.group)
         return self._gathered(logits[..., 0])
 
-
-def group_rows(batch: Any, group: dist.ProcessGroup, device: str) -> tuple[Any, slice]:
-    """The group's ranks' rows concatenated in rank order (each rank passes its own, as many as the others), and
-    where this rank's rows sit in them."""
-    size, index = dist.get_world_size(group), dist.get_rank(group)
-    fields: dict[str, Any] = {}
-    for name, value in vars(batch).items():
-        if isinstance(value, torch.Tensor):
-            local = value.to(device).contiguous()
-            parts = [torch.empty_like(local) for _ in range(size)]
-            dist.all_gather(parts, local, group=group)
-            fields[name] = torch.cat(parts).cpu()
-    return type(batch)(**fields), slice(index * len(batch), (index + 1) * len(batch))

@@ -78,6 +78,20 @@ def test_grpo_two_ranks_gloo_with_kl_loss(tmp_path: Path) -> None:
         "model_world_size_2_rank_0.pt", "model_world_size_2_rank_1.pt"}
 
 
+def test_grpo_ulysses_two_ranks_one_sequence_parallel_group(tmp_path: Path) -> None:
+    # sp 2 on 2 ranks: one data-parallel group; the old and reference log-probs of the split sequences must equal
+    # the HF rollout's own (logprob_diff) and the actor's in the first update (kl_loss 0)
+    ulysses = {"ulysses_sequence_parallel_size": 2}
+    write_run_dir(tmp_path, trainer={"n_gpus_per_node": 2, "total_training_steps": 2},
+                  actor_rollout_ref={"actor": {"use_kl_loss": True, "ppo_mini_batch_size": 4,
+                                               "ppo_micro_batch_size_per_gpu": 4, **ulysses}, "ref": ulysses})
+    _run(tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["rollout/logprob_diff"] < 1e-3 for r in rows)
+    assert rows[0]["actor/kl_loss"] == pytest.approx(0.0, abs=1e-6) and rows[1]["actor/kl_loss"] > 0
+
+
 def test_gae_with_critic_and_kl_in_reward(tmp_path: Path) -> None:
     write_run_dir(tmp_path, algorithm={"adv_estimator": "gae", "use_kl_in_reward": True,
                                        "kl_ctrl": {"type": "adaptive", "kl_coef": 0.01}},

@@ -198,9 +198,10 @@ def test_ulysses_divides_the_data_parallel_size_as_in_verl() -> None:
     # one sample per rank and micro-batch; over 8 ranks the same batch would be short.
     tree = {"trainer": {"n_gpus_per_node": 8}, "actor_rollout_ref": {
         "rollout": {"n": 1}, "actor": {"ulysses_sequence_parallel_size": 2}}}
+    assert [d for d in _diagnostics(tree) if d.severity == "error"] == []
+    tree["actor_rollout_ref"]["actor"]["ulysses_sequence_parallel_size"] = 1
     found = [d for d in _diagnostics(tree) if d.severity == "error"]
-    assert [d.dotted for d in found] == ["actor_rollout_ref.actor.ulysses_sequence_parallel_size"]
-    assert "Ulysses sequence parallelism is not implemented in rlc yet" in found[0].message
+    assert [d.dotted for d in found] == ["trainer.nnodes"]
 
 
 def test_a_key_verl_ignores_while_its_switch_is_off_is_silent_until_it_is_on() -> None:
