@@ -32,6 +32,8 @@ def _config(checkpoint: Path, sp: int) -> Any:
     cfg = make_config(checkpoint, packed=False, mini=ROWS, micro=2, ulysses_sequence_parallel_size=sp,
                       optim={"override_optimizer_config": {"eps": 1e-6}})
     cfg.critic.ulysses_sequence_parallel_size = sp
+    # recomputed layers must find the group and the mask again in backward (they travel as forward kwargs)
+    cfg.actor_rollout_ref.model.enable_gradient_checkpointing = sp > 1
     return cfg
 
 
