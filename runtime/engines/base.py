@@ -53,6 +53,7 @@ class TrainEngine(Protocol):
     device: str
     data_parallel_size: int
     equal_micro_batches: bool  # a pipeline sends activations of one fixed shape: micro-batches must be equal
+    sequence_parallel_size: int  # ranks that split each sequence (Ulysses): a token budget per GPU grows by it
 
     def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
         """The rows this data-parallel replica computes on, from this rank's slice (a model-parallel group

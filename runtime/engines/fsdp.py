@@ -70,7 +70,7 @@ class FSDPEngine:
         self.offloads_optimizer = bool(fsdp.optimizer_offload) and not self.offloads_params and role != "ref"
         self.rank = dist.get_rank() if self.sharded else 0
         self.world_size = dist.get_world_size() if self.sharded else 1
-        self.sp = self.train_cfg.ulysses_sequence_parallel_size
+        self.sp = self.sequence_parallel_size = self.train_cfg.ulysses_sequence_parallel_size or 1
         self.sp_group, self.dp_group = self._sequence_parallel_groups()
         self.data_parallel_size = self.world_size // self.sp
         trains = role != "ref"

@@ -133,6 +133,7 @@ class AdapterlessReference:
         self.device = actor.device
         self.data_parallel_size = actor.data_parallel_size
         self.equal_micro_batches = actor.equal_micro_batches
+        self.sequence_parallel_size = actor.sequence_parallel_size
 
     def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
         return self.actor.data_batch(batch)

@@ -86,6 +86,7 @@ class MegatronEngine:
             self.sequence_parallel = False
         self.data_parallel_size = parallel_state.get_data_parallel_world_size()
         self.equal_micro_batches = self.pp > 1  # the pipeline sends activations of one fixed shape
+        self.sequence_parallel_size = 1  # megatron's own sequence parallelism splits within tensor parallelism
         self.module = self._build()
         self.model: torch.nn.Module = self.module
         self.optimizer: Any = None

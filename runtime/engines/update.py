@@ -16,7 +16,8 @@ Decisions, and why:
 - Metrics are means over micro-batches, then over data-parallel ranks, under verl's names.
 - Dynamic batching (`use_dynamic_bsz`): micro-batches are cut by a token budget (`ppo_max_token_len_per_gpu`,
   `log_prob_max_token_len_per_gpu`: prompt + response tokens, as verl counts them) instead of a row count, balanced
-  longest-first, as few as fit; every data-parallel rank runs as many as the rank that needs the most (FSDP's
+  longest-first, as few as fit (the budget is per GPU: under Ulysses a micro-batch holds sp times as many tokens,
+  as in verl); every data-parallel rank runs as many as the rank that needs the most (FSDP's
   gathers are collectives). The weighting above makes the gradient independent of how rows are grouped, so it
   equals the fixed micro-batches' exactly; forward-only results are put back in the rows' order.
 """
@@ -202,14 +203,15 @@ def split_micro_batches(engine: TrainEngine, batch: TokenBatch, size: int | None
     and the order of the rows they hold."""
     if token_budget is None:
         return micro_batches(batch, size, engine.equal_micro_batches), list(range(len(batch)))
+    token_budget *= engine.sequence_parallel_size  # each rank of a Ulysses group holds 1/sp of the tokens (verl)
     if engine.equal_micro_batches:
         raise ValueError("use_dynamic_bsz needs micro-batches of different sizes, which megatron's pipeline "
                          "(pipeline_model_parallel_size > 1) cannot run: turn use_dynamic_bsz off")
     lengths = batch.attention_mask.sum(-1).tolist()
     if max(lengths) > token_budget:
         raise ValueError(f"a sequence of {max(lengths)} tokens exceeds the micro-batch token budget {token_budget} "
-                         "(ppo_max_token_len_per_gpu / log_prob_max_token_len_per_gpu): raise it to at least "
-                         "max_prompt_length + max_response_length")
+                         "(ppo_max_token_len_per_gpu / log_prob_max_token_len_per_gpu, times the Ulysses size): "
+                         "raise it to at least max_prompt_length + max_response_length")
     count = -(-sum(lengths) // token_budget)
     while True:  # every rank takes the same decisions from the same reduced numbers
         count = int(engine.all_reduce_max(torch.tensor([count], dtype=torch.float64)))

@@ -48,6 +48,8 @@ def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None
         update = policy_update(FSDPEngine(cfg, "actor", "cpu"), cfg)
         results["data_parallel_size"] = update.engine.data_parallel_size
         results["log_probs"], results["entropy"] = compute_log_probs(update.engine, mine, 1, with_entropy=True)
+        # a budget of 4 tokens per GPU is 8 per group of 2 (verl): the 6-token row fits, in 3 micro-batches
+        results["dynamic"], _ = compute_log_probs(update.engine, mine, None, token_budget=4)
         results["metrics"] = update(mine)
         results["updated"] = weights(update.engine)
         results["values"] = compute_values(FSDPEngine(cfg, "critic", "cpu"), mine, 2)
@@ -90,6 +92,9 @@ def test_two_sequence_parallel_ranks_match_one_rank(checkpoint: Path, tmp_path: 
         torch.testing.assert_close(r["log_probs"], log_probs, atol=1e-5, rtol=0)
         torch.testing.assert_close(r["entropy"], entropy, atol=1e-5, rtol=0)
         torch.testing.assert_close(r["values"], values, atol=1e-5, rtol=0)
+        torch.testing.assert_close(r["dynamic"], log_probs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="a sequence of 6 tokens exceeds the micro-batch token budget 4"):
+        compute_log_probs(update.engine, batch, None, token_budget=4)
 
     initial = weights(update.engine)
     metrics = update(batch)
