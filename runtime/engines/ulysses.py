@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from rlc_runtime.algorithms.losses import entropy_from_logits, log_probs_from_logits, sum_pi_squared_from_logits
+from rlc_runtime.engines.packing import accepts_logits_to_keep
 
 ATTENTION = "rlc_ulysses"
 
@@ -142,16 +143,23 @@ def local_slice(tensor: torch.Tensor, rank: int, sp: int) -> torch.Tensor:
 
 def local_forward(model: torch.nn.Module, batch: Any, device: str,
                   group: dist.ProcessGroup) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's [b, s/sp, V] float32 logits (values for a critic) of the batch's right-padded sequences, and
-    the [b, s/sp] token each position predicts (the next one; 0 past the end)."""
+    """This rank's float32 logits (values for a critic) of the batch's right-padded sequences at the positions of
+    its shard from the first one that predicts a response token on, [b, keep, V], and the [b, keep] tokens they
+    predict (the next one; 0 past the end). The head runs on those positions only: the vocabulary is where the
+    memory goes."""
     sp, rank = dist.get_world_size(group), dist.get_rank(group)
     ids, mask, positions = (pad_to_multiple(t, sp) for t in (batch.input_ids, batch.attention_mask,
                                                              batch.position_ids))
     labels = F.pad(ids[:, 1:], (0, 1))
+    shard = ids.shape[1] // sp
+    keep = max(0, min(shard, (rank + 1) * shard - (batch.prompt_length - 1)))  # a suffix of the shard
+    kwargs = {"logits_to_keep": torch.arange(shard - keep, shard, device=device)} \
+        if accepts_logits_to_keep(model) else {}
     out = model(input_ids=local_slice(ids, rank, sp).to(device),
                 position_ids=local_slice(positions, rank, sp).to(device), use_cache=False,
-                ulysses_group=group, ulysses_mask=mask.to(device))
-    return out.logits.float(), local_slice(labels, rank, sp).to(device)
+                ulysses_group=group, ulysses_mask=mask.to(device), **kwargs)
+    logits = out.logits[:, out.logits.shape[1] - keep:]  # a value head scores every position anyway
+    return logits.float(), local_slice(labels, rank, sp)[:, shard - keep:].to(device)
 
 
 def response_columns(full: torch.Tensor, batch: Any) -> torch.Tensor:
@@ -174,7 +182,10 @@ class ShardedOutputs:
             self._local = logits / self.temperature, labels
         return self._local
 
-    def _gathered(self, local: torch.Tensor) -> torch.Tensor:
+    def _gathered(self, kept: torch.Tensor) -> torch.Tensor:
+        """[b, keep] of this shard -> the [b, R] response columns of the whole sequence."""
+        shard = -(-self.part.input_ids.shape[1] // dist.get_world_size(self.group))
+        local = F.pad(kept, (shard - kept.shape[1], 0))  # zeros before the response: every shard the same width
         return response_columns(gather_sequence(local, self.group), self.part)
 
     def log_probs(self) -> torch.Tensor:
