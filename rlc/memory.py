@@ -249,7 +249,8 @@ def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
         lines.append(Line("gathered weights", (2 * layer + shape.vocab * shape.hidden) * 2,
                           "bf16 copies FSDP gathers: two decoder layers and the embeddings"))
     micro = arf.actor.ppo_micro_batch_size_per_gpu or 1
-    tokens = micro * _sequence_length(config)
+    sp = arf.actor.ulysses_sequence_parallel_size if config.backend == "fsdp" else 1
+    tokens = micro * -(-_sequence_length(config) // sp)  # Ulysses: each rank holds 1/sp of every sequence
     checkpointing = arf.model.enable_gradient_checkpointing
     activations = tokens * shape.activation_bytes_per_token(checkpointing)
     if config.backend == "megatron":

@@ -104,6 +104,16 @@ def test_a_rollout_sharing_the_gpu_stays_in_every_phase(tmp_path: Path) -> None:
     assert "vLLM asleep" not in update
 
 
+def test_ulysses_splits_the_activations_of_each_sequence(tmp_path: Path) -> None:
+    """sp ranks share each sequence (64 + 64 tokens): a rank's activations are those of 64 of its tokens."""
+    sets = ["trainer.n_gpus_per_node=2"]
+    shape = ModelShape.from_config(read_model_config(str(TINY)))
+    one = _lines(estimate(load_config(_config(tmp_path, TINY), sets).config, shape, 80 * GiB), "update")
+    sets.append("actor_rollout_ref.actor.ulysses_sequence_parallel_size=2")
+    two = _lines(estimate(load_config(_config(tmp_path, TINY), sets).config, shape, 80 * GiB), "update")
+    assert two["activations"] == one["activations"] / 2 > 0
+
+
 def test_lora_counts_adapter_state_and_no_reference(tmp_path: Path) -> None:
     """peft's adapters (all-linear, rank 8) trained one step: their weights, gradients and Adam moments."""
     from peft import LoraConfig, get_peft_model
