@@ -146,7 +146,8 @@ def summary(plan: LaunchPlan) -> str:
         f"executor  {plan.executor}   device {plan.device}   backend {p.backend}",
         f"cluster   {plan.nnodes} node(s) x {plan.gpus_per_node} {'GPU' if plan.device == 'cuda' else 'CPU rank'}(s)"
         f", {p.world_size} training rank(s)",
-        f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}",
+        f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}"
+        + (f" x sequence (Ulysses) {p.sequence_parallel}" if p.sequence_parallel > 1 else ""),
         f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel} "
         f"({p.rollout_placement})",
         *([f"reward    model on {p.reward_model.world_size} rank(s) of its own"
