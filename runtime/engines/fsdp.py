@@ -78,7 +78,7 @@ class FSDPEngine:
         model = load_causal_lm(self.model_cfg, dtype, "cpu", for_critic=role == "critic")
         self.packed = bool(self.model_cfg.use_remove_padding) and packing_pays(model) and self.sp == 1
         if self.sp > 1:
-            ulysses.check_heads(model, self.sp)
+            ulysses.check_model(model, self.sp)
             ulysses.use_ulysses_attention(model)
         self.tied = role != "critic" and bool(getattr(model.config, "tie_word_embeddings", False))
         checkpointing = trains and self.model_cfg.enable_gradient_checkpointing

@@ -75,8 +75,8 @@ def heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
 
 def attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               attention_mask: Any, scaling: float | None = None, dropout: float = 0.0,
-              ulysses_group: dist.ProcessGroup | None = None, ulysses_mask: torch.Tensor | None = None,
-              **_: Any) -> tuple[torch.Tensor, None]:
+              sliding_window: int | None = None, ulysses_group: dist.ProcessGroup | None = None,
+              ulysses_mask: torch.Tensor | None = None, **_: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: q [b, H, s/sp, d], k/v [b, KV, s/sp, d] -> [b, s/sp, H, d]."""
     if ulysses_group is None or ulysses_mask is None:
         raise RuntimeError(f"attention {ATTENTION!r} runs only inside the FSDP engine's Ulysses forward")
@@ -87,6 +87,8 @@ def attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, v
     q, k, v = (seq_to_heads(t, ulysses_group) for t in (query, key, value))
     length = q.shape[2]
     causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    if sliding_window:  # transformers' window: key index > query index - window
+        causal = causal.triu(1 - sliding_window)
     allowed = causal & ulysses_mask.bool()[:, None, None, :]
     # a query with no real key before it (left padding) attends to itself, so its (unused) output is not NaN
     allowed = allowed | torch.eye(length, dtype=torch.bool, device=q.device)
@@ -105,10 +107,15 @@ def use_ulysses_attention(model: torch.nn.Module) -> None:
     hf.set_attn_implementation(ATTENTION)
 
 
-def check_heads(model: torch.nn.Module, sp: int) -> None:
-    heads = getattr(getattr(model, "config", None) or model.model.config, "num_attention_heads", None)
+def check_model(model: torch.nn.Module, sp: int) -> None:
+    """What this attention cannot run: heads that do not split over sp, soft-capped attention logits."""
+    config = getattr(model, "config", None) or model.model.config
+    heads = getattr(config, "num_attention_heads", None)
     if heads is None or heads % sp:
         raise ValueError(f"ulysses_sequence_parallel_size {sp} must divide the model's {heads} attention heads")
+    if getattr(config, "attn_logit_softcapping", None):
+        raise ValueError(f"{config.model_type}'s soft-capped attention is not implemented under Ulysses in rlc: set "
+                         "ulysses_sequence_parallel_size to 1")
 
 
 class _GatherSeq(torch.autograd.Function):
@@ -117,8 +124,9 @@ class _GatherSeq(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, local: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
         ctx.group, ctx.size, ctx.rank = group, dist.get_world_size(group), dist.get_rank(group)
+        local = local.contiguous()
         parts = [torch.empty_like(local) for _ in range(ctx.size)]
-        dist.all_gather(parts, local.contiguous(), group=group)
+        dist.all_gather(parts, local, group=group)
         return torch.cat(parts, dim=1)
 
     @staticmethod

@@ -27,6 +27,13 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ulysses") / "qwen2", "qwen2")
 
 
+@pytest.fixture(scope="module")
+def windowed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # mistral with 4 heads over 2 key/value heads (split, not repeated) and a 3-token sliding window
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ulysses") / "mistral", "mistral", hidden_size=256,
+                                 num_key_value_heads=2, sliding_window=3)
+
+
 def _config(checkpoint: Path, sp: int) -> Any:
     # Adam's eps at 1e-6: a gradient element near 1e-8 (the default eps) turns its float noise into a full step
     cfg = make_config(checkpoint, packed=False, mini=ROWS, micro=2, ulysses_sequence_parallel_size=sp,
@@ -37,7 +44,7 @@ def _config(checkpoint: Path, sp: int) -> Any:
     return cfg
 
 
-def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None:
+def _rank(rank: int, world: int, port: int, checkpoint: Path, windowed: Path, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -53,6 +60,7 @@ def _rank(rank: int, world: int, port: int, checkpoint: Path, out: Path) -> None
         results["metrics"] = update(mine)
         results["updated"] = weights(update.engine)
         results["values"] = compute_values(FSDPEngine(cfg, "critic", "cpu"), mine, 2)
+        results["windowed"], _ = compute_log_probs(FSDPEngine(_config(windowed, sp=2), "ref", "cpu"), mine, 2)
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, results)
         if rank == 0:
@@ -72,13 +80,13 @@ def _all_to_all_round_trip(rank: int, world: int) -> bool:
                                                                              local)
 
 
-def test_two_sequence_parallel_ranks_match_one_rank(checkpoint: Path, tmp_path: Path) -> None:
+def test_two_sequence_parallel_ranks_match_one_rank(checkpoint: Path, windowed: Path, tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_rank, args=(2, port, checkpoint, tmp_path), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, port, checkpoint, windowed, tmp_path), nprocs=2, join=True)
     ranks = torch.load(tmp_path / "ranks.pt", weights_only=False)
     assert all(r["all_to_all"] for r in ranks)
     assert [r["data_parallel_size"] for r in ranks] == [1, 1]
@@ -88,11 +96,13 @@ def test_two_sequence_parallel_ranks_match_one_rank(checkpoint: Path, tmp_path: 
     log_probs, entropy = compute_log_probs(update.engine, batch, 1, with_entropy=True)
     assert log_probs.abs().sum() > 0
     values = compute_values(FSDPEngine(cfg, "critic", "cpu"), batch, 2)
+    window, _ = compute_log_probs(FSDPEngine(_config(windowed, sp=1), "ref", "cpu"), batch, 2)
     for r in ranks:  # each rank of the group returns the group's rows
         torch.testing.assert_close(r["log_probs"], log_probs, atol=1e-5, rtol=0)
         torch.testing.assert_close(r["entropy"], entropy, atol=1e-5, rtol=0)
         torch.testing.assert_close(r["values"], values, atol=1e-5, rtol=0)
         torch.testing.assert_close(r["dynamic"], log_probs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(r["windowed"], window, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="a sequence of 6 tokens exceeds the micro-batch token budget 4"):
         compute_log_probs(update.engine, batch, None, token_budget=4)
 
