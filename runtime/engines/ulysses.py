@@ -11,8 +11,9 @@ all-to-all brings the output back to sequence shards. FSDP still shards the para
 The attention is registered with transformers' `AttentionInterface` under `ATTENTION`; the full padding mask and
 the group travel as forward kwargs, which transformers hands to every attention call (and which gradient
 checkpointing keeps for its recompute). The model builds no mask for this name; attention here builds
-causal + key padding from the full mask and runs torch's sdpa, so under Ulysses the sequence is always padded
-(no packing) and a flash-attention setting is not used. Key/value heads that do not divide by sp are repeated to
+causal + key padding (+ the layer's sliding window) from the full mask and runs torch's sdpa, so under Ulysses the
+sequence is always padded (no packing) and a flash-attention setting is not used; soft-capped attention logits
+(Gemma 2) are refused. Key/value heads that do not divide by sp are repeated to
 the query heads first (GQA), as verl does; query heads must divide by sp (validation refuses otherwise).
 
 Per-token outputs (log-probs, entropy, values) are computed on each rank's slice and gathered along the sequence.
