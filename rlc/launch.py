@@ -74,7 +74,7 @@ def prepare(request: LaunchRequest) -> tuple[LaunchPlan, list[Path], list[Diagno
 def compile_launch(request: LaunchRequest) -> Compiled:
     """Everything up to a rendered run directory, in memory; raises CompileError on any refusal."""
     from rlc.loader import load_config
-    from rlc.memory import plan_memory, verdict
+    from rlc.memory import UnknownShape, plan_memory, verdict
     from rlc.plan import make_plan, run_dir_name
     from rlc.resolve import resolve
     from rlc.secrets import holds_secrets, referenced_env
@@ -102,15 +102,19 @@ def compile_launch(request: LaunchRequest) -> Compiled:
                           or dotted(n.path) in resolved.unpinned]
         if trainer.resume_mode == "disable":
             trainer.resume_mode = "auto"
-    memory = plan_memory(config)
+    try:
+        memory, no_estimate = plan_memory(config), None
+    except UnknownShape as err:
+        memory, no_estimate = None, str(err)
     if not request.dry_run and not request.force and (refusal := verdict(config, memory, "error")):
         raise CompileError(refusal)
     tree = resolved.tree()
     plan = make_plan(config, str(run_dir), executor, python=sys.executable, memory=memory,
                      unpinned=resolved.unpinned, referenced_env=tuple(referenced_env(tree)))
     if memory is None and trainer.device == "cuda":
-        plan.notes.append(f"memory estimate skipped: no config.json of {config.actor_rollout_ref.model.path} on "
-                          "this machine (neither a local folder with one nor in the local Hugging Face cache)")
+        plan.notes.append(f"memory estimate skipped: {config.actor_rollout_ref.model.path}: " + (
+            no_estimate or "no config.json on this machine (neither a local folder with one nor in the local "
+                           "Hugging Face cache)"))
     header = resolved.header(f"Resolved by rlc from {request.config} at {time.strftime('%Y-%m-%d %H:%M:%S')}.")
     compiled = Compiled(replace(request, executor=executor), plan, config, tree, header, holds_secrets(tree),
                         loaded.warnings + resolved.notes)

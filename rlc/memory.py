@@ -42,6 +42,13 @@ VLLM_ASLEEP = 1.0 * GiB  # what a sleeping vLLM keeps: CUDA graphs, compile buff
 HEADROOM = 0.95  # a suggested change must leave this much of the GPU's memory: the estimate is good to ~5%
 
 
+class UnknownShape(ValueError):
+    """A config.json that lacks what the estimate needs (a model type rlc does not know the keys of)."""
+
+
+REQUIRED = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers")
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What the estimate needs of a decoder-only model's config.json."""
@@ -66,6 +73,8 @@ class ModelShape:
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> ModelShape:
         cfg = cfg.get("text_config", cfg)  # multimodal wrappers keep the language model's shape inside
+        if missing := [key for key in REQUIRED if not isinstance(cfg.get(key), int) or cfg[key] <= 0]:
+            raise UnknownShape(f"its config.json has no {', '.join(missing)}")
         kind = cfg.get("model_type", "")
         hidden, heads, layers = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
         experts = cfg.get("num_local_experts") or cfg.get("num_experts") or 0
@@ -366,7 +375,8 @@ def render(plan: MemoryPlan) -> str:
 # verdicts ------------------------------------------------------------------------------------------------------
 def plan_memory(config: Any) -> MemoryPlan | None:
     """The estimate of a resolved config on its GPUs; None off the GPU or when the model's config.json is not
-    on this machine (a Hub id that is not cached)."""
+    on this machine (a Hub id that is not cached). Raises UnknownShape for a config.json it cannot read a shape
+    from."""
     if config.trainer.device != "cuda":
         return None
     model = config.actor_rollout_ref.model

@@ -642,9 +642,13 @@ def _looks_local(path: str) -> bool:
 
 def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     """A warning when the per-GPU estimate exceeds the GPU (`rlc launch` refuses it unless --force)."""
-    from rlc.memory import plan_memory, verdict
+    from rlc.memory import UnknownShape, plan_memory, verdict
 
-    yield from verdict(cfg, plan_memory(cfg))
+    try:
+        yield from verdict(cfg, plan_memory(cfg))
+    except UnknownShape as err:
+        yield Diagnostic(f"no memory estimate for {cfg.actor_rollout_ref.model.path}: {err}",
+                         (*ARF, "model", "path"), severity="warning")
 
 
 CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,

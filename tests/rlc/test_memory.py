@@ -226,3 +226,13 @@ def test_plan_json_carries_the_estimate_and_cpu_runs_have_none(tmp_path: Path) -
     cpu = _config(tmp_path, TINY, extra="")
     cpu.write_text(cpu.read_text().replace("device: cuda", "device: cpu"))
     assert prepare(LaunchRequest(cpu, run_dir=tmp_path / "cpu", dry_run=True))[0].memory is None
+
+
+def test_a_config_without_a_shape_is_a_warning_not_a_crash(tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "odd", "hidden_size": 64}))
+    cfg = _config(tmp_path, folder, gpu_gb=48)
+    result = CliRunner().invoke(app, ["validate", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "its config.json has no vocab_size, num_attention_heads, num_hidden_layers" in result.output
