@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,18 +53,10 @@ class InteractionSpec:
 
 def read_tools(path: str) -> list[ToolSpec]:
     """The tools of `path`; raises CompileError with every problem found."""
-    source, problems = _load(path)
-    tools = source.data.get("tools")
-    if not isinstance(tools, list) or not tools:
-        raise CompileError([_at(source, ("tools",), "a tool file needs a non-empty `tools:` list")])
-    specs, names = [], set()
-    for index, item in enumerate(tools):
-        where: KeyPath = ("tools", index)
-        if not isinstance(item, dict):
-            problems.append(_at(source, where, "each tool is a mapping with class_name and tool_schema"))
-            continue
-        problems += _class_problems(source, where, item.get("class_name"))
-        problems += _config_problems(source, where, item.get("config", {}))
+    source = _load(path)
+    specs, names, problems = [], set(), []
+    for where, item in _entries(source, "tools", "a tool file needs a non-empty `tools:` list",
+                                "each tool is a mapping with class_name and tool_schema", problems):
         schema_problems = _schema_problems(source, (*where, "tool_schema"), item.get("tool_schema"))
         problems += schema_problems
         if schema_problems:
@@ -80,19 +73,10 @@ def read_tools(path: str) -> list[ToolSpec]:
 
 
 def read_interactions(path: str) -> list[InteractionSpec]:
-    source, problems = _load(path)
-    items = source.data.get("interaction")
-    if not isinstance(items, list) or not items:
-        raise CompileError([_at(source, ("interaction",), "an interaction file needs a non-empty `interaction:` "
-                                                          "list")])
-    specs = []
-    for index, item in enumerate(items):
-        where: KeyPath = ("interaction", index)
-        if not isinstance(item, dict):
-            problems.append(_at(source, where, "each interaction is a mapping with name and class_name"))
-            continue
-        problems += _class_problems(source, where, item.get("class_name"))
-        problems += _config_problems(source, where, item.get("config", {}))
+    source = _load(path)
+    specs, problems = [], []
+    for where, item in _entries(source, "interaction", "an interaction file needs a non-empty `interaction:` list",
+                                "each interaction is a mapping with name and class_name", problems):
         name = item.get("name", item.get("class_name"))  # verl names an unnamed interaction by its class
         if not isinstance(name, str):
             problems.append(_at(source, (*where, "name"), "name must be a string"))
@@ -103,13 +87,30 @@ def read_interactions(path: str) -> list[InteractionSpec]:
     return specs
 
 
-def _load(path: str) -> tuple[Source, list[Diagnostic]]:
+def _load(path: str) -> Source:
     if not Path(path).is_file():
         raise CompileError([Diagnostic(f"{path}: no such file")])
     source = load_file(path, allow_empty=True)
     if not isinstance(source.data, dict):
         raise CompileError([_at(source, (), "the file must be a YAML mapping")])
-    return source, []
+    return source
+
+
+def _entries(source: Source, key: str, empty: str, not_mapping: str,
+             problems: list[Diagnostic]) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+    """The mappings of the file's `key:` list with where each is; the problems that tools and interactions alike
+    can have (not a mapping, class, config) go to `problems` as each entry is reached, in file order."""
+    items = source.data.get(key)
+    if not isinstance(items, list) or not items:
+        raise CompileError([_at(source, (key,), empty)])
+    for index, item in enumerate(items):
+        where: KeyPath = (key, index)
+        if not isinstance(item, dict):
+            problems.append(_at(source, where, not_mapping))
+            continue
+        problems += _class_problems(source, where, item.get("class_name"))
+        problems += _config_problems(source, where, item.get("config", {}))
+        yield where, item
 
 
 def _at(source: Source, path: KeyPath, message: str, hint: str | None = None) -> Diagnostic:
