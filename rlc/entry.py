@@ -82,6 +82,9 @@ def _parse_validate(argv: list[str]) -> tuple[list[Path], list[str], str] | None
 
 def validate(files: list[Path], sets: list[str], fmt: str) -> int:
     """What `rlc.cli.validate` prints, and its exit code."""
+    # pydantic looks for plugins in the entry points of every installed distribution (a scan of the environment)
+    # before it builds a validator; rlc's models use none, and this process starts no other
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from rlc.diagnostics import CompileError, Diagnostic, render
     from rlc.loader import load_config
 
