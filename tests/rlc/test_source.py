@@ -165,7 +165,10 @@ def _yaml_files() -> list[Path]:
 def test_the_quick_reader_gives_ruamels_tree_and_positions() -> None:
     from rlc.source import _quick_load
 
-    texts = {"tricky": TRICKY} | {str(f): f.read_text() for f in _yaml_files()}
+    forms = ["? a\n: b\nc: d\n", "---\na: 1\n...\n", "a: 1\r\nb:\r\n  c: [1, 2]\r\n", "a:\n- x\n- y: 1\n  z: 2\n",
+             "a: {b: [1, {c: d}],\n    e: f}\n", "a: |+\n  keep\n\nb: 1\n", "1.5: a\ntrue: b\n~: c\n", "a: -\n",
+             "\ta: 1\n", "a: b: c\n", "a: 1\n---\nb: 2\n", "a: @x\n"]
+    texts = {"tricky": TRICKY} | {form: form for form in forms} | {str(f): f.read_text() for f in _yaml_files()}
     quick_read = 0
     for label, text in texts.items():
         try:
