@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rlc_runtime.engines.packing import (
-    pad_to_multiple,
     packed_attention,
     packing_pays,
+    pad_to_multiple,
     use_packed_attention,
 )
 from rlc_runtime.models import ValueModel
