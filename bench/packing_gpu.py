@@ -1,0 +1,57 @@
+"""The same GRPO run padded and packed, back to back on one GPU: does packing pay with flex_attention?
+
+`use_remove_padding: true` (the default) packs each micro-batch into one row and, on CUDA without flash-attn,
+runs it under transformers' flex_attention with a document block mask (runtime/engines/packing.py);
+`use_remove_padding: false` pads under sdpa. Everything else is bench/grpo_gpu.py's run. Run from the repo root
+on the GPU host (PYTHONPATH as in ../shared/ENVIRONMENT.md):
+
+    python bench/packing_gpu.py --shape 0.5b --steps 6 [--out DIR] [--set KEY=VALUE ...]
+
+Prints the mean s/step and phases (steps after the first) of each, and packed/padded for each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import grpo_gpu  # noqa: E402 - the benchmark's run, shared
+
+PHASES = ("step", "gen", "update_weights", "old_log_prob", "ref", "update_actor")
+RUNS = {"padded": ["actor_rollout_ref.model.use_remove_padding=false"],
+        "packed+flex": ["actor_rollout_ref.model.use_remove_padding=true"]}
+
+
+def peak_gb(summary: dict[str, float]) -> float:
+    return max((v for k, v in summary.items() if k.startswith("perf/memory/") and k.endswith("device_gb")),
+               default=float("nan"))
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    padded, packed = results["padded"], results["packed+flex"]
+    lines = [f"{'phase (s)':<16}{'padded':>10}{'packed+flex':>13}{'packed/padded':>15}"]
+    for phase in PHASES:
+        a, b = padded.get(f"timing_s/{phase}", float("nan")), packed.get(f"timing_s/{phase}", float("nan"))
+        lines.append(f"{phase:<16}{a:>10.3f}{b:>13.3f}{b / a if a else float('nan'):>15.2f}")
+    lines.append(f"{'peak device GB':<16}{peak_gb(padded):>10.1f}{peak_gb(packed):>13.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="0.5b", choices=sorted(grpo_gpu.SHAPES))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--set", action="append", default=[], help="passed on to both runs' `rlc launch --set`")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+    args = parser.parse_args()
+    results = {name: grpo_gpu.run(args.out, shape=args.shape, steps=args.steps, sets=args.set + sets,
+                                  tag=name.replace("+", "-"))
+               for name, sets in RUNS.items()}
+    print(f"rlc fsdp + vLLM, shape {args.shape}, {args.steps} steps (means of steps 2-{args.steps})")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
