@@ -7,6 +7,9 @@ the other. From the repo root on the GPU host, after unpacking the wheels (../sh
 
     PYTHONPATH=/tmp/site:$PWD:/tmp/rlcpath python bench/peers_gpu.py --shape 0.5b --steps 6 [--set KEY=VALUE ...]
 
+Each part's result is kept in OUT/peers-SHAPE-PART.json: `--only rlc` (or trl, vllm) runs one part, so that a
+shape too slow for one call runs in three, and a final `--only none` prints the table from what is kept.
+
 TRL/rlc is s/step (more is better for rlc); rlc-gen/vLLM-alone is generated tokens/s of rlc's generation phase
 (which includes putting vLLM to sleep) over vLLM alone (1.0 is vLLM's own speed).
 """
@@ -26,6 +29,7 @@ import grpo_gpu  # noqa: E402 - the rlc run
 from packing_gpu import peak_gb  # noqa: E402
 
 SAMPLES = 8  # rollout.n in bench/grpo_gpu.py
+PARTS = ("rlc", "trl", "vllm")
 
 
 def peer(command: list[str]) -> dict:
@@ -68,14 +72,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], help="passed on to rlc's `rlc launch --set`")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+    parser.add_argument("--only", choices=[*PARTS, "none"], help="run this part alone (none: print the table)")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # flashinfer is not packed for the GPU host
     common = ["--shape", args.shape, "--steps", str(args.steps), "--out", str(args.out)]
-    rlc = grpo_gpu.run(args.out, shape=args.shape, steps=args.steps, sets=args.set, tag="peers")
-    trl = peer([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", str(BENCH / "trl_peer.py"),
-                *common])
-    alone = peer([sys.executable, str(BENCH / "vllm_alone.py"), *common])
-    print(table(args.shape, args.steps, rlc, trl, alone))
+    commands = {"trl": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
+                        str(BENCH / "trl_peer.py"), *common],
+                "vllm": [sys.executable, str(BENCH / "vllm_alone.py"), *common]}
+    results = {}
+    for part in PARTS:
+        kept = args.out / f"peers-{args.shape}-{part}.json"
+        if args.only in (None, part):
+            result = (grpo_gpu.run(args.out, shape=args.shape, steps=args.steps, sets=args.set, tag="peers")
+                      if part == "rlc" else peer(commands[part]))
+            args.out.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps(result))
+        if kept.exists():
+            results[part] = json.loads(kept.read_text())
+    if len(results) == len(PARTS):
+        print(table(args.shape, args.steps, results["rlc"], results["trl"], results["vllm"]))
+    else:
+        print(f"kept so far: {', '.join(results) or 'nothing'}; the table needs {', '.join(PARTS)}")
 
 
 if __name__ == "__main__":
