@@ -7,12 +7,15 @@ on the GPU host (PYTHONPATH as in ../shared/ENVIRONMENT.md):
 
     python bench/packing_gpu.py --shape 0.5b --steps 6 [--out DIR] [--set KEY=VALUE ...]
 
-Prints the mean s/step and phases (steps after the first) of each, and packed/padded for each phase.
+Prints the mean s/step and phases (steps after the first) of each, and packed/padded for each phase. Each run's
+summary is kept in OUT/packing-SHAPE-RUN.json: `--only padded` (or packed+flex) runs one, so the two can go in
+two calls; the table prints once both are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -45,10 +48,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--set", action="append", default=[], help="passed on to both runs' `rlc launch --set`")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+    parser.add_argument("--only", choices=sorted(RUNS), help="run this one alone")
     args = parser.parse_args()
-    results = {name: grpo_gpu.run(args.out, shape=args.shape, steps=args.steps, sets=args.set + sets,
-                                  tag=name.replace("+", "-"))
-               for name, sets in RUNS.items()}
+    results = {}
+    for name, sets in RUNS.items():
+        kept = args.out / f"packing-{args.shape}-{name}.json"
+        if args.only in (None, name):
+            summary = grpo_gpu.run(args.out, shape=args.shape, steps=args.steps, sets=args.set + sets,
+                                   tag=name.replace("+", "-"))
+            kept.write_text(json.dumps(summary))
+        if kept.exists():
+            results[name] = json.loads(kept.read_text())
+    if len(results) < len(RUNS):
+        print(f"kept so far: {', '.join(results) or 'nothing'}; the table needs both")
+        return
     print(f"rlc fsdp + vLLM, shape {args.shape}, {args.steps} steps (means of steps 2-{args.steps})")
     print(table(results))
 
