@@ -32,9 +32,10 @@ QWEN2_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num
 QWEN25_15B = dict(QWEN2_05B, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12)
 # name: (model shape, prompts per step, new tokens); each step is one optimizer step over all its samples
 SHAPES = {"0.5b": (QWEN2_05B, 8, 256), "1.5b": (QWEN25_15B, 32, 1024)}
+GROUPS = 40  # `a+b=` groups per prompt
 
 
-def build(out: Path, shape: str = "0.5b") -> Path:
+def build(out: Path, shape: str = "0.5b", min_groups: int = GROUPS) -> Path:
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -47,7 +48,7 @@ def build(out: Path, shape: str = "0.5b") -> Path:
         Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
     rows = [{"data_source": "bench", "prompt": [{"role": "user", "content": text}],
-             "reward_model": {"style": "rule", "ground_truth": "0"}} for text in prompt_texts(512)]
+             "reward_model": {"style": "rule", "ground_truth": "0"}} for text in prompt_texts(512, min_groups)]
     import pandas as pd
 
     pd.DataFrame(rows).to_parquet(out / "prompts.parquet", index=False)
@@ -58,10 +59,13 @@ def build(out: Path, shape: str = "0.5b") -> Path:
     return model_dir
 
 
-def prompt_texts(count: int) -> list[str]:
-    """The user messages of the first `count` prompts, in the order rlc's sampler starts from (no shuffle)."""
+def prompt_texts(count: int, min_groups: int = GROUPS) -> list[str]:
+    """The user messages of the first `count` prompts, in the order rlc's sampler starts from (no shuffle): 40
+    `a+b=` groups each (202 tokens with the chat template), or with `min_groups` a length drawn from
+    [min_groups, 40] groups, which leaves padding for packing to save."""
     rng = random.Random(0)
-    return [" ".join(f"{rng.randint(0, 9)}+{rng.randint(0, 9)}=" for _ in range(40)) for _ in range(count)]
+    sizes = [GROUPS if min_groups >= GROUPS else rng.randint(min_groups, GROUPS) for _ in range(count)]
+    return [" ".join(f"{rng.randint(0, 9)}+{rng.randint(0, 9)}=" for _ in range(size)) for size in sizes]
 
 
 def config(out: Path, model_dir: Path, rollout: str, backend: str, steps: int, shape: str = "0.5b") -> Path:
@@ -119,10 +123,10 @@ def summarise(metrics_file: Path) -> dict[str, float]:
 
 
 def run(out: Path, rollout: str = "vllm", backend: str = "fsdp", shape: str = "0.5b", steps: int = 6,
-        sets: list[str] | None = None, tag: str = "") -> dict[str, float]:
+        sets: list[str] | None = None, tag: str = "", min_groups: int = GROUPS) -> dict[str, float]:
     """One `rlc launch` of the benchmark; its summary (means over the steps after the first)."""
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = build(out, shape)
+    model_dir = build(out, shape, min_groups)
     cfg = config(out, model_dir, rollout, backend, steps, shape)
     run_dir = out / f"run-{rollout}-{backend}-{shape}{'-' + tag if tag else ''}"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)

@@ -5,7 +5,11 @@ runs it under transformers' flex_attention with a document block mask (runtime/e
 `use_remove_padding: false` pads under sdpa. Everything else is bench/grpo_gpu.py's run. Run from the repo root
 on the GPU host (PYTHONPATH as in ../shared/ENVIRONMENT.md):
 
-    python bench/packing_gpu.py --shape 0.5b --steps 6 [--out DIR] [--set KEY=VALUE ...]
+    python bench/packing_gpu.py --shape 0.5b --steps 6 [--min-groups N] [--only RUN] [--out DIR] [--set KEY=VALUE]
+
+At the benchmark's shape every prompt has 202 tokens and a random model's responses run to the limit, so there
+is next to no padding and the two differ by their attention kernels only; `--min-groups 5` draws prompt lengths
+from 5 to 40 groups (about 40 to 200 tokens), the padding a packed batch does not compute.
 
 Prints the mean s/step and phases (steps after the first) of each, and packed/padded for each phase. Each run's
 summary is kept in OUT/packing-SHAPE-RUN.json: `--only padded` (or packed+flex) runs one, so the two can go in
@@ -49,20 +53,23 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="passed on to both runs' `rlc launch --set`")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     parser.add_argument("--only", choices=sorted(RUNS), help="run this one alone")
+    parser.add_argument("--min-groups", type=int, default=grpo_gpu.GROUPS,
+                        help="prompts of MIN_GROUPS to 40 `a+b=` groups (default: all 40, no padding to save)")
     args = parser.parse_args()
     results = {}
     for name, sets in RUNS.items():
-        kept = args.out / f"packing-{args.shape}-{name}.json"
+        kept = args.out / f"packing-{args.shape}-{args.min_groups}-{name}.json"
         if args.only in (None, name):
             summary = grpo_gpu.run(args.out, shape=args.shape, steps=args.steps, sets=args.set + sets,
-                                   tag=name.replace("+", "-"))
+                                   tag=name.replace("+", "-"), min_groups=args.min_groups)
             kept.write_text(json.dumps(summary))
         if kept.exists():
             results[name] = json.loads(kept.read_text())
     if len(results) < len(RUNS):
         print(f"kept so far: {', '.join(results) or 'nothing'}; the table needs both")
         return
-    print(f"rlc fsdp + vLLM, shape {args.shape}, {args.steps} steps (means of steps 2-{args.steps})")
+    print(f"rlc fsdp + vLLM, shape {args.shape}, prompts of {args.min_groups}-40 groups, {args.steps} steps "
+          f"(means of steps 2-{args.steps})")
     print(table(results))
 
 
