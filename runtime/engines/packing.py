@@ -22,7 +22,10 @@ transformers compiles flex_attention (and the block mask's construction) with `t
 is a new shape. Padding the packed row up to a multiple of `PACK_MULTIPLE` tokens with a dummy sequence (its own
 document: positions restart at 0, and nothing reads its logits) keeps the lengths to a few buckets aligned to flex's
 128-token blocks, so dynamo's automatic dynamic shapes settle after the first recompile instead of specialising
-on every nnz (`bench/packing_gpu.py` measures both paths on the GPU host).
+on every nnz. Seen on CPU (torch 2.13, transformers 5.19, whose flex code equals 5.17's): compiled, the packed
+log-probs equal the padded ones within 1e-6; the second length recompiles `flex_attention` and `create_block_mask`
+once as dynamic, later lengths and train/eval switches do not. flex has no backward on CPU, so the tests run it
+forward only; `bench/packing_gpu.py` measures both paths on the GPU host.
 
 Both paths compute the LM head only where a response token is predicted (`logits_to_keep`), which is where the
 memory goes for large vocabularies. The result is laid out as the batch's responses, [b, R]: column c holds the
