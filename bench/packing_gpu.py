@@ -1,8 +1,9 @@
 """The same GRPO run padded and packed, back to back on one GPU: does packing pay with flex_attention?
 
-`use_remove_padding: true` (the default) packs each micro-batch into one row and, on CUDA without flash-attn,
-runs it under transformers' flex_attention with a document block mask (runtime/engines/packing.py);
-`use_remove_padding: false` pads under sdpa. Everything else is bench/grpo_gpu.py's run. Run from the repo root
+packed+flex: `use_remove_padding: true` with `override_config.attn_implementation: flex_attention` packs each
+micro-batch into one row under transformers' flex_attention with a document block mask (runtime/engines/packing.py;
+without flash-attn, rlc's default pads); padded: `use_remove_padding: false`, sdpa. On 2026-12-02 the first
+packed+flex step had not finished after four minutes (compilation) on the H200. Everything else is bench/grpo_gpu.py's run. Run from the repo root
 on the GPU host (PYTHONPATH as in ../shared/ENVIRONMENT.md):
 
     python bench/packing_gpu.py --shape 0.5b --steps 6 [--min-groups N] [--only RUN] [--out DIR] [--set KEY=VALUE]
@@ -28,7 +29,8 @@ import grpo_gpu  # noqa: E402 - the benchmark's run, shared
 
 PHASES = ("step", "gen", "update_weights", "old_log_prob", "ref", "update_actor")
 RUNS = {"padded": ["actor_rollout_ref.model.use_remove_padding=false"],
-        "packed+flex": ["actor_rollout_ref.model.use_remove_padding=true"]}
+        "packed+flex": ["actor_rollout_ref.model.use_remove_padding=true",
+                        "+actor_rollout_ref.model.override_config.attn_implementation=flex_attention"]}
 
 
 def peak_gb(summary: dict[str, float]) -> float:

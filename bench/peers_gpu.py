@@ -1,6 +1,6 @@
 """rlc, TRL+vLLM and vLLM alone, back to back on one GPU at one shape, and their ratios in one table.
 
-rlc: bench/grpo_gpu.py (fsdp + vLLM, rlc's defaults: packed + flex attention on CUDA). TRL: bench/trl_peer.py
+rlc: bench/grpo_gpu.py (fsdp + vLLM, rlc's defaults: padded micro-batches without flash-attn). TRL: bench/trl_peer.py
 (GRPOTrainer, vLLM colocate, the same model directory, prompts, token counts and batch), under torchrun.
 vLLM alone: bench/vllm_alone.py (the same generation with nothing else). Each runs in its own process, one after
 the other. From the repo root on the GPU host, after unpacking the wheels (../shared/ENVIRONMENT.md):

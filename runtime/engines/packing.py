@@ -13,10 +13,12 @@ document mask transformers builds from the packed position ids (a `BlockMask`: b
 are skipped, not masked). Under sdpa or eager attention the packed row carries an nnz x nnz block-diagonal mask,
 which rules out the fused kernels and costs more than the padding it saves: on an H200 at the GRPO benchmark shape
 a step took 4.02 s packed against 2.53 s padded (`bench/grpo_gpu.py`). So with `use_remove_padding` the FSDP engine
-switches the model to `packed_attention(device)`: flash_attention_2 on CUDA where flash-attn is installed, else
-flex_attention on CUDA, and transformers' default (sdpa, padded) elsewhere. `override_config.attn_implementation`
-overrides that choice and `packing_pays` then reads the kernel the model runs (`flex_attention` on CPU packs too,
-which is how the tests check the packed flex path against the padded one).
+switches the model to `packed_attention(device)`: flash_attention_2 on CUDA where flash-attn is installed, and
+transformers' default (sdpa, padded) elsewhere. flex_attention is opt-in (`override_config: {attn_implementation:
+flex_attention}`), because on the GPU host (H200, torch 2.11, 2026-12-02) the first GRPO step with it had not
+finished after four minutes of compiling (`python bench/packing_gpu.py --only packed+flex`), where a padded step
+takes 3.5 s. `packing_pays` reads the kernel the model runs (`flex_attention` on CPU packs too, which is how the
+tests check the packed flex path against the padded one).
 
 transformers compiles flex_attention (and the block mask's construction) with `torch.compile`; a new packed length
 is a new shape. Padding the packed row up to a multiple of `PACK_MULTIPLE` tokens with a dummy sequence (its own
@@ -52,7 +54,7 @@ def packed_attention(device: str) -> str | None:
         return None
     from transformers.utils import is_flash_attn_2_available
 
-    return "flash_attention_2" if is_flash_attn_2_available() else "flex_attention"
+    return "flash_attention_2" if is_flash_attn_2_available() else None
 
 
 def use_packed_attention(model: torch.nn.Module, device: str, override_config: dict | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlc_runtime.engines import packing
 from rlc_runtime.engines.packing import (
     packed_attention,
     packing_pays,
@@ -16,21 +17,24 @@ from rlc_runtime.models import ValueModel
 from rlc_runtime.tiny import build_model
 
 
-def test_cuda_packs_with_flex_without_flash_attn_and_cpu_pads() -> None:
-    pytest.importorskip("torch.nn.attention.flex_attention")
+def test_cuda_packs_only_with_flash_attn_and_cpu_pads() -> None:
     from transformers.utils import is_flash_attn_2_available
 
     assert packed_attention("cpu") is None
-    assert packed_attention("cuda") == ("flash_attention_2" if is_flash_attn_2_available() else "flex_attention")
+    assert packed_attention("cuda") == ("flash_attention_2" if is_flash_attn_2_available() else None)
 
 
 @pytest.mark.parametrize("critic", [False, True])
-def test_use_packed_attention_switches_the_model_unless_the_config_names_a_kernel(critic: bool) -> None:
+def test_use_packed_attention_switches_the_model_unless_the_config_names_a_kernel(
+    critic: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a machine with flash-attn (here flex stands in for the kernel packed_attention would choose)."""
     def model() -> torch.nn.Module:
         causal_lm = build_model("qwen2", 64)
         return ValueModel(causal_lm.model) if critic else causal_lm
 
     switched, named, on_cpu = model(), model(), model()
+    monkeypatch.setattr(packing, "packed_attention", lambda device: "flex_attention" if device == "cuda" else None)
     use_packed_attention(switched, "cuda", {})  # only the config changes: nothing runs on the device
     use_packed_attention(named, "cuda", {"attn_implementation": "sdpa"})
     use_packed_attention(on_cpu, "cpu", {})
