@@ -319,11 +319,13 @@ def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:
     for key, read in (("tool_config_path", read_tools), ("interaction_config_path", read_interactions)):
         path = getattr(turn, key)
         if path:
+            notes: list[Diagnostic] = []
             try:
-                read(path)
+                read(path, notes)
             except CompileError as error:
-                for problem in error.diagnostics:
-                    yield replace(problem, path=(*where, key)) if problem.position is None else problem
+                notes += error.diagnostics
+            for problem in notes:
+                yield replace(problem, path=(*where, key)) if problem.position is None else problem
 
 
 def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
