@@ -309,10 +309,6 @@ def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:
     if rollout.mode != "async":
         yield Diagnostic("multi_turn.enable needs rollout.mode async (as in verl)", (*where, "enable"),
                          hint="set actor_rollout_ref.rollout.mode: async")
-    if rollout.tensor_model_parallel_size > 1:
-        yield Diagnostic("multi-turn rollout with tensor_model_parallel_size > 1 is not implemented in rlc: the "
-                         "ranks of an engine would add the turns of tool-using samples in different orders",
-                         (*ROLLOUT, "tensor_model_parallel_size"), hint="set tensor_model_parallel_size: 1")
     if not (turn.tool_config_path or turn.interaction_config_path):
         yield Diagnostic("multi_turn.enable without tool_config_path or interaction_config_path: every conversation "
                          "ends after the model's first turn", (*where, "enable"), severity="warning")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlc_runtime.rollout.base import Generation, SamplingParams
-from rlc_runtime.rollout.server import AsyncServer
+from rlc_runtime.rollout.server import AsyncServer, Lockstep, follow
 from rlc_runtime.tools.base import response_text, step_reward
 from rlc_runtime.tools.parser import ToolCall, parse_hermes
 
@@ -44,13 +44,29 @@ class AsyncRollout:
 
     async def _generate(self, prompts: list[list[int]], params: SamplingParams,
                         extras: list[dict[str, Any]]) -> list[Generation]:
-        server = AsyncServer(self.vllm.llm)
+        lockstep = Lockstep() if getattr(self.vllm, "tensor_parallel_size", 1) > 1 else None
+        if lockstep is not None and not lockstep.leader:
+            follow(self.vllm.llm.llm_engine, lockstep)  # the leader runs the agent loops (see server.py)
+            generations = lockstep.share()
+            if generations is None:
+                raise RuntimeError("the first rank of this tensor-parallel rollout engine failed; its error is in "
+                                   "its log")
+            return generations
+        server = AsyncServer(self.vllm.llm, lockstep)
         samples = []
         for index, prompt in enumerate(prompts):
             for k in range(params.n):
                 one = replace(params, n=1, seed=None if params.seed is None else params.seed + k)
                 samples.append(self._sample(server, index, prompt, one, extras[index]))
-        return list(await asyncio.gather(*samples))
+        try:
+            generations = list(await asyncio.gather(*samples))
+        except BaseException:
+            server.close()
+            if lockstep is not None:
+                lockstep.share(None)  # the followers fail with the leader instead of waiting for its samples
+            raise
+        server.close()
+        return generations if lockstep is None else lockstep.share(generations)
 
     async def _sample(self, server: AsyncServer, index: int, prompt: list[int], params: SamplingParams,
                       extra: dict[str, Any]) -> Generation:

@@ -305,7 +305,7 @@ def test_async_and_multi_turn_rules(tmp_path: Path) -> None:
     code, out = run("validate", write(tmp_path, sync_turns))
     assert code == 1
     assert "multi_turn.enable needs rollout.mode async" in out
-    assert "multi-turn rollout with tensor_model_parallel_size > 1 is not implemented" in out
+    assert "tensor_model_parallel_size" not in out  # the first rank of an engine runs its agent loops
     assert f"{tools}:5:" in out and "required must list names among the properties" in out
 
 
