@@ -152,13 +152,13 @@ def _class_problems(source: Source, where: KeyPath, class_name: Any) -> list[Dia
     if not isinstance(class_name, str) or not CLASS_PATH.fullmatch(class_name):
         return [_at(source, (*where, "class_name"), f"class_name {class_name!r} is not a `module.Class` path")]
     module = class_name.rsplit(".", 1)[0]
-    if not _module_exists(module):
+    if not module_exists(module):
         return [_at(source, (*where, "class_name"), f"module {module!r} of {class_name} cannot be found",
                     hint="the module must be importable by the run (installed, or on PYTHONPATH)")]
     return []
 
 
-def _module_exists(module: str) -> bool:
+def module_exists(module: str) -> bool:
     """Whether `module` can be imported, found without running any of its packages' code."""
     top, *rest = module.split(".")
     try:

@@ -649,6 +649,28 @@ def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnosti
                          (*ARF, "model", "path"), severity="warning")
 
 
-CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_reward_model, check_model_paths, check_status,
-                             check_memory)
+def check_data(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """The user's sampler class is located now (not imported: the compiler runs none of the user's code)."""
+    from rlc.tool_config import module_exists
+
+    sampler, where = cfg.data.sampler, ("data", "sampler")
+    if not (sampler.class_path or sampler.class_name):
+        return
+    if not (sampler.class_path and sampler.class_name):
+        missing = "class_name" if sampler.class_path else "class_path"
+        yield Diagnostic(f"a custom sampler needs both class_path and class_name; {missing} is not set",
+                         (*where, missing))
+        return
+    if sampler.class_path.startswith("pkg://"):
+        module = sampler.class_path[len("pkg://"):].replace("/", ".")
+        if not module_exists(module):
+            yield Diagnostic(f"module {module!r} cannot be found", (*where, "class_path"),
+                             hint="the module must be importable by the run (installed, or on PYTHONPATH)")
+    elif not Path(sampler.class_path.removeprefix("file://")).expanduser().is_file():
+        yield Diagnostic(f"{sampler.class_path}: no such file", (*where, "class_path"),
+                         hint="relative paths are relative to where rlc runs")
+
+
+CHECKS: tuple[Check, ...] = (check_batch_sizes, check_data, check_parallelism, check_backend, check_rollout,
+                             check_algorithm, check_trainer, check_services, check_reward_model, check_model_paths,
+                             check_status, check_memory)

@@ -17,6 +17,7 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
     actor, rollout, ref = arf.actor, arf.rollout, arf.ref
     rollout.name = substituted(rollout, "name")  # what runs is what the resolved config says
     cfg.trainer.device = substituted(cfg.trainer, "device")
+    rollout.multi_turn.format = substituted(rollout.multi_turn, "format")
 
     actor.clip_ratio_low = actor.clip_ratio_low or actor.clip_ratio
     actor.clip_ratio_high = actor.clip_ratio_high or actor.clip_ratio
