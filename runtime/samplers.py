@@ -10,15 +10,23 @@ batch. rlc does the same, with two differences a sampler may notice:
 - `update(batch=...)` receives rlc's `TokenBatch` of the step (tensors `input_ids`, `responses`,
   `response_mask`, `token_level_rewards`, `advantages`, ...; `meta["uid"]`, the index in the step's prompts of
   each sample), not verl's DataProto.
+`RandomCurriculumSampler` is rlc's implementation of verl's example sampler of the same name (in verl's test
+module `tests.utils.dataset.test_create_rl_sampler_on_cpu`, which imports verl; `rlc.config.data.VERL_SAMPLERS`
+maps it here): each pass a random permutation of the rows, and an `update` that does nothing. verl's draws from
+torch's unseeded generator (it seeds a generator with 1 and does not pass it on); rlc's from `data.seed`
+(1 when unset) and the epoch, so a run and its resume draw the same orders.
+
 On resume, the epoch is drawn again from a fresh pass over the sampler and the batches already trained are
-skipped (as verl's stateful loader fast-forwards a sampler without `state_dict`): a sampler whose passes differ
-(unseeded randomness) gives a different rest of that epoch.
+skipped (as verl's stateful loader fast-forwards a sampler without `state_dict`). A sampler with `set_epoch`
+(the convention of torch's DistributedSampler) is told the epoch before each pass and can draw the same order
+again; one whose passes differ otherwise (unseeded randomness) gives a different rest of that epoch.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,6 +98,8 @@ class UserSampler(EpochSampler):
         return cls(sampler, len(dataset), data.train_batch_size)
 
     def order(self, epoch: int) -> list[int]:
+        if callable(getattr(self.user, "set_epoch", None)):
+            self.user.set_epoch(epoch)
         indices = [int(i) for i in iter(self.user)]
         if any(not 0 <= i < self.rows for i in indices):
             bad = next(i for i in indices if not 0 <= i < self.rows)
@@ -102,3 +112,25 @@ class UserSampler(EpochSampler):
         update = getattr(self.user, "update", None)
         if callable(update):
             update(batch=batch)
+
+
+class RandomCurriculumSampler:
+    """verl's example curriculum sampler: a fresh random order of the rows each pass; `update` does nothing."""
+
+    def __init__(self, data_source: Any, data_config: Any) -> None:
+        seed = data_config.get("seed")
+        self.rows, self.seed, self.epoch = len(data_source), 1 if seed is None else seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        order = list(range(self.rows))
+        random.Random(f"rlc-curriculum:{self.seed}:{self.epoch}").shuffle(order)
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def update(self, batch: Any) -> None:
+        return None

@@ -651,6 +651,7 @@ def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnosti
 
 def check_data(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     """The user's sampler class is located now (not imported: the compiler runs none of the user's code)."""
+    from rlc.config.data import VERL_SAMPLERS
     from rlc.tool_config import module_exists
 
     sampler, where = cfg.data.sampler, ("data", "sampler")
@@ -661,7 +662,12 @@ def check_data(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]
         yield Diagnostic(f"a custom sampler needs both class_path and class_name; {missing} is not set",
                          (*where, missing))
         return
-    if sampler.class_path.startswith("pkg://"):
+    if (sampler.class_path, sampler.class_name) in VERL_SAMPLERS:
+        path, name = VERL_SAMPLERS[sampler.class_path, sampler.class_name]
+        yield Diagnostic(f"{sampler.class_name} of {sampler.class_path} is verl's example sampler (its module imports "
+                         f"verl); rlc runs its own implementation of it, {name} of {path}", (*where, "class_path"),
+                         severity="note", hint="see rlc_runtime/samplers.py for what it does")
+    elif sampler.class_path.startswith("pkg://"):
         module = sampler.class_path[len("pkg://"):].replace("/", ".")
         if not module_exists(module):
             yield Diagnostic(f"module {module!r} cannot be found", (*where, "class_path"),

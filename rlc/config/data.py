@@ -23,6 +23,11 @@ class CustomClass(Section):
     """Name of the class."""
 
 
+# verl's own example sampler (a test module of verl's repository, which imports verl) -> rlc's implementation.
+VERL_SAMPLERS = {("pkg://tests.utils.dataset.test_create_rl_sampler_on_cpu", "RandomCurriculumSampler"):
+                 ("pkg://rlc_runtime.samplers", "RandomCurriculumSampler")}
+
+
 class Sampler(Section):
     """A sampler class of the user's (curriculum learning), built as verl builds it:
     `cls(data_source=dataset, data_config=data)`, an iterable of row indices; a curriculum sampler's

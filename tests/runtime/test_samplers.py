@@ -74,3 +74,19 @@ def test_a_broken_sampler_is_one_clear_message(sampler_file: Path, tmp_path: Pat
     sampler_file.write_text(SAMPLER.replace("return iter(self.order)", "return iter([7, 0])"))
     with pytest.raises(DataError, match="gave index 7, outside the 5 training rows"):
         UserSampler.build(data(str(sampler_file)), ROWS).next_batch()
+
+
+def test_verls_example_sampler_is_a_seeded_shuffle_per_epoch() -> None:
+    config = data("pkg://rlc_runtime.samplers", batch=2)
+    config.sampler.class_name = "RandomCurriculumSampler"
+    rows = [str(i) for i in range(6)]
+    sampler = UserSampler.build(config, rows)
+    epochs = [sorted(sampler.next_batch() + sampler.next_batch() + sampler.next_batch()) for _ in range(2)]
+    assert epochs == [list(range(6))] * 2  # each epoch is a permutation of the rows
+    first = [UserSampler.build(config, rows).next_batch() for _ in range(2)]
+    assert first[0] == first[1]  # seeded: a fresh run draws the same order
+    orders = {tuple(sampler.order(epoch)) for epoch in range(4)}
+    assert len(orders) == 4  # and a new one each epoch
+    resumed = UserSampler.build(config, rows)
+    resumed.load_state_dict({"epoch": 3, "position": 1})
+    assert resumed.next_batch() == sampler.order(3)[2:4]  # a resume draws its epoch's order again

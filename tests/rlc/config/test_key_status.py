@@ -299,3 +299,13 @@ def test_a_sampler_class_is_located_before_the_run(tmp_path: Path, monkeypatch: 
         ("data.sampler.class_path", f"{tmp_path / 'gone.py'}: no such file")]
     assert sampler(class_path="pkg://curriculum") == [
         ("data.sampler.class_name", "a custom sampler needs both class_path and class_name; class_name is not set")]
+    # verl's example sampler, a test module of verl's (which imports verl): rlc's own runs, with a note
+    verls = {"class_path": "pkg://tests.utils.dataset.test_create_rl_sampler_on_cpu",
+             "class_name": "RandomCurriculumSampler"}
+    [note] = _diagnostics({"data": {"sampler": verls}})
+    assert note.severity == "note" and "rlc runs its own implementation of it" in note.message
+    from rlc.config.defaults import fill_defaults
+
+    filled = fill_defaults(RLCConfig.model_validate(_merged(MINIMAL, {"data": {"sampler": verls}})))
+    assert (filled.data.sampler.class_path, filled.data.sampler.class_name) == (
+        "pkg://rlc_runtime.samplers", "RandomCurriculumSampler")
