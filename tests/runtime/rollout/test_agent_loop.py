@@ -24,6 +24,7 @@ from rlc_runtime.rollout.agent_loop import AsyncRollout, ToolAgentLoop, TurnLimi
 from rlc_runtime.rollout.base import Generation, SamplingParams
 from rlc_runtime.rollout.vllm import VLLMRollout
 from rlc_runtime.tools.base import Tool, build_tools
+from rlc_runtime.tools.calculator import AddTool
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "examples/models/tiny-qwen2-tools"
@@ -111,6 +112,7 @@ def test_tool_turns_are_in_the_response_and_out_of_the_mask(engine: VLLMRollout,
         roles = [m["role"] for m in g.trajectory["messages"]]
         assert roles == ["user", "assistant", "tool", "assistant"]
         assert g.trajectory["messages"][2]["content"] == f"{a} + {b} = {a + b}\n"
+        assert g.trajectory["tool_rewards"] == []  # the calculator answers with text only
     # the batch carries the mask to the loss: tool tokens 0, the model's 1
     from rlc_runtime.workers.rollout import build_batch
 
@@ -175,6 +177,17 @@ def test_an_interaction_answers_as_the_user_and_is_masked(engine: VLLMRollout, t
     assert all(g.trajectory["user_turns"] <= 1 for g in samples)
 
 
+class LoggedAdd(AddTool):
+    """The calculator, logging each call, and slower on the second rank: were the ranks to run the tools each,
+    their engines would get the tool turns at different steps."""
+
+    async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs: Any) -> str:
+        await asyncio.sleep(self.config["delay_s"])
+        with open(self.config["log"], "a") as log:
+            log.write(json.dumps(parameters) + "\n")
+        return await super().execute(instance_id, parameters)
+
+
 def _tensor_parallel_rank(rank: int, port: int, out: Path, params: SamplingParams) -> None:
     """One of two ranks of a 2-way vLLM-CPU engine (external_launcher on a gloo group, as the trainer runs it)."""
     import torch
@@ -191,7 +204,8 @@ def _tensor_parallel_rank(rank: int, port: int, out: Path, params: SamplingParam
                           max_num_seqs=64)
         engine = VLLMRollout(str(MODEL), None, rollout, device="cpu", max_model_len=MAX_LEN,
                              eos_token_ids=[tokenizer.eos_token_id], tied_embeddings=True)
-        tools = build_tools(read_tools(str(ROOT / "examples/tools/calculator.yaml")))
+        schema = read_tools(str(ROOT / "examples/tools/calculator.yaml"))[0].schema
+        tools = {"add": LoggedAdd({"log": str(out / f"calls{rank}.txt"), "delay_s": 0.3 * rank}, schema)}
         samples = tool_rollout(engine, tokenizer, tools).generate(prompts(tokenizer), params, extras())
         torch.save(samples, out / f"rank{rank}.pt")
     finally:
@@ -212,6 +226,11 @@ def test_tensor_parallel_tool_loop_equals_one_rank(engine: VLLMRollout, tokenize
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     mp.spawn(_tensor_parallel_rank, args=(port, tmp_path, params), nprocs=2, join=True)
+    # the calls the tool itself answered (not those the loop refused: unparsable, or naming no tool)
+    calls = [m for g in one for m in g.trajectory["messages"] if m["role"] == "tool"
+             and (not m["content"].startswith("Error: ") or m["content"] == "Error: a and b must be integers")]
+    assert len((tmp_path / "calls0.txt").read_text().splitlines()) == len(calls) > 0  # the first rank runs them
+    assert not (tmp_path / "calls1.txt").exists()  # the other only steps its engine
     for rank in (0, 1):
         two = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         assert [(g.prompt_index, g.token_ids, g.response_mask, g.finish_reason) for g in two] == \

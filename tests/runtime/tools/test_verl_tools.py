@@ -140,3 +140,11 @@ def test_search_tool_retries_server_errors_only(retrieval: tuple[str, list[Any]]
     assert json.loads(text) == {"result": "Search error: HTTP 400 Bad Request"}
     with pytest.raises(ValueError, match="retrieval_service_url"):
         SearchTool({}, SCHEMA)
+
+
+def test_step_rewards_are_read_from_verls_result_tuple() -> None:
+    from rlc_runtime.tools.base import step_reward
+
+    assert step_reward(("Current parsed answer='7' reward=0.0", -0.05, {})) == -0.05
+    assert step_reward(("text", 0, {})) == 0.0
+    assert step_reward("plain text") is None and step_reward(("text", True, {})) is None
