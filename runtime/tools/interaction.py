@@ -8,7 +8,9 @@ a right answer ends the conversation. Config: `retry_message` (what the user say
 (`rlc.tool_config.VERL_CLASSES`): the model's last turn is scored with GSM8K's strict rule (the number after
 `#### `; rlc's rule, which compares numbers as numbers where verl compares strings) against the
 `ground_truth` of `interaction_kwargs`; 1.0 ends the conversation with "Your response is correct!", anything else
-asks the model to reflect and try again. The score is the turn's score (verl's `turn_scores`).
+asks the model to reflect and try again. The score is the turn's score (verl's `turn_scores`). One difference is
+the agent loop's: verl appends the closing "Your response is correct!" to the response as a (masked) user turn
+before it stops; rlc's loop stops without it, so the response ends with the model's answer.
 """
 
 from __future__ import annotations
