@@ -73,6 +73,10 @@ def read_tools(path: str, notes: list[Diagnostic] | None = None) -> list[ToolSpe
         problems += schema_problems
         if schema_problems:
             continue
+        if _class(item) == VERL_CLASSES["verl.tools.search_tool.SearchTool"] and \
+                not re.match(r"^https?://", str((item.get("config") or {}).get("retrieval_service_url", ""))):
+            problems.append(_at(source, (*where, "config"), "the search tool needs config.retrieval_service_url, "
+                                "the http(s) URL of its retrieval service", hint="e.g. http://127.0.0.1:8000/retrieve"))
         name = item["tool_schema"]["function"]["name"]
         if name in names:
             problems.append(_at(source, (*where, "tool_schema", "function", "name"), f"tool {name!r} is declared "

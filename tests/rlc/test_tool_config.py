@@ -102,3 +102,16 @@ def test_verl_classes_run_as_rlcs_own_with_a_note(tmp_path: Path) -> None:
     notes = []
     [gsm8k] = read_interactions(str(interactions), notes)
     assert gsm8k.class_name == "rlc_runtime.tools.interaction.Gsm8kInteraction" and notes[0].position.line == 3
+
+
+def test_the_search_tool_needs_its_service_url(tmp_path: Path) -> None:
+    tools = tmp_path / "search.yaml"
+    entry = ("tools:\n  - class_name: verl.tools.search_tool.SearchTool\n    config: {%s}\n"
+             "    tool_schema: {type: function, function: {name: search}}\n")
+    tools.write_text(entry % "topk: 3")
+    with pytest.raises(CompileError) as caught:
+        read_tools(str(tools))
+    [error] = caught.value.diagnostics
+    assert error.position.line == 3 and "needs config.retrieval_service_url" in error.message
+    tools.write_text(entry % "retrieval_service_url: 'http://127.0.0.1:8000/retrieve'")
+    assert read_tools(str(tools))[0].class_name == "rlc_runtime.tools.search.SearchTool"
