@@ -176,6 +176,9 @@ def absolute_local_paths(config: object) -> None:
         setattr(data, key, [fix(v) for v in value] if isinstance(value, list) else fix(value))
     if config.custom_reward_function.path:
         config.custom_reward_function.path = fix(config.custom_reward_function.path)
+    sampler = config.data.sampler
+    if sampler.class_path and not sampler.class_path.startswith("pkg://"):  # a file; pkg:// is imported by name
+        sampler.class_path = fix(sampler.class_path.removeprefix("file://"))
     if config.slurm.template:
         config.slurm.template = str(Path(config.slurm.template).expanduser().resolve())
     turn = config.actor_rollout_ref.rollout.multi_turn

@@ -14,6 +14,10 @@ A tool file (`rollout.multi_turn.tool_config_path`)::
 
 An interaction file (`interaction_config_path`): `interaction: [{name, class_name, config}]`.
 
+verl's own tools and interactions (`verl.tools.gsm8k_tool.Gsm8kTool`, ...) need verl installed, which an rlc run
+does not: rlc substitutes its own implementation of the same tool (`VERL_CLASSES`; each module's docstring says
+where it differs) and says so in a note at the file's line.
+
 The compiler reads both here (no runtime import: the class's module is located, never executed), and the runtime
 reads them through the same functions, so a file that validates is the file that runs. Every problem is a
 `Diagnostic` at the file's own line.
@@ -28,11 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlc.diagnostics import CompileError, Diagnostic, KeyPath
+from rlc.diagnostics import CompileError, Diagnostic, KeyPath, Severity
 from rlc.source import Source, load_file
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
 CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+# verl's class path -> rlc's implementation of the same tool or interaction.
+VERL_CLASSES = {
+    "verl.tools.gsm8k_tool.Gsm8kTool": "rlc_runtime.tools.answer.Gsm8kTool",
+    "verl.tools.geo3k_tool.Geo3kTool": "rlc_runtime.tools.answer.Geo3kTool",
+    "verl.tools.search_tool.SearchTool": "rlc_runtime.tools.search.SearchTool",
+    "verl.interactions.gsm8k_interaction.Gsm8kInteraction": "rlc_runtime.tools.interaction.Gsm8kInteraction",
+}
 JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
 
 
@@ -51,37 +62,42 @@ class InteractionSpec:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def read_tools(path: str) -> list[ToolSpec]:
-    """The tools of `path`; raises CompileError with every problem found."""
+def read_tools(path: str, notes: list[Diagnostic] | None = None) -> list[ToolSpec]:
+    """The tools of `path`; raises CompileError with every problem found. A verl class that rlc substitutes is
+    replaced in the spec, with a note added to `notes`."""
     source = _load(path)
     specs, names, problems = [], set(), []
     for where, item in _entries(source, "tools", "a tool file needs a non-empty `tools:` list",
-                                "each tool is a mapping with class_name and tool_schema", problems):
+                                "each tool is a mapping with class_name and tool_schema", problems, notes):
         schema_problems = _schema_problems(source, (*where, "tool_schema"), item.get("tool_schema"))
         problems += schema_problems
         if schema_problems:
             continue
+        if _class(item) == VERL_CLASSES["verl.tools.search_tool.SearchTool"] and \
+                not re.match(r"^https?://", str((item.get("config") or {}).get("retrieval_service_url", ""))):
+            problems.append(_at(source, (*where, "config"), "the search tool needs config.retrieval_service_url, "
+                                "the http(s) URL of its retrieval service", hint="e.g. http://127.0.0.1:8000/retrieve"))
         name = item["tool_schema"]["function"]["name"]
         if name in names:
             problems.append(_at(source, (*where, "tool_schema", "function", "name"), f"tool {name!r} is declared "
                                                                                       f"twice"))
         names.add(name)
-        specs.append(ToolSpec(name, item.get("class_name", ""), item.get("config") or {}, item["tool_schema"]))
+        specs.append(ToolSpec(name, _class(item), item.get("config") or {}, item["tool_schema"]))
     if problems:
         raise CompileError(problems)
     return specs
 
 
-def read_interactions(path: str) -> list[InteractionSpec]:
+def read_interactions(path: str, notes: list[Diagnostic] | None = None) -> list[InteractionSpec]:
     source = _load(path)
     specs, problems = [], []
     for where, item in _entries(source, "interaction", "an interaction file needs a non-empty `interaction:` list",
-                                "each interaction is a mapping with name and class_name", problems):
+                                "each interaction is a mapping with name and class_name", problems, notes):
         name = item.get("name", item.get("class_name"))  # verl names an unnamed interaction by its class
         if not isinstance(name, str):
             problems.append(_at(source, (*where, "name"), "name must be a string"))
             continue
-        specs.append(InteractionSpec(name, item.get("class_name", ""), item.get("config") or {}))
+        specs.append(InteractionSpec(name, _class(item), item.get("config") or {}))
     if problems:
         raise CompileError(problems)
     return specs
@@ -96,10 +112,17 @@ def _load(path: str) -> Source:
     return source
 
 
-def _entries(source: Source, key: str, empty: str, not_mapping: str,
-             problems: list[Diagnostic]) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+def _class(item: dict[str, Any]) -> str:
+    """The class that runs: rlc's own in place of a verl class it substitutes."""
+    name = item.get("class_name", "")
+    return VERL_CLASSES.get(name, name)
+
+
+def _entries(source: Source, key: str, empty: str, not_mapping: str, problems: list[Diagnostic],
+             notes: list[Diagnostic] | None) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
     """The mappings of the file's `key:` list with where each is; the problems that tools and interactions alike
-    can have (not a mapping, class, config) go to `problems` as each entry is reached, in file order."""
+    can have (not a mapping, class, config) go to `problems` as each entry is reached, in file order, and the
+    notes on substituted verl classes to `notes`."""
     items = source.data.get(key)
     if not isinstance(items, list) or not items:
         raise CompileError([_at(source, (key,), empty)])
@@ -108,28 +131,38 @@ def _entries(source: Source, key: str, empty: str, not_mapping: str,
         if not isinstance(item, dict):
             problems.append(_at(source, where, not_mapping))
             continue
-        problems += _class_problems(source, where, item.get("class_name"))
+        class_name = item.get("class_name")
+        if class_name in VERL_CLASSES:
+            if notes is not None:
+                notes.append(_at(source, (*where, "class_name"), f"{class_name} is verl's; rlc runs its own "
+                                 f"implementation of the same tool, {VERL_CLASSES[class_name]}", severity="note",
+                                 hint=f"its differences from verl's are in the docstring of "
+                                      f"{VERL_CLASSES[class_name].rsplit('.', 1)[0]}"))
+        else:
+            problems += _class_problems(source, where, class_name)
         problems += _config_problems(source, where, item.get("config", {}))
         yield where, item
 
 
-def _at(source: Source, path: KeyPath, message: str, hint: str | None = None) -> Diagnostic:
+def _at(source: Source, path: KeyPath, message: str, hint: str | None = None,
+        severity: Severity = "error") -> Diagnostic:
     position = source.position(path)
     where = ".".join(str(p) for p in path) or "top level"
-    return Diagnostic(f"{'' if position else source.file + ': '}{where}: {message}", position=position, hint=hint)
+    return Diagnostic(f"{'' if position else source.file + ': '}{where}: {message}", position=position, hint=hint,
+                      severity=severity)
 
 
 def _class_problems(source: Source, where: KeyPath, class_name: Any) -> list[Diagnostic]:
     if not isinstance(class_name, str) or not CLASS_PATH.fullmatch(class_name):
         return [_at(source, (*where, "class_name"), f"class_name {class_name!r} is not a `module.Class` path")]
     module = class_name.rsplit(".", 1)[0]
-    if not _module_exists(module):
+    if not module_exists(module):
         return [_at(source, (*where, "class_name"), f"module {module!r} of {class_name} cannot be found",
                     hint="the module must be importable by the run (installed, or on PYTHONPATH)")]
     return []
 
 
-def _module_exists(module: str) -> bool:
+def module_exists(module: str) -> bool:
     """Whether `module` can be imported, found without running any of its packages' code."""
     top, *rest = module.split(".")
     try:

@@ -77,6 +77,7 @@ class Trainer:
         from rlc_runtime.algorithms.kl import make_kl_controller
         from rlc_runtime.data import EpochSampler, PromptDataset, load_split
         from rlc_runtime.models import load_tokenizer
+        from rlc_runtime.samplers import UserSampler
 
         self.cfg, self.run_dir, self.topology = cfg, run_dir, topology
         self.world = topology.world_size
@@ -90,8 +91,9 @@ class Trainer:
         if len(self.train_set) < data.train_batch_size:
             raise RunError(f"data.train_batch_size {data.train_batch_size} is larger than the "
                            f"{len(self.train_set)} training prompts in {data.train_files}")
-        self.sampler = EpochSampler(len(self.train_set), data.train_batch_size, shuffle=data.shuffle,
-                                    seed=data.seed if data.seed is not None else cfg.trainer.seed)
+        self.sampler = UserSampler.build(data, self.train_set) if data.sampler.class_path else \
+            EpochSampler(len(self.train_set), data.train_batch_size, shuffle=data.shuffle,
+                         seed=data.seed if data.seed is not None else cfg.trainer.seed)
         self.total_steps = cfg.trainer.total_training_steps or cfg.trainer.total_epochs * self.sampler.batches_per_epoch
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.ckpt_root = Path(cfg.trainer.default_local_dir).expanduser()
@@ -260,6 +262,8 @@ class Trainer:
         metrics["training/epoch"] = metrics.pop("training/epoch", self.sampler.epoch)
         if cfg.trainer.rollout_data_dir:
             dump_generations(Path(cfg.trainer.rollout_data_dir), step, rows, batch, scores.tolist())
+        if hasattr(self.sampler, "update"):  # a curriculum sampler of the user's sees the step (verl's order)
+            self.sampler.update(batch)
         return metrics
 
     def _mfu(self, batch: TokenBatch, seconds: float) -> dict[str, float]:

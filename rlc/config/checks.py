@@ -309,21 +309,19 @@ def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:
     if rollout.mode != "async":
         yield Diagnostic("multi_turn.enable needs rollout.mode async (as in verl)", (*where, "enable"),
                          hint="set actor_rollout_ref.rollout.mode: async")
-    if rollout.tensor_model_parallel_size > 1:
-        yield Diagnostic("multi-turn rollout with tensor_model_parallel_size > 1 is not implemented in rlc: the "
-                         "ranks of an engine would add the turns of tool-using samples in different orders",
-                         (*ROLLOUT, "tensor_model_parallel_size"), hint="set tensor_model_parallel_size: 1")
     if not (turn.tool_config_path or turn.interaction_config_path):
         yield Diagnostic("multi_turn.enable without tool_config_path or interaction_config_path: every conversation "
                          "ends after the model's first turn", (*where, "enable"), severity="warning")
     for key, read in (("tool_config_path", read_tools), ("interaction_config_path", read_interactions)):
         path = getattr(turn, key)
         if path:
+            notes: list[Diagnostic] = []
             try:
-                read(path)
+                read(path, notes)
             except CompileError as error:
-                for problem in error.diagnostics:
-                    yield replace(problem, path=(*where, key)) if problem.position is None else problem
+                notes += error.diagnostics
+            for problem in notes:
+                yield replace(problem, path=(*where, key)) if problem.position is None else problem
 
 
 def check_algorithm(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
@@ -653,6 +651,34 @@ def check_memory(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnosti
                          (*ARF, "model", "path"), severity="warning")
 
 
-CHECKS: tuple[Check, ...] = (check_batch_sizes, check_parallelism, check_backend, check_rollout, check_algorithm,
-                             check_trainer, check_services, check_reward_model, check_model_paths, check_status,
-                             check_memory)
+def check_data(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
+    """The user's sampler class is located now (not imported: the compiler runs none of the user's code)."""
+    from rlc.config.data import VERL_SAMPLERS
+    from rlc.tool_config import module_exists
+
+    sampler, where = cfg.data.sampler, ("data", "sampler")
+    if not (sampler.class_path or sampler.class_name):
+        return
+    if not (sampler.class_path and sampler.class_name):
+        missing = "class_name" if sampler.class_path else "class_path"
+        yield Diagnostic(f"a custom sampler needs both class_path and class_name; {missing} is not set",
+                         (*where, missing))
+        return
+    if (sampler.class_path, sampler.class_name) in VERL_SAMPLERS:
+        path, name = VERL_SAMPLERS[sampler.class_path, sampler.class_name]
+        yield Diagnostic(f"{sampler.class_name} of {sampler.class_path} is verl's example sampler (its module imports "
+                         f"verl); rlc runs its own implementation of it, {name} of {path}", (*where, "class_path"),
+                         severity="note", hint="see rlc_runtime/samplers.py for what it does")
+    elif sampler.class_path.startswith("pkg://"):
+        module = sampler.class_path[len("pkg://"):].replace("/", ".")
+        if not module_exists(module):
+            yield Diagnostic(f"module {module!r} cannot be found", (*where, "class_path"),
+                             hint="the module must be importable by the run (installed, or on PYTHONPATH)")
+    elif not Path(sampler.class_path.removeprefix("file://")).expanduser().is_file():
+        yield Diagnostic(f"{sampler.class_path}: no such file", (*where, "class_path"),
+                         hint="relative paths are relative to where rlc runs")
+
+
+CHECKS: tuple[Check, ...] = (check_batch_sizes, check_data, check_parallelism, check_backend, check_rollout,
+                             check_algorithm, check_trainer, check_services, check_reward_model, check_model_paths,
+                             check_status, check_memory)

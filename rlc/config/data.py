@@ -23,13 +23,20 @@ class CustomClass(Section):
     """Name of the class."""
 
 
-class Sampler(Section):
-    """A sampler class of the user's (curriculum learning)."""
+# verl's own example sampler (a test module of verl's repository, which imports verl) -> rlc's implementation.
+VERL_SAMPLERS = {("pkg://tests.utils.dataset.test_create_rl_sampler_on_cpu", "RandomCurriculumSampler"):
+                 ("pkg://rlc_runtime.samplers", "RandomCurriculumSampler")}
 
-    class_path: str | None = refused(None, "custom samplers are not implemented in rlc")
-    """File defining the sampler."""
-    class_name: str | None = refused(None, "custom samplers are not implemented in rlc")
-    """Name of the sampler class."""
+
+class Sampler(Section):
+    """A sampler class of the user's (curriculum learning), built as verl builds it:
+    `cls(data_source=dataset, data_config=data)`, an iterable of row indices; a curriculum sampler's
+    `update(batch=...)` is called after every step (see rlc_runtime/samplers.py for what it receives)."""
+
+    class_path: str | None = None
+    """Module of the sampler: `pkg://package.module` (imported by name) or a file (`file://x.py`, `x.py`)."""
+    class_name: str | None = None
+    """Name of the sampler class in that module."""
 
 
 class DataGen(Section):

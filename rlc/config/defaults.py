@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from rlc.config.base import substituted
 from rlc.config.checks import uses_critic
+from rlc.config.data import VERL_SAMPLERS
 from rlc.config.root import RLCConfig
 from rlc.topology import data_parallel_size
 
@@ -17,6 +18,10 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
     actor, rollout, ref = arf.actor, arf.rollout, arf.ref
     rollout.name = substituted(rollout, "name")  # what runs is what the resolved config says
     cfg.trainer.device = substituted(cfg.trainer, "device")
+    rollout.multi_turn.format = substituted(rollout.multi_turn, "format")
+    sampler = cfg.data.sampler
+    sampler.class_path, sampler.class_name = VERL_SAMPLERS.get((sampler.class_path, sampler.class_name),
+                                                               (sampler.class_path, sampler.class_name))
 
     actor.clip_ratio_low = actor.clip_ratio_low or actor.clip_ratio
     actor.clip_ratio_high = actor.clip_ratio_high or actor.clip_ratio

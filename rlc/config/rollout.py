@@ -14,6 +14,8 @@ AGENT_LOOP = ("custom agent loops are not implemented in rlc; async mode runs th
               "with multi_turn.enable")
 NOT_SGLANG = "used only by the sglang and trtllm rollouts; rlc rolls out with vLLM"
 VLLM_DEFAULT = "rlc leaves this to vLLM's default"
+SERVER = ("verl 0.9.1 keeps these SGLang server settings in its RolloutConfig, but none of its code reads them; rlc "
+          "runs vLLM's engine in the rollout workers, with no HTTP server between")
 
 
 def _vllm_instead(engine: str, key: str) -> tuple[str, str]:
@@ -66,8 +68,11 @@ class MultiTurn(Section):
     tokenization_sanity_check_mode: str = instead("strict", "rlc does not re-tokenize conversations to compare",
                                                   only_with=".enable")
     """How strictly incremental tokenization is checked against full re-tokenization."""
-    format: str = partly("hermes", ("hermes",), "rlc parses tool calls in the hermes format only")
-    """Tool-call format."""
+    format: str = partly("hermes", ("hermes",), "rlc parses tool calls in the hermes format only", substitutes={
+        "qwen": ("hermes", "verl 0.9.1's agent loop has no parser named qwen (only hermes and gpt-oss: it stops with "
+                           "'Unknown tool parser: qwen'); older verl handed the name to SGLang, whose Qwen 2.5 format "
+                           "is hermes' <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>, which rlc parses")})
+    """Tool-call format: hermes (`<tool_call>{json}</tool_call>`, Qwen's and NousResearch's) or gpt-oss."""
     num_repeat_rollouts: int | None = instead(None, "rlc's multi-turn rollout does not repeat interactions",
                                               only_with=".enable")
     """Repeat each interaction this many times."""
@@ -116,8 +121,9 @@ class CheckpointEngine(Section):
 class Trace(Section):
     """Tracing of rollouts (weave, mlflow)."""
 
-    backend: str | None = refused(None, "rollout tracing is not implemented in rlc; trainer.rollout_data_dir "
-                                        "saves generations")
+    backend: str | None = instead(None, "rlc sends no traces to weave or mlflow; trainer.rollout_data_dir saves "
+                                        "each step's generations, with the multi-turn trajectories (messages, tool "
+                                        "replies, turn scores)")
     """Tracing backend: weave or mlflow."""
     token2text: bool = instead(False, "rollout tracing is not implemented in rlc", only_with=".backend")
     """Decode token ids in traces."""
@@ -128,6 +134,21 @@ class Trace(Section):
     """Tracing project (default trainer.project_name)."""
     experiment_name: str | None = instead(None, "rollout tracing is not implemented in rlc", only_with=".backend")
     """Tracing experiment (default trainer.experiment_name)."""
+
+
+class Server(Section):
+    """verl's settings of SGLang's HTTP server mode (its `ServerConfig`)."""
+
+    timeout: float = instead(60.0, SERVER)
+    """Seconds per request to the server."""
+    max_attempts: int = instead(3, SERVER)
+    """Attempts per request."""
+    retry_delay: float = instead(2.0, SERVER)
+    """Seconds between attempts."""
+    max_connections: int = instead(1000, SERVER)
+    """Connections to the server at once."""
+    max_start_wait_time: float = instead(300.0, SERVER)
+    """Seconds to wait for the server to start."""
 
 
 class Prometheus(Section):
@@ -251,8 +272,9 @@ class Rollout(Section):
     """Token budget of those micro-batches (default: actor.ppo_max_token_len_per_gpu)."""
     disable_log_stats: bool = True
     """Silence vLLM's periodic statistics."""
-    over_sample_rate: float = refused(0, "over-sampling (dropping the slowest requests) is not implemented in rlc")
-    """Fraction of extra requests whose slowest are aborted."""
+    over_sample_rate: float = instead(0, "verl 0.9.1 defines this key, but none of its code reads it: no request is "
+                                         "aborted; rlc, likewise, waits for every request", ge=0, lt=1)
+    """Fraction of extra requests whose slowest are aborted (in verl's config, unused by its code)."""
     multi_stage_wake_up: bool = instead(False, "rlc wakes vLLM's weights and KV cache together")
     """Wake vLLM's weights before its KV cache to lower the memory peak."""
     calculate_log_probs: bool = instead(True, "rlc always records the rollout engine's log-probs, to compare them "
@@ -306,6 +328,8 @@ class Rollout(Section):
     """Weight transfer to the rollout."""
     trace: Trace = Trace()
     """Rollout tracing."""
+    server: Server = Server()
+    """SGLang's HTTP server settings (unused by verl 0.9.1)."""
     prometheus: Prometheus = Prometheus()
     """Prometheus metrics."""
     profiler: Profiler = Profiler()

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlc_runtime.rollout.base import Generation, SamplingParams
-from rlc_runtime.rollout.server import AsyncServer
-from rlc_runtime.tools.base import response_text
+from rlc_runtime.rollout.server import AsyncServer, Lockstep, follow
+from rlc_runtime.tools.base import response_text, step_reward
 from rlc_runtime.tools.parser import ToolCall, parse_hermes
 
 TURN_SEED_STRIDE = 104_729  # a later turn of a seeded sample draws from its own stream
@@ -44,13 +44,29 @@ class AsyncRollout:
 
     async def _generate(self, prompts: list[list[int]], params: SamplingParams,
                         extras: list[dict[str, Any]]) -> list[Generation]:
-        server = AsyncServer(self.vllm.llm)
+        lockstep = Lockstep() if getattr(self.vllm, "tensor_parallel_size", 1) > 1 else None
+        if lockstep is not None and not lockstep.leader:
+            follow(self.vllm.llm.llm_engine, lockstep)  # the leader runs the agent loops (see server.py)
+            generations = lockstep.share()
+            if generations is None:
+                raise RuntimeError("the first rank of this tensor-parallel rollout engine failed; its error is in "
+                                   "its log")
+            return generations
+        server = AsyncServer(self.vllm.llm, lockstep)
         samples = []
         for index, prompt in enumerate(prompts):
             for k in range(params.n):
                 one = replace(params, n=1, seed=None if params.seed is None else params.seed + k)
                 samples.append(self._sample(server, index, prompt, one, extras[index]))
-        return list(await asyncio.gather(*samples))
+        try:
+            generations = list(await asyncio.gather(*samples))
+        except BaseException:
+            server.close()
+            if lockstep is not None:
+                lockstep.share(None)  # the followers fail with the leader instead of waiting for its samples
+            raise
+        server.close()
+        return generations if lockstep is None else lockstep.share(generations)
 
     async def _sample(self, server: AsyncServer, index: int, prompt: list[int], params: SamplingParams,
                       extra: dict[str, Any]) -> Generation:
@@ -100,6 +116,7 @@ class Conversation:
     turns: list[dict[str, Any]] = field(default_factory=list)
     assistant_turns: int = 0
     user_turns: int = 0
+    tool_rewards: list[float] = field(default_factory=list)  # step rewards tools returned (verl's `tool_rewards`)
 
     def add_model_turn(self, turn: Generation, text: str) -> None:
         self.ids += turn.token_ids
@@ -120,7 +137,7 @@ class Conversation:
 
     def generation(self, finish: str) -> Generation:
         trajectory = {"messages": self.messages, "turns": self.turns, "assistant_turns": self.assistant_turns,
-                      "user_turns": self.user_turns}
+                      "user_turns": self.user_turns, "tool_rewards": self.tool_rewards}
         return Generation(0, self.ids, self.log_probs, finish, response_mask=self.mask, trajectory=trajectory)
 
 
@@ -174,8 +191,9 @@ class ToolAgentLoop:
         the conversation is over."""
         calls = parse_hermes(talk.messages[-1]["content"]) if self.tools else []
         if calls:
-            return [{"role": "tool", "content": answer}
-                    for answer in await self._call_tools(instance, calls, tools_kwargs)]
+            answers = await self._call_tools(instance, calls, tools_kwargs)
+            talk.tool_rewards += [reward for _, reward in answers if reward is not None]
+            return [{"role": "tool", "content": text} for text, _ in answers]
         max_user = self.limits.max_user_turns
         if interaction is None or (max_user is not None and talk.user_turns >= max_user):
             return []
@@ -185,26 +203,28 @@ class ToolAgentLoop:
         talk.turns.append({"role": "interaction", "score": score, "terminate": bool(stop)})
         return [] if stop else [{"role": "user", "content": str(reply)}]
 
-    async def _call_tools(self, instance: str, calls: list[ToolCall], tools_kwargs: dict[str, Any]) -> list[str]:
+    async def _call_tools(self, instance: str, calls: list[ToolCall],
+                          tools_kwargs: dict[str, Any]) -> list[tuple[str, float | None]]:
         calls = calls[: self.limits.max_parallel_calls]
         answers = await asyncio.gather(*(self._call(instance, call, tools_kwargs) for call in calls))
-        return [self._truncate(answer) for answer in answers]
+        return [(self._truncate(text), reward) for text, reward in answers]
 
-    async def _call(self, instance: str, call: ToolCall, tools_kwargs: dict[str, Any]) -> str:
+    async def _call(self, instance: str, call: ToolCall, tools_kwargs: dict[str, Any]) -> tuple[str, float | None]:
+        """The tool's answer to one call, and its step reward when it gave one."""
         if call.error:
-            return f"Error: {call.error}"
+            return f"Error: {call.error}", None
         tool = self.tools.get(call.name)
         if tool is None:
-            return f"Error: no tool named {call.name!r}; the tools are {', '.join(sorted(self.tools))}"
+            return f"Error: no tool named {call.name!r}; the tools are {', '.join(sorted(self.tools))}", None
         timeout = float(getattr(tool, "config", {}).get("call_timeout_s", DEFAULT_CALL_TIMEOUT_S))
         execute_kwargs = tools_kwargs.get(call.name, {}).get("execute_kwargs", {})
         try:
-            return response_text(await asyncio.wait_for(tool.execute(instance, call.arguments, **execute_kwargs),
-                                                        timeout))
+            result = await asyncio.wait_for(tool.execute(instance, call.arguments, **execute_kwargs), timeout)
         except TimeoutError:
-            return f"Error: tool {call.name} did not answer within {timeout:g} s"
+            return f"Error: tool {call.name} did not answer within {timeout:g} s", None
         except Exception as error:  # noqa: BLE001 - a failing tool ends its turn with a message, never the run
-            return f"Error: tool {call.name} failed: {type(error).__name__}: {error}"
+            return f"Error: tool {call.name} failed: {type(error).__name__}: {error}", None
+        return response_text(result), step_reward(result)
 
     def _truncate(self, text: str) -> str:
         limit, side = self.limits.max_tool_response_length, self.limits.truncate_side

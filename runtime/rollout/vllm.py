@@ -43,6 +43,7 @@ class VLLMRollout:
         from vllm import LLM
 
         self.device = device
+        self.tensor_parallel_size = rollout.tensor_model_parallel_size
         self.eos_token_ids = eos_token_ids
         # vLLM keeps one tensor for tied embeddings; a separate lm_head would be reported as unloadable.
         self.skip = {"lm_head.weight"} if tied_embeddings else set()

@@ -53,3 +53,11 @@ def response_text(result: Any) -> str:
         result = result[0]
     text = getattr(result, "text", result)
     return text if isinstance(text, str) else str(text)
+
+
+def step_reward(result: Any) -> float | None:
+    """The step reward of a verl-style `(response, reward, metrics)` result, or None when there is none."""
+    if isinstance(result, tuple) and len(result) > 1 and isinstance(result[1], int | float) \
+            and not isinstance(result[1], bool):
+        return float(result[1])
+    return None

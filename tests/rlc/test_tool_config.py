@@ -72,3 +72,46 @@ def test_interactions(tmp_path: Path) -> None:
     good.write_text("interaction:\n  - name: tutor\n    class_name: nowhere.Tutor\n")
     with pytest.raises(CompileError, match="module 'nowhere' of nowhere.Tutor cannot be found"):
         read_interactions(str(good))
+
+
+def test_verl_classes_run_as_rlcs_own_with_a_note(tmp_path: Path) -> None:
+    tools = tmp_path / "gsm8k_tool_config.yaml"  # verl's examples/sglang_multiturn/config/tool_config/, abridged
+    tools.write_text(
+        "tools:\n"
+        '  - class_name: "verl.tools.gsm8k_tool.Gsm8kTool"\n'  # line 2
+        "    config: {type: native}\n"
+        "    tool_schema:\n"
+        "      type: function\n"
+        "      function: {name: calc_gsm8k_reward, parameters: {type: object, properties: {answer: {type: string}}}}\n"
+        "  - class_name: verl.tools.other_tool.OtherTool\n"  # line 7: not one rlc substitutes
+        "    tool_schema: {type: function, function: {name: other}}\n")
+    notes: list = []
+    with pytest.raises(CompileError) as caught:
+        read_tools(str(tools), notes)
+    [note] = notes
+    assert (note.severity, note.position.line) == ("note", 2)
+    assert "rlc runs its own implementation of the same tool, rlc_runtime.tools.answer.Gsm8kTool" in note.message
+    [error] = caught.value.diagnostics
+    assert error.position.line == 7 and "cannot be found" in error.message
+    tools.write_text(tools.read_text().split("  - class_name: verl.tools.other")[0])
+    [spec] = read_tools(str(tools))
+    assert spec.class_name == "rlc_runtime.tools.answer.Gsm8kTool" and spec.config == {"type": "native"}
+    interactions = tmp_path / "interaction.yaml"
+    interactions.write_text('interaction:\n  - name: "gsm8k"\n'
+                            '    class_name: "verl.interactions.gsm8k_interaction.Gsm8kInteraction"\n')
+    notes = []
+    [gsm8k] = read_interactions(str(interactions), notes)
+    assert gsm8k.class_name == "rlc_runtime.tools.interaction.Gsm8kInteraction" and notes[0].position.line == 3
+
+
+def test_the_search_tool_needs_its_service_url(tmp_path: Path) -> None:
+    tools = tmp_path / "search.yaml"
+    entry = ("tools:\n  - class_name: verl.tools.search_tool.SearchTool\n    config: {%s}\n"
+             "    tool_schema: {type: function, function: {name: search}}\n")
+    tools.write_text(entry % "topk: 3")
+    with pytest.raises(CompileError) as caught:
+        read_tools(str(tools))
+    [error] = caught.value.diagnostics
+    assert error.position.line == 3 and "needs config.retrieval_service_url" in error.message
+    tools.write_text(entry % "retrieval_service_url: 'http://127.0.0.1:8000/retrieve'")
+    assert read_tools(str(tools))[0].class_name == "rlc_runtime.tools.search.SearchTool"

@@ -161,6 +161,7 @@ def test_verl_value_rlc_lacks_says_not_implemented(where: tuple[str, ...], value
     (("actor_rollout_ref", "rollout", "name"), "sglang", "vllm", "engine_kwargs.sglang) do nothing"),
     (("actor_rollout_ref", "rollout", "name"), "trtllm", "vllm", "TensorRT-LLM itself is not implemented"),
     (("trainer", "device"), "npu", "cuda", "cannot run on Ascend NPUs at all"),
+    (("actor_rollout_ref", "rollout", "multi_turn", "format"), "qwen", "hermes", "'Unknown tool parser: qwen'"),
 ])
 def test_a_substituted_name_warns_and_resolves_to_what_runs(where: tuple[str, ...], value: str, runs: str,
                                                             caveat: str) -> None:
@@ -268,3 +269,43 @@ def test_interleaved_pipeline_warns_that_rlc_runs_the_plain_schedule() -> None:
     assert found(1) == []  # one chunk per stage is the plain schedule
     assert [(d.severity, "plain (non-interleaved) pipeline schedule" in d.message) for d in found(2)] == [
         ("warning", True)]
+
+
+@pytest.mark.parametrize(("tree", "note"), [
+    ({"over_sample_rate": 0.1}, "none of its code reads it: no request is aborted"),
+    ({"trace": {"backend": "mlflow"}}, "rlc sends no traces to weave or mlflow"),
+    ({"server": {"timeout": 120}}, "none of its code reads them"),
+])
+def test_keys_verl_reads_nowhere_or_rlc_logs_otherwise_warn(tree: dict[str, Any], note: str) -> None:
+    found = _diagnostics({"actor_rollout_ref": {"model": {"path": "m"}, "rollout": tree}})
+    assert [d.severity for d in found] == ["warning"] and note in found[0].message
+    # verl's defaults of the server block (as its sglang server-mode example config writes them) are silent
+    server = {"timeout": 60, "max_attempts": 3, "retry_delay": 2, "max_connections": 1000, "max_start_wait_time": 300.0}
+    assert _diagnostics({"actor_rollout_ref": {"model": {"path": "m"}, "rollout": {"server": server}}}) == []
+
+
+def test_a_sampler_class_is_located_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def sampler(**keys: str) -> list[tuple[str, str]]:
+        return [(d.dotted, d.message) for d in _diagnostics({"data": {"sampler": keys}})]
+
+    (tmp_path / "curriculum.py").write_text("class Easy: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sampler(class_path=str(tmp_path / "curriculum.py"), class_name="Easy") == []
+    assert sampler(class_path=f"file://{tmp_path}/curriculum.py", class_name="Easy") == []
+    assert sampler(class_path="pkg://curriculum", class_name="Easy") == []
+    assert sampler(class_path="pkg://no_such_module_x", class_name="Easy") == [
+        ("data.sampler.class_path", "module 'no_such_module_x' cannot be found")]
+    assert sampler(class_path=str(tmp_path / "gone.py"), class_name="Easy") == [
+        ("data.sampler.class_path", f"{tmp_path / 'gone.py'}: no such file")]
+    assert sampler(class_path="pkg://curriculum") == [
+        ("data.sampler.class_name", "a custom sampler needs both class_path and class_name; class_name is not set")]
+    # verl's example sampler, a test module of verl's (which imports verl): rlc's own runs, with a note
+    verls = {"class_path": "pkg://tests.utils.dataset.test_create_rl_sampler_on_cpu",
+             "class_name": "RandomCurriculumSampler"}
+    [note] = _diagnostics({"data": {"sampler": verls}})
+    assert note.severity == "note" and "rlc runs its own implementation of it" in note.message
+    from rlc.config.defaults import fill_defaults
+
+    filled = fill_defaults(RLCConfig.model_validate(_merged(MINIMAL, {"data": {"sampler": verls}})))
+    assert (filled.data.sampler.class_path, filled.data.sampler.class_name) == (
+        "pkg://rlc_runtime.samplers", "RandomCurriculumSampler")

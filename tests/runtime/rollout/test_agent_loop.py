@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from rlc_runtime.rollout.agent_loop import AsyncRollout, ToolAgentLoop, TurnLimi
 from rlc_runtime.rollout.base import Generation, SamplingParams
 from rlc_runtime.rollout.vllm import VLLMRollout
 from rlc_runtime.tools.base import Tool, build_tools
+from rlc_runtime.tools.calculator import AddTool
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "examples/models/tiny-qwen2-tools"
@@ -109,6 +112,7 @@ def test_tool_turns_are_in_the_response_and_out_of_the_mask(engine: VLLMRollout,
         roles = [m["role"] for m in g.trajectory["messages"]]
         assert roles == ["user", "assistant", "tool", "assistant"]
         assert g.trajectory["messages"][2]["content"] == f"{a} + {b} = {a + b}\n"
+        assert g.trajectory["tool_rewards"] == []  # the calculator answers with text only
     # the batch carries the mask to the loss: tool tokens 0, the model's 1
     from rlc_runtime.workers.rollout import build_batch
 
@@ -171,3 +175,66 @@ def test_an_interaction_answers_as_the_user_and_is_masked(engine: VLLMRollout, t
         assert runs[1][1] == encode(tokenizer, f"<|user|>{retry}<|assistant|>")
     # at most one user turn (max_user_turns), and a right first answer ends the conversation with no user turn
     assert all(g.trajectory["user_turns"] <= 1 for g in samples)
+
+
+class LoggedAdd(AddTool):
+    """The calculator, logging each call, and slower on the second rank: were the ranks to run the tools each,
+    their engines would get the tool turns at different steps."""
+
+    async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs: Any) -> str:
+        await asyncio.sleep(self.config["delay_s"])
+        with open(self.config["log"], "a") as log:
+            log.write(json.dumps(parameters) + "\n")
+        return await super().execute(instance_id, parameters)
+
+
+def _tensor_parallel_rank(rank: int, port: int, out: Path, params: SamplingParams) -> None:
+    """One of two ranks of a 2-way vLLM-CPU engine (external_launcher on a gloo group, as the trainer runs it)."""
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK="0")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(MODEL)
+        rollout = Rollout(name="vllm", tensor_model_parallel_size=2, load_format="auto", gpu_memory_utilization=0.2,
+                          max_num_seqs=64)
+        engine = VLLMRollout(str(MODEL), None, rollout, device="cpu", max_model_len=MAX_LEN,
+                             eos_token_ids=[tokenizer.eos_token_id], tied_embeddings=True)
+        schema = read_tools(str(ROOT / "examples/tools/calculator.yaml"))[0].schema
+        tools = {"add": LoggedAdd({"log": str(out / f"calls{rank}.txt"), "delay_s": 0.3 * rank}, schema)}
+        samples = tool_rollout(engine, tokenizer, tools).generate(prompts(tokenizer), params, extras())
+        torch.save(samples, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tensor_parallel_tool_loop_equals_one_rank(engine: VLLMRollout, tokenizer: Any, tmp_path: Path) -> None:
+    """Multi-turn at tensor parallel 2: the first rank runs the agent loops, the other steps in lockstep with it;
+    both return the samples a single-rank engine draws with the same seeds."""
+    import torch
+    import torch.multiprocessing as mp
+
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=64, seed=3)
+    tools = build_tools(read_tools(str(ROOT / "examples/tools/calculator.yaml")))
+    one = tool_rollout(engine, tokenizer, tools).generate(prompts(tokenizer), params, extras())
+    assert sum(g.trajectory["assistant_turns"] == 2 for g in one) >= 2  # tool turns are part of what is compared
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_tensor_parallel_rank, args=(port, tmp_path, params), nprocs=2, join=True)
+    # the calls the tool itself answered (not those the loop refused: unparsable, or naming no tool)
+    calls = [m for g in one for m in g.trajectory["messages"] if m["role"] == "tool"
+             and (not m["content"].startswith("Error: ") or m["content"] == "Error: a and b must be integers")]
+    assert len((tmp_path / "calls0.txt").read_text().splitlines()) == len(calls) > 0  # the first rank runs them
+    assert not (tmp_path / "calls1.txt").exists()  # the other only steps its engine
+    for rank in (0, 1):
+        two = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert [(g.prompt_index, g.token_ids, g.response_mask, g.finish_reason) for g in two] == \
+            [(g.prompt_index, g.token_ids, g.response_mask, g.finish_reason) for g in one]
+        assert [g.trajectory["messages"] for g in two] == [g.trajectory["messages"] for g in one]
+        assert max(abs(a - b) for x, y in zip(two, one, strict=True)
+                   for a, b in zip(x.log_probs, y.log_probs, strict=True)) < 1e-4
