@@ -20,6 +20,19 @@ SINGLE_DTYPE = ("rlc keeps trainable weights in fp32 and the reference in bf16 o
                 "compute dtypes")
 
 
+MEGATRON_OPTIMIZER_OVERRIDES = {"eps": "adam_eps", "optimizer_cpu_offload": "optimizer_cpu_offload",
+                                "optimizer_offload_fraction": "optimizer_offload_fraction",
+                                "overlap_cpu_optimizer_d2h_h2d": "overlap_cpu_optimizer_d2h_h2d",
+                                "use_precision_aware_optimizer": "use_precision_aware_optimizer"}
+"""`optim.override_optimizer_config` keys the Megatron engine passes to megatron-core's `OptimizerConfig`, and the
+field each sets: torch AdamW's `eps` is megatron's `adam_eps`; the others are megatron's own names, as verl passes
+them (`optimizer_cpu_offload` runs the step on the CPU with megatron's HybridDeviceOptimizer)."""
+
+MEGATRON_PER_ROLE = ("use_dist_checkpointing", "dist_checkpointing_path", "dist_checkpointing_prefix", "param_offload",
+                     "grad_offload", "optimizer_offload")
+"""Keys of a `megatron` block that each role (actor, ref, critic) reads from its own block, as verl does; the
+others are the actor's layout, shared by every role."""
+
 VERL_TRANSFORMER_OVERRIDES = {"recompute_granularity": None, "recompute_modules": ["core_attn"],
                               "recompute_method": None, "recompute_num_layers": None, "attention_backend": "flash"}
 """verl's default `override_transformer_config`; a config that keeps it earns no warning."""
@@ -230,20 +243,21 @@ class MegatronConfig(Section):
     """Megatron sequence parallelism of norms and dropouts (used when tensor parallel > 1)."""
     use_distributed_optimizer: bool = True
     """Shard the optimizer state over data-parallel ranks."""
-    use_dist_checkpointing: bool = refused(
-        False, "rlc loads the initial weights from the Hugging Face checkpoint at model.path; loading a Megatron "
-               "dist checkpoint is not implemented")
-    """Load the initial weights from a Megatron dist checkpoint."""
-    dist_checkpointing_path: str | None = refused(None, "loading a Megatron dist checkpoint is not implemented")
-    """Where that dist checkpoint is."""
-    dist_checkpointing_prefix: str = refused("", "loading a Megatron dist checkpoint is not implemented")
-    """Key prefix inside that dist checkpoint."""
-    param_offload: bool = refused(False, "offloading Megatron parameters is not implemented in rlc yet")
-    """Keep parameters in CPU memory between uses."""
-    grad_offload: bool = refused(False, "offloading Megatron gradients is not implemented in rlc yet")
-    """Keep gradients in CPU memory between uses."""
-    optimizer_offload: bool = refused(False, "offloading the Megatron optimizer is not implemented in rlc yet")
-    """Keep the optimizer state in CPU memory between uses."""
+    use_dist_checkpointing: bool = False
+    """Load the initial weights from the Megatron dist checkpoint at dist_checkpointing_path instead of the Hugging
+    Face weights at model.path (whose config.json still gives the model's shape); the critic keeps its value head
+    from model.path."""
+    dist_checkpointing_path: str | None = None
+    """Where that dist checkpoint is: its directory (with metadata.json), or an rlc/verl checkpoint directory that
+    holds it as dist_ckpt/."""
+    dist_checkpointing_prefix: str = ""
+    """Key prefix of the model's tensors inside that dist checkpoint."""
+    param_offload: bool = False
+    """Keep this role's parameters (and gradient buffers) in CPU memory between the phases that use them."""
+    grad_offload: bool = False
+    """Free this role's gradient buffers between updates (they are zero then; verl reads but ignores this key)."""
+    optimizer_offload: bool = False
+    """Keep this role's fp32 master weights and Adam moments in CPU memory between optimizer steps."""
     seed: int = 42
     """Seed of Megatron's model-parallel random state."""
     params_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
