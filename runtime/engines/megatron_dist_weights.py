@@ -41,4 +41,5 @@ def load_dist_weights(model: torch.nn.Module, path: str | Path, prefix: str, met
     if value_model:
         state = {k: v for k, v in state.items() if _OUTPUT not in k}
     loaded = dist_checkpointing.load(state, str(dist_checkpoint_dir(path)), strict=StrictHandling.ASSUME_OK_UNEXPECTED)
-    model.load_state_dict({k[len(prefix):]: v for k, v in loaded.items()}, strict=not value_model)
+    # the answer also carries the checkpoint's other common state (an optimizer's, a trainer's): only ours is read
+    model.load_state_dict({k[len(prefix):]: loaded[k] for k in state}, strict=not value_model)
