@@ -12,7 +12,7 @@ ULYSSES = ("rlc implements Ulysses sequence parallelism under the FSDP engine's 
            "here; set it to 1")
 MEGATRON_SCHEDULE = ("rlc's Megatron engine uses the same schedule as FSDP: lr_scheduler_type, lr_warmup_steps "
                      "(_ratio) and min_lr_ratio")
-PRECISION_AWARE = "used only by Megatron's precision-aware optimizer, which rlc does not use"
+PRECISION_AWARE = "rlc keeps megatron's defaults: fp32 gradients, master weights and Adam moments"
 MUON = "used only by the Muon optimizer, which rlc does not implement (rlc runs AdamW)"
 NO_PADDING_BUCKETS = "rlc pads each micro-batch to its own longest sequence (or packs it without padding)"
 QAT = "quantization-aware training is not implemented in rlc"
@@ -71,7 +71,9 @@ class Optim(Section):
     zero_indexed_step: bool = instead(True, "rlc counts scheduler steps from 0 (verl's default)")
     """Whether the scheduler's first step is step 0."""
     override_optimizer_config: dict[str, Any] | None = None
-    """Extra keyword arguments passed to the optimizer's constructor."""
+    """Extra keyword arguments passed to the optimizer's constructor (Megatron: `eps` and megatron-core's CPU
+    optimizer fields optimizer_cpu_offload, optimizer_offload_fraction, overlap_cpu_optimizer_d2h_h2d,
+    use_precision_aware_optimizer)."""
     lr_warmup_init: float = instead(0.0, MEGATRON_SCHEDULE)
     """Megatron: learning rate at the start of warmup."""
     lr_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
@@ -86,7 +88,8 @@ class Optim(Section):
     """Megatron: decay shape of the warmup-stable-decay schedule."""
     lr_wsd_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
     """Megatron: length of the WSD schedule's decay phase."""
-    use_precision_aware_optimizer: bool = refused(False, "Megatron's precision-aware optimizer is not used by rlc")
+    use_precision_aware_optimizer: bool = refused(
+        False, "rlc reads it where verl does, from override_optimizer_config (with optimizer_cpu_offload beside it)")
     """Megatron: keep gradients and Adam moments in lower precision (bf16 training)."""
     main_grads_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
     """Megatron: dtype of the gradient-accumulation buffer with the precision-aware optimizer."""
@@ -257,7 +260,7 @@ class MegatronConfig(Section):
     grad_offload: bool = False
     """Free this role's gradient buffers between updates (they are zero then; verl reads but ignores this key)."""
     optimizer_offload: bool = False
-    """Keep this role's fp32 master weights and Adam moments in CPU memory between optimizer steps."""
+    """Keep this role's fp32 master weights and Adam moments in CPU memory between updates."""
     seed: int = 42
     """Seed of Megatron's model-parallel random state."""
     params_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"

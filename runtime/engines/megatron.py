@@ -340,7 +340,8 @@ class MegatronEngine:
     def save_hf(self, directory: Path) -> None:
         """Every rank gathers; rank 0 writes `save_pretrained` of a model built from the config (on the meta
         device: it only names the tensors), and the tokenizer."""
-        state = {name: tensor.cpu() if self.rank == 0 else None for name, tensor in self.named_weights()}
+        # copies: a yielded tensor can be a view of a parameter, which an offload releases after the loop
+        state = {name: tensor.to("cpu", copy=True) if self.rank == 0 else None for name, tensor in self.named_weights()}
         if self.rank != 0:
             return
         from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
