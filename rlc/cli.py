@@ -1,12 +1,18 @@
 """The `rlc` command: thin wrappers that call one stage each and print diagnostics.
 
-Heavy modules are imported inside the commands, so `rlc validate` pays only for what it uses.
+Heavy modules are imported inside the commands, so `rlc validate` pays only for what it uses; the program's entry
+point (`rlc.entry`) runs a plain `rlc validate` without importing typer at all.
 """
 
 from __future__ import annotations
 
-import os
 import sys
+
+if __name__ == "__main__":  # `python -m rlc.cli validate ...`: the same quick path as the `rlc` program's
+    from rlc.entry import quick_validate
+
+    quick_validate(sys.argv[1:])
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -525,19 +531,9 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except CompileError as err:
-        _print(err.diagnostics)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as err:  # a bug of ours: one line for the user, the traceback on request
-        if os.environ.get("RLC_DEBUG"):
-            raise
-        print(f"rlc: internal error: {type(err).__name__}: {err}\n(set RLC_DEBUG=1 for the traceback, and please "
-              "report it)", file=sys.stderr)
-        sys.exit(2)
+    from rlc.entry import guarded
+
+    guarded(app)
 
 
 if __name__ == "__main__":

@@ -60,13 +60,16 @@ def load_config(path: str | Path, sets: Sequence[str] = (), flags: Sequence[tupl
     # Unknown keys alone do not change what the rest means: drop them and run the model stage on what is left,
     # so that one run reports typos and cross-field problems together. Any other structural error would put
     # a default in place of the user's value and make the cross-field rules report phantoms, so they wait.
+    config = None
     if all(d.code == "unknown-key" for d in structural):
-        found += _model_stage(_without(checked, [d.path for d in structural]))
+        config, problems = _model_stage(_without(checked, [d.path for d in structural]))
+        found += problems
     found = [_naming_references(d, tree, references) for d in found]
     found = sorted((_locate(d, located) for d in found), key=_order)
     if has_errors(found):
         raise CompileError(found)
-    config, _ = _build(checked)
+    if config is None or structural:  # built from a pruned tree: the unknown keys were warnings
+        config, _ = _build(checked)
     return Loaded(config, located, tree, found, references, unset)
 
 
@@ -94,13 +97,14 @@ def apply_sets(data: dict[str, Any], sets: Sequence[str], labels: Sequence[str] 
     return apply_overrides(data, sets, labels=labels)
 
 
-def _model_stage(tree: dict[str, Any]) -> list[Diagnostic]:
+def _model_stage(tree: dict[str, Any]) -> tuple[Any, list[Diagnostic]]:
+    """The model built from `tree` (None if it fails) and the problems the models and cross-field rules find."""
     config, found = _build(tree)
     if config is None:
-        return found
+        return None, found
     from rlc.config.checks import run_checks
 
-    return run_checks(config, tree)
+    return config, run_checks(config, tree)
 
 
 def _untyped(unset: list[Diagnostic]) -> list[KeyPath]:
@@ -114,7 +118,9 @@ def _untyped(unset: list[Diagnostic]) -> list[KeyPath]:
 
 
 def _without(tree: dict[str, Any], paths: list[tuple]) -> dict[str, Any]:
-    """A copy of `tree` minus the keys at `paths` (their defaults take over)."""
+    """A copy of `tree` minus the keys at `paths` (their defaults take over); `tree` itself if there are none."""
+    if not paths:
+        return tree
     import copy
 
     pruned = copy.deepcopy(tree)

@@ -7,7 +7,10 @@ looked up (`importlib.util.find_spec`), never imported, data files are read for 
 check that cannot run on this install (no pyarrow to read a parquet header) says so as a note instead of failing.
 
 Checks that belong to the machine the job runs on (the runtime's packages, the GPUs) are made only for the local
-executor: a Ray or SLURM job runs elsewhere, and the login node need not have torch.
+executor: a Ray or SLURM job runs elsewhere, and the login node need not have torch. A plan of several nodes needs
+its run directory on storage they all see (told by filesystem type, `rlc.mounts`). Inside a SLURM allocation
+(`SLURM_JOB_ID` set), a local or Ray launch runs on that allocation, which must hold the plan's nodes and GPUs; an
+`--executor slurm` launch asks sbatch for a new allocation of its own, so the current one is not compared.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,10 @@ MAX_JSON_BYTES = 64 << 20  # a .json array is read whole for its first row's key
 
 def run_checks(config: Any, plan: LaunchPlan, no_pin: bool = False) -> list[Diagnostic]:
     """Every problem found (errors) and everything that could not be checked here (notes)."""
-    checks = [_pins(plan, no_pin), _run_dir(Path(plan.run_dir)), _local_paths(config), _data_files(config),
-              _upload_token(config), _wandb_key(config), _reward_server(config)]
+    checks = [_pins(plan, no_pin), _run_dir(Path(plan.run_dir)), _shared_run_dir(plan), _local_paths(config),
+              _data_files(config), _upload_token(config), _wandb_key(config), _reward_server(config)]
+    if plan.executor != "slurm":
+        checks.append(_slurm_allocation(plan, os.environ))
     if plan.executor == "local":
         checks += [_runtime_packages(config), _logger_packages(config), _gpus(plan)]
     return [d for check in checks for d in check]
@@ -46,6 +52,10 @@ def run_checks(config: Any, plan: LaunchPlan, no_pin: bool = False) -> list[Diag
 def _error(message: str, hint: str | None = None) -> Diagnostic:
     """Messages name the key themselves: a preflight finding is about the world, not a line of the file."""
     return Diagnostic(f"preflight: {message}", hint=hint)
+
+
+def _warning(message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(f"preflight: {message}", hint=hint, severity="warning")
 
 
 def _note(message: str) -> Diagnostic:
@@ -90,6 +100,70 @@ def _run_dir(run_dir: Path) -> Iterator[Diagnostic]:
     except OSError as err:
         yield _error(f"the run directory {run_dir} cannot be written: {err.strerror} in {existing}",
                      hint="choose a --run-dir on writable storage")
+
+
+def _shared_run_dir(plan: LaunchPlan) -> Iterator[Diagnostic]:
+    """Every node of a multi-node plan reads the run directory (plan, scripts) and writes into it (checkpoints)."""
+    if plan.nnodes < 2:
+        return
+    from rlc.mounts import filesystem_of, sharing
+
+    mount = filesystem_of(Path(plan.run_dir).absolute())
+    if mount is None:
+        yield _note(f"the run directory {plan.run_dir} was not checked for storage all {plan.nnodes} nodes see "
+                    "(no /proc/self/mountinfo here)")
+        return
+    kind, others = sharing(mount.fstype), f"the other {plan.nnodes - 1} node(s) of the plan"
+    hint = "choose a --run-dir on storage every node mounts (NFS, Lustre, GPFS, BeeGFS, CephFS)"
+    where = f"the run directory {plan.run_dir} is on {mount.fstype} (mounted at {mount.point})"
+    if kind == "memory":
+        yield _error(f"{where}, this machine's memory: {others} cannot see it", hint=hint)
+    elif kind == "local":
+        yield _warning(f"{where}, a node-local filesystem: {others} will not see it unless the same path is "
+                       "shared with them", hint=hint)
+    elif kind == "unknown":
+        yield _note(f"{where}; rlc cannot tell whether {others} see it")
+
+
+def _slurm_allocation(plan: LaunchPlan, env: Mapping[str, str]) -> Iterator[Diagnostic]:
+    """Inside `salloc`/`sbatch`, the allocation must hold the plan: its node count, and on each node the GPUs."""
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return
+    nodes = _slurm_count(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES"))
+    if nodes is not None and nodes < plan.nnodes:
+        yield _error(f"the plan needs {plan.nnodes} node(s), and the SLURM allocation {job} has {nodes} "
+                     "(SLURM_JOB_NUM_NODES)", hint=f"allocate {plan.nnodes} nodes (salloc -N {plan.nnodes}) or use "
+                     f"--nnodes {nodes}")
+    if plan.device != "cuda":
+        return
+    gpus, variable = _slurm_gpus(env)
+    if gpus is None:
+        yield _note(f"the GPUs of the SLURM allocation {job} were not checked (none of SLURM_GPUS_ON_NODE, "
+                    "SLURM_GPUS_PER_NODE, SLURM_JOB_GPUS is set)")
+    elif gpus < plan.gpus_per_node:
+        yield _error(f"the plan needs {plan.gpus_per_node} GPUs on each node, and the SLURM allocation {job} has "
+                     f"{gpus} per node ({variable})", hint=f"allocate {plan.gpus_per_node} GPUs per node "
+                     f"(--gpus-per-node {plan.gpus_per_node}) or use --gpus-per-node {gpus}")
+
+
+def _slurm_gpus(env: Mapping[str, str]) -> tuple[int | None, str]:
+    """GPUs per node of the allocation: SLURM_GPUS_ON_NODE (this node's count), else SLURM_GPUS_PER_NODE
+    (`4` or `a100:4`), else the list of GPU ids in SLURM_JOB_GPUS (`0,1,2,3`)."""
+    for variable in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
+        count = _slurm_count((env.get(variable) or "").rpartition(":")[2])
+        if count is not None:
+            return count, variable
+    ids = env.get("SLURM_JOB_GPUS")
+    if ids:
+        return len([i for i in ids.split(",") if i.strip()]), "SLURM_JOB_GPUS"
+    return None, ""
+
+
+def _slurm_count(text: str | None) -> int | None:
+    """SLURM writes counts as plain integers, or with a repetition suffix per node (`4(x2)`) where they differ."""
+    found = re.match(r"\s*(\d+)", text or "")
+    return int(found.group(1)) if found else None
 
 
 def _local_paths(config: Any) -> Iterator[Diagnostic]:

@@ -8,11 +8,19 @@ ruamel's tree and only explode when expanded, which is exactly where we count. N
 composing (ruamel's composer recurses), and only YAML's own tags are taken: a config holds plain data, so
 `!!python/object` and custom tags are errors rather than objects. Only regular files are read: a FIFO or a device
 would block or never end.
+
+ruamel's parser is pure Python: a fifth of a cold `rlc validate` of verl's 1,100-key config. So a document is first
+read by libyaml (PyYAML's C parser, `_quick_load`), which gives the same tree and positions, for the documents where
+that is certain: plain data without tags, aliases, merge keys, directives or duplicate keys, and plain scalars
+whose YAML 1.2 meaning is unambiguous (decimal integers and floats, true/false, null). Anything else (and every
+error) is read again by ruamel, whose results and messages are the reference; `tests/rlc/test_source.py` compares
+the two on every YAML file of the repository and of verl.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -25,6 +33,12 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # a config is kilobytes; megabytes mean a wron
 MAX_NODES = 200_000  # expanded nodes, after aliases
 MAX_DEPTH = 64  # nesting levels; verl's deepest config is about 8
 _YAML_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null", "map", "seq")}
+MAX_QUICK_NESTING = 2000  # libyaml's composer recurses in C: a document that might nest deeper goes to ruamel
+_PLAIN_NULL = ("", "~", "null", "Null", "NULL")
+_PLAIN_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_PLAIN_FLOAT = re.compile(r"[-+]?[0-9]+(?:\.[0-9]*(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)")
+_MAYBE_SPECIAL = re.compile(r"[-+]?\.?[0-9]|\.(?:inf|Inf|INF|nan|NaN|NAN)$|<<$|=$")  # numbers, dates, merge...
 
 
 @dataclass
@@ -84,6 +98,9 @@ def _read_regular(file: Path, name: str) -> bytes:
 
 
 def load_text(text: str, name: str = "<string>", *, allow_empty: bool = False) -> Source:
+    quick = _quick_load(text, name)
+    if quick is not None:
+        return quick
     from ruamel.yaml import YAML
     from ruamel.yaml.composer import MaxDepthExceededError
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -120,6 +137,81 @@ def load_text(text: str, name: str = "<string>", *, allow_empty: bool = False) -
     budget = [MAX_NODES]
     data = _plain(doc, (), name, positions, budget)
     return Source(name, data, positions)
+
+
+class _Unsure(Exception):
+    """The quick reader cannot promise ruamel's result for this document."""
+
+
+def _quick_load(text: str, name: str) -> Source | None:
+    """The document read by libyaml, or None where only ruamel's reading is certain (see the module docstring)."""
+    try:
+        import yaml
+
+        loader = yaml.CSafeLoader
+    except (ImportError, AttributeError):  # PyYAML without libyaml
+        return None
+    # each level of nesting takes a bracket, a dash, a `?` or one more column of indentation
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    nesting = text.count("[") + text.count("{") + text.count("-") + text.count("?") + indent
+    if "!" in text or text.startswith("\ufeff") or re.search(r"^%", text, re.M) or nesting > MAX_QUICK_NESTING:
+        return None
+    try:
+        root = yaml.compose(text, Loader=loader)
+        if not isinstance(root, yaml.MappingNode):
+            return None  # empty, or not a mapping: ruamel's message
+        positions: dict[KeyPath, Position] = {}
+        data = _quick_plain(root, (), name, positions, [MAX_NODES], set())
+    except (yaml.YAMLError, _Unsure, RecursionError):
+        return None
+    return Source(name, data, positions)
+
+
+def _quick_plain(node: Any, path: KeyPath, name: str, positions: dict[KeyPath, Position], budget: list[int],
+                 seen: set[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0 or id(node) in seen or len(path) >= MAX_DEPTH - 1:  # an alias, or too big or deep
+        raise _Unsure
+    seen.add(id(node))
+    kind = type(node).__name__
+    if kind == "MappingNode":
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if type(key_node).__name__ != "ScalarNode":
+                raise _Unsure  # a complex key
+            key = _quick_scalar(key_node)
+            child = (*path, key if isinstance(key, str) else str(key))
+            if key == "<<" or child[-1] in out:
+                raise _Unsure  # a merge key, or a duplicate (ruamel's error)
+            positions[child] = Position(name, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[child[-1]] = _quick_plain(value_node, child, name, positions, budget, seen)
+        return out
+    if kind == "SequenceNode":
+        items = []
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            positions[child] = Position(name, item.start_mark.line + 1, item.start_mark.column + 1)
+            items.append(_quick_plain(item, child, name, positions, budget, seen))
+        return items
+    return _quick_scalar(node)
+
+
+def _quick_scalar(node: Any) -> Any:
+    """A scalar's value under YAML 1.2 (ruamel's default), for the plain forms that are certain."""
+    value = node.value
+    if node.style:  # quoted or block: a string
+        return value
+    if value in _PLAIN_NULL:
+        return None
+    if value in _PLAIN_BOOL:
+        return _PLAIN_BOOL[value]
+    if _PLAIN_INT.fullmatch(value):
+        return int(value)
+    if _PLAIN_FLOAT.fullmatch(value):
+        return float(value)
+    if _MAYBE_SPECIAL.match(value):  # octal, hex, `1_000`, `.inf`, a date...: ruamel's reading
+        raise _Unsure
+    return value
 
 
 def _syntax(message: str, mark: Any, text: str, name: str) -> CompileError:

@@ -29,7 +29,9 @@ from rlc.schema import STATUS
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=())
+    # defer_build: a section's validator is built when it is first used, not at import; the root's validator holds
+    # every section's, so the ~60 sections' own validators (built at each start otherwise) are mostly never made
+    model_config = ConfigDict(extra="forbid", validate_default=False, protected_namespaces=(), defer_build=True)
 
 
 class NullableSection(Section):

@@ -590,22 +590,24 @@ def check_model_paths(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
 
 def check_status(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnostic]:
     """Each key's status marker (see `rlc.config.base`) applied to the value the user gave it."""
-    yield from _walk_status(cfg, cfg, type(cfg).model_construct(), ())
+    yield from _walk_status(cfg, cfg, None, ())
 
 
-def _walk_status(root: BaseModel, model: BaseModel, defaults: BaseModel,
+def _walk_status(root: BaseModel, model: BaseModel, defaults: BaseModel | None,
                  path: tuple[str, ...]) -> Iterator[Diagnostic]:
     """`defaults`: the section as its parent's field declares it (`ref.fsdp_config` is `FSDPConfig(forward_only=
-    True)`, as in verl), so that each key is compared with the default of its place."""
+    True)`, as in verl), so that each key is compared with the default of its place; None: its class's defaults
+    (read from the fields, not built: `model_construct` deep-copies every nested default)."""
     for name, field in type(model).model_fields.items():
-        value, marker, default = getattr(model, name), status_of(field), getattr(defaults, name, field.default)
+        value, marker = getattr(model, name), status_of(field)
+        default = getattr(defaults, name, field.default) if defaults is not None else field.default
         found = None
         if marker and (marker["status"] == "partial" or name in model.model_fields_set):
             found = _status_diagnostic(root, model, marker, name, value, (default, field.default), (*path, name))
         if found:
             yield found
         elif isinstance(value, BaseModel):
-            inner = default if type(default) is type(value) else type(value).model_construct()
+            inner = default if type(default) is type(value) else None
             yield from _walk_status(root, value, inner, (*path, name))
 
 

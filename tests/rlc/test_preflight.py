@@ -153,6 +153,96 @@ def test_hub_model_and_dataset_that_do_not_exist(tmp_path: Path, hub_server) -> 
     assert f"dataset tester/no-such-data does not exist on {hub_server.url}" in out
 
 
+# Mounts cannot be made here, so the table of a cluster node is a fixture of mountinfo text (the kernel's format,
+# optional fields and octal escapes included); the machine's own table is read for the end-to-end cases.
+CLUSTER_MOUNTINFO = r"""22 1 0:21 / / rw,relatime shared:1 - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w
+23 22 0:22 / /proc rw,nosuid - proc proc rw
+24 22 0:23 / /tmp rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,size=1024k
+25 22 0:40 / /home rw,relatime shared:7 master:2 - nfs4 10.0.0.1:/home rw,vers=4.2
+26 22 0:41 / /lustre rw - lustre 10.0.0.2@o2ib:/scratch rw,flock
+27 26 0:42 / /lustre/local\040disk rw - xfs /dev/nvme0n1 rw
+28 22 0:43 / /mnt/jfs rw - fuse.juicefs JuiceFS:vol rw,user_id=0
+29 22 0:44 / /data rw - ext4 /dev/sda1 rw
+30 22 0:45 / /data rw - beegfs beegfs_nodev rw
+31 22 0:46 / /weird rw - zonefs /dev/sdb rw
+"""
+
+
+def test_mountinfo_is_parsed_and_the_deepest_latest_mount_holds_a_path() -> None:
+    from rlc.mounts import mount_of, parse_mountinfo, sharing
+
+    mounts = parse_mountinfo(CLUSTER_MOUNTINFO)
+    assert len(mounts) == 10
+    expected = {"/home/me/run": ("/home", "nfs4", "shared"), "/tmp/run": ("/tmp", "tmpfs", "memory"),
+                "/tmpfoo/run": ("/", "overlay", "local"),  # /tmp is not a prefix of /tmpfoo
+                "/lustre/a/b": ("/lustre", "lustre", "shared"),
+                "/lustre/local disk/run": ("/lustre/local disk", "xfs", "local"),  # \040 is a space
+                "/mnt/jfs/run": ("/mnt/jfs", "fuse.juicefs", "shared"),
+                "/data/run": ("/data", "beegfs", "shared"),  # mounted over the ext4 one: the later mount wins
+                "/weird": ("/weird", "zonefs", "unknown")}
+    for path, (point, fstype, kind) in expected.items():
+        mount = mount_of(Path(path), mounts)
+        assert mount is not None and (mount.point, mount.fstype, sharing(mount.fstype)) == (point, fstype, kind)
+
+
+def _fstype(path: Path) -> str:
+    """The kernel's own name for the filesystem under `path`, by statfs (an independent reading of the mount)."""
+    import subprocess
+
+    found = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True)
+    return found.stdout.strip()
+
+
+def test_a_multi_node_run_directory_in_memory_is_refused_and_on_local_disk_warned(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, trainer={**BASE["trainer"], "device": "cuda", "n_gpus_per_node": 1, "nnodes": 2})
+    if _fstype(Path("/dev/shm")) != "tmpfs":
+        pytest.skip("/dev/shm is not a tmpfs here")
+    shm = Path("/dev/shm") / f"rlc-preflight-{tmp_path.name}" / "run"
+    try:
+        code, out = preflight(cfg, "--executor", "slurm", "--run-dir", shm)
+    finally:
+        import shutil
+
+        shutil.rmtree(shm.parent, ignore_errors=True)
+    assert code == 1, out
+    assert f"the run directory {shm} is on tmpfs (mounted at /dev/shm), this machine's memory: the other 1 " \
+           "node(s) of the plan cannot see it" in out
+    local = _fstype(tmp_path)
+    if local not in ("ext2/ext3", "xfs", "btrfs", "overlayfs"):
+        pytest.skip(f"{tmp_path} is on {local}, not a local disk")
+    code, out = preflight(cfg, "--executor", "slurm", "--run-dir", tmp_path / "run2")
+    assert code == 0, out
+    assert "warning: preflight: the run directory" in out and "a node-local filesystem: the other 1 node(s)" in out
+    code, out = preflight(cfg, "--executor", "slurm", "--nnodes", "1", "--run-dir", tmp_path / "run1")
+    assert code == 0 and "the run directory" not in out, out  # one node: no other node to see it
+
+
+def test_a_slurm_allocation_smaller_than_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path, trainer={**BASE["trainer"], "device": "cuda", "n_gpus_per_node": 4, "nnodes": 2})
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "2")
+    code, out = preflight(cfg, "--executor", "ray", "--run-dir", tmp_path / "a")
+    assert code == 1, out
+    assert "the plan needs 2 node(s), and the SLURM allocation 4242 has 1 (SLURM_JOB_NUM_NODES)" in out
+    assert "the plan needs 4 GPUs on each node, and the SLURM allocation 4242 has 2 per node (SLURM_GPUS_ON_NODE)" \
+        in out
+    # sbatch asks for an allocation of its own: the one it is submitted from is not compared
+    code, out = preflight(cfg, "--executor", "slurm", "--run-dir", tmp_path / "b")
+    assert code == 0 and "SLURM allocation" not in out, out
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.delenv("SLURM_GPUS_ON_NODE")
+    monkeypatch.setenv("SLURM_GPUS_PER_NODE", "a100:4")  # [type:]count
+    code, out = preflight(cfg, "--executor", "ray", "--run-dir", tmp_path / "c")
+    assert code == 0 and "SLURM allocation" not in out, out
+    monkeypatch.delenv("SLURM_GPUS_PER_NODE")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0,1,2")  # ids of the GPUs given on this node
+    code, out = preflight(cfg, "--executor", "ray", "--run-dir", tmp_path / "d")
+    assert code == 1 and "the SLURM allocation 4242 has 3 per node (SLURM_JOB_GPUS)" in out, out
+    monkeypatch.delenv("SLURM_JOB_GPUS")
+    code, out = preflight(cfg, "--executor", "ray", "--run-dir", tmp_path / "e")
+    assert code == 0 and "the GPUs of the SLURM allocation 4242 were not checked" in out, out
+
 def test_a_dist_checkpoint_to_start_from_must_be_there(tmp_path: Path) -> None:
     """use_dist_checkpointing: a path that does not exist, and a directory without a dist checkpoint, are refused
     before anything starts; a checkpoint directory that rlc saved (with dist_ckpt/metadata.json) passes."""

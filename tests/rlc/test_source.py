@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rlc.diagnostics import CompileError
-from rlc.source import MAX_FILE_BYTES, load_file, load_text
+from rlc.source import MAX_FILE_BYTES, Source, load_file, load_text
 
 
 def _error(tmp_path: Path, content: bytes | str) -> str:
@@ -111,3 +111,84 @@ def test_fifo_and_device_are_refused(tmp_path: Path) -> None:
         load_file(fifo)
     with pytest.raises(CompileError, match="is a device, not a regular file"):
         load_file("/dev/zero")
+
+
+# The quick reader (libyaml) against ruamel, the reference, on real files and on forms where the YAML versions or
+# the two parsers could differ. `_ruamel` is load_text with the quick reader switched off.
+REPO = Path(__file__).parents[2]
+VERL = Path(os.environ.get("RLC_VERL_CHECKOUT", "/tmp/verl_shell"))
+TRICKY = """\
+a: 1
+b: -0.0
+c: [1., 1e5, +5, -7, 0, 2.5e-3, "3", '4']
+d: {x: ~, y: null, z: , w: True, v: FALSE}
+e: yes   # a string in YAML 1.2
+f: |
+  two
+  lines
+g: >-
+  folded
+  text
+h:
+  - - nested
+    - seq
+  - k: v
+    l: [x, {m: n}]
+"1": one
+2: two
+i: ünïcode ✓
+j: plain
+  continued
+"""
+
+
+def _ruamel(text: str) -> Source:
+    from unittest import mock
+
+    with mock.patch("rlc.source._quick_load", return_value=None):
+        return load_text(text, "f.yaml")
+
+
+def _typed(tree: object) -> object:
+    """The tree with each scalar's type spelled out (1 == 1.0 == True in Python)."""
+    if isinstance(tree, dict):
+        return {k: _typed(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_typed(v) for v in tree]
+    return (type(tree).__name__, repr(tree))
+
+
+def _yaml_files() -> list[Path]:
+    return sorted([*REPO.glob("examples/**/*.yaml"), *REPO.glob("tests/**/*.yaml"), *VERL.glob("verl/**/*.yaml")])
+
+
+def test_the_quick_reader_gives_ruamels_tree_and_positions() -> None:
+    from rlc.source import _quick_load
+
+    forms = ["? a\n: b\nc: d\n", "---\na: 1\n...\n", "a: 1\r\nb:\r\n  c: [1, 2]\r\n", "a:\n- x\n- y: 1\n  z: 2\n",
+             "a: {b: [1, {c: d}],\n    e: f}\n", "a: |+\n  keep\n\nb: 1\n", "1.5: a\ntrue: b\n~: c\n", "a: -\n",
+             "\ta: 1\n", "a: b: c\n", "a: 1\n---\nb: 2\n", "a: @x\n"]
+    texts = {"tricky": TRICKY} | {form: form for form in forms} | {str(f): f.read_text() for f in _yaml_files()}
+    quick_read = 0
+    for label, text in texts.items():
+        try:
+            reference = _ruamel(text)
+        except CompileError:
+            assert _quick_load(text, "f.yaml") is None, label  # an error is ruamel's to report
+            continue
+        quick = _quick_load(text, "f.yaml")
+        if quick is not None:
+            quick_read += 1
+            assert _typed(quick.data) == _typed(reference.data), label
+            assert quick.positions == reference.positions, label
+    assert _quick_load(TRICKY, "f.yaml") is not None
+    assert quick_read >= 5, quick_read
+
+
+@pytest.mark.parametrize("text", ["a: &x 1\nb: *x\n", "a: !!str 1\n", "%YAML 1.1\n---\na: yes\n", "a: 0o17\n",
+                                  "a: 1_000\n", "a: .inf\n", "a: 2024-01-01\n", "a: 1\na: 2\n", "? [a]\n: 1\n",
+                                  "<<: {a: 1}\n", "- a\n", "", "a: [1\n", "a: 017\n"])
+def test_forms_the_quick_reader_leaves_to_ruamel(text: str) -> None:
+    from rlc.source import _quick_load
+
+    assert _quick_load(text, "f.yaml") is None
