@@ -77,6 +77,8 @@ class Offloader:
     @torch.no_grad()
     def offload(self, part: str) -> None:
         keep = part != "grads"  # zero between updates: nothing to copy
+        if self.pin:  # work of other streams (a hybrid optimizer's copies back to the GPU) lands first
+            torch.cuda.synchronize()
         seen = {key for held in self.away.values() for key in map(_key_of_held, held)}
         if part == "optimizer":  # never the model's own storage (fp32 master weights can be its views)
             seen |= {_key(t) for t in self.sources["params"]()}
@@ -91,7 +93,7 @@ class Offloader:
                 entry.host.copy_(entry.bytes_view(), non_blocking=self.pin)
             held.append(entry)
         del self.hosts[part][len(held):]
-        if self.pin and held:  # the copies must land before the device memory is reused
+        if self.pin and held:  # the copies land before the device memory is released
             torch.cuda.current_stream().synchronize()
         for entry in held:
             entry.storage.resize_(0)
