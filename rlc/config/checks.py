@@ -257,6 +257,12 @@ def _megatron_optimizer_overrides(overrides: dict[str, Any], where: tuple[str, .
                          "FusedAdam, which rlc's Megatron engine does not support",
                          (*where, "use_precision_aware_optimizer"),
                          hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
+    elif overrides.get("use_precision_aware_optimizer") and not _installed("transformer_engine"):
+        yield Diagnostic("use_precision_aware_optimizer needs Transformer Engine, which is not installed "
+                         "(megatron-core reads its version when it sets the optimizer up)",
+                         (*where, "use_precision_aware_optimizer"), severity=_missing_engine_severity(),
+                         hint="install transformer-engine on the machines that train, or remove the key: "
+                              "optimizer_cpu_offload runs without it")
 
 
 def _missing_engine_severity() -> Literal["error", "warning"]:

@@ -26,7 +26,8 @@ MEGATRON_OPTIMIZER_OVERRIDES = {"eps": "adam_eps", "optimizer_cpu_offload": "opt
                                 "use_precision_aware_optimizer": "use_precision_aware_optimizer"}
 """`optim.override_optimizer_config` keys the Megatron engine passes to megatron-core's `OptimizerConfig`, and the
 field each sets: torch AdamW's `eps` is megatron's `adam_eps`; the others are megatron's own names, as verl passes
-them (`optimizer_cpu_offload` runs the step on the CPU with megatron's HybridDeviceOptimizer)."""
+them (`optimizer_cpu_offload` runs the step on the CPU with megatron's HybridDeviceOptimizer;
+`use_precision_aware_optimizer` only beside it, and only with Transformer Engine installed: checks.py says so)."""
 
 MEGATRON_PER_ROLE = ("use_dist_checkpointing", "dist_checkpointing_path", "dist_checkpointing_prefix", "param_offload",
                      "grad_offload", "optimizer_offload")

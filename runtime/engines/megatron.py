@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import math
 import warnings
 from collections.abc import Iterator
@@ -463,11 +464,16 @@ class _Outputs:
 
 def _optimizer_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
     """`optim.override_optimizer_config` as megatron's `OptimizerConfig` fields (the compiler refuses other keys)."""
-    unknown = sorted(set(overrides or {}) - set(MEGATRON_OPTIMIZER_OVERRIDES))
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(MEGATRON_OPTIMIZER_OVERRIDES))
     if unknown:
         raise ValueError(f"optim.override_optimizer_config keys {unknown} are not supported by the Megatron "
                          f"engine; supported: {sorted(MEGATRON_OPTIMIZER_OVERRIDES)}")
-    return {MEGATRON_OPTIMIZER_OVERRIDES[key]: value for key, value in (overrides or {}).items()}
+    if overrides.get("use_precision_aware_optimizer") and importlib.util.find_spec("transformer_engine") is None:
+        raise ValueError("optim.override_optimizer_config.use_precision_aware_optimizer needs Transformer Engine, "
+                         "which is not installed (megatron-core reads its version); remove the key, "
+                         "optimizer_cpu_offload runs without it")
+    return {MEGATRON_OPTIMIZER_OVERRIDES[key]: value for key, value in overrides.items()}
 
 
 def _restore_adam_steps(optimizer: Any) -> None:
