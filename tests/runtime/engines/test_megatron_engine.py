@@ -6,7 +6,10 @@ pipeline parallel 2, Llama (untied head) at TP 2, plus a critic at TP 2. Log-pro
 the Hugging Face models' (fp32, temperature applied); one shared update (`engines.update`) must land on the weights
 the FSDP engine reaches from the same weights and batch on one rank; `named_weights` must give back the
 checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer exactly (the
-next update lands on the same weights); `save_hf` must write a loadable model.
+next update lands on the same weights); `save_hf` must write a loadable model. The tp1 run is repeated with every
+offload on (`megatron.param_offload`, `grad_offload`, `optimizer_offload`, and the reference's `param_offload`) and
+must give the same bits; a pipeline-parallel engine started from the tp1 run's checkpoint (`use_dist_checkpointing`)
+must hold its weights.
 
 megatron-core asks CUDA for devices, RNG states and tensor types, none of which can exist on this machine. Inside
 the spawned workers only (never in the pytest process), `cuda_as_cpu` answers those calls as a GPU would:
