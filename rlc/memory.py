@@ -185,8 +185,11 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
     resident = [Line("CUDA context", CUDA_CONTEXT, "context, cuBLAS and NCCL buffers outside torch's allocator"),
                 *_resident_state(config, shape)]
     if arf.hybrid_engine and substituted(arf.rollout, "name") == "vllm":
-        plan.phases["rollout"] = resident + _vllm_pool(config, shape, gpu_bytes, plan)
-        resident = resident + [Line("vLLM asleep", VLLM_ASLEEP, "CUDA graphs and buffers a sleeping vLLM keeps")]
+        pool = _vllm_pool(config, shape, gpu_bytes, plan)
+        plan.phases["rollout"] = resident + pool
+        asleep = arf.rollout.enable_sleep_mode and arf.rollout.free_cache_engine  # else vLLM stays awake throughout
+        resident = resident + ([Line("vLLM asleep", VLLM_ASLEEP, "CUDA graphs and buffers a sleeping vLLM keeps")]
+                               if asleep else pool)
     elif arf.rollout.share_trainer_gpu:  # the rollout's process stays awake beside the trainer, in every phase
         pool = _vllm_pool(config, shape, gpu_bytes, plan) if substituted(arf.rollout, "name") == "vllm" else [
             Line("HF rollout model", shape.parameters() * 2, "bf16 weights of the generating copy")]

@@ -214,7 +214,8 @@ class Trainer:
         with timed("step", timings):
             with self._phase("gen", timings, metrics):
                 rows, batch, pending = self._rollout(step, metrics)
-                self._release_rollout()
+                with timed("rollout_sleep", timings):  # part of gen; with update_weights' wake-up: the handoff
+                    self._release_rollout()
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
             if cfg.algorithm.rollout_correction.bypass_mode:

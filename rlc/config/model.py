@@ -129,7 +129,8 @@ class ModelConfig(Section):
                                                      "enable_gradient_checkpointing to save memory")
     """Move activations to CPU memory between forward and backward."""
     use_remove_padding: bool = True
-    """Pack sequences without padding (where the attention kernel supports it)."""
+    """Pack sequences without padding, on CUDA under flash attention where installed, else flex_attention
+    (override_config.attn_implementation picks another kernel; without a varlen one, micro-batches are padded)."""
     lora_rank: int = Field(0, ge=0)
     """LoRA rank; 0 trains all weights, more trains peft adapters on a frozen base (fsdp backend)."""
     lora_alpha: int = 16

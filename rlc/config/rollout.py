@@ -211,9 +211,9 @@ class Rollout(Section):
     """Run vLLM without CUDA graphs."""
     cudagraph_capture_sizes: list[int] | None = instead(None, VLLM_DEFAULT)
     """Batch sizes vLLM captures CUDA graphs for."""
-    free_cache_engine: bool = instead(True, "rlc frees vLLM's memory between rollouts exactly when "
-                                            "enable_sleep_mode is on and the GPUs are shared (hybrid_engine)")
-    """Free the KV cache after each rollout."""
+    free_cache_engine: bool = True
+    """Free vLLM's KV cache and weights after each rollout (sleep mode, with enable_sleep_mode, on GPUs shared with
+    training); false keeps vLLM awake: no sleep or wake-up, its memory held while training runs."""
     load_format: str = "dummy"
     """How vLLM initialises weights before the first sync (dummy: random, then the actor's weights arrive)."""
     tensor_model_parallel_size: int = Field(2, ge=1)
@@ -236,7 +236,7 @@ class Rollout(Section):
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prompt prefixes."""
     enable_sleep_mode: bool = True
-    """rlc: put vLLM to sleep (freeing its GPU memory) while the colocated trainer runs."""
+    """rlc: put vLLM to sleep (freeing its GPU memory) while the colocated trainer runs (with free_cache_engine)."""
     logprobs_mode: str = instead("processed_logprobs", "rlc takes the log-probs of vLLM's sampling distribution")
     """Which log-probs vLLM returns: raw or processed (after temperature and top-k/top-p)."""
     scheduling_policy: str = instead("fcfs", VLLM_DEFAULT)

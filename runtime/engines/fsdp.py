@@ -46,7 +46,7 @@ from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines import lora, ulysses
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.optim import build_optimizer
-from rlc_runtime.engines.packing import packing_pays, response_logits
+from rlc_runtime.engines.packing import packing_pays, response_logits, use_packed_attention
 from rlc_runtime.models import load_causal_lm, load_tokenizer
 
 ROLES = ("actor", "ref", "critic")
@@ -77,7 +77,10 @@ class FSDPEngine:
         trains = role != "ref"
         dtype = torch.bfloat16 if device == "cuda" and not trains else torch.float32
         model = load_causal_lm(self.model_cfg, dtype, "cpu", for_critic=role == "critic")
-        self.packed = bool(self.model_cfg.use_remove_padding) and packing_pays(model) and self.sp == 1
+        wants_packing = bool(self.model_cfg.use_remove_padding) and self.sp == 1
+        if wants_packing:
+            use_packed_attention(model, device, self.model_cfg.override_config)
+        self.packed = wants_packing and packing_pays(model)
         if self.sp > 1:
             ulysses.check_model(model, self.sp)
             ulysses.use_ulysses_attention(model)

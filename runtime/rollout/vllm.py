@@ -14,6 +14,8 @@ Design choices, each for a reason:
   the model is built at once.
 - Colocated with training (verl's hybrid engine), the engine sleeps between rollouts: `sleep(level=1)` frees the
   KV cache and offloads weights; `wake_up` brings them back before the next sync and generation.
+  `free_cache_engine: false` (verl's switch for the same) keeps it awake and built without sleep mode, as verl
+  does: no sleep, no wake-up, the fastest handoff where the GPU holds vLLM's share and training at once.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class VLLMRollout:
         self.skip = {"lm_head.weight"} if tied_embeddings else set()
         self.bucket_bytes = bucket_mb * 2**20
         self.sleeping = False
-        self.sleep_enabled = device == "cuda" and rollout.enable_sleep_mode
+        self.sleep_enabled = sleeps(rollout, device)
         self.llm = LLM(
             model=model_path, revision=revision, tokenizer_revision=revision, trust_remote_code=trust_remote_code,
             skip_tokenizer_init=not rollout.stop, dtype="float32" if device == "cpu" else rollout.dtype,
@@ -98,6 +100,12 @@ class VLLMRollout:
             torch.cuda.empty_cache()
             self.llm.wake_up()
             self.sleeping = False
+
+
+def sleeps(rollout: Any, device: str) -> bool:
+    """Whether the engine sleeps between rollouts: on GPUs, with rlc's enable_sleep_mode and verl's
+    free_cache_engine both on (verl builds vLLM with `enable_sleep_mode=free_cache_engine`)."""
+    return device == "cuda" and bool(rollout.enable_sleep_mode) and bool(rollout.free_cache_engine)
 
 
 def to_generation(prompt_index: int, sample: Any) -> Generation:

@@ -23,6 +23,7 @@ STEP_KEYS = ("critic/score/mean", "critic/score/max", "critic/score/min", "criti
              "prompt_length/mean", "actor/pg_loss", "actor/entropy", "actor/pg_clipfrac", "actor/ppo_kl",
              "actor/grad_norm", "actor/lr", "timing_s/gen", "timing_s/reward", "timing_s/old_log_prob",
              "timing_s/adv", "timing_s/update_actor", "timing_s/update_weights", "timing_s/step", "perf/throughput",
+             "timing_s/rollout_sleep",
              "perf/total_num_tokens", "rollout/logprob_diff")
 
 
@@ -49,6 +50,7 @@ def test_grpo_one_rank(tmp_path: Path) -> None:
         assert set(STEP_KEYS) <= set(row), set(STEP_KEYS) - set(row)
         assert row["rollout/logprob_diff"] < 1e-3  # HF rollout and trainer agree: the weight sync works
         assert 0 <= row["critic/score/mean"] <= 1
+        assert 0 <= row["timing_s/rollout_sleep"] <= row["timing_s/gen"]  # the handoff, timed within gen
     assert "val-core/arith/reward/mean@1" in rows[0] and "val-core/arith/reward/mean@1" in rows[2]
     assert "timing_s/testing" in rows[4] and "timing_s/testing" not in rows[3]
     checkpoints = complete_checkpoints(tmp_path / "checkpoints")

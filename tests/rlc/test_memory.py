@@ -104,6 +104,15 @@ def test_a_rollout_sharing_the_gpu_stays_in_every_phase(tmp_path: Path) -> None:
     assert "vLLM asleep" not in update
 
 
+@pytest.mark.parametrize("key", ["free_cache_engine", "enable_sleep_mode"])
+def test_a_colocated_vllm_kept_awake_holds_its_pool_in_every_phase(tmp_path: Path, key: str) -> None:
+    shape = ModelShape.from_config(read_model_config(str(TINY)))
+    asleep, awake = (_lines(estimate(load_config(_config(tmp_path, TINY), sets).config, shape, 80 * GiB), "update")
+                     for sets in ([], [f"actor_rollout_ref.rollout.{key}=false"]))
+    assert "vLLM pool" not in asleep and asleep["vLLM asleep"] == 1.0 * GiB
+    assert "vLLM asleep" not in awake and awake["vLLM pool"] == 0.4 * 80 * GiB
+
+
 def test_ulysses_splits_the_activations_of_each_sequence(tmp_path: Path) -> None:
     """sp ranks share each sequence (64 + 64 tokens): a rank's activations are those of 64 of its tokens."""
     sets = ["trainer.n_gpus_per_node=2"]

@@ -51,7 +51,7 @@ def make_batch(rows: int = 8, prompt: int = 6, response: int = 5, vocab: int = 2
 
 
 def make_config(checkpoint: Path, packed: bool = True, mini: int = 8, micro: int = 2, mode: str = "token-mean",
-                optim: dict[str, Any] | None = None, **actor: Any) -> RLCConfig:
+                optim: dict[str, Any] | None = None, model: dict[str, Any] | None = None, **actor: Any) -> RLCConfig:
     """A resolved config whose actor takes `mini` rows per optimizer step (ppo_mini_batch_size x rollout.n on one
     rank) in micro-batches of `micro`; the critic shares the sizes."""
     optim = {"lr": 1e-3, "weight_decay": 0.0} | (optim or {})
@@ -62,7 +62,7 @@ def make_config(checkpoint: Path, packed: bool = True, mini: int = 8, micro: int
         "data": {"train_files": "unused.jsonl", "train_batch_size": 4},
         "algorithm": {"adv_estimator": "gae"},
         "critic": {"optim": {"lr": 1e-3}, "loss_agg_mode": "token-mean"},
-        "actor_rollout_ref": {"model": {"path": str(checkpoint), "use_remove_padding": packed},
+        "actor_rollout_ref": {"model": {"path": str(checkpoint), "use_remove_padding": packed} | (model or {}),
                               "rollout": {"n": 2, "temperature": TEMPERATURE}, "actor": actor}}))
 
 
@@ -108,6 +108,28 @@ def test_log_probs_equal_a_plain_forward_packed_and_padded(tmp_path: Path, arch:
         log_probs, entropy = compute_log_probs(ref, batch, 3, with_entropy=True)
         torch.testing.assert_close(log_probs, expected, atol=1e-5, rtol=0)
         assert entropy.shape == batch.responses.shape and (entropy[batch.response_mask.bool()] > 0).all()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_packed_flex_attention_log_probs_equal_a_plain_forward(tmp_path: Path, arch: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packed path under flex_attention (the GPU host's default, see engines/packing.py), its row padded to a
+    multiple of 128 with a dummy sequence. Eager flex (dynamo off): torch compiles flex on CUDA only in rlc's runs,
+    and flex has no backward on CPU, so this checks the document mask the compiled kernel gets, forward only."""
+    from transformers import AutoModelForCausalLM
+
+    checkpoint = build_tiny_checkpoint(tmp_path / arch, arch)
+    batch = make_batch()
+    expected = plain_log_probs(AutoModelForCausalLM.from_pretrained(checkpoint), batch)
+    ref = engine(checkpoint, "ref", packed=True, model={"override_config": {"attn_implementation": "flex_attention"}})
+    assert ref.packed and ref.model.config._attn_implementation == "flex_attention"
+    assert int(batch.attention_mask.sum()) % 128  # the dummy sequence is there
+    from transformers.integrations.flex_attention import WrappedFlexAttention
+
+    monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")  # eager: torch.compile takes minutes on two CPU cores
+    monkeypatch.setattr(WrappedFlexAttention, "_is_flex_compiled", False)  # re-wrapped, uncompiled
+    log_probs, _ = compute_log_probs(ref, batch, 3)
+    torch.testing.assert_close(log_probs, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["mistral", "gemma", "phi", "phi3"])

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from rlc.config.rollout import Rollout
 from rlc_runtime.rollout.base import SamplingParams
-from rlc_runtime.rollout.vllm import VLLMRollout, _buckets
+from rlc_runtime.rollout.vllm import VLLMRollout, _buckets, sleeps
 
 PROMPTS = [[1, 5, 6, 7], [1, 9, 10], [1, 11, 12, 13, 14]]
 
@@ -71,6 +71,13 @@ def test_sync_makes_generation_follow_new_weights(engine: VLLMRollout, model_dir
     assert mean_logprob_diff(engine, model, seed=2) > 0.5  # stale engine: its log-probs disagree
     engine.load_weights(model.state_dict().items())  # several 1 MiB buckets
     assert mean_logprob_diff(engine, model, seed=3) < 1e-3  # synced: vLLM and the trainer agree again
+
+
+def test_engine_sleeps_between_rollouts_only_on_gpus_with_sleep_mode_and_free_cache_engine() -> None:
+    assert sleeps(Rollout(name="vllm"), "cuda")  # the defaults: verl's free_cache_engine true, rlc's sleep mode on
+    assert not sleeps(Rollout(name="vllm", free_cache_engine=False), "cuda")  # verl: enable_sleep_mode=False
+    assert not sleeps(Rollout(name="vllm", enable_sleep_mode=False), "cuda")
+    assert not sleeps(Rollout(name="vllm"), "cpu")
 
 
 def test_buckets_bound_the_size_without_splitting_layers() -> None:
