@@ -251,6 +251,19 @@ def _offload_run(model: Path, mine: TokenBatch, out_dir: Path) -> dict[str, Any]
     return result | {"states": states}
 
 
+def _offload_without_distributed_optimizer(model: Path, mine: TokenBatch) -> dict[str, Any]:
+    """Every offload on, with megatron's plain optimizer: parameters own their storage (no DDP parameter buffer)
+    and the fp32 optimizer steps them in place."""
+    from rlc_runtime.engines.megatron import MegatronEngine
+    from rlc_runtime.engines.update import compute_log_probs, policy_update
+
+    cfg = make_config(model, 1, megatron={**OFFLOAD, "use_distributed_optimizer": False})
+    engine = MegatronEngine(cfg, role="actor", device="cpu")
+    mine = with_policy_targets(mine, compute_log_probs(engine, mine, micro_batch_size=1)[0])
+    policy_update(engine, cfg)(mine)
+    return {"released": _released(engine), "updated": _weights(engine)}
+
+
 def _from_dist_checkpoint(model: Path, tp: int, pp: int, checkpoint: Path) -> dict[str, torch.Tensor]:
     from rlc_runtime.engines.megatron import MegatronEngine
 
@@ -278,6 +291,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
             if name == "tp1":
                 results[name]["moments"] = _moments(engine)
                 results["offload"] = _offload_run(Path(models[name]), make_batch().chunk(world)[rank], Path(out_dir))
+                results["offload_plain_optimizer"] = _offload_without_distributed_optimizer(
+                    Path(models[name]), make_batch().chunk(world)[rank])
             if name == "pp2":  # the tp1 run's checkpoint (same architecture), resharded to pipeline stages
                 results["from_dist"] = _from_dist_checkpoint(Path(models[name]), tp, pp, Path(out_dir) / "ckpt_tp1")
             if name == "tp2":  # the critic shares the actor's parallel state, as on a real rank
@@ -448,6 +463,17 @@ def test_offloaded_update_lands_on_exactly_the_weights_and_optimizer_state_of_th
         for got, want in zip(offloaded["moments"], plain["moments"], strict=True):
             assert torch.equal(got, want)
         assert torch.equal(offloaded["ref_log_probs"], plain["log_probs"])  # the reference is the initial policy
+
+
+def test_offload_without_the_distributed_optimizer_lands_where_the_distributed_one_does(
+        runs: dict[str, Any]) -> None:
+    """The other storage layout (each parameter its own tensor, megatron's plain optimizer): released after the
+    update, and its weights those of the tp1 run's first update (another optimizer: equal to rounding)."""
+    for rank in runs["ranks"]:
+        got = rank["offload_plain_optimizer"]
+        assert got["released"]["params"] and got["released"]["grads"] and got["released"]["moments"]
+        for name, tensor in rank["tp1"]["updated"].items():
+            torch.testing.assert_close(got["updated"][name], tensor, atol=2e-6, rtol=0)
 
 
 def test_offloaded_state_is_released_between_phases_and_kept_on_the_host(runs: dict[str, Any]) -> None:
