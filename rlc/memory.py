@@ -197,9 +197,10 @@ def estimate(config: Any, shape: ModelShape, gpu_bytes: float | None) -> MemoryP
                                            "the fp32 weights in buckets, read by the rollout through CUDA IPC")]
         plan.phases["rollout"] = resident
     micro = arf.rollout.log_prob_micro_batch_size_per_gpu or arf.actor.ppo_micro_batch_size_per_gpu
-    plan.phases["log_prob"] = resident + _with_slack([_logits(config, shape, micro, LOGIT_COPIES_NO_GRAD,
-                                                              "log-prob logits")])
-    plan.phases["update"] = resident + _with_slack(_update_transients(config, shape))
+    plan.phases["log_prob"] = resident + _brought_back(config, shape, training=False) + _with_slack(
+        [_logits(config, shape, micro, LOGIT_COPIES_NO_GRAD, "log-prob logits")])
+    plan.phases["update"] = resident + _brought_back(config, shape, training=True) + _with_slack(
+        _update_transients(config, shape))
     # torch's allocator keeps the log-prob phase's blocks cached: the update never holds less than it did
     cached = plan.total("log_prob") - plan.total("update")
     if cached > 0:
@@ -220,14 +221,8 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
     split, how = _split(config)
     lines = []
     if config.backend == "megatron":
-        meg = config.actor_rollout_ref.actor.megatron
-        dp = max(1, n_gpus(config) // split)
-        optimizer_split = dp if meg.use_distributed_optimizer else 1
-        params = shape.parameters() / split
-        lines += [Line("actor parameters", params * 2, f"bf16, {how}"),
-                  Line("actor gradient buffer", params * 4, "fp32 main grads, kept between steps (megatron DDP)"),
-                  Line("actor optimizer", params * 12 / optimizer_split,
-                       f"fp32 master weights and Adam's two moments, 1/{optimizer_split} (distributed optimizer)")]
+        for line, switch in _megatron_actor_state(config, shape):
+            lines.append(Line(line.what, 0.0, f"on the CPU between phases (megatron.{switch})") if switch else line)
     elif _offloaded(config.actor_rollout_ref.actor.fsdp_config):
         lines.append(Line("actor parameters + Adam", 0.0, "on the CPU (fsdp_config.param_offload)"))
     else:
@@ -238,12 +233,57 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
                        f"Adam's two fp32 moments{' of the LoRA adapters only' if rank else ''}, {how}")]
     if uses_reference(config) and config.actor_rollout_ref.model.lora_rank:
         lines.append(Line("reference parameters", 0.0, "none: the actor's frozen base with its adapters off"))
+    elif uses_reference(config) and _megatron_offloads(config, "ref", "param_offload"):
+        lines.append(Line("reference parameters", 0.0, "on the CPU between its log-prob passes "
+                                                       "(megatron.param_offload)"))
     elif uses_reference(config):
         lines.append(Line("reference parameters", shape.parameters(shards=split) * 2, f"bf16, never trained, {how}"))
-    if uses_critic(config):
+    if uses_critic(config) and _megatron_offloads(config, "critic", "param_offload", "optimizer_offload"):
+        lines.append(Line("critic parameters + Adam", 0.0, "on the CPU between its phases (megatron.param_offload "
+                                                           "and optimizer_offload)"))
+    elif uses_critic(config):
         critic = shape.parameters("value", shards=split)
         lines.append(Line("critic parameters + Adam", critic * 12, f"fp32 weights and two moments, {how}"))
     return lines
+
+
+def _megatron_actor_state(config: Any, shape: ModelShape) -> list[tuple[Line, str | None]]:
+    """The Megatron actor's state, each with the switch that keeps it on the CPU between phases (or None)."""
+    meg = config.actor_rollout_ref.actor.megatron
+    split, how = _split(config)
+    dp = max(1, n_gpus(config) // split)
+    optimizer_split = dp if meg.use_distributed_optimizer else 1
+    params = shape.parameters() / split
+    grads = "param_offload" if meg.param_offload else "grad_offload" if meg.grad_offload else None
+    return [(Line("actor parameters", params * 2, f"bf16, {how}"), "param_offload" if meg.param_offload else None),
+            (Line("actor gradient buffer", params * 4, "fp32 main grads (megatron DDP)"), grads),
+            (Line("actor optimizer", params * 12 / optimizer_split,
+                  f"fp32 master weights and Adam's two moments, 1/{optimizer_split} (distributed optimizer)"),
+             "optimizer_offload" if meg.optimizer_offload else None)]
+
+
+def _brought_back(config: Any, shape: ModelShape, training: bool) -> list[Line]:
+    """What a phase brings back to the GPU of the state the Megatron engine offloads: the weights for a
+    log-prob pass (the actor's or the reference's: one at a time), everything of the actor for its update."""
+    from rlc.config.checks import uses_reference
+
+    if config.backend != "megatron":
+        return []
+    offloaded = [(line, switch) for line, switch in _megatron_actor_state(config, shape) if switch]
+    if training:
+        return [Line(f"{line.what} (brought back)", line.bytes, f"for the update ({switch})")
+                for line, switch in offloaded]
+    weights = [line for line, switch in offloaded if line.what == "actor parameters"]
+    if not weights and uses_reference(config) and _megatron_offloads(config, "ref", "param_offload"):
+        weights = [line for line, _ in _megatron_actor_state(config, shape) if line.what == "actor parameters"]
+    return [Line("parameters (brought back)", line.bytes, "for a log-prob pass (param_offload)") for line in weights]
+
+
+def _megatron_offloads(config: Any, role: str, *switches: str) -> bool:
+    if config.backend != "megatron":
+        return False
+    block = config.critic.megatron if role == "critic" else getattr(config.actor_rollout_ref, role).megatron
+    return all(getattr(block, switch) for switch in switches)
 
 
 def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
@@ -411,6 +451,8 @@ def _fixes(config: Any) -> list[tuple[str, Any]]:
                 fixes.append(("actor_rollout_ref.rollout.gpu_memory_utilization", fraction))
     if config.backend == "fsdp" and not _offloaded(arf.actor.fsdp_config):
         fixes.append(("actor_rollout_ref.actor.fsdp_config.param_offload", True))
+    if config.backend == "megatron" and not arf.actor.megatron.param_offload:
+        fixes.append(("actor_rollout_ref.actor.megatron.param_offload", True))
     if config.backend == "megatron":
         tp = arf.actor.megatron.tensor_model_parallel_size
         if tp * 2 <= config.trainer.n_gpus_per_node:

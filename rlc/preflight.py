@@ -181,9 +181,29 @@ def _local_paths(config: Any) -> Iterator[Diagnostic]:
         if value and is_local_path(value) and not Path(value).expanduser().exists():
             yield _error(f"{'.'.join(path)}: {value} does not exist",
                          hint="check the path (relative paths are relative to where rlc runs)")
+    if config.backend == "megatron":
+        yield from _dist_checkpoints(config)
     reward = config.custom_reward_function.path
     if reward and not Path(reward).is_file():
         yield _error(f"custom_reward_function.path: {reward} does not exist")
+
+
+def _dist_checkpoints(config: Any) -> Iterator[Diagnostic]:
+    """A megatron dist checkpoint to start from is a directory with metadata.json (or an rlc/verl checkpoint
+    directory that holds one as dist_ckpt/), as the engine reads it."""
+    from rlc.config.checks import megatron_roles
+
+    for place, block in megatron_roles(config):
+        path = block.use_dist_checkpointing and block.dist_checkpointing_path
+        if not path:
+            continue
+        root = Path(path).expanduser()
+        if not any((d / "metadata.json").is_file() for d in (root, root / "dist_ckpt")):
+            found = "holds no megatron dist checkpoint (no metadata.json in it or in its dist_ckpt/)" \
+                if root.is_dir() else "does not exist"
+            yield _error(f"{'.'.join(place)}.megatron.dist_checkpointing_path: {path} {found}",
+                         hint="point it at a megatron dist checkpoint (verl's converter output, or a checkpoint "
+                              "directory rlc saved), or set use_dist_checkpointing false")
 
 
 def _data_files(config: Any) -> Iterator[Diagnostic]:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from rlc.config.base import Section, instead, partly, refused
 from rlc.config.engine import (
+    MEGATRON_PER_ROLE,
     NO_PADDING_BUCKETS,
     Checkpoint,
     FSDPConfig,
@@ -201,5 +202,5 @@ class Ref(Section):
     megatron: MegatronConfig = instead(
         MegatronConfig(forward_only=True),
         "the reference uses the actor's megatron layout (actor_rollout_ref.actor.megatron)",
-        same_as="actor_rollout_ref.actor.megatron")
+        same_as="actor_rollout_ref.actor.megatron", own=MEGATRON_PER_ROLE)
     """Megatron options of the reference."""

@@ -45,17 +45,20 @@ class NullableSection(Section):
 
 
 def instead(default: Any, what: str, *, same_as: str | None = None, only_with: str | None = None,
-            also_fine: tuple[Any, ...] = (), **kwargs: Any) -> Any:
+            also_fine: tuple[Any, ...] = (), own: tuple[str, ...] = (), **kwargs: Any) -> Any:
     """A verl key rlc accepts and does not act on as verl does; `what` says what rlc does instead.
 
     `same_as`: the key whose value this one mirrors in verl (`ref.megatron` follows `actor.megatron`): a value
     equal to that key's is what rlc does anyway, so it earns no warning. `only_with`: the switch without which verl
     ignores this key too (`lora_alpha` without `lora_rank`): while it is off, rlc and verl agree, so no warning.
     Both are dotted keys from the root, or from this key's section when they start with a dot; `only_with` may
-    also compare, as `.strategy==fsdp_turbo` or `.trainer_mode!=sync`. `also_fine`: as for `refused`.
+    also compare, as `.strategy==fsdp_turbo` or `.trainer_mode!=sync`. `also_fine`: as for `refused`. `own`: keys of
+    a section that mirrors another (`same_as`) which it reads for itself (`ref.megatron.param_offload`): they are
+    left out of the comparison.
     """
     marker = {"status": "warn", "note": what} | ({"also_fine": list(also_fine)} if also_fine else {})
     marker |= ({"same_as": same_as} if same_as else {}) | ({"only_with": only_with} if only_with else {})
+    marker |= {"own": list(own)} if own else {}
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
+from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
 from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
@@ -31,7 +32,6 @@ Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
 ARF = ("actor_rollout_ref",)
 ACTOR = (*ARF, "actor")
 ROLLOUT = (*ARF, "rollout")
-MEGATRON_ADAM_OVERRIDES = ("eps",)  # torch AdamW keywords the Megatron engine maps onto megatron's OptimizerConfig
 
 
 def run_checks(cfg: RLCConfig, explicit: dict[str, Any]) -> list[Diagnostic]:
@@ -217,16 +217,52 @@ def check_backend(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
         if cfg.trainer.device == "cpu":
             yield Diagnostic("backend megatron trains on CUDA GPUs only", ("trainer", "device"),
                              hint="use backend fsdp on the CPU")
+        yield from _dist_checkpoints(cfg)
         for place, optim in ((ACTOR, cfg.actor_rollout_ref.actor.optim), (("critic",), cfg.critic.optim)):
-            unknown = sorted(set(optim.override_optimizer_config or {}) - set(MEGATRON_ADAM_OVERRIDES))
-            if unknown:
-                yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron",
-                                 (*place, "optim", "override_optimizer_config"),
-                                 hint=f"supported: {', '.join(MEGATRON_ADAM_OVERRIDES)}")
+            yield from _megatron_optimizer_overrides(optim.override_optimizer_config or {},
+                                                     (*place, "optim", "override_optimizer_config"))
         if cfg.actor_rollout_ref.model.lora_rank > 0:
             yield Diagnostic("LoRA is implemented on the fsdp backend only", (*ARF, "model", "lora_rank"),
                              hint="use backend fsdp, or set lora_rank 0 to train all weights")
         yield from _megatron_architecture(cfg)
+
+
+def megatron_roles(cfg: RLCConfig) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(place, megatron block) of each role this run builds: its offload and initial-weight keys are its own."""
+    arf = cfg.actor_rollout_ref
+    yield ACTOR, arf.actor.megatron
+    if uses_reference(cfg):
+        yield (*ARF, "ref"), arf.ref.megatron
+    if uses_critic(cfg):
+        yield ("critic",), cfg.critic.megatron
+
+
+def _dist_checkpoints(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    for place, block in megatron_roles(cfg):
+        if block.use_dist_checkpointing and not block.dist_checkpointing_path:
+            yield Diagnostic("use_dist_checkpointing is set, but dist_checkpointing_path is not",
+                             (*place, "megatron", "dist_checkpointing_path"),
+                             hint="the directory of a megatron dist checkpoint (with metadata.json), or set "
+                                  "use_dist_checkpointing false to load the weights at model.path")
+
+
+def _megatron_optimizer_overrides(overrides: dict[str, Any], where: tuple[str, ...]) -> Iterator[Diagnostic]:
+    unknown = sorted(set(overrides) - set(MEGATRON_OPTIMIZER_OVERRIDES))
+    if unknown:
+        yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron", where,
+                         hint=f"supported: {', '.join(MEGATRON_OPTIMIZER_OVERRIDES)}")
+    if overrides.get("use_precision_aware_optimizer") and not overrides.get("optimizer_cpu_offload"):
+        yield Diagnostic("use_precision_aware_optimizer is implemented in rlc only with optimizer_cpu_offload "
+                         "(megatron's HybridDeviceOptimizer); without it megatron-core needs Transformer Engine's "
+                         "FusedAdam, which rlc's Megatron engine does not support",
+                         (*where, "use_precision_aware_optimizer"),
+                         hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
+    elif overrides.get("use_precision_aware_optimizer") and not _installed("transformer_engine"):
+        yield Diagnostic("use_precision_aware_optimizer needs Transformer Engine, which is not installed "
+                         "(megatron-core reads its version when it sets the optimizer up)",
+                         (*where, "use_precision_aware_optimizer"), severity=_missing_engine_severity(),
+                         hint="install transformer-engine on the machines that train, or remove the key: "
+                              "optimizer_cpu_offload runs without it")
 
 
 def _missing_engine_severity() -> Literal["error", "warning"]:
@@ -251,7 +287,7 @@ def _non_default_megatron(block: Any) -> bool:
     if not isinstance(block, dict):
         return block is not None
     try:
-        return not _same(MegatronConfig.model_validate(block), MegatronConfig())
+        return not _same(MegatronConfig.model_validate(block), MegatronConfig(), set())
     except ValueError:
         return True
 
@@ -594,10 +630,11 @@ def _status_diagnostic(root: BaseModel, section: BaseModel, marker: dict[str, An
     if "only_with" in marker and not _switched_on(root, section, marker["only_with"]):
         return None
     mirrored = _at(root, section, marker["same_as"]) if "same_as" in marker else defaults[0]
-    if any(_same(value, other) for other in (*defaults, mirrored, *marker.get("also_fine", ()))):
+    own = set(marker.get("own", ()))
+    if any(_same(value, other, own) for other in (*defaults, mirrored, *marker.get("also_fine", ()))):
         return None
     refused = marker["status"] == "refused"
-    return Diagnostic(f"set to {_differences(value, mirrored)}, but {marker['note']}", path,
+    return Diagnostic(f"set to {_differences(value, mirrored, own)}, but {marker['note']}", path,
                       severity="error" if refused else "warning", code="not-implemented" if refused else "ignored")
 
 
@@ -617,10 +654,11 @@ def _at(root: BaseModel, section: BaseModel, dotted: str) -> Any:
     return node
 
 
-def _same(value: Any, other: Any) -> bool:
-    """Sections compare by their implemented keys (their marked keys are checked one by one, in the walk)."""
+def _same(value: Any, other: Any, own: set[str]) -> bool:
+    """Sections compare by their implemented keys (their marked keys are checked one by one, in the walk), less
+    those the section reads for itself (`own`)."""
     if isinstance(value, BaseModel) and isinstance(other, BaseModel):
-        return all(getattr(value, k) == getattr(other, k) for k in _implemented(value))
+        return all(getattr(value, k) == getattr(other, k) for k in _implemented(value) if k not in own)
     return value == other
 
 
@@ -628,12 +666,12 @@ def _implemented(section: BaseModel) -> list[str]:
     return [k for k, field in type(section).model_fields.items() if not status_of(field)]
 
 
-def _differences(value: Any, other: Any) -> str:
-    """A section by the implemented keys that differ; anything else by its repr."""
+def _differences(value: Any, other: Any, own: set[str]) -> str:
+    """A section by the implemented keys that differ (less `own`); anything else by its repr."""
     if not isinstance(value, BaseModel):
         return repr(value)
     return ", ".join(f"{k}={getattr(value, k)!r}" for k in _implemented(value)
-                     if getattr(value, k) != getattr(other, k, None))
+                     if k not in own and getattr(value, k) != getattr(other, k, None))
 
 
 def _looks_local(path: str) -> bool:

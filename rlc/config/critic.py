@@ -4,7 +4,7 @@ from pydantic import Field
 
 from rlc.config.actor import LossAggMode, Strategy
 from rlc.config.base import Section, instead, refused
-from rlc.config.engine import Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
+from rlc.config.engine import MEGATRON_PER_ROLE, Checkpoint, FSDPConfig, MegatronConfig, Optim, Profiler
 from rlc.config.model import ModelConfig
 
 CRITIC_LORA = ("LoRA is implemented for the policy only (actor_rollout_ref.model.lora_rank); the critic trains all "
@@ -48,7 +48,7 @@ class Critic(Section):
     """Older place of the critic's FSDP options (model.fsdp_config wins when set)."""
     megatron: MegatronConfig = instead(
         MegatronConfig(), "the critic uses the actor's megatron layout (actor_rollout_ref.actor.megatron)",
-        same_as="actor_rollout_ref.actor.megatron")
+        same_as="actor_rollout_ref.actor.megatron", own=MEGATRON_PER_ROLE)
     """Megatron options of the critic."""
     ppo_mini_batch_size: int | None = Field(None, gt=0)
     """Prompts per critic optimizer step (default: the actor's)."""

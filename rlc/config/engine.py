@@ -12,13 +12,27 @@ ULYSSES = ("rlc implements Ulysses sequence parallelism under the FSDP engine's 
            "here; set it to 1")
 MEGATRON_SCHEDULE = ("rlc's Megatron engine uses the same schedule as FSDP: lr_scheduler_type, lr_warmup_steps "
                      "(_ratio) and min_lr_ratio")
-PRECISION_AWARE = "used only by Megatron's precision-aware optimizer, which rlc does not use"
+PRECISION_AWARE = "rlc keeps megatron's defaults: fp32 gradients, master weights and Adam moments"
 MUON = "used only by the Muon optimizer, which rlc does not implement (rlc runs AdamW)"
 NO_PADDING_BUCKETS = "rlc pads each micro-batch to its own longest sequence (or packs it without padding)"
 QAT = "quantization-aware training is not implemented in rlc"
 SINGLE_DTYPE = ("rlc keeps trainable weights in fp32 and the reference in bf16 on GPUs; mixed_precision sets the "
                 "compute dtypes")
 
+
+MEGATRON_OPTIMIZER_OVERRIDES = {"eps": "adam_eps", "optimizer_cpu_offload": "optimizer_cpu_offload",
+                                "optimizer_offload_fraction": "optimizer_offload_fraction",
+                                "overlap_cpu_optimizer_d2h_h2d": "overlap_cpu_optimizer_d2h_h2d",
+                                "use_precision_aware_optimizer": "use_precision_aware_optimizer"}
+"""`optim.override_optimizer_config` keys the Megatron engine passes to megatron-core's `OptimizerConfig`, and the
+field each sets: torch AdamW's `eps` is megatron's `adam_eps`; the others are megatron's own names, as verl passes
+them (`optimizer_cpu_offload` runs the step on the CPU with megatron's HybridDeviceOptimizer;
+`use_precision_aware_optimizer` only beside it, and only with Transformer Engine installed: checks.py says so)."""
+
+MEGATRON_PER_ROLE = ("use_dist_checkpointing", "dist_checkpointing_path", "dist_checkpointing_prefix", "param_offload",
+                     "grad_offload", "optimizer_offload")
+"""Keys of a `megatron` block that each role (actor, ref, critic) reads from its own block, as verl does; the
+others are the actor's layout, shared by every role."""
 
 VERL_TRANSFORMER_OVERRIDES = {"recompute_granularity": None, "recompute_modules": ["core_attn"],
                               "recompute_method": None, "recompute_num_layers": None, "attention_backend": "flash"}
@@ -58,7 +72,9 @@ class Optim(Section):
     zero_indexed_step: bool = instead(True, "rlc counts scheduler steps from 0 (verl's default)")
     """Whether the scheduler's first step is step 0."""
     override_optimizer_config: dict[str, Any] | None = None
-    """Extra keyword arguments passed to the optimizer's constructor."""
+    """Extra keyword arguments passed to the optimizer's constructor (Megatron: `eps` and megatron-core's CPU
+    optimizer fields optimizer_cpu_offload, optimizer_offload_fraction, overlap_cpu_optimizer_d2h_h2d,
+    use_precision_aware_optimizer)."""
     lr_warmup_init: float = instead(0.0, MEGATRON_SCHEDULE)
     """Megatron: learning rate at the start of warmup."""
     lr_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
@@ -73,7 +89,8 @@ class Optim(Section):
     """Megatron: decay shape of the warmup-stable-decay schedule."""
     lr_wsd_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
     """Megatron: length of the WSD schedule's decay phase."""
-    use_precision_aware_optimizer: bool = refused(False, "Megatron's precision-aware optimizer is not used by rlc")
+    use_precision_aware_optimizer: bool = refused(
+        False, "rlc reads it where verl does, from override_optimizer_config (with optimizer_cpu_offload beside it)")
     """Megatron: keep gradients and Adam moments in lower precision (bf16 training)."""
     main_grads_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
     """Megatron: dtype of the gradient-accumulation buffer with the precision-aware optimizer."""
@@ -230,20 +247,21 @@ class MegatronConfig(Section):
     """Megatron sequence parallelism of norms and dropouts (used when tensor parallel > 1)."""
     use_distributed_optimizer: bool = True
     """Shard the optimizer state over data-parallel ranks."""
-    use_dist_checkpointing: bool = refused(
-        False, "rlc loads the initial weights from the Hugging Face checkpoint at model.path; loading a Megatron "
-               "dist checkpoint is not implemented")
-    """Load the initial weights from a Megatron dist checkpoint."""
-    dist_checkpointing_path: str | None = refused(None, "loading a Megatron dist checkpoint is not implemented")
-    """Where that dist checkpoint is."""
-    dist_checkpointing_prefix: str = refused("", "loading a Megatron dist checkpoint is not implemented")
-    """Key prefix inside that dist checkpoint."""
-    param_offload: bool = refused(False, "offloading Megatron parameters is not implemented in rlc yet")
-    """Keep parameters in CPU memory between uses."""
-    grad_offload: bool = refused(False, "offloading Megatron gradients is not implemented in rlc yet")
-    """Keep gradients in CPU memory between uses."""
-    optimizer_offload: bool = refused(False, "offloading the Megatron optimizer is not implemented in rlc yet")
-    """Keep the optimizer state in CPU memory between uses."""
+    use_dist_checkpointing: bool = False
+    """Load the initial weights from the Megatron dist checkpoint at dist_checkpointing_path instead of the Hugging
+    Face weights at model.path (whose config.json still gives the model's shape); the critic keeps its value head
+    from model.path."""
+    dist_checkpointing_path: str | None = None
+    """Where that dist checkpoint is: its directory (with metadata.json), or an rlc/verl checkpoint directory that
+    holds it as dist_ckpt/."""
+    dist_checkpointing_prefix: str = ""
+    """Key prefix of the model's tensors inside that dist checkpoint."""
+    param_offload: bool = False
+    """Keep this role's parameters (and gradient buffers) in CPU memory between the phases that use them."""
+    grad_offload: bool = False
+    """Free this role's gradient buffers between updates (they are zero then; verl reads but ignores this key)."""
+    optimizer_offload: bool = False
+    """Keep this role's fp32 master weights and Adam moments in CPU memory between updates."""
     seed: int = 42
     """Seed of Megatron's model-parallel random state."""
     params_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"

@@ -19,6 +19,7 @@ multiplies it back).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +64,11 @@ class TrainEngine(Protocol):
         """`fn` on each micro-batch's outputs, in order; with `backward` its loss is backpropagated (gradients
         accumulate until `optimizer_step`), else no graph is kept. Returns `fn`'s results on every rank, tensors
         on CPU."""
+
+    def resident(self, training: bool) -> AbstractContextManager[None]:
+        """A phase: the weights (with `training` also gradients and optimizer state) stay on the device for the
+        block. An engine that offloads between phases brings them back for it and returns them after; the others
+        give a no-op. Calls inside the block (forward_backward, optimizer_step) move nothing more."""
 
     def optimizer_step(self, lr: float, max_norm: float) -> float:
         """Set the learning rate, clip gradients to `max_norm` by their global norm, step unless that norm is not

@@ -33,6 +33,7 @@ world size.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,11 @@ class FSDPEngine:
             for key, value in state.items():
                 if isinstance(value, torch.Tensor) and key != "step":
                     state[key] = value.to(device)
+
+    def resident(self, training: bool) -> contextlib.AbstractContextManager[None]:
+        """Nothing to do: FSDP2's offload policy moves each layer for its compute, and the optimizer state moves
+        around its step (`optimizer_step`)."""
+        return contextlib.nullcontext()
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         return self._all_reduce(values, dist.ReduceOp.SUM)

@@ -17,6 +17,7 @@ What the engine takes from here, and why each piece is as it is:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ class AdapterlessReference:
             raise ValueError("the reference policy is never trained")
         with self.actor.model.disable_adapter():
             return self.actor.forward_backward(parts, fn, backward=False)
+
+    def resident(self, training: bool) -> contextlib.AbstractContextManager[None]:
+        return self.actor.resident(False)
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         return self.actor.all_reduce_sum(values)

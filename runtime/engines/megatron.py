@@ -22,13 +22,20 @@ Decisions, and why:
 - Rotary positions: megatron applies RoPE by sequence index, not `position_ids`. Prompts are left-padded with
   padding keys masked, and RoPE attention depends only on position differences, so log-probs equal the Hugging
   Face model's with `position_ids` (tested).
+- Offload (`megatron.param_offload`, `grad_offload`, `optimizer_offload` of the role's own block):
+  `megatron_offload` keeps what is offloaded on the CPU outside the phases that use it; each phase (`resident`)
+  brings back what it needs, as verl's megatron workers do around each call.
+- `use_dist_checkpointing`: the initial weights come from a megatron dist checkpoint (`megatron_dist_weights`)
+  instead of the Hugging Face weights at model.path, whose config.json still gives the model's shape.
 - megatron-core needs CUDA (it asks `torch.cuda` for devices, RNG states and tensor types); on CPU the engine runs
   only where those calls are answered, as in the tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib.util
 import math
 import warnings
 from collections.abc import Iterator
@@ -44,9 +51,11 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.megatron_convert import hf_to_megatron, iter_megatron_to_hf
+from rlc_runtime.engines.megatron_dist_weights import load_dist_weights
 from rlc_runtime.engines.megatron_loss import (
     response_logits,
     vocab_parallel_entropy,
@@ -54,6 +63,7 @@ from rlc_runtime.engines.megatron_loss import (
     vocab_parallel_sum_pi_squared,
 )
 from rlc_runtime.engines.megatron_model import build_model, check_supported, load_shard, megatron_layout
+from rlc_runtime.engines.megatron_offload import Offloader, optimizer_tensors
 from rlc_runtime.models import load_causal_lm, load_config, load_tokenizer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -93,11 +103,31 @@ class MegatronEngine:
         if role != "ref":
             self.model, self.optimizer = self._wrap(self.train_cfg.optim)
         self._layout: dict[str, _Entry] | None = None
+        self.offloader = self._offloader(self.train_cfg.megatron)
+        self.offloader.offload_all()  # as verl does after building: nothing is on the GPU until a phase needs it
+
+    def _offloader(self, options: Any) -> Offloader:
+        """The role's offload switches (the reference has no gradients or optimizer: only its weights move).
+        `param_offload` frees the gradient buffers too, as verl's does."""
+        parts = {"params": options.param_offload, "grads": options.grad_offload or options.param_offload,
+                 "optimizer": options.optimizer_offload}
+        sources = {"params": lambda: (p for p in self.module.parameters())}
+        if self.optimizer is not None:
+            device = next(self.module.parameters()).device
+            sources["grads"] = lambda: (b.grad_data for b in (*self.model.buffers, *self.model.expert_parallel_buffers))
+            sources["optimizer"] = lambda: optimizer_tensors(self.optimizer, device)
+        return Offloader(sources, [name for name, on in parts.items() if on], pin=self.device == "cuda")
+
+    def resident(self, training: bool) -> contextlib.AbstractContextManager[None]:
+        """The weights (and with `training` the gradients and optimizer state) on the device for the block; what
+        is offloaded goes back to the CPU after it. Nested blocks move nothing more."""
+        return self.offloader.resident(("params", "grads", "optimizer") if training else ("params",))
 
     # setup -----------------------------------------------------------------------------------------------------
     def _build(self) -> torch.nn.Module:
-        """This rank's chunk with its converted weights. The critic is the same backbone with a one-output value
-        head in place of the vocabulary projection (its Hugging Face checkpoint is a token classifier)."""
+        """This rank's chunk with its converted weights, or those of a dist checkpoint. The critic is the same
+        backbone with a one-output value head in place of the vocabulary projection (its Hugging Face checkpoint is
+        a token classifier)."""
         critic = self.role == "critic"
         config = copy.deepcopy(self.hf_config)
         config.tie_word_embeddings = config.tie_word_embeddings and not critic
@@ -107,6 +137,17 @@ class MegatronEngine:
                             sequence_parallel=self.sequence_parallel, **recompute)
         for param in model.parameters():  # megatron's torch norms are built fp32 whatever params_dtype says;
             param.data = param.data.to(self.dtype)  # mixed dtypes break its distributed-optimizer checkpoints
+        options = self.train_cfg.megatron
+        if critic or not options.use_dist_checkpointing:  # a critic's value head comes from model.path
+            self._load_hf_weights(model, config)
+        if options.use_dist_checkpointing:
+            load_dist_weights(model, options.dist_checkpointing_path, options.dist_checkpointing_prefix,
+                              _CHECKPOINT_FORMAT, value_model=critic)
+        return model.to(self.device)
+
+    def _load_hf_weights(self, model: torch.nn.Module, config: Any) -> None:
+        """This rank's shard of the Hugging Face weights at model.path, converted."""
+        critic = self.role == "critic"
         with torch.random.fork_rng(devices=[]):  # a new value head gets the same initial weights on every rank
             torch.manual_seed(self.parallel.seed)
             hf_state = load_causal_lm(self.model_cfg, self.dtype, for_critic=critic).state_dict()
@@ -121,7 +162,6 @@ class MegatronEngine:
             model.output_layer = _ValueHead(score.to(self.dtype), self.sequence_parallel)
             shard[_OUTPUT] = score
         load_shard(model, shard)
-        return model.to(self.device)
 
     def _wrap(self, optim: Any) -> tuple[torch.nn.Module, Any]:
         """megatron's DDP (gradient buckets, reduce-scatter under the distributed optimizer) and its optimizer."""
@@ -132,7 +172,7 @@ class MegatronEngine:
             optimizer="adam", lr=optim.lr, weight_decay=optim.weight_decay, adam_beta1=optim.betas[0],
             adam_beta2=optim.betas[1], clip_grad=self.train_cfg.grad_clip, bf16=self.dtype == torch.bfloat16,
             fp16=self.dtype == torch.float16, params_dtype=self.dtype, use_distributed_optimizer=distributed,
-            **_adam_overrides(optim.override_optimizer_config)), [ddp])
+            **_optimizer_overrides(optim.override_optimizer_config)), [ddp])
         config.no_sync_func = ddp.no_sync
         config.finalize_model_grads_func = finalize_model_grads
         config.grad_scale_func = optimizer.scale_loss
@@ -156,7 +196,7 @@ class MegatronEngine:
             return output, loss_func
 
         self.model.train(backward)
-        with torch.set_grad_enabled(backward):
+        with self.resident(backward), torch.set_grad_enabled(backward):
             results = get_forward_backward_func()(
                 forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
                 num_microbatches=len(micro), seq_length=micro[0]["input_ids"].shape[1],
@@ -166,17 +206,19 @@ class MegatronEngine:
     def optimizer_step(self, lr: float, max_norm: float) -> float:
         """megatron's own step, taken apart so that a non-finite norm skips it as on the FSDP engine (megatron
         checks only under a loss scaler, i.e. fp16)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        found_inf = self.optimizer.prepare_grads()
-        norm = float(self.optimizer.get_grad_norm() or 0.0)
-        if not found_inf and math.isfinite(norm):
-            for inner in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
-                if params := inner.get_parameters():
-                    clip_grad_by_total_norm_fp32(params, max_norm=max_norm, total_norm=norm)
-            self.optimizer.step_with_ready_grads()
-        self.model.zero_grad_buffer()
-        self.optimizer.zero_grad()
+        with self.resident(training=True):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            found_inf = self.optimizer.prepare_grads()
+            norm = float(self.optimizer.get_grad_norm() or 0.0)
+            if not found_inf and math.isfinite(norm):
+                for inner in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+                    if params := inner.get_parameters():  # the precision-aware optimizer keeps `decoupled_grad`
+                        clip_grad_by_total_norm_fp32(params, max_norm=max_norm, total_norm=norm, use_decoupled_grad=
+                                                     inner.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
+                self.optimizer.step_with_ready_grads()
+            self.model.zero_grad_buffer()  # zero between updates: an offloaded gradient buffer need not be copied
+            self.optimizer.zero_grad()
         return norm
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -230,6 +272,10 @@ class MegatronEngine:
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full tensors under Hugging Face names, one at a time (a collective: every rank must iterate). The
         critic yields its backbone and `score.weight`, the names of a token-classification model."""
+        with self.resident(training=False):
+            yield from self._named_weights()
+
+    def _named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         shards = _GatheredShards(self._weight_layout(), dict(self.module.named_parameters()), self.device)
         config = self.hf_config
         if self.role == "critic":
@@ -265,7 +311,8 @@ class MegatronEngine:
         path = Path(directory) / "dist_ckpt"
         path.mkdir(parents=True, exist_ok=True)
         dist.barrier()
-        dist_checkpointing.save(self._sharded_state(loading=False) | {"update": extra}, str(path))
+        with self.offloader.resident(("params", "optimizer")):
+            dist_checkpointing.save(self._sharded_state(loading=False) | {"update": extra}, str(path))
         if self.rank == 0:  # as verl writes it: the config and tokenizer beside the sharded weights
             self.hf_config.save_pretrained(Path(directory) / "huggingface")
             load_tokenizer(self.model_cfg).save_pretrained(Path(directory) / "huggingface")
@@ -275,11 +322,12 @@ class MegatronEngine:
         path = Path(directory) / "dist_ckpt"
         if not (path / "metadata.json").exists():
             raise FileNotFoundError(f"{path} holds no megatron distributed checkpoint (metadata.json is missing)")
-        state = dist_checkpointing.load(self._sharded_state(loading=True), str(path))
-        self.module.load_state_dict(state["model"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            _restore_adam_steps(self.optimizer)
+        with self.offloader.resident(("params", "optimizer")):
+            state = dist_checkpointing.load(self._sharded_state(loading=True), str(path))
+            self.module.load_state_dict(state["model"])
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+                _restore_adam_steps(self.optimizer)
         return dict(state.get("update") or {})
 
     def _sharded_state(self, loading: bool) -> dict[str, Any]:
@@ -293,7 +341,8 @@ class MegatronEngine:
     def save_hf(self, directory: Path) -> None:
         """Every rank gathers; rank 0 writes `save_pretrained` of a model built from the config (on the meta
         device: it only names the tensors), and the tokenizer."""
-        state = {name: tensor.cpu() if self.rank == 0 else None for name, tensor in self.named_weights()}
+        # copies: a yielded tensor can be a view of a parameter, which an offload releases after the loop
+        state = {name: tensor.to("cpu", copy=True) if self.rank == 0 else None for name, tensor in self.named_weights()}
         if self.rank != 0:
             return
         from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
@@ -413,14 +462,18 @@ class _Outputs:
         return self.output[:, start:start + self.part.responses.shape[1], 0].float()
 
 
-def _adam_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """`optim.override_optimizer_config`, torch AdamW's keyword names, as megatron's `OptimizerConfig` fields."""
-    names = {"eps": "adam_eps"}
-    unknown = sorted(set(overrides or {}) - set(names))
+def _optimizer_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`optim.override_optimizer_config` as megatron's `OptimizerConfig` fields (the compiler refuses other keys)."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(MEGATRON_OPTIMIZER_OVERRIDES))
     if unknown:
         raise ValueError(f"optim.override_optimizer_config keys {unknown} are not supported by the Megatron "
-                         f"engine; supported: {sorted(names)}")
-    return {names[key]: value for key, value in (overrides or {}).items()}
+                         f"engine; supported: {sorted(MEGATRON_OPTIMIZER_OVERRIDES)}")
+    if overrides.get("use_precision_aware_optimizer") and importlib.util.find_spec("transformer_engine") is None:
+        raise ValueError("optim.override_optimizer_config.use_precision_aware_optimizer needs Transformer Engine, "
+                         "which is not installed (megatron-core reads its version); remove the key, "
+                         "optimizer_cpu_offload runs without it")
+    return {MEGATRON_OPTIMIZER_OVERRIDES[key]: value for key, value in overrides.items()}
 
 
 def _restore_adam_steps(optimizer: Any) -> None:

@@ -67,13 +67,15 @@ class Update:
         size = min(self.mini_batch_size, len(full))
         results: list[dict[str, Any]] = []
         norms = []
-        for epoch in range(section.ppo_epochs):
-            order = self._order(len(full), epoch)
-            for start in range(0, len(full), size):
-                mini = full.select(order[start:start + size])
-                parts, _ = split_micro_batches(engine, mini, section.ppo_micro_batch_size_per_gpu, self.token_budget)
-                results += engine.forward_backward(parts, self._weighted(mini), backward=True)
-                norms.append(engine.optimizer_step(lr, section.grad_clip))
+        with engine.resident(training=True):  # offloaded state comes back once for all mini-batches
+            for epoch in range(section.ppo_epochs):
+                order = self._order(len(full), epoch)
+                for start in range(0, len(full), size):
+                    mini = full.select(order[start:start + size])
+                    parts, _ = split_micro_batches(engine, mini, section.ppo_micro_batch_size_per_gpu,
+                                                   self.token_budget)
+                    results += engine.forward_backward(parts, self._weighted(mini), backward=True)
+                    norms.append(engine.optimizer_step(lr, section.grad_clip))
         self.step += 1
         metrics = _mean_over_ranks(engine, mean_metrics(results))
         metrics |= {f"{self.prefix}/grad_norm": sum(norms) / len(norms), f"{self.prefix}/lr": lr}

@@ -245,3 +245,25 @@ def test_a_config_without_a_shape_is_a_warning_not_a_crash(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["validate", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "its config.json has no vocab_size, num_attention_heads, num_hidden_layers" in result.output
+
+
+def test_megatron_offload_counts_state_on_the_cpu_outside_its_phases(tmp_path: Path) -> None:
+    """Megatron's actor on one GPU holds P bf16 weights (2P bytes), an fp32 gradient buffer (4P) and fp32 master
+    weights with two Adam moments (12P); the reference 2P. Offloaded, none of it stays between phases: the rollout
+    phase is 20P lighter, a log-prob pass brings back one model's weights, the update the actor's whole state."""
+    shape = ModelShape.from_config(read_model_config(str(TINY)))
+    p = shape.parameters()
+    plain = load_config(_config(tmp_path, TINY, "backend: megatron")).config
+    offload = ["actor_rollout_ref.actor.megatron.param_offload=true",
+               "actor_rollout_ref.actor.megatron.optimizer_offload=true",
+               "actor_rollout_ref.ref.megatron.param_offload=true"]
+    moved = load_config(_config(tmp_path, TINY, "backend: megatron"), offload).config
+    before, after = estimate(plain, shape, 80 * GiB), estimate(moved, shape, 80 * GiB)
+    rollout = _lines(before, "rollout")
+    assert (rollout["actor parameters"], rollout["actor gradient buffer"], rollout["actor optimizer"],
+            rollout["reference parameters"]) == (2 * p, 4 * p, 12 * p, 2 * p)
+    assert before.total("rollout") - after.total("rollout") == 20 * p
+    assert _lines(after, "log_prob")["parameters (brought back)"] == 2 * p
+    update = _lines(after, "update")
+    assert (update["actor parameters (brought back)"], update["actor gradient buffer (brought back)"],
+            update["actor optimizer (brought back)"]) == (2 * p, 4 * p, 12 * p)

@@ -242,3 +242,26 @@ def test_a_slurm_allocation_smaller_than_the_plan(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("SLURM_JOB_GPUS")
     code, out = preflight(cfg, "--executor", "ray", "--run-dir", tmp_path / "e")
     assert code == 0 and "the GPUs of the SLURM allocation 4242 were not checked" in out, out
+
+def test_a_dist_checkpoint_to_start_from_must_be_there(tmp_path: Path) -> None:
+    """use_dist_checkpointing: a path that does not exist, and a directory without a dist checkpoint, are refused
+    before anything starts; a checkpoint directory that rlc saved (with dist_ckpt/metadata.json) passes."""
+    empty, saved = tmp_path / "empty", tmp_path / "global_step_1" / "actor"
+    empty.mkdir()
+    (saved / "dist_ckpt").mkdir(parents=True)
+    (saved / "dist_ckpt" / "metadata.json").write_text("{}")
+    arf = json.loads(json.dumps(BASE["actor_rollout_ref"]))
+    arf["actor"]["megatron"] = {"use_dist_checkpointing": True, "dist_checkpointing_path": str(tmp_path / "none")}
+    arf["ref"] = {"megatron": {"use_dist_checkpointing": True, "dist_checkpointing_path": str(empty)}}
+    arf["actor"]["use_kl_loss"] = True  # builds the reference
+    cfg = write_config(tmp_path, actor_rollout_ref=arf, trainer={"device": "cuda"})
+    cfg.write_text(cfg.read_text() + "backend: megatron\n")
+    code, out = preflight(cfg)
+    assert code == 1
+    assert f"actor_rollout_ref.actor.megatron.dist_checkpointing_path: {tmp_path / 'none'} does not exist" in out
+    assert f"actor_rollout_ref.ref.megatron.dist_checkpointing_path: {empty} holds no megatron dist checkpoint" in out
+    arf["actor"]["megatron"]["dist_checkpointing_path"] = arf["ref"]["megatron"]["dist_checkpointing_path"] = \
+        str(saved)
+    cfg = write_config(tmp_path, actor_rollout_ref=arf, trainer={"device": "cuda"})
+    cfg.write_text(cfg.read_text() + "backend: megatron\n")
+    assert "dist_checkpointing_path" not in preflight(cfg)[1]

@@ -1,5 +1,6 @@
 """`rlc validate` end to end through the CLI: exit codes, positions, every problem at once."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -325,3 +326,41 @@ def test_ulysses_is_fsdp_only_and_divides_gpus_and_heads(tmp_path: Path) -> None
                                                    "num_hidden_layers": 2, "intermediate_size": 256,
                                                    "vocab_size": 300}))
     assert "the model's 3 attention heads" in problems(sp2.replace("Qwen/Qwen2-0.5B", str(model)))[key]
+
+
+def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -> None:
+    """verl's scripts set megatron-core's HybridDeviceOptimizer fields. The precision-aware optimizer runs in rlc
+    only beside optimizer_cpu_offload (else megatron needs Transformer Engine's FusedAdam), and only where
+    Transformer Engine is installed (megatron-core 0.16 reads its version): not on this machine, which has torch, so
+    that is an error here."""
+    overrides = "{optimizer_cpu_offload: true, optimizer_offload_fraction: 1.0, overlap_cpu_optimizer_d2h_h2d: true}"
+    text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    optim:\n"
+                        f"      override_optimizer_config: {overrides}") + "backend: megatron\n"
+    code, out = run("validate", write(tmp_path, text))
+    assert code == 0, out
+    where = "actor_rollout_ref.actor.optim.override_optimizer_config.use_precision_aware_optimizer"
+    text = text.replace("d2h_h2d: true}", "d2h_h2d: true, use_precision_aware_optimizer: true}")
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    assert importlib.util.find_spec("transformer_engine") is None
+    assert code == 1 and "needs Transformer Engine, which is not installed" in \
+        {p["path"]: p["message"] for p in json.loads(out)}[where]
+    text = text.replace("optimizer_cpu_offload: true", "optimizer_cpu_offload: false")
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    assert code == 1 and "only with optimizer_cpu_offload" in {p["path"]: p["message"] for p in json.loads(out)}[where]
+
+
+def test_megatron_offload_and_dist_checkpoint_keys_are_each_roles_own(tmp_path: Path) -> None:
+    """ref.megatron mirrors the actor's layout, but its offload and initial-weight keys are its own: setting them
+    earns no "uses the actor's layout" warning; use_dist_checkpointing without a path is an error."""
+    text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    use_kl_loss: true\n"
+                        "    megatron: {param_offload: true, grad_offload: true, optimizer_offload: true}").replace(
+        "  rollout:\n", "  ref:\n    megatron: {param_offload: true}\n  rollout:\n") + "backend: megatron\n"
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    assert code == 0, out
+    assert "megatron" not in out  # no diagnostic about either block
+    text = text.replace("{param_offload: true}", "{param_offload: true, use_dist_checkpointing: true}")
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert code == 1
+    assert found["actor_rollout_ref.ref.megatron.dist_checkpointing_path"] == \
+        "use_dist_checkpointing is set, but dist_checkpointing_path is not"

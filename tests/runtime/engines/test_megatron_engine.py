@@ -6,7 +6,10 @@ pipeline parallel 2, Llama (untied head) at TP 2, plus a critic at TP 2. Log-pro
 the Hugging Face models' (fp32, temperature applied); one shared update (`engines.update`) must land on the weights
 the FSDP engine reaches from the same weights and batch on one rank; `named_weights` must give back the
 checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer exactly (the
-next update lands on the same weights); `save_hf` must write a loadable model.
+next update lands on the same weights); `save_hf` must write a loadable model. The tp1 run is repeated with every
+offload on (`megatron.param_offload`, `grad_offload`, `optimizer_offload`, and the reference's `param_offload`) and
+must give the same bits; a pipeline-parallel engine started from the tp1 run's checkpoint (`use_dist_checkpointing`)
+must hold its weights.
 
 megatron-core asks CUDA for devices, RNG states and tensor types, none of which can exist on this machine. Inside
 the spawned workers only (never in the pytest process), `cuda_as_cpu` answers those calls as a GPU would:
@@ -78,7 +81,8 @@ def make_batch() -> TokenBatch:
                       response_mask=keep[:, 5:].float())
 
 
-def make_config(model: Path, tp: int, pp: int = 1) -> Any:
+def make_config(model: Path, tp: int, pp: int = 1, megatron: dict[str, Any] | None = None,
+                ref_megatron: dict[str, Any] | None = None) -> Any:
     return fill_defaults(RLCConfig.model_validate({
         "backend": "megatron",
         "data": {"train_files": "unused.jsonl", "train_batch_size": 2},
@@ -91,7 +95,9 @@ def make_config(model: Path, tp: int, pp: int = 1) -> Any:
                       "optim": {"lr": 1e-2, "weight_decay": 0.0, "override_optimizer_config": {"eps": 1.0}},
                       "megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
                                    "sequence_parallel": True,
-                                   "use_distributed_optimizer": True}}}}))
+                                   "use_distributed_optimizer": True, **(megatron or {})}},
+            "ref": {"megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
+                                 **(ref_megatron or {})}}}}))
 
 
 # --- in the spawned workers -----------------------------------------------------------------------------------
@@ -202,6 +208,70 @@ def _vocab_parallel_grads(rank: int) -> dict[str, torch.Tensor]:
     return out
 
 
+OFFLOAD = {"param_offload": True, "grad_offload": True, "optimizer_offload": True}
+
+
+def _released(engine: Any) -> dict[str, bool]:
+    """Whether each kind of state has no storage now (released by the offload), and its host copies."""
+    params = list(engine.module.parameters())
+    moments = [v for opt in engine.optimizer.chained_optimizers for state in opt.optimizer.state.values()
+               for k, v in state.items() if k != "step"]
+    return {"params": all(p.untyped_storage().nbytes() == 0 for p in params),
+            "grads": all(b.grad_data.untyped_storage().nbytes() == 0 for b in engine.model.buffers),
+            "moments": bool(moments) and all(v.untyped_storage().nbytes() == 0 for v in moments),
+            "host_bytes": sum(h.numel() for hosts in engine.offloader.hosts.values() for h in hosts)}
+
+
+def _moments(engine: Any) -> list[torch.Tensor]:
+    with engine.resident(training=True):
+        return [v.clone() for opt in engine.optimizer.chained_optimizers for state in opt.optimizer.state.values()
+                for k, v in state.items() if k != "step"]
+
+
+def _offload_run(model: Path, mine: TokenBatch, out_dir: Path) -> dict[str, Any]:
+    """The tp1 run again with every offload on, the state checked between its phases; and a reference with
+    param_offload."""
+    from rlc_runtime.engines.megatron import MegatronEngine
+
+    cfg = make_config(model, 1, megatron=OFFLOAD, ref_megatron={"param_offload": True})
+    engine = MegatronEngine(cfg, role="actor", device="cpu")
+    states = {"built": _released(engine)}
+    with engine.resident(training=True):
+        states["resident"] = _released(engine)
+    result = _actor_run(engine, mine, out_dir / "ckpt_offload", cfg)
+    states["after"] = _released(engine)
+    result["moments"] = _moments(engine)
+    states["after_moments"] = _released(engine)
+    ref = MegatronEngine(cfg, role="ref", device="cpu")
+    from rlc_runtime.engines.update import compute_log_probs
+
+    states["ref_built"] = all(p.untyped_storage().nbytes() == 0 for p in ref.module.parameters())
+    result["ref_log_probs"] = compute_log_probs(ref, mine, micro_batch_size=1)[0]
+    states["ref_after"] = all(p.untyped_storage().nbytes() == 0 for p in ref.module.parameters())
+    return result | {"states": states}
+
+
+def _offload_without_distributed_optimizer(model: Path, mine: TokenBatch) -> dict[str, Any]:
+    """Every offload on, with megatron's plain optimizer: parameters own their storage (no DDP parameter buffer)
+    and the fp32 optimizer steps them in place."""
+    from rlc_runtime.engines.megatron import MegatronEngine
+    from rlc_runtime.engines.update import compute_log_probs, policy_update
+
+    cfg = make_config(model, 1, megatron={**OFFLOAD, "use_distributed_optimizer": False})
+    engine = MegatronEngine(cfg, role="actor", device="cpu")
+    mine = with_policy_targets(mine, compute_log_probs(engine, mine, micro_batch_size=1)[0])
+    policy_update(engine, cfg)(mine)
+    return {"released": _released(engine), "updated": _weights(engine)}
+
+
+def _from_dist_checkpoint(model: Path, tp: int, pp: int, checkpoint: Path) -> dict[str, torch.Tensor]:
+    from rlc_runtime.engines.megatron import MegatronEngine
+
+    cfg = make_config(model, tp, pp, megatron={"use_dist_checkpointing": True,
+                                              "dist_checkpointing_path": str(checkpoint)})
+    return _weights(MegatronEngine(cfg, role="actor", device="cpu"))
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, str]) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -218,6 +288,13 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
             engine = MegatronEngine(cfg, role="actor", device="cpu")
             results[name] = _actor_run(engine, make_batch().chunk(world)[rank], Path(out_dir) / f"ckpt_{name}", cfg)
             engine.save_hf(Path(out_dir) / f"hf_{name}")
+            if name == "tp1":
+                results[name]["moments"] = _moments(engine)
+                results["offload"] = _offload_run(Path(models[name]), make_batch().chunk(world)[rank], Path(out_dir))
+                results["offload_plain_optimizer"] = _offload_without_distributed_optimizer(
+                    Path(models[name]), make_batch().chunk(world)[rank])
+            if name == "pp2":  # the tp1 run's checkpoint (same architecture), resharded to pipeline stages
+                results["from_dist"] = _from_dist_checkpoint(Path(models[name]), tp, pp, Path(out_dir) / "ckpt_tp1")
             if name == "tp2":  # the critic shares the actor's parallel state, as on a real rank
                 results["vocab_parallel"] = _vocab_parallel_grads(rank)
                 critic_cfg = make_config(Path(models[name]), tp)
@@ -367,3 +444,62 @@ def test_vocab_parallel_entropy_and_log_probs_match_full_vocabulary_values_and_g
     for rank in range(2):
         torch.testing.assert_close(runs["ranks"][rank]["vocab_parallel"]["sum_pi_squared"],
                                    (torch.softmax(logits, -1) ** 2).sum(-1), atol=1e-6, rtol=1e-5)
+
+
+def test_offloaded_update_lands_on_exactly_the_weights_and_optimizer_state_of_the_plain_one(
+        runs: dict[str, Any]) -> None:
+    """The tp1 run with every offload on (and the reference with param_offload) against the same run without:
+    the same bits everywhere, since the offload moves bytes and changes no arithmetic."""
+    for rank in runs["ranks"]:
+        plain, offloaded = rank["tp1"], rank["offload"]
+        for key in ("log_probs", "entropy", "sum_pi_squared"):
+            assert torch.equal(offloaded[key], plain[key]), key
+        for key in ("before", "updated", "second", "restored", "again"):
+            assert list(offloaded[key]) == list(plain[key])
+            for name, tensor in plain[key].items():
+                assert torch.equal(offloaded[key][name], tensor), (key, name)
+        assert offloaded["metrics"] == plain["metrics"]
+        assert len(offloaded["moments"]) == len(plain["moments"]) > 0
+        for got, want in zip(offloaded["moments"], plain["moments"], strict=True):
+            assert torch.equal(got, want)
+        assert torch.equal(offloaded["ref_log_probs"], plain["log_probs"])  # the reference is the initial policy
+
+
+def test_offload_without_the_distributed_optimizer_lands_where_the_distributed_one_does(
+        runs: dict[str, Any]) -> None:
+    """The other storage layout (each parameter its own tensor, megatron's plain optimizer): released after the
+    update, and its weights those of the tp1 run's first update (another optimizer: equal to rounding)."""
+    for rank in runs["ranks"]:
+        got = rank["offload_plain_optimizer"]
+        assert got["released"]["params"] and got["released"]["grads"] and got["released"]["moments"]
+        for name, tensor in rank["tp1"]["updated"].items():
+            torch.testing.assert_close(got["updated"][name], tensor, atol=2e-6, rtol=0)
+
+
+def test_offloaded_state_is_released_between_phases_and_kept_on_the_host(runs: dict[str, Any]) -> None:
+    """What CPU can show: the device storage of parameters, gradient buffers and Adam moments is released (size 0)
+    outside the phases and allocated inside them, and host copies of parameters and moments exist. That the GPU's
+    memory drops is for `bench/megatron_offload_gpu.py`: here the "device" and the host are the same memory."""
+    for rank in runs["ranks"]:
+        states = rank["offload"]["states"]
+        params = sum(t.numel() * 4 for t in rank["tp1"]["before"].values())  # fp32 on CPU, every rank holds all
+        assert states["built"] == {"params": True, "grads": True, "moments": False, "host_bytes": states["built"][
+            "host_bytes"]}  # no Adam state before the first step
+        assert states["built"]["host_bytes"] >= params
+        assert not states["resident"]["params"] and not states["resident"]["grads"]
+        for when in ("after", "after_moments"):  # after the run, and after a phase that brought the state back
+            assert states[when]["params"] and states[when]["grads"] and states[when]["moments"], when
+            # the weights, and Adam's two moments of this rank's half (the distributed optimizer over 2 ranks)
+            assert states[when]["host_bytes"] >= params + 2 * params // 2, when
+        assert states["ref_built"] and states["ref_after"]
+
+
+def test_dist_checkpoint_gives_the_initial_weights_in_another_layout(runs: dict[str, Any]) -> None:
+    """use_dist_checkpointing from the checkpoint the tp1 run saved after its first update (data parallel 2),
+    loaded by a pipeline-parallel-2 engine: its weights are the saved ones, not model.path's."""
+    for rank in runs["ranks"]:
+        want, got = rank["tp1"]["updated"], rank["from_dist"]
+        assert list(got) == list(want)
+        for name, tensor in want.items():
+            assert torch.equal(got[name], tensor), name
+        assert any(not torch.equal(t, rank["tp1"]["before"][n]) for n, t in want.items())
