@@ -10,9 +10,11 @@ checkpoints.
 Decisions, and why:
 - Parallel sizes come from `actor_rollout_ref.actor.megatron` for every role: the roles of a rank share one
   megatron parallel state, so they must agree.
-- The controller scatters one slice of the batch per rank, as for FSDP. The ranks of a model-parallel group
-  (tensor x pipeline) must compute on the same samples, so the engine concatenates their slices (an all-gather
-  of token ids) and hands each rank back the rows it was given: the controller stays backend-agnostic.
+- The controller scatters one slice of the batch per rank, as for FSDP. The ranks of a model replica (tensor x
+  pipeline x context parallel) must compute on the same samples, so the engine concatenates their slices (an
+  all-gather of token ids) and hands each rank back the rows it was given: the controller stays backend-agnostic.
+- Context parallelism (`megatron_cp`): each rank runs its two of 2 x cp chunks of every sequence; attention
+  all-gathers keys and values; per-token outputs are summed over the group before the loss.
 - The update is not here: `engines.update` is shared with the FSDP engine (the same mini-batches, shuffle,
   loss weighting, schedule, clipping and non-finite skip), and hands this engine its loss as a callback that runs
   on the last pipeline stage. Log-probs and entropy come from vocabulary-parallel logits (`megatron_loss`).
