@@ -117,8 +117,9 @@ class ContextParallelAttention(MegatronModule):
         super().__init__(config=config)
         if config.apply_query_key_layer_scaling or getattr(config, "softmax_type", "vanilla") != "vanilla":
             raise ValueError("context parallel attention supports plain softmax attention only")
-        tp_group = getattr(pg_collection, "tp", None) or parallel_state.get_tensor_model_parallel_group()
-        self.cp_group = getattr(pg_collection, "cp", None) or parallel_state.get_context_parallel_group()
+        tp_group, cp_group = (getattr(pg_collection, name, None) for name in ("tp", "cp"))
+        tp_group = tp_group if tp_group is not None else parallel_state.get_tensor_model_parallel_group()
+        self.cp_group = cp_group if cp_group is not None else parallel_state.get_context_parallel_group()
         tp = dist.get_world_size(tp_group)
         self.heads, self.groups = config.num_attention_heads // tp, config.num_query_groups // tp
         self.scale = softmax_scale or 1.0 / math.sqrt(config.kv_channels)
