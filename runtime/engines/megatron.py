@@ -409,9 +409,13 @@ class _Outputs:
     def __init__(self, engine: MegatronEngine, part: TokenBatch, output: torch.Tensor,
                  positions: torch.Tensor) -> None:
         self.engine, self.part, self.output = engine, part, output
-        columns = positions - (part.prompt_length - 1)  # position t predicts response token t - (prompt - 1)
-        rows = ((columns >= 0) & (columns < part.responses.shape[1])).nonzero().squeeze(-1)
-        self.rows, self.columns = rows.to(output.device), columns[rows].to(output.device)
+        start, length = part.prompt_length - 1, part.responses.shape[1]  # position t predicts token t + 1
+        self.rows: slice | torch.Tensor = slice(start, start + length)  # a view, not a copy of the logits
+        self.columns: slice | torch.Tensor = slice(None)
+        if engine.cp > 1:
+            columns = positions - start
+            rows = ((columns >= 0) & (columns < length)).nonzero().squeeze(-1)
+            self.rows, self.columns = rows.to(output.device), columns[rows].to(output.device)
 
     def _logits(self) -> torch.Tensor:
         """A fresh tensor each time: megatron's cross-entropy overwrites its input."""
