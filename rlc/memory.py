@@ -277,14 +277,20 @@ def _logits(config: Any, shape: ModelShape, micro: int | None, copies: float, wh
     counts = f"{positions} response positions x {shape.vocab} vocabulary x 4 bytes x {copies} copies"
     if config.backend != "megatron":  # transformers computes the head only where a response token is predicted
         return Line(what, positions * shape.vocab * 4 * copies, counts)
-    # megatron's output layer covers every position of the sequence, in bf16, split over tensor parallel ranks;
-    # a context-parallel rank holds the logits of its 1/cp of the positions
-    everywhere = (micro or 1) * _sequence_length(config) * shape.vocab * 2
+    # megatron's output layer covers every position of the sequence, in bf16, split over tensor parallel ranks. A
+    # context-parallel rank holds its 1/cp of the positions, and the response positions among them: as many as
+    # all of its positions on the rank that holds the most (the chunks are not split by prompt and response).
     meg = config.actor_rollout_ref.actor.megatron
     tp, cp = meg.tensor_model_parallel_size, meg.context_parallel_size
-    split = f"/ tensor parallel {tp}" + (f" x context parallel {cp}" if cp > 1 else "")
-    return Line(what, (everywhere + positions * shape.vocab * 4 * copies) / (tp * cp),
-                f"bf16 logits at all positions + {counts}, {split}")
+    local = -(-_sequence_length(config) // cp)
+    everywhere = (micro or 1) * local * shape.vocab * 2
+    if cp > 1:
+        positions = (micro or 1) * min(_response_length(config), local)
+        counts = f"{positions} response positions (at most those of one rank's 1/{cp} of the sequence) x " \
+                 f"{shape.vocab} vocabulary x 4 bytes x {copies} copies"
+    return Line(what, (everywhere + positions * shape.vocab * 4 * copies) / tp,
+                f"bf16 logits at {'all' if cp == 1 else f'1/{cp} of the'} positions + {counts}, "
+                f"/ tensor parallel {tp}")
 
 
 def _vllm_pool(config: Any, shape: ModelShape, gpu_bytes: float | None, plan: MemoryPlan) -> list[Line]:
