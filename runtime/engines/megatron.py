@@ -229,7 +229,7 @@ class MegatronEngine:
         rank = parallel_state.get_context_parallel_rank()
         mine = cp_positions(ids.shape[1], self.cp, rank)
         return {"input_ids": ids[:, mine].to(self.device), "position_ids": pos[:, mine].to(self.device),
-                "attention_mask": attention_mask(keep, self.cp, rank).to(self.device), "part": part,
+                "attention_mask": attention_mask(keep.to(self.device), self.cp, rank), "part": part,
                 "positions": mine, "length": ids.shape[1]}
 
     def _from_last_stage(self, value: Any) -> Any:

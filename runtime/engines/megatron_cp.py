@@ -57,10 +57,11 @@ def key_positions(length: int, cp: int) -> torch.Tensor:
 
 def attention_mask(keep: torch.Tensor, cp: int, rank: int) -> torch.Tensor:
     """[b, 1, s/cp, s] True where a query of this rank must not see a key: a later position or padding. `keep`:
-    [b, s] the (padded) attention mask, 1 for a real token."""
-    queries, keys = cp_positions(keep.shape[1], cp, rank), key_positions(keep.shape[1], cp)
+    [b, s] the (padded) attention mask, 1 for a real token; the mask is made on its device."""
+    length = keep.shape[1]
+    queries, keys = (t.to(keep.device) for t in (cp_positions(length, cp, rank), key_positions(length, cp)))
     later = keys[None, :] > queries[:, None]
-    return later.to(keep.device) | ~keep.bool()[:, keys][:, None, None, :]
+    return later | ~keep.bool()[:, keys][:, None, None, :]
 
 
 class _GatherSequence(torch.autograd.Function):
