@@ -5,12 +5,13 @@ GPUs:
 
     PYTHONPATH=/tmp/site:. torchrun --nproc_per_node=1 bench/megatron_gpu.py
     PYTHONPATH=/tmp/site:. torchrun --nproc_per_node=2 bench/megatron_gpu.py   # adds TP 2 == TP 1; engine at TP 2
+    PYTHONPATH=/tmp/site:. torchrun --nproc_per_node=2 bench/megatron_gpu.py --context-parallel 2  # engine at CP 2
 
 1. Logits of the megatron-core model equal the Hugging Face model's within bf16 tolerance, for a tiny Qwen2 and a
    random Qwen2-0.5B-shaped model: both run in bf16 and are compared with the Hugging Face fp32 logits; megatron's
    error must stay within twice Hugging Face's own bf16 error (and its argmax agree as often).
 2. With 2 GPUs, tensor parallel 2 (vocabulary-parallel logits gathered) gives the TP 1 logits, by the same rule.
-3. `MegatronEngine` (TP = number of GPUs, distributed optimizer, bf16, gradient checkpointing) runs GRPO-style
+3. `MegatronEngine` (TP = number of GPUs / CP, distributed optimizer, bf16, gradient checkpointing) runs GRPO-style
    steps on synthetic batches: 8 prompts x 8 samples, ~128-token prompts, up to 256 new tokens, random rewards,
    a reference model and a KL loss, micro-batches of 16, one optimizer step per update. It prints tokens/s for
    the log-prob and update phases, the weight-gather time (what the vLLM sync costs) and peak memory, and checks
@@ -154,7 +155,7 @@ def write_model(directory: Path) -> Path:
     return path
 
 
-def engine_config(model: Path, tp: int):  # noqa: ANN201 - RLCConfig, imported lazily
+def engine_config(model: Path, tp: int, cp: int = 1):  # noqa: ANN201 - RLCConfig, imported lazily
     from rlc.config.defaults import fill_defaults
     from rlc.config.root import RLCConfig
 
@@ -167,7 +168,8 @@ def engine_config(model: Path, tp: int):  # noqa: ANN201 - RLCConfig, imported l
             "rollout": {"n": SAMPLES, "temperature": 1.0, "log_prob_micro_batch_size_per_gpu": MICRO},
             "actor": {"ppo_mini_batch_size": PROMPTS, "ppo_micro_batch_size_per_gpu": MICRO, "use_kl_loss": True,
                       "kl_loss_coef": 0.001, "optim": {"lr": 1e-6},
-                      "megatron": {"tensor_model_parallel_size": tp, "use_distributed_optimizer": True}},
+                      "megatron": {"tensor_model_parallel_size": tp, "context_parallel_size": cp,
+                                   "use_distributed_optimizer": True}},
             "ref": {"log_prob_micro_batch_size_per_gpu": MICRO}}}))
 
 
@@ -226,7 +228,7 @@ def weights_checksum(engine) -> float:  # noqa: ANN001
     return sum(float(t.float().sum()) for _, t in engine.named_weights())
 
 
-def engine_steps(world: int, workdir: Path) -> None:
+def engine_steps(world: int, workdir: Path, cp: int) -> None:
     from megatron.core import parallel_state
 
     from rlc_runtime.algorithms.advantages import grpo_outcome_advantage
@@ -236,11 +238,11 @@ def engine_steps(world: int, workdir: Path) -> None:
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     model_dir = write_model(workdir)
-    cfg = engine_config(model_dir, world)
+    cfg = engine_config(model_dir, world // cp, cp)
     torch.cuda.reset_peak_memory_stats()
     (actor, ref), build_s = timed(lambda: (MegatronEngine(cfg, "actor", "cuda"), MegatronEngine(cfg, "ref", "cuda")))
     update = policy_update(actor, cfg)
-    say(f"     built actor + reference engines at TP {world} in {build_s:.1f} s")
+    say(f"     built actor + reference engines at TP {world // cp} x CP {cp} in {build_s:.1f} s")
     full = synthetic_batch(QWEN2_05B["vocab_size"])
     mine = full.chunk(world)[rank()]  # as the trainer scatters: one slice per rank
     tokens = int(full.attention_mask.sum())
@@ -294,6 +296,11 @@ def engine_steps(world: int, workdir: Path) -> None:
 
 
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--context-parallel", type=int, default=1, help="the engine's CP size (divides the GPUs)")
+    cp = parser.parse_args().context_parallel
     warnings.filterwarnings("ignore")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local_rank)
@@ -308,7 +315,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="megatron_bench_")) if rank() == 0 else None
     box = [str(workdir)]
     dist.broadcast_object_list(box, src=0)
-    engine_steps(world, Path(box[0]))
+    engine_steps(world, Path(box[0]), cp)
     say(f"RESULT {'FAIL: ' + ', '.join(FAILED) if FAILED else 'PASS'} ({time.perf_counter() - start:.0f} s)")
     dist.barrier()
     if rank() == 0:

@@ -31,7 +31,7 @@ from typing import Any
 from rlc.config.base import substituted
 from rlc.diagnostics import Diagnostic
 from rlc.hub import cached_sha
-from rlc.topology import n_gpus
+from rlc.topology import megatron_model_parallel, n_gpus
 
 GiB = 2**30
 CUDA_CONTEXT = 0.6 * GiB  # the CUDA context, cuBLAS workspaces and NCCL buffers: outside torch's allocator
@@ -301,8 +301,10 @@ def _update_transients(config: Any, shape: ModelShape) -> list[Line]:
         lines.append(Line("gathered weights", (2 * layer + shape.vocab * shape.hidden) * 2,
                           "bf16 copies FSDP gathers: two decoder layers and the embeddings"))
     micro = arf.actor.ppo_micro_batch_size_per_gpu or 1
-    sp = arf.actor.ulysses_sequence_parallel_size if config.backend == "fsdp" else 1
-    tokens = micro * -(-_sequence_length(config) // sp)  # Ulysses: each rank holds 1/sp of every sequence
+    # Ulysses (fsdp) or context parallelism (megatron): each rank holds 1/sp of every sequence
+    sp = arf.actor.ulysses_sequence_parallel_size if config.backend == "fsdp" else \
+        arf.actor.megatron.context_parallel_size
+    tokens = micro * -(-_sequence_length(config) // sp)
     checkpointing = arf.model.enable_gradient_checkpointing
     activations = tokens * shape.activation_bytes_per_token(checkpointing)
     if config.backend == "megatron":
@@ -318,11 +320,20 @@ def _logits(config: Any, shape: ModelShape, micro: int | None, copies: float, wh
     counts = f"{positions} response positions x {shape.vocab} vocabulary x 4 bytes x {copies} copies"
     if config.backend != "megatron":  # transformers computes the head only where a response token is predicted
         return Line(what, positions * shape.vocab * 4 * copies, counts)
-    # megatron's output layer covers every position of the sequence, in bf16, split over tensor parallel ranks
-    everywhere = (micro or 1) * _sequence_length(config) * shape.vocab * 2
-    tp = config.actor_rollout_ref.actor.megatron.tensor_model_parallel_size
+    # megatron's output layer covers every position of the sequence, in bf16, split over tensor parallel ranks. A
+    # context-parallel rank holds its 1/cp of the positions, and the response positions among them: as many as
+    # all of its positions on the rank that holds the most (the chunks are not split by prompt and response).
+    meg = config.actor_rollout_ref.actor.megatron
+    tp, cp = meg.tensor_model_parallel_size, meg.context_parallel_size
+    local = -(-_sequence_length(config) // cp)
+    everywhere = (micro or 1) * local * shape.vocab * 2
+    if cp > 1:
+        positions = (micro or 1) * min(_response_length(config), local)
+        counts = f"{positions} response positions (at most those of one rank's 1/{cp} of the sequence) x " \
+                 f"{shape.vocab} vocabulary x 4 bytes x {copies} copies"
     return Line(what, (everywhere + positions * shape.vocab * 4 * copies) / tp,
-                f"bf16 logits at all positions + {counts}, / tensor parallel {tp}")
+                f"bf16 logits at {'all' if cp == 1 else f'1/{cp} of the'} positions + {counts}, "
+                f"/ tensor parallel {tp}")
 
 
 def _vllm_pool(config: Any, shape: ModelShape, gpu_bytes: float | None, plan: MemoryPlan) -> list[Line]:
@@ -457,6 +468,9 @@ def _fixes(config: Any) -> list[tuple[str, Any]]:
         tp = arf.actor.megatron.tensor_model_parallel_size
         if tp * 2 <= config.trainer.n_gpus_per_node:
             fixes.append(("actor_rollout_ref.actor.megatron.tensor_model_parallel_size", tp * 2))
+        if n_gpus(config) % (2 * megatron_model_parallel(arf.actor.megatron)) == 0:  # long sequences
+            fixes.append(("actor_rollout_ref.actor.megatron.context_parallel_size",
+                          arf.actor.megatron.context_parallel_size * 2))
     return fixes
 
 

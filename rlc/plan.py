@@ -101,9 +101,10 @@ def _check_executor(config: Any, executor: Executor) -> None:
 
 def _check_topology(config: Any, t: Topology) -> None:
     problems = []
-    if t.world_size % (t.tensor_parallel * t.pipeline_parallel):
-        problems.append(Diagnostic(f"tensor x pipeline parallel = {t.tensor_parallel * t.pipeline_parallel} does "
-                                   f"not divide the {t.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
+    replica = t.tensor_parallel * t.pipeline_parallel * t.context_parallel
+    if t.world_size % replica:
+        problems.append(Diagnostic(f"tensor x pipeline x context parallel = {replica} does not divide the "
+                                   f"{t.world_size} GPUs", ("actor_rollout_ref", "actor", "megatron")))
     if t.rollout_tensor_parallel > 1 and config.trainer.n_gpus_per_node % t.rollout_tensor_parallel:
         problems.append(Diagnostic(
             f"a vLLM tensor-parallel group of {t.rollout_tensor_parallel} would cross a node boundary "
@@ -147,7 +148,8 @@ def summary(plan: LaunchPlan) -> str:
         f"cluster   {plan.nnodes} node(s) x {plan.gpus_per_node} {'GPU' if plan.device == 'cuda' else 'CPU rank'}(s)"
         f", {p.world_size} training rank(s)",
         f"parallel  data {p.data_parallel} x tensor {p.tensor_parallel} x pipeline {p.pipeline_parallel}"
-        + (f" x sequence (Ulysses) {p.sequence_parallel}" if p.sequence_parallel > 1 else ""),
+        + (f" x sequence (Ulysses) {p.sequence_parallel}" if p.sequence_parallel > 1 else "")
+        + (f" x context {p.context_parallel}" if p.context_parallel > 1 else ""),
         f"rollout   {p.rollout_replicas} engine(s) x tensor parallel {p.rollout_tensor_parallel} "
         f"({p.rollout_placement})",
         *([f"reward    model on {p.reward_model.world_size} rank(s) of its own"

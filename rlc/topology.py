@@ -63,6 +63,7 @@ class Topology:
     train: Placement
     rollout: Placement | None  # None when colocated: the training ranks generate
     reward_model: Placement | None = None  # the reward model's ranks (reward_model.enable), always its own
+    context_parallel: int = 1  # Megatron: ranks that split each sequence (a plan.json written before it has none)
 
     @property
     def rollout_replicas(self) -> int:
@@ -72,8 +73,9 @@ class Topology:
     def from_config(cls, cfg: Any) -> Topology:
         trainer, arf = cfg.trainer, cfg.actor_rollout_ref
         megatron = arf.actor.megatron
-        tp, pp, ep = (megatron.tensor_model_parallel_size, megatron.pipeline_model_parallel_size,
-                      megatron.expert_model_parallel_size) if cfg.backend == "megatron" else (1, 1, 1)
+        tp, pp, cp, ep = (megatron.tensor_model_parallel_size, megatron.pipeline_model_parallel_size,
+                          megatron.context_parallel_size, megatron.expert_model_parallel_size) \
+            if cfg.backend == "megatron" else (1, 1, 1, 1)
         resource: Resource = "GPU" if trainer.device == "cuda" else "CPU"
         rollout_tp, generating = rollout_tensor_parallel(cfg), rollout_ranks(cfg)
         colocated, shared = arf.hybrid_engine, arf.rollout.share_trainer_gpu
@@ -81,7 +83,7 @@ class Topology:
         return cls(
             backend=cfg.backend, device=trainer.device, world_size=n_gpus(cfg), data_parallel=data_parallel_size(cfg),
             tensor_parallel=tp, pipeline_parallel=pp, sequence_parallel=arf.actor.ulysses_sequence_parallel_size,
-            expert_parallel=ep,
+            expert_parallel=ep, context_parallel=cp,
             rollout_placement="colocated" if colocated else "shared" if shared else "separate",
             rollout_tensor_parallel=rollout_tp,
             rollout_groups=[list(range(i, min(i + rollout_tp, generating))) for i in range(0, generating, rollout_tp)],
@@ -105,11 +107,17 @@ def n_gpus(cfg: Any) -> int:
 
 
 def data_parallel_size(cfg: Any) -> int:
-    """Ranks that each take a slice of the batch: all GPUs under FSDP, GPUs / (tp * pp) under Megatron."""
+    """Ranks that each take a slice of the batch: GPUs / Ulysses size under FSDP, GPUs / (tp * pp * cp) under
+    Megatron (verl's data-parallel size: the ranks of a context-parallel group share their samples)."""
     if cfg.backend == "megatron":
-        m = cfg.actor_rollout_ref.actor.megatron
-        return max(1, n_gpus(cfg) // (m.tensor_model_parallel_size * m.pipeline_model_parallel_size))
+        return max(1, n_gpus(cfg) // megatron_model_parallel(cfg.actor_rollout_ref.actor.megatron))
     return max(1, n_gpus(cfg) // cfg.actor_rollout_ref.actor.ulysses_sequence_parallel_size)
+
+
+def megatron_model_parallel(megatron: Any) -> int:
+    """The ranks of one Megatron model replica: tensor x pipeline x context parallel."""
+    return megatron.tensor_model_parallel_size * megatron.pipeline_model_parallel_size * \
+        megatron.context_parallel_size
 
 
 def rollout_ranks(cfg: Any) -> int:

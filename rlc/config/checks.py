@@ -26,7 +26,7 @@ from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
-from rlc.topology import data_parallel_size, n_gpus, rollout_ranks
+from rlc.topology import data_parallel_size, megatron_model_parallel, n_gpus, rollout_ranks
 
 Check = Callable[[RLCConfig, dict[str, Any]], Iterator[Diagnostic]]
 ARF = ("actor_rollout_ref",)
@@ -128,6 +128,9 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
         if n_gpus(cfg) % model_parallel:
             yield Diagnostic(f"tensor x pipeline parallel = {model_parallel} does not divide the {n_gpus(cfg)} GPUs",
                              (*ACTOR, "megatron", "tensor_model_parallel_size"))
+        elif n_gpus(cfg) % megatron_model_parallel(m):
+            yield Diagnostic(f"tensor x pipeline x context parallel = {megatron_model_parallel(m)} does not divide "
+                             f"the {n_gpus(cfg)} GPUs", (*ACTOR, "megatron", "context_parallel_size"))
     yield from _check_ulysses(cfg)
 
 

@@ -236,8 +236,9 @@ class MegatronConfig(Section):
         None, "rlc runs Megatron's plain (non-interleaved) pipeline schedule: the same updates, a larger pipeline "
               "bubble", also_fine=(1,))
     """Model chunks per pipeline stage for the interleaved schedule."""
-    context_parallel_size: int = refused(1, "context parallelism is not implemented in rlc yet", ge=1)
-    """Ranks that split each sequence (Megatron context parallelism)."""
+    context_parallel_size: int = Field(1, ge=1)
+    """Ranks that split each sequence (Megatron context parallelism: each takes two of 2 x cp chunks, keys and
+    values are all-gathered in attention); the data-parallel size is GPUs / (tensor x pipeline x context)."""
     expert_model_parallel_size: int = refused(1, "MoE expert parallelism is not implemented in rlc yet", ge=1)
     """Ranks that split the experts of MoE layers."""
     expert_tensor_parallel_size: int | None = refused(None, "MoE expert parallelism is not implemented in rlc yet",
@@ -292,9 +293,10 @@ class MegatronConfig(Section):
     distrib_optim_fully_reshardable_mem_efficient: bool = instead(
         False, "rlc resumes with the same parallel layout only", only_with=".dist_ckpt_optim_fully_reshardable")
     """Save and load that checkpoint with as little memory as possible (through Gloo)."""
-    dynamic_context_parallel: bool = refused(False, "context parallelism is not implemented in rlc yet")
+    dynamic_context_parallel: bool = refused(
+        False, "dynamic context parallelism is not implemented in rlc; context_parallel_size is fixed")
     """Schedule context parallelism per batch."""
-    max_seqlen_per_dp_cp_rank: int | None = instead(None, "context parallelism is not implemented in rlc yet",
+    max_seqlen_per_dp_cp_rank: int | None = instead(None, "dynamic context parallelism is not implemented in rlc",
                                                     only_with=".dynamic_context_parallel")
     """Longest packed sequence per DPxCP rank with dynamic context parallelism."""
     entropy_from_logits_with_chunking: bool = instead(False, "rlc computes the entropy over the whole logits")

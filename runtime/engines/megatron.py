@@ -10,9 +10,11 @@ checkpoints.
 Decisions, and why:
 - Parallel sizes come from `actor_rollout_ref.actor.megatron` for every role: the roles of a rank share one
   megatron parallel state, so they must agree.
-- The controller scatters one slice of the batch per rank, as for FSDP. The ranks of a model-parallel group
-  (tensor x pipeline) must compute on the same samples, so the engine concatenates their slices (an all-gather
-  of token ids) and hands each rank back the rows it was given: the controller stays backend-agnostic.
+- The controller scatters one slice of the batch per rank, as for FSDP. The ranks of a model replica (tensor x
+  pipeline x context parallel) must compute on the same samples, so the engine concatenates their slices (an
+  all-gather of token ids) and hands each rank back the rows it was given: the controller stays backend-agnostic.
+- Context parallelism (`megatron_cp`): each rank runs its two of 2 x cp chunks of every sequence; attention
+  all-gathers keys and values; per-token outputs are summed over the group before the loss.
 - The update is not here: `engines.update` is shared with the FSDP engine (the same mini-batches, shuffle,
   loss weighting, schedule, clipping and non-finite skip), and hands this engine its loss as a callback that runs
   on the last pipeline stage. Log-probs and entropy come from vocabulary-parallel logits (`megatron_loss`).
@@ -55,6 +57,7 @@ from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.megatron_convert import hf_to_megatron, iter_megatron_to_hf
+from rlc_runtime.engines.megatron_cp import attention_mask, cp_positions, sum_over_ranks
 from rlc_runtime.engines.megatron_dist_weights import load_dist_weights
 from rlc_runtime.engines.megatron_loss import (
     response_logits,
@@ -81,6 +84,7 @@ class MegatronEngine:
         self.model_cfg = cfg.critic.model if role == "critic" else arf.model
         self.parallel = parallel = arf.actor.megatron
         self.tp, self.pp = parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size
+        self.cp = parallel.context_parallel_size
         self.temperature = arf.rollout.temperature or 1.0
         _init_parallel_state(parallel, device)
         self.rank = dist.get_rank()
@@ -96,7 +100,9 @@ class MegatronEngine:
             self.sequence_parallel = False
         self.data_parallel_size = parallel_state.get_data_parallel_world_size()
         self.equal_micro_batches = self.pp > 1  # the pipeline sends activations of one fixed shape
-        self.sequence_parallel_size = 1  # megatron's own sequence parallelism splits within tensor parallelism
+        # the ranks that split each sequence: context parallelism (megatron's own sequence parallelism splits
+        # within tensor parallelism); a token budget per GPU grows by it, as in verl
+        self.sequence_parallel_size = self.cp
         self.module = self._build()
         self.model: torch.nn.Module = self.module
         self.optimizer: Any = None
@@ -134,7 +140,7 @@ class MegatronEngine:
         recompute = {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1} \
             if self.model_cfg.enable_gradient_checkpointing and self.role != "ref" else {}
         model = build_model(config, self.tp, self.pp, self.dtype, use_cpu_initialization=self.device == "cpu",
-                            sequence_parallel=self.sequence_parallel, **recompute)
+                            sequence_parallel=self.sequence_parallel, context_parallel_size=self.cp, **recompute)
         for param in model.parameters():  # megatron's torch norms are built fp32 whatever params_dtype says;
             param.data = param.data.to(self.dtype)  # mixed dtypes break its distributed-optimizer checkpoints
         options = self.train_cfg.megatron
@@ -189,7 +195,7 @@ class MegatronEngine:
             output = model(mb["input_ids"], mb["position_ids"], mb["attention_mask"])
 
             def loss_func(out: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-                loss, found = fn(mb["part"], _Outputs(self, mb["part"], out))
+                loss, found = fn(mb["part"], _Outputs(self, mb["part"], out, mb["positions"]))
                 loss = out.new_zeros((), dtype=torch.float32) if loss is None else loss
                 return loss * len(micro), cpu_results(found)  # megatron divides the loss by len(micro)
 
@@ -199,7 +205,7 @@ class MegatronEngine:
         with self.resident(backward), torch.set_grad_enabled(backward):
             results = get_forward_backward_func()(
                 forward_step_func=forward_step, data_iterator=iter(micro), model=[self.model],
-                num_microbatches=len(micro), seq_length=micro[0]["input_ids"].shape[1],
+                num_microbatches=len(micro), seq_length=micro[0]["length"],
                 micro_batch_size=len(parts[0]), forward_only=not backward)
         return self._from_last_stage(list(results) if parallel_state.is_pipeline_last_stage() else None)
 
@@ -233,11 +239,18 @@ class MegatronEngine:
         return values.cpu()
 
     def data_batch(self, batch: TokenBatch) -> tuple[TokenBatch, slice]:
-        """The slices of every rank of this model-parallel group, concatenated; and where this rank's rows are."""
-        group = parallel_state.get_model_parallel_group()
-        size, index = dist.get_world_size(group), dist.get_rank(group)
-        if size == 1:
-            return batch, slice(None)
+        """The slices of every rank of this data-parallel replica (tensor x pipeline x context parallel),
+        concatenated; and where this rank's rows are. megatron has no group of those three, so the slices are
+        gathered over the model-parallel group, then over the context-parallel group."""
+        rows, start = len(batch), 0
+        for group in (parallel_state.get_model_parallel_group(), parallel_state.get_context_parallel_group()):
+            size = dist.get_world_size(group)
+            if size > 1:
+                start += dist.get_rank(group) * len(batch)
+                batch = self._gather_rows(batch, group, size)
+        return batch, slice(start, start + rows) if len(batch) > rows else slice(None)
+
+    def _gather_rows(self, batch: TokenBatch, group: dist.ProcessGroup, size: int) -> TokenBatch:
         fields: dict[str, Any] = {}
         for name, value in vars(batch).items():
             if isinstance(value, torch.Tensor):
@@ -245,19 +258,21 @@ class MegatronEngine:
                 parts = [torch.empty_like(local) for _ in range(size)]
                 dist.all_gather(parts, local, group=group)
                 fields[name] = torch.cat(parts).cpu()
-        return TokenBatch(**fields), slice(index * len(batch), (index + 1) * len(batch))
+        return TokenBatch(**fields)
 
     # forward passes --------------------------------------------------------------------------------------------
     def _device_inputs(self, part: TokenBatch) -> dict[str, Any]:
-        """A micro-batch's model inputs on the device, sequences right-padded to a multiple of the tensor-parallel
-        size when sequence parallelism splits them; the attention mask is causal plus padding keys (True =
-        masked)."""
-        pad = -part.input_ids.shape[1] % (self.tp if self.sequence_parallel else 1)
-        ids, keep, pos = (F.pad(t, (0, pad)).to(self.device)
-                          for t in (part.input_ids, part.attention_mask, part.position_ids))
-        causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=self.device).triu(1)
-        return {"input_ids": ids, "position_ids": pos, "attention_mask": causal | ~keep.bool()[:, None, None, :],
-                "part": part}
+        """A micro-batch's model inputs on the device: sequences right-padded to a multiple of the tensor-parallel
+        size when sequence parallelism splits them, and of 2 x the context-parallel size, whose ranks each take
+        their two chunks (`megatron_cp`); the attention mask is causal plus padding keys (True = masked)."""
+        multiple = (self.tp if self.sequence_parallel else 1) * (2 * self.cp if self.cp > 1 else 1)
+        pad = -part.input_ids.shape[1] % multiple
+        ids, keep, pos = (F.pad(t, (0, pad)) for t in (part.input_ids, part.attention_mask, part.position_ids))
+        rank = parallel_state.get_context_parallel_rank()
+        mine = cp_positions(ids.shape[1], self.cp, rank)
+        return {"input_ids": ids[:, mine].to(self.device), "position_ids": pos[:, mine].to(self.device),
+                "attention_mask": attention_mask(keep.to(self.device), self.cp, rank), "part": part,
+                "positions": mine, "length": ids.shape[1]}
 
     def _from_last_stage(self, value: Any) -> Any:
         """A result of the last pipeline stage (CPU tensors, floats), on every stage."""
@@ -435,31 +450,47 @@ class _ValueHead(torch.nn.Module):
 
 
 class _Outputs:
-    """One micro-batch's output on the last pipeline stage: [b, S, V/T] vocabulary-parallel logits (or [b, S, 1]
-    values), read at the response positions."""
+    """One micro-batch's output on the last pipeline stage: [b, s, V/T] vocabulary-parallel logits (or [b, s, 1]
+    values) at `positions` of the sequence (all of them, or this rank's chunks under context parallelism), read
+    where they predict a response token. Under context parallelism each rank computes its own positions and the
+    [b, R] results are summed over the group (`megatron_cp.sum_over_ranks`)."""
 
-    def __init__(self, engine: MegatronEngine, part: TokenBatch, output: torch.Tensor) -> None:
+    def __init__(self, engine: MegatronEngine, part: TokenBatch, output: torch.Tensor,
+                 positions: torch.Tensor) -> None:
         self.engine, self.part, self.output = engine, part, output
+        start, length = part.prompt_length - 1, part.responses.shape[1]  # position t predicts token t + 1
+        self.rows: slice | torch.Tensor = slice(start, start + length)  # a view, not a copy of the logits
+        self.columns: slice | torch.Tensor = slice(None)
+        if engine.cp > 1:
+            columns = positions - start
+            rows = ((columns >= 0) & (columns < length)).nonzero().squeeze(-1)
+            self.rows, self.columns = rows.to(output.device), columns[rows].to(output.device)
 
     def _logits(self) -> torch.Tensor:
         """A fresh tensor each time: megatron's cross-entropy overwrites its input."""
         e = self.engine
-        return response_logits(self.output, self.part.prompt_length, self.part.responses.shape[1], e.temperature,
-                               e.hf_config.vocab_size)
+        return response_logits(self.output[:, self.rows], e.temperature, e.hf_config.vocab_size)
+
+    def _responses(self, local: torch.Tensor) -> torch.Tensor:
+        """[b, R] aligned with the responses, from this rank's [b, rows]."""
+        if self.engine.cp == 1:  # the rows are the response positions, in order
+            return local
+        placed = local.new_zeros(len(local), self.part.responses.shape[1]).index_add(1, self.columns, local)
+        return sum_over_ranks(placed, parallel_state.get_context_parallel_group())
 
     def log_probs(self) -> torch.Tensor:
-        return vocab_parallel_log_probs(self._logits(), self.part.responses.to(self.output.device))
+        labels = self.part.responses.to(self.output.device)[:, self.columns]
+        return self._responses(vocab_parallel_log_probs(self._logits(), labels))
 
     def entropy(self, grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            return vocab_parallel_entropy(self._logits())
+            return self._responses(vocab_parallel_entropy(self._logits()))
 
     def sum_pi_squared(self) -> torch.Tensor:
-        return vocab_parallel_sum_pi_squared(self._logits())
+        return self._responses(vocab_parallel_sum_pi_squared(self._logits()))
 
     def values(self) -> torch.Tensor:
-        start = self.part.prompt_length - 1
-        return self.output[:, start:start + self.part.responses.shape[1], 0].float()
+        return self._responses(self.output[:, self.rows, 0].float())
 
 
 def _optimizer_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -496,6 +527,7 @@ def _init_parallel_state(megatron: Any, device: str) -> None:
     if parallel_state.model_parallel_is_initialized():
         return
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=megatron.tensor_model_parallel_size,
-                                             pipeline_model_parallel_size=megatron.pipeline_model_parallel_size)
+                                             pipeline_model_parallel_size=megatron.pipeline_model_parallel_size,
+                                             context_parallel_size=megatron.context_parallel_size)
     if device == "cuda":
         tensor_parallel.model_parallel_cuda_manual_seed(megatron.seed)

@@ -21,13 +21,11 @@ from megatron.core import parallel_state, tensor_parallel
 PADDED_LOGIT = -1e9
 
 
-def response_logits(logits: torch.Tensor, prompt_length: int, response_length: int, temperature: float,
-                    vocab_size: int) -> torch.Tensor:
-    """A new fp32 tensor [b, R, V/T] of the logits that predict the response tokens, divided by the temperature
-    (as the rollout samples them), this rank's padded vocabulary columns masked. `logits` is the model's output
-    [b, S, V/T] over `[prompt | response | padding]`; position t predicts token t+1."""
-    start = prompt_length - 1
-    scaled = logits[:, start:start + response_length].float() / temperature
+def response_logits(logits: torch.Tensor, temperature: float, vocab_size: int) -> torch.Tensor:
+    """A new fp32 tensor [b, n, V/T] of `logits` (the model's output at the n positions that predict response
+    tokens) divided by the temperature (as the rollout samples them), this rank's padded vocabulary columns
+    masked."""
+    scaled = logits.float() / temperature
     width = scaled.shape[-1]
     first = parallel_state.get_tensor_model_parallel_rank() * width
     if first + width > vocab_size:

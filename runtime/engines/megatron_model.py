@@ -19,6 +19,7 @@ The rules on what is refused live in the compiler's torch-free `rlc.megatron_arc
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from typing import Any
 
@@ -120,17 +121,27 @@ def build_model(hf_config: Any, tp: int, pp: int, params_dtype: torch.dtype, *, 
         **rope_kwargs(hf_config),
     )
     if megatron_layout() == "hybrid":
+        if config.context_parallel_size > 1:
+            raise UnsupportedModelError("context parallelism is implemented for the local layer spec (GPTModel "
+                                        "without Transformer Engine); rlc does not wire it for HybridModel")
         return _build_hybrid(hf_config, pp, common)
     from megatron.core.models.gpt import GPTModel
 
-    return GPTModel(transformer_layer_spec=gpt_layer_spec(), **common)
+    return GPTModel(transformer_layer_spec=gpt_layer_spec(config.context_parallel_size), **common)
 
 
-def gpt_layer_spec() -> ModuleSpec:
-    """The layer spec GPTModel is built with: megatron-core's own modules, RMSNorm (no Transformer Engine)."""
+def gpt_layer_spec(context_parallel_size: int = 1) -> ModuleSpec:
+    """The layer spec GPTModel is built with: megatron-core's own modules, RMSNorm (no Transformer Engine); under
+    context parallelism, rlc's core attention in place of the local one, which refuses it (`megatron_cp`)."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    return get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    if context_parallel_size > 1:
+        from rlc_runtime.engines.megatron_cp import ContextParallelAttention
+
+        spec = copy.deepcopy(spec)
+        spec.submodules.self_attention.submodules.core_attention = ContextParallelAttention
+    return spec
 
 
 def _build_hybrid(hf_config: Any, pp: int, common: dict[str, Any]) -> torch.nn.Module:

@@ -123,6 +123,21 @@ def test_ulysses_splits_the_activations_of_each_sequence(tmp_path: Path) -> None
     assert two["activations"] == one["activations"] / 2 > 0
 
 
+def test_context_parallel_splits_megatron_activations_and_logits_not_weights(tmp_path: Path) -> None:
+    """cp ranks share each sequence (64 + 64 tokens) and compute the logits of their own positions: half the bf16
+    logits of a micro-batch of 4; the fp32 response logits stay, as one rank may hold all 64 response positions.
+    Each rank holds the whole model (tensor x pipeline split only); the distributed optimizer shards over both."""
+    sets = ["backend=megatron", "trainer.n_gpus_per_node=2"]
+    shape = ModelShape.from_config(read_model_config(str(TINY)))
+    one = _lines(estimate(load_config(_config(tmp_path, TINY), sets).config, shape, 80 * GiB), "update")
+    sets.append("actor_rollout_ref.actor.megatron.context_parallel_size=2")
+    two = _lines(estimate(load_config(_config(tmp_path, TINY), sets).config, shape, 80 * GiB), "update")
+    assert two["activations"] == one["activations"] / 2 > 0
+    assert two["update logits"] == one["update logits"] - 4 * 64 * shape.vocab * 2
+    for line in ("actor parameters", "actor gradient buffer", "actor optimizer"):
+        assert two[line] == one[line] > 0, line
+
+
 def test_lora_counts_adapter_state_and_no_reference(tmp_path: Path) -> None:
     """peft's adapters (all-linear, rank 8) trained one step: their weights, gradients and Adam moments."""
     from peft import LoraConfig, get_peft_model

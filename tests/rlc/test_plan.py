@@ -43,6 +43,20 @@ def test_megatron_on_four_nodes(tmp_path: Path) -> None:
     assert "nnodes: 4" in resolved and "backend: megatron" in resolved
 
 
+def test_megatron_context_parallel_ranks_share_their_samples(tmp_path: Path) -> None:
+    cp = [f"actor_rollout_ref.{role}.megatron.context_parallel_size=2" for role in ("actor", "ref")]
+    code, out = dry_run(str(EXAMPLES / "megatron_qwen2_7b.yaml"), "--nnodes", "4", "--executor", "slurm",
+                        "--run-dir", str(tmp_path / "run"), "--set", "actor_rollout_ref.model.path=" + str(tmp_path),
+                        "--set", cp[0], "--set", cp[1])
+    assert code == 0, out
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    p, b = plan["topology"], plan["batch"]
+    # 32 ranks, tp 2 x pp 2 x cp 2 per replica: 4 data-parallel ranks, each with 4096 / 4 samples.
+    assert (p["world_size"], p["context_parallel"], p["data_parallel"]) == (32, 2, 4)
+    assert (b["samples_per_rank"], b["mini_batch_per_rank"]) == (1024, 256)
+    assert "parallel  data 4 x tensor 2 x pipeline 2 x context 2" in out
+
+
 @pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
 def test_every_executor_renders_valid_bash(tmp_path: Path, executor: str) -> None:
     nnodes = "1" if executor == "local" else "2"

@@ -205,6 +205,22 @@ def test_ulysses_divides_the_data_parallel_size_as_in_verl() -> None:
     assert [d.dotted for d in found] == ["trainer.nnodes"]
 
 
+def test_context_parallel_divides_the_data_parallel_size_as_in_verl() -> None:
+    # 8 GPUs at context parallel 4 are 2 data-parallel ranks (verl: world / (tp x pp x cp)): 4 samples feed them,
+    # two per rank; over 8 ranks the same batch would be short. The reference's equal block says nothing.
+    megatron = {"context_parallel_size": 4}
+    tree = {"backend": "megatron", "trainer": {"n_gpus_per_node": 8}, "actor_rollout_ref": {
+        "rollout": {"n": 1}, "actor": {"megatron": megatron}, "ref": {"megatron": megatron}}}
+    assert [d for d in _diagnostics(tree) if d.severity == "error" or d.code == "ignored"] == []
+    megatron["context_parallel_size"] = 1
+    assert [d.dotted for d in _diagnostics(tree) if d.severity == "error"] == ["trainer.nnodes"]
+    megatron.update(context_parallel_size=3, tensor_model_parallel_size=2)  # 6 ranks per replica
+    found = [d for d in _diagnostics(tree) if d.severity == "error"]
+    assert [(d.dotted, d.message) for d in found][:1] == [
+        ("actor_rollout_ref.actor.megatron.context_parallel_size",
+         "tensor x pipeline x context parallel = 6 does not divide the 8 GPUs")]
+
+
 def test_a_key_verl_ignores_while_its_switch_is_off_is_silent_until_it_is_on() -> None:
     # lora_alpha does nothing without lora_rank, in verl as in rlc: only the switch itself is refused.
     assert _diagnostics({"critic": {"model": {"lora_alpha": 64}}}) == []

@@ -1,21 +1,29 @@
 """The Megatron engine on CPU against the Hugging Face models it was loaded from.
 
 Two spawned gloo ranks build `MegatronEngine`s from tiny checkpoints on disk, each rank given its own slice of one
-batch as the trainer scatters it: Qwen2 (tied embeddings, q/k/v biases) at TP 1 (so data parallel 2) and at
-pipeline parallel 2, Llama (untied head) at TP 2, plus a critic at TP 2. Log-probs, entropy and values must equal
-the Hugging Face models' (fp32, temperature applied); one shared update (`engines.update`) must land on the weights
-the FSDP engine reaches from the same weights and batch on one rank; `named_weights` must give back the
-checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer exactly (the
-next update lands on the same weights); `save_hf` must write a loadable model. The tp1 run is repeated with every
-offload on (`megatron.param_offload`, `grad_offload`, `optimizer_offload`, and the reference's `param_offload`) and
-must give the same bits; a pipeline-parallel engine started from the tp1 run's checkpoint (`use_dist_checkpointing`)
-must hold its weights.
+batch as the trainer scatters it: Qwen2 (tied embeddings, q/k/v biases) at TP 1 (so data parallel 2), at
+pipeline parallel 2 and at context parallel 2, Llama (untied head) at TP 2 and at context parallel 2, plus a critic
+at TP 2 and at context parallel 2. Log-probs, entropy and values must equal the Hugging Face models' (fp32,
+temperature applied); one shared update (`engines.update`) must land on the weights the FSDP engine reaches from
+the same weights and batch on one rank (and context parallel 2 where data parallel 2 does); `named_weights` must
+give back the checkpoint's names, shapes and values; a checkpoint round trip must restore weights and optimizer
+exactly (the next update lands on the same weights); `save_hf` must write a loadable model. The tp1 run is
+repeated with every offload on (`megatron.param_offload`, `grad_offload`, `optimizer_offload`, and the reference's
+`param_offload`) and must give the same bits; a pipeline-parallel engine started from the tp1 run's checkpoint
+(`use_dist_checkpointing`) must hold its weights.
+
+Context parallelism (`megatron_cp`): the batch's length 15 is padded to 16 and cut in 4 chunks, rank 0 holding
+chunks 0 and 3 and rank 1 chunks 1 and 2, so both ranks predict response tokens, rank 0 from both of its chunks.
+The core attention is also checked alone at context parallel 2: its outputs and the gradients of its queries, keys
+and values (those of keys and values come back through the all-gather's reduce-scatter) must equal attention
+written out over the whole sequence, with autograd.
 
 megatron-core asks CUDA for devices, RNG states and tensor types, none of which can exist on this machine. Inside
 the spawned workers only (never in the pytest process), `cuda_as_cpu` answers those calls as a GPU would:
 `torch.cuda.current_device()` gives "cpu" and `synchronize()` returns; tensors requested on a CUDA device
-(`device="cuda"`, `.cuda()`) are made on the CPU; `Tensor.type()` reports the CUDA type name that megatron's
-(distributed) optimizer asserts; the RNG tracker's `fork` does nothing (dropout is 0, so it has nothing to seed).
+(`device="cuda"`, `.cuda()`) are made on the CPU, and pinned memory (page-locked, for copies to a GPU) is ordinary
+CPU memory; `Tensor.type()` reports the CUDA type name that megatron's (distributed) optimizer asserts; the RNG
+tracker's `fork` does nothing (dropout is 0, so it has nothing to seed).
 Everything else is megatron-core as shipped: DDP, the distributed optimizer, the schedules, dist_checkpointing.
 Gradient checkpointing is off here (megatron's recompute saves CUDA RNG states); `bench/megatron_gpu.py` runs it.
 """
@@ -45,8 +53,13 @@ TOKENIZER = ROOT / "examples" / "models" / "tiny-qwen2"
 TEMPERATURE = 0.7
 SMALL = dict(vocab_size=270, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
              num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6, max_position_embeddings=256)
-# name -> (tensor parallel, pipeline parallel, family), each on 2 ranks
-RUNS = {"tp1": (1, 1, "qwen2"), "tp2": (2, 1, "llama"), "pp2": (1, 2, "qwen2")}
+PROMPT, RESPONSE = 4, 11
+# name -> (tensor parallel, pipeline parallel, family, context parallel), each on 2 ranks
+RUNS = {"tp1": (1, 1, "qwen2", 1), "tp2": (2, 1, "llama", 1), "pp2": (1, 2, "qwen2", 1), "cp2": (1, 1, "qwen2", 2),
+        "cp2_llama": (1, 1, "llama", 2)}
+CRITIC_RUNS = ("tp2", "cp2_llama")  # a critic shares the actor's parallel state, as on a real rank
+# the attention check: sequence, batch, query heads, key/value heads (grouped-query), head size
+S, B, HEADS, GROUPS, D = 12, 2, 4, 2, 8
 
 
 def write_model(family: str, directory: Path) -> Path:
@@ -68,20 +81,20 @@ def write_model(family: str, directory: Path) -> Path:
 
 
 def make_batch() -> TokenBatch:
-    """4 samples: prompts left-padded to 5, responses right-padded to 4 (verl's layout)."""
+    """4 samples: prompts left-padded to 4, responses right-padded to 11 (verl's layout)."""
     g = torch.Generator().manual_seed(0)
-    prompt_lengths, response_lengths = [5, 3, 4, 2], [4, 2, 3, 1]
-    ids = torch.zeros(4, 9, dtype=torch.long)
-    keep = torch.zeros(4, 9, dtype=torch.long)
+    prompt_lengths, response_lengths = [4, 2, 3, 1], [11, 9, 6, 2]
+    ids = torch.zeros(4, PROMPT + RESPONSE, dtype=torch.long)
+    keep = torch.zeros_like(ids)
     for i, (p, r) in enumerate(zip(prompt_lengths, response_lengths, strict=True)):
-        ids[i, 5 - p:5 + r] = torch.randint(3, 270, (p + r,), generator=g)
-        keep[i, 5 - p:5 + r] = 1
+        ids[i, PROMPT - p:PROMPT + r] = torch.randint(3, 270, (p + r,), generator=g)
+        keep[i, PROMPT - p:PROMPT + r] = 1
     positions = (keep.cumsum(-1) - 1).clamp(min=0)
-    return TokenBatch(input_ids=ids, attention_mask=keep, position_ids=positions, responses=ids[:, 5:],
-                      response_mask=keep[:, 5:].float())
+    return TokenBatch(input_ids=ids, attention_mask=keep, position_ids=positions, responses=ids[:, PROMPT:],
+                      response_mask=keep[:, PROMPT:].float())
 
 
-def make_config(model: Path, tp: int, pp: int = 1, megatron: dict[str, Any] | None = None,
+def make_config(model: Path, tp: int, pp: int = 1, cp: int = 1, megatron: dict[str, Any] | None = None,
                 ref_megatron: dict[str, Any] | None = None) -> Any:
     return fill_defaults(RLCConfig.model_validate({
         "backend": "megatron",
@@ -94,10 +107,10 @@ def make_config(model: Path, tp: int, pp: int = 1, megatron: dict[str, Any] | No
                       # Adam's eps of 1 makes its first step follow the gradient's size, not only its sign
                       "optim": {"lr": 1e-2, "weight_decay": 0.0, "override_optimizer_config": {"eps": 1.0}},
                       "megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
-                                   "sequence_parallel": True,
+                                   "context_parallel_size": cp, "sequence_parallel": True,
                                    "use_distributed_optimizer": True, **(megatron or {})}},
             "ref": {"megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
-                                 **(ref_megatron or {})}}}}))
+                                 "context_parallel_size": cp, **(ref_megatron or {})}}}}))
 
 
 # --- in the spawned workers -----------------------------------------------------------------------------------
@@ -116,6 +129,8 @@ class _CudaAsCpu(TorchFunctionMode):
             return func(*args).replace("torch.", "torch.cuda.", 1)
         if _is_cuda(kwargs.get("device")):
             kwargs["device"] = "cpu"
+        if kwargs.get("pin_memory"):  # megatron's rotary embedding under context parallelism
+            kwargs["pin_memory"] = False
         return func(*args, **kwargs)
 
 
@@ -148,7 +163,7 @@ def with_policy_targets(batch: TokenBatch, log_probs: torch.Tensor) -> TokenBatc
     g = torch.Generator().manual_seed(len(batch))
     batch.old_log_probs = log_probs + 0.3 * torch.randn(log_probs.shape, generator=g)
     batch.ref_log_probs = log_probs - 0.1
-    batch.advantages = torch.tensor([[1.0], [-1.0]]).repeat(len(batch) // 2, 4)
+    batch.advantages = torch.tensor([[1.0], [-1.0]]).repeat(len(batch) // 2, RESPONSE)
     return batch
 
 
@@ -272,6 +287,38 @@ def _from_dist_checkpoint(model: Path, tp: int, pp: int, checkpoint: Path) -> di
     return _weights(MegatronEngine(cfg, role="actor", device="cpu"))
 
 
+def attention_inputs() -> tuple[torch.Tensor, ...]:
+    """q [S, B, HEADS, D], k and v [S, B, GROUPS, D], the padding mask [B, S] (the second row right-padded), and
+    weights [S, B, HEADS x D] of a loss."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(S, B, n, D, generator=g) for n in (HEADS, GROUPS, GROUPS))
+    keep = torch.ones(B, S, dtype=torch.long)
+    keep[1, 9:] = 0
+    return q, k, v, keep, torch.randn(S, B, HEADS * D, generator=g)
+
+
+def _cp_attention_run(rank: int) -> dict[str, Any]:
+    """The context-parallel core attention at CP 2 on this rank's chunks, and its gradients."""
+    from megatron.core import parallel_state
+    from megatron.core.transformer import TransformerConfig
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from rlc_runtime.engines.megatron_cp import ContextParallelAttention, attention_mask, cp_positions
+
+    parallel_state.initialize_model_parallel(context_parallel_size=2)
+    config = TransformerConfig(num_layers=1, hidden_size=HEADS * D, num_attention_heads=HEADS,
+                               num_query_groups=GROUPS, kv_channels=D, context_parallel_size=2,
+                               attention_softmax_in_fp32=True, attention_dropout=0.0, use_cpu_initialization=True)
+    attention = ContextParallelAttention(config, 1, AttnMaskType.causal, "self")
+    q, k, v, keep, weights = attention_inputs()
+    mine = cp_positions(S, 2, rank)
+    local = [t[mine].clone().requires_grad_() for t in (q, k, v)]
+    out = attention(*local, attention_mask(keep, 2, rank))
+    (out * weights[mine]).sum().backward()
+    parallel_state.destroy_model_parallel()
+    return {"out": out.detach(), "grads": [t.grad for t in local]}
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, str]) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -283,8 +330,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
     results: dict[str, Any] = {}
     with cuda_as_cpu():
-        for name, (tp, pp, _) in RUNS.items():
-            cfg = make_config(Path(models[name]), tp, pp)
+        results["cp_attention"] = _cp_attention_run(rank)
+        for name, (tp, pp, _, cp) in RUNS.items():
+            cfg = make_config(Path(models[name]), tp, pp, cp)
             engine = MegatronEngine(cfg, role="actor", device="cpu")
             results[name] = _actor_run(engine, make_batch().chunk(world)[rank], Path(out_dir) / f"ckpt_{name}", cfg)
             engine.save_hf(Path(out_dir) / f"hf_{name}")
@@ -295,11 +343,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
                     Path(models[name]), make_batch().chunk(world)[rank])
             if name == "pp2":  # the tp1 run's checkpoint (same architecture), resharded to pipeline stages
                 results["from_dist"] = _from_dist_checkpoint(Path(models[name]), tp, pp, Path(out_dir) / "ckpt_tp1")
-            if name == "tp2":  # the critic shares the actor's parallel state, as on a real rank
+            if name == "tp2":
                 results["vocab_parallel"] = _vocab_parallel_grads(rank)
-                critic_cfg = make_config(Path(models[name]), tp)
-                critic = MegatronEngine(critic_cfg, role="critic", device="cpu")
-                results["critic"] = _critic_run(critic, make_batch().chunk(world)[rank], critic_cfg)
+            if name in CRITIC_RUNS:
+                critic = MegatronEngine(cfg, role="critic", device="cpu")
+                results[f"critic_{name}"] = _critic_run(critic, make_batch().chunk(world)[rank], cfg)
             parallel_state.destroy_model_parallel()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()  # a rank that leaves while gloo still talks to it aborts (SIGABRT)
@@ -309,7 +357,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("megatron_engine")
-    models = {name: str(write_model(family, out)) for name, (*_, family) in RUNS.items()}
+    models = {name: str(write_model(family, out)) for name, (_, _, family, _) in RUNS.items()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -363,8 +411,8 @@ def test_update_lands_where_the_fsdp_engine_does_from_the_same_weights_and_batch
     from rlc_runtime.engines.fsdp import FSDPEngine
     from rlc_runtime.engines.update import policy_update
 
-    tp, pp, _ = RUNS[run]
-    cfg = make_config(Path(runs["models"][run]), tp, pp)
+    tp, pp, _, cp = RUNS[run]
+    cfg = make_config(Path(runs["models"][run]), tp, pp, cp)
     fsdp = FSDPEngine(cfg, "actor", "cpu")  # one rank, the whole batch: the reference
     ranks = [r[run] for r in runs["ranks"]]
     batch = make_batch()
@@ -408,11 +456,11 @@ def test_save_hf_writes_a_loadable_model_with_its_tokenizer(runs: dict[str, Any]
             AutoTokenizer.from_pretrained(runs["models"][run])(text)["input_ids"]  # the checkpoint's tokenizer
 
 
-def test_critic_values_equal_hugging_face_value_model_and_update_moves_them(runs: dict[str, Any]) -> None:
+@pytest.mark.parametrize("run", CRITIC_RUNS)
+def test_critic_values_equal_hugging_face_value_model_and_update_moves_them(run: str, runs: dict[str, Any]) -> None:
     from rlc_runtime.models import load_causal_lm
 
-    _, _, family = RUNS["tp2"]
-    model_cfg = make_config(Path(runs["models"]["tp2"]), 2).actor_rollout_ref.model
+    model_cfg = make_config(Path(runs["models"][run]), 1).actor_rollout_ref.model
     with torch.random.fork_rng(devices=[]):  # the engine initialises the new value head from the megatron seed
         torch.manual_seed(42)
         critic = load_causal_lm(model_cfg, torch.float32, for_critic=True).eval()
@@ -421,7 +469,7 @@ def test_critic_values_equal_hugging_face_value_model_and_update_moves_them(runs
         want = critic(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids).logits[:, batch.prompt_length - 1:-1, 0]
     mask = batch.response_mask.bool()
-    results = [r["critic"] for r in runs["ranks"]]
+    results = [r[f"critic_{run}"] for r in runs["ranks"]]
     torch.testing.assert_close(torch.cat([r["values"] for r in results])[mask], want[mask], atol=1e-4, rtol=0)
     moved = torch.cat([r["after"] - r["values"] for r in results])[mask]
     assert (moved > 0).float().mean() > 0.5  # returns are values + 1: one step moves most values up
@@ -444,6 +492,45 @@ def test_vocab_parallel_entropy_and_log_probs_match_full_vocabulary_values_and_g
     for rank in range(2):
         torch.testing.assert_close(runs["ranks"][rank]["vocab_parallel"]["sum_pi_squared"],
                                    (torch.softmax(logits, -1) ** 2).sum(-1), atol=1e-6, rtol=1e-5)
+
+
+def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Causal attention over the whole sequence with padding keys masked, grouped-query: [S, B, HEADS x D]."""
+    k, v = (t.repeat_interleave(HEADS // GROUPS, dim=2) for t in (k, v))
+    scores = torch.einsum("qbhd,kbhd->bhqk", q, k) / D**0.5
+    hidden = torch.ones(S, S, dtype=torch.bool).triu(1) | ~keep.bool()[:, None, None, :]
+    probs = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+    return torch.einsum("bhqk,kbhd->qbhd", probs, v).reshape(S, B, HEADS * D)
+
+
+def test_context_parallel_attention_equals_whole_sequence_attention_and_its_gradients(runs: dict[str, Any]) -> None:
+    q, k, v, keep, weights = attention_inputs()
+    full = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = written_out_attention(*full, keep)
+    (out * weights).sum().backward()
+    for rank, mine in enumerate(([0, 1, 2, 9, 10, 11], [3, 4, 5, 6, 7, 8])):  # chunks r and 3 - r of 4
+        result = runs["ranks"][rank]["cp_attention"]
+        torch.testing.assert_close(result["out"], out.detach()[mine], atol=1e-5, rtol=1e-5)
+        for got, want in zip(result["grads"], full, strict=True):
+            torch.testing.assert_close(got, want.grad[mine], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("cp2", "cp1"), [("cp2", "tp1"), ("cp2_llama", "tp2")])
+def test_context_parallel_2_computes_and_updates_as_context_parallel_1(cp2: str, cp1: str,
+                                                                       runs: dict[str, Any]) -> None:
+    """The same weights and batch at context parallel 2 and 1 (Qwen2: data parallel 2; Llama: tensor parallel 2):
+    the same log-probs, entropy, metrics and updated weights."""
+    ranks = runs["ranks"]
+    for key in ("log_probs", "entropy"):
+        torch.testing.assert_close(torch.cat([r[cp2][key] for r in ranks]), torch.cat([r[cp1][key] for r in ranks]),
+                                   atol=1e-5, rtol=0)
+    for key in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/pg_clipfrac", "actor/grad_norm"):
+        assert ranks[0][cp2]["metrics"][key] == pytest.approx(ranks[0][cp1]["metrics"][key], rel=1e-4, abs=1e-6)
+    moved = 0.0
+    for name, tensor in ranks[0][cp1]["updated"].items():
+        torch.testing.assert_close(ranks[0][cp2]["updated"][name], tensor, atol=2e-6, rtol=0)
+        moved = max(moved, float((tensor - ranks[0][cp1]["before"][name]).abs().max()))
+    assert moved > 100 * 2e-6  # the tolerance is far below the step
 
 
 def test_offloaded_update_lands_on_exactly_the_weights_and_optimizer_state_of_the_plain_one(
