@@ -237,7 +237,7 @@ def _moe_to_hf(shards: Sequence[Mapping[str, torch.Tensor]], hf: str, mg: str, d
                etp: int) -> Iterator[tuple[str, torch.Tensor]]:
     """One MoE layer in the order of transformers' modules: Qwen2-MoE declares its router first and ends with the
     shared expert, Qwen3-MoE declares its experts first."""
-    pieces = shards[:etp]
+    pieces = [shards[r] for r in range(etp)]
 
     def experts() -> Iterator[tuple[str, torch.Tensor]]:
         fc1 = [[s[mg + _EXPERT.format(e, 1)].chunk(2) for s in pieces] for e in range(d.experts)]
