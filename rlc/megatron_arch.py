@@ -131,6 +131,12 @@ def _moe_reasons(config: Mapping[str, Any], experts: int, tp_size: int, ep_size:
     if dense or step != 1:
         reasons.append(f"dense MLP layers between MoE layers (mlp_only_layers {dense}, decoder_sparse_step {step}) "
                        f"are not supported by backend: megatron; every one of the {layers} layers must be MoE")
+    if tp_size > 1:
+        # megatron-core's MoE layer refuses to train under tensor parallelism without sequence parallelism, and its
+        # torch norms (the local spec; rlc runs without Transformer Engine) refuse sequence parallelism.
+        reasons.append(f"tensor parallel size {tp_size} with a mixture-of-experts model needs megatron sequence "
+                       "parallelism, which needs Transformer Engine (megatron-core's torch norms refuse it): use "
+                       "tensor_model_parallel_size 1 and split the experts with expert_model_parallel_size")
     if experts % ep_size:
         reasons.append(f"expert parallel size {ep_size} must divide num_experts ({experts})")
     if config.get("moe_intermediate_size", 0) % etp_size:

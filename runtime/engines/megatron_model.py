@@ -25,6 +25,8 @@ is softmax-then-top-k without renormalising); Qwen2-MoE's shared expert with its
 No load-balancing loss (`moe_router_load_balancing_type="none"`), as verl sets it ("it hurts perf in RL"), and as
 the FSDP engine trains (transformers adds the aux loss only with `output_router_logits`).
 No token dropping (no capacity factor): every token reaches its top-k experts, as in the Hugging Face model.
+MoE models train at tensor parallel 1 only (`rlc.megatron_arch` refuses more): megatron's MoE layer refuses to train
+under TP without sequence parallelism, which the local spec's torch norms refuse; experts split over EP instead.
 The rules on what is refused live in the compiler's torch-free `rlc.megatron_arch`, shared with validation.
 """
 

@@ -346,7 +346,8 @@ def test_moe_settings_are_each_named() -> None:
     moe = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_attention_heads": 4,
            "num_key_value_heads": 2, "num_hidden_layers": 2, "num_experts": 8, "moe_intermediate_size": 64,
            "intermediate_size": 6}
-    assert unsupported_reasons(moe, tp_size=2, ep_size=4) == []  # intermediate_size is a dense MLP's: unused
+    assert unsupported_reasons(moe, ep_size=4) == []  # intermediate_size (6) is a dense MLP's: unused
+    assert "needs megatron sequence parallelism" in unsupported_reasons(moe, tp_size=2)[0]
     assert unsupported_reasons({**moe, "num_experts": None, "num_local_experts": 8}, ep_size=8) == []
     assert "expert parallel size 3 must divide num_experts (8)" in unsupported_reasons(moe, ep_size=3)[0]
     assert "moe_intermediate_size" in unsupported_reasons({**moe, "moe_intermediate_size": 63}, etp_size=2)[0]
@@ -356,7 +357,7 @@ def test_moe_settings_are_each_named() -> None:
                                           ep_size=2)[0]
     shared = {**moe, "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
               "shared_expert_intermediate_size": 33}
-    assert "shared_expert_intermediate_size" in unsupported_reasons(shared, tp_size=2)[0]
+    assert "shared_expert_intermediate_size" in unsupported_reasons(shared, tp_size=2)[1]
 
 
 def test_attention_window_bounds_the_sequence_length_only_where_sliding_attention_is_on() -> None:

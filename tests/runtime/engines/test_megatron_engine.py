@@ -80,7 +80,7 @@ def make_batch() -> TokenBatch:
                       response_mask=keep[:, 5:].float())
 
 
-def make_config(model: Path, tp: int, pp: int = 1, ep: int = 1) -> Any:
+def make_config(model: Path, tp: int, pp: int = 1, ep: int = 1, etp: int | None = None) -> Any:
     return fill_defaults(RLCConfig.model_validate({
         "backend": "megatron",
         "data": {"train_files": "unused.jsonl", "train_batch_size": 2},
@@ -92,7 +92,7 @@ def make_config(model: Path, tp: int, pp: int = 1, ep: int = 1) -> Any:
                       # Adam's eps of 1 makes its first step follow the gradient's size, not only its sign
                       "optim": {"lr": 1e-2, "weight_decay": 0.0, "override_optimizer_config": {"eps": 1.0}},
                       "megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
-                                   "expert_model_parallel_size": ep,
+                                   "expert_model_parallel_size": ep, "expert_tensor_parallel_size": etp,
                                    "sequence_parallel": True,
                                    "use_distributed_optimizer": True}}}}))
 

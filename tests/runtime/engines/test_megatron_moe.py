@@ -8,7 +8,8 @@ trainer scatters it. Log-probs and entropy must equal the Hugging Face model's (
 back the checkpoint's names and values (transformers' fused `mlp.experts.gate_up_proj` / `down_proj`, which the
 FSDP engine and vLLM's loader use), gathered from both expert ranks; one update must land where the FSDP engine's
 does from the same weights and batch (so the experts' gradients, reduced over their own data-parallel group, are
-right); a checkpoint round trip must restore weights and optimizer exactly.
+right); a checkpoint round trip must restore weights and optimizer exactly. (Tensor parallelism with MoE is
+refused: megatron's MoE layer trains under TP only with sequence parallelism, which its torch norms refuse.)
 
 The CUDA stand-in is `test_megatron_engine.cuda_as_cpu` (its docstring says what it answers).
 """
@@ -36,8 +37,9 @@ from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qw
 TINY = dict(vocab_size=270, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
             rms_norm_eps=1e-6, max_position_embeddings=256, tie_word_embeddings=False)
-# name -> (family, expert parallel size), each on 2 ranks at tensor parallel 1
-RUNS = {"qwen3_moe/ep1": ("qwen3_moe", 1), "qwen3_moe/ep2": ("qwen3_moe", 2), "qwen2_moe/ep2": ("qwen2_moe", 2)}
+# name -> (family, tensor parallel, expert parallel, expert-tensor parallel), each on 2 ranks
+RUNS = {"qwen3_moe/ep1": ("qwen3_moe", 1, 1, None), "qwen3_moe/ep2": ("qwen3_moe", 1, 2, None),
+        "qwen2_moe/ep2": ("qwen2_moe", 1, 2, None)}
 
 
 def write_moe_model(family: str, directory: Path) -> Path:
@@ -69,11 +71,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
     results: dict[str, Any] = {}
     with cuda_as_cpu():
-        for name, (family, ep) in RUNS.items():
-            cfg = make_config(Path(models[family]), 1, ep=ep)
+        for name, (family, tp, ep, etp) in RUNS.items():
+            cfg = make_config(Path(models[family]), tp, ep=ep, etp=etp)
             engine = MegatronEngine(cfg, role="actor", device="cpu")
-            results[name] = _actor_run(engine, make_batch().chunk(world)[rank], Path(out_dir) / f"ckpt_{ep}{family}",
-                                       cfg)
+            checkpoint = Path(out_dir) / f"ckpt_{name.replace('/', '_')}"
+            results[name] = _actor_run(engine, make_batch().chunk(world)[rank], checkpoint, cfg)
             parallel_state.destroy_model_parallel()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()  # a rank that leaves while gloo still talks to it aborts (SIGABRT)
@@ -83,7 +85,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, models: dict[str, st
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("megatron_moe")
-    models = {family: str(write_moe_model(family, out)) for family, _ in RUNS.values()}
+    models = {family: str(write_moe_model(family, out)) for family, *_ in RUNS.values()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -117,8 +119,8 @@ def test_moe_update_lands_where_the_fsdp_engine_does(run: str, runs: dict[str, A
     from rlc_runtime.engines.fsdp import FSDPEngine
     from rlc_runtime.engines.update import policy_update
 
-    family, ep = RUNS[run]
-    cfg = make_config(Path(runs["models"][family]), 1, ep=ep)
+    family, tp, ep, etp = RUNS[run]
+    cfg = make_config(Path(runs["models"][family]), tp, ep=ep, etp=etp)
     fsdp = FSDPEngine(cfg, "actor", "cpu")  # one rank, the whole batch: the reference
     ranks = [r[run] for r in runs["ranks"]]
     batch = make_batch()
