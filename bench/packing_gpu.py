@@ -3,8 +3,8 @@
 packed+flex: `use_remove_padding: true` with `override_config.attn_implementation: flex_attention` packs each
 micro-batch into one row under transformers' flex_attention with a document block mask (runtime/engines/packing.py;
 without flash-attn, rlc's default pads); padded: `use_remove_padding: false`, sdpa. On 2026-12-02 the first
-packed+flex step had not finished after four minutes (compilation) on the H200. Everything else is bench/grpo_gpu.py's run. Run from the repo root
-on the GPU host (PYTHONPATH as in ../shared/ENVIRONMENT.md):
+packed+flex step had not finished after four minutes (compilation) on the H200. Everything else is
+bench/grpo_gpu.py's run. Run from the repo root on the GPU host (PYTHONPATH as in ../shared/ENVIRONMENT.md):
 
     python bench/packing_gpu.py --shape 0.5b --steps 6 [--min-groups N] [--only RUN] [--out DIR] [--set KEY=VALUE]
 

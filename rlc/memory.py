@@ -121,6 +121,10 @@ class ModelShape:
         to a multiple of `shards`)."""
         return sum(math.ceil(s[0] / shards) * math.prod(s[1:]) for s in self.tensors(head))
 
+    def expert_parameters(self) -> int:
+        """Parameters of the routed experts (what megatron splits over expert-parallel ranks instead)."""
+        return len(self.moe_layers) * self.experts * 3 * self.expert_intermediate * self.hidden
+
     def adapter_parameters(self, rank: int, shards: int = 1) -> int:
         """LoRA's parameters at `rank` (per rank when FSDP shards them): rank x (in + out) for every 2-D weight
         of the decoder layers, as peft's all-linear adapts them (the embeddings and the output layer left out).
@@ -237,7 +241,8 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
         lines.append(Line("reference parameters", 0.0, "on the CPU between its log-prob passes "
                                                        "(megatron.param_offload)"))
     elif uses_reference(config):
-        lines.append(Line("reference parameters", shape.parameters(shards=split) * 2, f"bf16, never trained, {how}"))
+        ref = _megatron_parameters(config, shape)[0] if config.backend == "megatron" else shape.parameters(shards=split)
+        lines.append(Line("reference parameters", ref * 2, f"bf16, never trained, {how}"))
     if uses_critic(config) and _megatron_offloads(config, "critic", "param_offload", "optimizer_offload"):
         lines.append(Line("critic parameters + Adam", 0.0, "on the CPU between its phases (megatron.param_offload "
                                                            "and optimizer_offload)"))
@@ -250,15 +255,13 @@ def _resident_state(config: Any, shape: ModelShape) -> list[Line]:
 def _megatron_actor_state(config: Any, shape: ModelShape) -> list[tuple[Line, str | None]]:
     """The Megatron actor's state, each with the switch that keeps it on the CPU between phases (or None)."""
     meg = config.actor_rollout_ref.actor.megatron
-    split, how = _split(config)
-    dp = max(1, n_gpus(config) // split)
-    optimizer_split = dp if meg.use_distributed_optimizer else 1
-    params = shape.parameters() / split
+    _, how = _split(config)
+    params, optimized = _megatron_parameters(config, shape)
     grads = "param_offload" if meg.param_offload else "grad_offload" if meg.grad_offload else None
+    sharded = ", over the data-parallel ranks (distributed optimizer)" if meg.use_distributed_optimizer else ""
     return [(Line("actor parameters", params * 2, f"bf16, {how}"), "param_offload" if meg.param_offload else None),
-            (Line("actor gradient buffer", params * 4, "fp32 main grads (megatron DDP)"), grads),
-            (Line("actor optimizer", params * 12 / optimizer_split,
-                  f"fp32 master weights and Adam's two moments, 1/{optimizer_split} (distributed optimizer)"),
+            (Line("actor gradient buffer", params * 4, "fp32 main grads, kept between steps (megatron DDP)"), grads),
+            (Line("actor optimizer", optimized * 12, f"fp32 master weights and Adam's two moments{sharded}"),
              "optimizer_offload" if meg.optimizer_offload else None)]
 
 
@@ -361,10 +364,26 @@ def _split(config: Any) -> tuple[int, str]:
     """How many ways a model's state is divided on a training rank, and how, in words."""
     if config.backend == "megatron":
         meg = config.actor_rollout_ref.actor.megatron
-        tp, pp = meg.tensor_model_parallel_size, meg.pipeline_model_parallel_size
-        return tp * pp, f"split tensor {tp} x pipeline {pp}"
+        tp, pp, ep = meg.tensor_model_parallel_size, meg.pipeline_model_parallel_size, meg.expert_model_parallel_size
+        experts = f", experts over expert {ep} x expert-tensor {meg.expert_tensor_parallel_size or tp}" if ep > 1 \
+            else ""
+        return tp * pp, f"split tensor {tp} x pipeline {pp}{experts}"
     world = n_gpus(config)
     return world, f"FSDP shard 1/{world}"
+
+
+def _megatron_parameters(config: Any, shape: ModelShape) -> tuple[float, float]:
+    """Parameters one megatron rank holds, and those its (distributed) optimizer keeps: the dense part split over
+    tensor x pipeline and sharded over the data-parallel ranks, the routed experts over expert x expert-tensor x
+    pipeline and sharded over the expert-data-parallel ranks (megatron's expert parallelism)."""
+    meg, world = config.actor_rollout_ref.actor.megatron, n_gpus(config)
+    tp, pp = meg.tensor_model_parallel_size, meg.pipeline_model_parallel_size
+    expert_split = meg.expert_model_parallel_size * (meg.expert_tensor_parallel_size or tp) * pp
+    experts = shape.expert_parameters()
+    dense, routed = (shape.parameters() - experts) / (tp * pp), experts / expert_split
+    if not meg.use_distributed_optimizer:
+        return dense + routed, dense + routed
+    return dense + routed, dense / max(1, world // (tp * pp)) + routed / max(1, world // expert_split)
 
 
 def _offloaded(fsdp: Any) -> bool:

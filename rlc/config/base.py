@@ -64,7 +64,7 @@ def instead(default: Any, what: str, *, same_as: str | None = None, only_with: s
 
 def refused(default: Any, why: str, *, also_fine: tuple[Any, ...] = (), **kwargs: Any) -> Any:
     """A verl key rlc knows but does not implement: any value but the default is an error giving `why`.
-    `also_fine`: other values that ask for what rlc does anyway (`expert_tensor_parallel_size: 1`)."""
+    `also_fine`: other values that ask for what rlc does anyway (a size of 1 where the default is None)."""
     marker = {"status": "refused", "note": why} | ({"also_fine": list(also_fine)} if also_fine else {})
     return Field(default, json_schema_extra={STATUS: marker}, **kwargs)
 

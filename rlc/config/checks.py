@@ -131,7 +131,25 @@ def check_parallelism(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
         elif n_gpus(cfg) % megatron_model_parallel(m):
             yield Diagnostic(f"tensor x pipeline x context parallel = {megatron_model_parallel(m)} does not divide "
                              f"the {n_gpus(cfg)} GPUs", (*ACTOR, "megatron", "context_parallel_size"))
+        yield from _check_expert_parallel(cfg)
     yield from _check_ulysses(cfg)
+
+
+def _check_expert_parallel(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    """Megatron carves expert parallelism out of the data-parallel ranks: expert x expert-tensor x pipeline
+    parallel must divide the GPUs (the reference and critic use the actor's sizes: their `megatron` blocks say
+    so where they differ)."""
+    m = cfg.actor_rollout_ref.actor.megatron
+    ep, tp = m.expert_model_parallel_size, m.tensor_model_parallel_size
+    etp = m.expert_tensor_parallel_size or tp
+    if n_gpus(cfg) % (ep * etp * m.pipeline_model_parallel_size):
+        yield Diagnostic(f"expert x expert-tensor x pipeline parallel = {ep} x {etp} x "
+                         f"{m.pipeline_model_parallel_size} does not divide the {n_gpus(cfg)} GPUs",
+                         (*ACTOR, "megatron", "expert_model_parallel_size"))
+    if etp > tp:
+        yield Diagnostic(f"expert_tensor_parallel_size {etp} larger than tensor_model_parallel_size {tp} is not "
+                         "implemented in rlc (the weight export reads expert shards within the tensor-parallel "
+                         "ranks)", (*ACTOR, "megatron", "expert_tensor_parallel_size"))
 
 
 def _check_ulysses(cfg: RLCConfig) -> Iterator[Diagnostic]:
@@ -309,7 +327,8 @@ def _megatron_architecture(cfg: RLCConfig) -> Iterator[Diagnostic]:
         yield Diagnostic(f"cannot read {config_file}: {err}", (*ARF, "model", "path"))
         return
     for reason in unsupported_reasons(hf_config, megatron.tensor_model_parallel_size,
-                                      megatron.pipeline_model_parallel_size):
+                                      megatron.pipeline_model_parallel_size, megatron.expert_model_parallel_size,
+                                      megatron.expert_tensor_parallel_size):
         yield Diagnostic(reason, (*ARF, "model", "path"))
 
 

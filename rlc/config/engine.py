@@ -239,10 +239,9 @@ class MegatronConfig(Section):
     context_parallel_size: int = Field(1, ge=1)
     """Ranks that split each sequence (Megatron context parallelism: each takes two of 2 x cp chunks, keys and
     values are all-gathered in attention); the data-parallel size is GPUs / (tensor x pipeline x context)."""
-    expert_model_parallel_size: int = refused(1, "MoE expert parallelism is not implemented in rlc yet", ge=1)
-    """Ranks that split the experts of MoE layers."""
-    expert_tensor_parallel_size: int | None = refused(None, "MoE expert parallelism is not implemented in rlc yet",
-                                                      also_fine=(1,))
+    expert_model_parallel_size: int = Field(1, ge=1)
+    """Ranks that split the experts of MoE layers (carved out of the data-parallel ranks, as in Megatron)."""
+    expert_tensor_parallel_size: int | None = Field(None, ge=1)
     """Tensor-parallel size inside each expert (default: tensor_model_parallel_size)."""
     sequence_parallel: bool = True
     """Megatron sequence parallelism of norms and dropouts (used when tensor parallel > 1)."""

@@ -10,6 +10,10 @@ checkpoints.
 Decisions, and why:
 - Parallel sizes come from `actor_rollout_ref.actor.megatron` for every role: the roles of a rank share one
   megatron parallel state, so they must agree.
+- Expert parallelism (MoE models) is carved out of data parallelism as megatron does it: the dense layers keep
+  `world / (tp x pp x cp)` data-parallel ranks, each MoE layer's experts are split over
+  `expert_model_parallel_size` of them (tokens travel to their experts by all-to-all), so the batch arithmetic
+  does not change.
 - The controller scatters one slice of the batch per rank, as for FSDP. The ranks of a model replica (tensor x
   pipeline x context parallel) must compute on the same samples, so the engine concatenates their slices (an
   all-gather of token ids) and hands each rank back the rows it was given: the controller stays backend-agnostic.
@@ -56,7 +60,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import MicroFn, cpu_results
-from rlc_runtime.engines.megatron_convert import hf_to_megatron, iter_megatron_to_hf
+from rlc_runtime.engines.megatron_convert import global_expert_name, hf_to_megatron, iter_megatron_to_hf
 from rlc_runtime.engines.megatron_cp import attention_mask, cp_positions, sum_over_ranks
 from rlc_runtime.engines.megatron_dist_weights import load_dist_weights
 from rlc_runtime.engines.megatron_loss import (
@@ -85,6 +89,7 @@ class MegatronEngine:
         self.parallel = parallel = arf.actor.megatron
         self.tp, self.pp = parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size
         self.cp = parallel.context_parallel_size
+        self.ep, self.etp = parallel.expert_model_parallel_size, parallel.expert_tensor_parallel_size
         self.temperature = arf.rollout.temperature or 1.0
         _init_parallel_state(parallel, device)
         self.rank = dist.get_rank()
@@ -92,7 +97,7 @@ class MegatronEngine:
         self.hf_config = load_config(self.model_cfg)
         if role == "critic":  # a token classifier with one output: the value head
             self.hf_config.num_labels = 1
-        check_supported(self.hf_config, self.tp, self.pp)
+        check_supported(self.hf_config, self.tp, self.pp, self.ep, self.etp)
         self.sequence_parallel = parallel.sequence_parallel and self.tp > 1
         if self.sequence_parallel and megatron_layout() != "hybrid":  # plain-torch norms cannot sync their grads
             warnings.warn("megatron sequence_parallel needs Transformer Engine, which is not installed: running "
@@ -139,8 +144,9 @@ class MegatronEngine:
         config.tie_word_embeddings = config.tie_word_embeddings and not critic
         recompute = {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1} \
             if self.model_cfg.enable_gradient_checkpointing and self.role != "ref" else {}
-        model = build_model(config, self.tp, self.pp, self.dtype, use_cpu_initialization=self.device == "cpu",
-                            sequence_parallel=self.sequence_parallel, context_parallel_size=self.cp, **recompute)
+        model = build_model(config, self.tp, self.pp, self.dtype, ep=self.ep, etp=self.etp,
+                            use_cpu_initialization=self.device == "cpu", sequence_parallel=self.sequence_parallel,
+                            context_parallel_size=self.cp, **recompute)
         for param in model.parameters():  # megatron's torch norms are built fp32 whatever params_dtype says;
             param.data = param.data.to(self.dtype)  # mixed dtypes break its distributed-optimizer checkpoints
         options = self.train_cfg.megatron
@@ -162,7 +168,9 @@ class MegatronEngine:
             hf_state["lm_head.weight"] = hf_state["model.embed_tokens.weight"]
         shard = hf_to_megatron(hf_state, config, self.tp, parallel_state.get_tensor_model_parallel_rank(),
                                pp_size=self.pp, pp_rank=parallel_state.get_pipeline_model_parallel_rank(),
-                               layout=megatron_layout())
+                               ep_size=self.ep, ep_rank=parallel_state.get_expert_model_parallel_rank(),
+                               etp_size=parallel_state.get_expert_tensor_parallel_world_size(),
+                               etp_rank=parallel_state.get_expert_tensor_parallel_rank(), layout=megatron_layout())
         del hf_state
         if critic and parallel_state.is_pipeline_last_stage():
             model.output_layer = _ValueHead(score.to(self.dtype), self.sequence_parallel)
@@ -296,16 +304,20 @@ class MegatronEngine:
         if self.role == "critic":
             config = copy.deepcopy(config)
             config.tie_word_embeddings = True  # no vocabulary head to convert: the value head follows
-        yield from iter_megatron_to_hf(shards, config, layout=megatron_layout())
+        yield from iter_megatron_to_hf(shards, config, layout=megatron_layout(),
+                                       expert_tp_size=parallel_state.get_expert_tensor_parallel_world_size())
         if self.role == "critic":
             yield "score.weight", shards[0][_OUTPUT]
 
     def _weight_layout(self) -> dict[str, _Entry]:
         """Every parameter of the whole model under its single-stage megatron name (stages hold consecutive
-        layers, numbered from 0 within a stage); the stages exchange their entries once."""
+        layers, numbered from 0 within a stage; experts carry their global number); the pipeline stages, then
+        the expert-parallel ranks, exchange their entries once."""
         if self._layout is None:
             stage = parallel_state.get_pipeline_model_parallel_rank()
+            ep_rank = parallel_state.get_expert_model_parallel_rank()
             per_stage = self.module.config.num_layers // self.pp
+            local_experts = (self.module.config.num_moe_experts or 0) // self.ep
             local = {}
             for name, param in self.module.named_parameters():
                 if name == _OUTPUT and self.hf_config.tie_word_embeddings and self.role != "critic":
@@ -313,13 +325,18 @@ class MegatronEngine:
                 parts = name.split(".")
                 if name.startswith("decoder.layers."):
                     parts[2] = str(int(parts[2]) + stage * per_stage)
-                local[".".join(parts)] = _Entry(stage, name, tuple(param.shape), param.dtype,
-                                                bool(getattr(param, "tensor_model_parallel", False)))
-            stages = [local]
-            if self.pp > 1:
-                stages = [None] * self.pp
-                dist.all_gather_object(stages, local, group=parallel_state.get_pipeline_model_parallel_group())
-            self._layout = {k: _Entry(*v) for s in stages for k, v in s.items()}
+                expert = ".mlp.experts." in name  # routed experts (not the shared expert)
+                key = global_expert_name(".".join(parts), ep_rank, local_experts)
+                local[key] = _Entry(stage, name, tuple(param.shape), param.dtype,
+                                    bool(getattr(param, "tensor_model_parallel", False)), ep_rank if expert else None)
+            parts_of_model = [local]
+            for size, group in ((self.pp, parallel_state.get_pipeline_model_parallel_group()),
+                                (self.ep, parallel_state.get_expert_model_parallel_group())):
+                if size > 1:
+                    gathered: list[Any] = [None] * size
+                    dist.all_gather_object(gathered, parts_of_model, group=group)
+                    parts_of_model = [p for ranks in gathered for p in ranks]
+            self._layout = {k: _Entry(*v) for part in parts_of_model for k, v in part.items()}
         return self._layout
 
     def save_checkpoint(self, directory: Path, extra: dict[str, Any]) -> None:
@@ -375,12 +392,14 @@ class _Entry(NamedTuple):
     local_name: str
     shape: tuple[int, ...]  # of one tensor-parallel shard
     dtype: torch.dtype
-    split: bool  # split over the tensor-parallel ranks (else replicated)
+    split: bool  # split over the tensor-parallel ranks (expert-tensor-parallel for experts; else replicated)
+    expert_rank: int | None = None  # the expert-parallel rank that holds it (None: not an expert parameter)
 
 
 class _GatheredShards:
-    """The tensor-parallel shards of the whole model as `iter_megatron_to_hf` reads them (`shards[r][name]`):
-    each tensor is gathered from the ranks that hold it when first read, and only the latest one is kept."""
+    """The tensor-parallel shards of the whole model as `iter_megatron_to_hf` reads them (`shards[r][name]`; an
+    expert's pieces are those of the expert-tensor-parallel ranks): each tensor is gathered from the ranks that
+    hold it when first read, and only the latest one is kept."""
 
     def __init__(self, layout: dict[str, _Entry], params: dict[str, torch.Tensor], device: str) -> None:
         self.layout, self.params, self.device = layout, params, device
@@ -402,19 +421,25 @@ class _GatheredShards:
         return self.cached[1]
 
     def _gather(self, entry: _Entry) -> list[torch.Tensor]:
-        here = parallel_state.get_pipeline_model_parallel_rank() == entry.stage
+        expert = entry.expert_rank is not None
+        here = parallel_state.get_pipeline_model_parallel_rank() == entry.stage and (
+            not expert or parallel_state.get_expert_model_parallel_rank() == entry.expert_rank)
         mine = self.params[entry.local_name].detach() if here else \
             torch.empty(entry.shape, dtype=entry.dtype, device=self.device)
+        group, size = (parallel_state.get_expert_tensor_parallel_group(),
+                       parallel_state.get_expert_tensor_parallel_world_size()) if expert else \
+            (parallel_state.get_tensor_model_parallel_group(), self.size)
         pieces = [mine]
-        if entry.split and self.size > 1:
-            pieces = [torch.empty_like(mine) for _ in range(self.size)]
-            if here:
-                dist.all_gather(pieces, mine.contiguous(), group=parallel_state.get_tensor_model_parallel_group())
-        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            group = parallel_state.get_pipeline_model_parallel_group()
-            for piece in pieces:  # from the owning stage to the others of each pipeline group
-                dist.broadcast(piece, src=dist.get_global_rank(group, entry.stage), group=group)
-        return pieces if len(pieces) == self.size else pieces * self.size
+        if entry.split and size > 1:
+            pieces = [torch.empty_like(mine) for _ in range(size)]
+            if here:  # a whole (expert-)tensor-parallel group holds the tensor or none of it does
+                dist.all_gather(pieces, mine.contiguous(), group=group)
+        owners = [] if not expert else [(parallel_state.get_expert_model_parallel_group(), entry.expert_rank)]
+        for group, owner in [*owners, (parallel_state.get_pipeline_model_parallel_group(), entry.stage)]:
+            if dist.get_world_size(group) > 1:  # from the owning EP rank, then the owning stage, to the others
+                for piece in pieces:
+                    dist.broadcast(piece, src=dist.get_global_rank(group, owner), group=group)
+        return pieces if len(pieces) >= self.size else (pieces * self.size)[: self.size]
 
 
 class _ShardView:
@@ -528,6 +553,8 @@ def _init_parallel_state(megatron: Any, device: str) -> None:
         return
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=megatron.tensor_model_parallel_size,
                                              pipeline_model_parallel_size=megatron.pipeline_model_parallel_size,
-                                             context_parallel_size=megatron.context_parallel_size)
+                                             context_parallel_size=megatron.context_parallel_size,
+                                             expert_model_parallel_size=megatron.expert_model_parallel_size,
+                                             expert_tensor_parallel_size=megatron.expert_tensor_parallel_size)
     if device == "cuda":
         tensor_parallel.model_parallel_cuda_manual_seed(megatron.seed)

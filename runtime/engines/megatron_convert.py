@@ -1,4 +1,4 @@
-"""Weights between Hugging Face (Llama, Qwen2, Mistral) and megatron-core, one tensor-parallel shard at a time.
+"""Weights between Hugging Face (Llama, Qwen2/3, Mistral, Qwen2/3-MoE) and megatron-core, one shard at a time.
 
 Pure functions on state dicts, so the same code serves loading a checkpoint, the vLLM weight sync and the HF
 export, and tests run on CPU without building anything distributed. The megatron side uses the parameter names of
@@ -14,7 +14,14 @@ Layouts megatron-core expects (per TP rank r of T):
 - `linear_proj`, `linear_fc2`: row parallel, split on dim 1.
 - word embeddings / output layer: vocab parallel, split on dim 0 after zero-padding the vocabulary to a multiple of
   `make_vocab_size_divisible_by * T` (megatron's rule). Padded logits are 0, not -inf: the loss must ignore them.
-- norms are replicated. Tied embeddings: no `output_layer.weight`, except on the last pipeline stage when PP > 1,
+- Qwen3's q/k norms (`self_attention.{q,k}_layernorm`, per head) are replicated, as are all other norms.
+- MoE layers (the local spec's `SequentialMLP`): the router (`mlp.router.weight`, HF `mlp.gate.weight`) is
+  replicated; expert e's `linear_fc1`/`linear_fc2` is a plain SwiGLU MLP taken from transformers' fused
+  `mlp.experts.gate_up_proj[e]` (gate rows then up rows) and `mlp.experts.down_proj[e]`, split over the
+  expert-tensor-parallel ranks as a dense MLP over TP. Expert-parallel rank p of P holds experts
+  `[p*E/P, (p+1)*E/P)` as `local_experts.0..E/P-1`. Qwen2-MoE's shared expert (`mlp.shared_experts`) is a dense
+  MLP over TP with its sigmoid gate (`gate_weight`, HF `shared_expert_gate.weight`) replicated.
+- Tied embeddings: no `output_layer.weight`, except on the last pipeline stage when PP > 1,
   which holds its own copy of the embedding (megatron keeps the two in sync through the embedding group).
 Going back, the vocabulary padding is removed and a tied `lm_head.weight` is left out, as `save_pretrained` and
 vLLM's weight loader expect.
@@ -29,7 +36,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlc.megatron_arch import MAKE_VOCAB_SIZE_DIVISIBLE_BY, padded_vocab_size
+from rlc.megatron_arch import MAKE_VOCAB_SIZE_DIVISIBLE_BY, num_experts, padded_vocab_size, qk_layernorm
 
 StateDict = dict[str, torch.Tensor]
 Layout = Literal["gpt", "hybrid"]
@@ -39,8 +46,13 @@ _FINAL_NORM = "decoder.final_layernorm.weight"
 # (megatron suffix within decoder.layers.N, HF suffix within model.layers.N) for tensors copied or split simply.
 _NORMS = (("input_layernorm.weight", "input_layernorm.weight"),
           ("pre_mlp_layernorm.weight", "post_attention_layernorm.weight"))
-_ROW_PARALLEL = (("self_attention.linear_proj.weight", "self_attn.o_proj.weight"),
-                 ("mlp.linear_fc2.weight", "mlp.down_proj.weight"))
+_PROJ = ("self_attention.linear_proj.weight", "self_attn.o_proj.weight")  # row parallel
+
+
+_QK_NORMS = (("self_attention.q_layernorm.weight", "self_attn.q_norm.weight"),
+             ("self_attention.k_layernorm.weight", "self_attn.k_norm.weight"))
+_EXPERT = "mlp.experts.local_experts.{}.linear_fc{}.weight"
+_SHARED = "mlp.shared_experts."
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,10 @@ class _Dims:
     layers: int
     vocab: int
     tied: bool
+    experts: int = 0
+    shared_expert: bool = False
+    qk_norm: bool = False
+    model_type: str = ""
 
     @property
     def heads_per_group(self) -> int:
@@ -59,10 +75,13 @@ class _Dims:
 
 def _dims(hf_config: Any) -> _Dims:
     heads = hf_config.num_attention_heads
+    raw = hf_config.to_dict()
     return _Dims(heads=heads, groups=getattr(hf_config, "num_key_value_heads", None) or heads,
                  head_dim=getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads,
                  layers=hf_config.num_hidden_layers, vocab=hf_config.vocab_size,
-                 tied=bool(getattr(hf_config, "tie_word_embeddings", False)))
+                 tied=bool(getattr(hf_config, "tie_word_embeddings", False)), experts=num_experts(raw),
+                 shared_expert=bool(raw.get("shared_expert_intermediate_size")) and raw["model_type"] == "qwen2_moe",
+                 qk_norm=qk_layernorm(raw), model_type=raw.get("model_type", ""))
 
 
 def _shard(t: torch.Tensor, tp_size: int, tp_rank: int, dim: int = 0) -> torch.Tensor:
@@ -85,9 +104,11 @@ def _vocab_shard(t: torch.Tensor, tp_size: int, tp_rank: int, divisible_by: int)
 
 
 def hf_to_megatron(hf_state: Mapping[str, torch.Tensor], hf_config: Any, tp_size: int = 1, tp_rank: int = 0, *,
-                   pp_size: int = 1, pp_rank: int = 0, layout: Layout = "gpt",
+                   pp_size: int = 1, pp_rank: int = 0, ep_size: int = 1, ep_rank: int = 0,
+                   etp_size: int | None = None, etp_rank: int | None = None, layout: Layout = "gpt",
                    make_vocab_size_divisible_by: int = MAKE_VOCAB_SIZE_DIVISIBLE_BY) -> StateDict:
-    """The megatron-core state dict of one (TP rank, PP stage) from a full Hugging Face state dict.
+    """The megatron-core state dict of one (TP rank, PP stage, EP rank, expert-TP rank) from a full Hugging Face
+    state dict. Expert-tensor parallelism defaults to the tensor-parallel size and rank, as in megatron.
 
     Pipeline stages hold `num_hidden_layers / pp_size` consecutive layers, numbered from 0 within the stage.
     """
@@ -95,6 +116,10 @@ def hf_to_megatron(hf_state: Mapping[str, torch.Tensor], hf_config: Any, tp_size
     if d.groups % tp_size or d.layers % pp_size:
         raise ValueError(f"tensor parallel size {tp_size} must divide the {d.groups} kv heads and pipeline parallel "
                          f"size {pp_size} the {d.layers} layers")
+    if d.experts % ep_size:
+        raise ValueError(f"expert parallel size {ep_size} must divide the {d.experts} experts")
+    experts = _ExpertShard(ep_size, ep_rank, tp_size if etp_size is None else etp_size,
+                           tp_rank if etp_rank is None else etp_rank)
     per_stage = d.layers // pp_size
     out: StateDict = {}
     embed = hf_state["model.embed_tokens.weight"]
@@ -104,14 +129,18 @@ def hf_to_megatron(hf_state: Mapping[str, torch.Tensor], hf_config: Any, tp_size
         hf, mg = f"model.layers.{pp_rank * per_stage + local}.", f"decoder.layers.{local}."
         for mg_name, hf_name in _NORMS:
             out[mg + mg_name] = hf_state[hf + hf_name].clone()
-        for mg_name, hf_name in _ROW_PARALLEL:
-            out[mg + mg_name] = _shard(hf_state[hf + hf_name], tp_size, tp_rank, dim=1)
+        out[mg + _PROJ[0]] = _shard(hf_state[hf + _PROJ[1]], tp_size, tp_rank, dim=1)
         for kind in ("weight", "bias"):
             if f"{hf}self_attn.q_proj.{kind}" in hf_state:
                 q, k, v = (hf_state[f"{hf}self_attn.{p}_proj.{kind}"] for p in "qkv")
                 out[f"{mg}self_attention.linear_qkv.{kind}"] = _qkv_shard(q, k, v, d, tp_size, tp_rank)
-        gate, up = (_shard(hf_state[f"{hf}mlp.{p}_proj.weight"], tp_size, tp_rank) for p in ("gate", "up"))
-        out[mg + "mlp.linear_fc1.weight"] = torch.cat([gate, up])
+        if d.qk_norm:
+            for mg_name, hf_name in _QK_NORMS:
+                out[mg + mg_name] = hf_state[hf + hf_name].clone()
+        if d.experts:
+            out.update(_moe_layer(hf_state, hf, mg, d, tp_size, tp_rank, experts))
+        else:
+            out.update(_mlp(hf_state, f"{hf}mlp.", f"{mg}mlp.", tp_size, tp_rank))
     if pp_rank == pp_size - 1:
         out[_FINAL_NORM] = hf_state["model.norm.weight"].clone()
         if not d.tied or pp_size > 1:
@@ -120,13 +149,51 @@ def hf_to_megatron(hf_state: Mapping[str, torch.Tensor], hf_config: Any, tp_size
     return {_to_hybrid_key(k): v for k, v in out.items()} if layout == "hybrid" else out
 
 
+@dataclass(frozen=True)
+class _ExpertShard:
+    ep_size: int
+    ep_rank: int
+    etp_size: int
+    etp_rank: int
+
+
+def _fc1(gate: torch.Tensor, up: torch.Tensor, size: int, rank: int) -> torch.Tensor:
+    """SwiGLU's fused first projection of one tensor-parallel rank: `[gate_r; up_r]`."""
+    return torch.cat([_shard(gate, size, rank), _shard(up, size, rank)])
+
+
+def _mlp(hf_state: Mapping[str, torch.Tensor], hf: str, mg: str, size: int, rank: int) -> StateDict:
+    """A dense SwiGLU MLP (`hf` holds gate/up/down_proj, `mg` linear_fc1/fc2) split over `size` ranks."""
+    return {mg + "linear_fc1.weight": _fc1(hf_state[hf + "gate_proj.weight"], hf_state[hf + "up_proj.weight"],
+                                           size, rank),
+            mg + "linear_fc2.weight": _shard(hf_state[hf + "down_proj.weight"], size, rank, dim=1)}
+
+
+def _moe_layer(hf_state: Mapping[str, torch.Tensor], hf: str, mg: str, d: _Dims, tp_size: int, tp_rank: int,
+               ex: _ExpertShard) -> StateDict:
+    out = {mg + "mlp.router.weight": hf_state[hf + "mlp.gate.weight"].clone()}
+    gate_up, down = hf_state[hf + "mlp.experts.gate_up_proj"], hf_state[hf + "mlp.experts.down_proj"]
+    local = d.experts // ex.ep_size
+    for i in range(local):
+        e = ex.ep_rank * local + i
+        out[mg + _EXPERT.format(i, 1)] = _fc1(*gate_up[e].chunk(2), ex.etp_size, ex.etp_rank)
+        out[mg + _EXPERT.format(i, 2)] = _shard(down[e], ex.etp_size, ex.etp_rank, dim=1)
+    if d.shared_expert:
+        out.update(_mlp(hf_state, hf + "mlp.shared_expert.", mg + _SHARED, tp_size, tp_rank))
+        out[mg + _SHARED + "gate_weight"] = hf_state[hf + "mlp.shared_expert_gate.weight"].clone()
+    return out
+
+
 def iter_megatron_to_hf(shards: Sequence[Mapping[str, torch.Tensor]], hf_config: Any, *,
-                        layout: Layout = "gpt") -> Iterator[tuple[str, torch.Tensor]]:
+                        layout: Layout = "gpt", expert_tp_size: int | None = None
+                        ) -> Iterator[tuple[str, torch.Tensor]]:
     """Hugging Face (name, tensor) pairs, one at a time, from the TP shards (rank order) of a whole model.
 
     Each tensor is assembled only when reached, so a caller streaming to vLLM or to safetensors files holds one
     full tensor at a time. Tensors may share storage with `shards` (norms, TP 1): copy before mutating.
-    Pipeline stages must first be joined with `merge_pipeline_stages`.
+    Pipeline stages must first be joined with `merge_pipeline_stages`, expert-parallel ranks with
+    `merge_expert_parallel` (experts then carry their global numbers). Expert weights are read from the first
+    `expert_tp_size` shards (default: all), the pieces of the expert-tensor-parallel ranks in rank order.
     """
     if layout == "hybrid":
         shards = [{_from_hybrid_key(k): v for k, v in s.items()} for s in shards]
@@ -144,16 +211,52 @@ def iter_megatron_to_hf(shards: Sequence[Mapping[str, torch.Tensor]], hf_config:
         for p, proj in enumerate("qkv"):
             for k in kinds:
                 yield f"{hf}self_attn.{proj}_proj.{k}", parts[k][p]
-        yield hf + _ROW_PARALLEL[0][1], cat(mg + _ROW_PARALLEL[0][0], dim=1)
-        gates, ups = zip(*(s[mg + "mlp.linear_fc1.weight"].chunk(2) for s in shards), strict=True)
-        yield hf + "mlp.gate_proj.weight", torch.cat(gates)
-        yield hf + "mlp.up_proj.weight", torch.cat(ups)
-        yield hf + _ROW_PARALLEL[1][1], cat(mg + _ROW_PARALLEL[1][0], dim=1)
+        yield hf + _PROJ[1], cat(mg + _PROJ[0], dim=1)
+        if d.qk_norm:
+            for mg_name, hf_name in _QK_NORMS:
+                yield hf + hf_name, first[mg + mg_name]
+        if d.experts:
+            yield from _moe_to_hf(shards, hf, mg, d, expert_tp_size or len(shards))
+        else:
+            yield from _mlp_to_hf(shards, f"{hf}mlp.", f"{mg}mlp.")
         for mg_name, hf_name in _NORMS:
             yield hf + hf_name, first[mg + mg_name]
     yield "model.norm.weight", first[_FINAL_NORM]
     if not d.tied:
         yield "lm_head.weight", cat(_OUTPUT)[: d.vocab]
+
+
+def _mlp_to_hf(shards: Sequence[Mapping[str, torch.Tensor]], hf: str, mg: str) -> Iterator[tuple[str, torch.Tensor]]:
+    gates, ups = zip(*(s[mg + "linear_fc1.weight"].chunk(2) for s in shards), strict=True)
+    yield hf + "gate_proj.weight", torch.cat(gates)
+    yield hf + "up_proj.weight", torch.cat(ups)
+    yield hf + "down_proj.weight", torch.cat([s[mg + "linear_fc2.weight"] for s in shards], dim=1)
+
+
+def _moe_to_hf(shards: Sequence[Mapping[str, torch.Tensor]], hf: str, mg: str, d: _Dims,
+               etp: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """One MoE layer in the order of transformers' modules: Qwen2-MoE declares its router first and ends with the
+    shared expert, Qwen3-MoE declares its experts first."""
+    pieces = [shards[r] for r in range(etp)]
+
+    def experts() -> Iterator[tuple[str, torch.Tensor]]:
+        fc1 = [[s[mg + _EXPERT.format(e, 1)].chunk(2) for s in pieces] for e in range(d.experts)]
+        yield hf + "mlp.experts.gate_up_proj", torch.stack(
+            [torch.cat([g for g, _ in ranks] + [u for _, u in ranks]) for ranks in fc1])
+        del fc1
+        yield hf + "mlp.experts.down_proj", torch.stack(
+            [torch.cat([s[mg + _EXPERT.format(e, 2)] for s in pieces], dim=1) for e in range(d.experts)])
+
+    router = (hf + "mlp.gate.weight", shards[0][mg + "mlp.router.weight"])
+    if d.model_type == "qwen3_moe":
+        yield from experts()
+        yield router
+        return
+    yield router
+    yield from experts()
+    if d.shared_expert:
+        yield from _mlp_to_hf(shards, hf + "mlp.shared_expert.", mg + _SHARED)
+        yield hf + "mlp.shared_expert_gate.weight", shards[0][mg + _SHARED + "gate_weight"]
 
 
 def _split_qkv(fused: torch.Tensor, d: _Dims) -> tuple[torch.Tensor, ...]:
@@ -165,9 +268,9 @@ def _split_qkv(fused: torch.Tensor, d: _Dims) -> tuple[torch.Tensor, ...]:
 
 
 def megatron_to_hf(shards: Sequence[Mapping[str, torch.Tensor]], hf_config: Any, *,
-                   layout: Layout = "gpt") -> StateDict:
+                   layout: Layout = "gpt", expert_tp_size: int | None = None) -> StateDict:
     """The full Hugging Face state dict from the TP shards (rank order) of a whole model."""
-    return dict(iter_megatron_to_hf(shards, hf_config, layout=layout))
+    return dict(iter_megatron_to_hf(shards, hf_config, layout=layout, expert_tp_size=expert_tp_size))
 
 
 _LAYER_KEY = re.compile(r"^decoder\.layers\.(\d+)\.(.*)$")
@@ -193,6 +296,25 @@ def merge_pipeline_stages(stages: Sequence[Mapping[str, torch.Tensor]], hf_confi
         offset += count
     if _dims(hf_config).tied:
         merged.pop(_OUTPUT, None)
+    return merged
+
+
+_LOCAL_EXPERT = re.compile(r"^(decoder\.layers\.\d+\.mlp\.experts\.local_experts\.)(\d+)(\..*)$")
+
+
+def global_expert_name(name: str, ep_rank: int, local_experts: int) -> str:
+    """A parameter name with its local expert number made global (other names unchanged)."""
+    m = _LOCAL_EXPERT.match(name)
+    return f"{m[1]}{ep_rank * local_experts + int(m[2])}{m[3]}" if m else name
+
+
+def merge_expert_parallel(ranks: Sequence[Mapping[str, torch.Tensor]], hf_config: Any) -> StateDict:
+    """One state dict with every expert under its global number, from those of the expert-parallel ranks (in rank
+    order) that share a TP rank and PP stage; everything but the experts is taken from the first."""
+    local = _dims(hf_config).experts // len(ranks)
+    merged = {k: t for k, t in ranks[0].items() if not _LOCAL_EXPERT.match(k)}
+    for rank, state in enumerate(ranks):
+        merged.update((global_expert_name(k, rank, local), t) for k, t in state.items() if _LOCAL_EXPERT.match(k))
     return merged
 
 

@@ -282,3 +282,22 @@ def test_megatron_offload_counts_state_on_the_cpu_outside_its_phases(tmp_path: P
     update = _lines(after, "update")
     assert (update["actor parameters (brought back)"], update["actor gradient buffer (brought back)"],
             update["actor optimizer (brought back)"]) == (2 * p, 4 * p, 12 * p)
+
+
+def test_megatron_expert_parallelism_splits_the_experts_not_the_dense_layers(tmp_path: Path) -> None:
+    """Qwen3-MoE on 2 GPUs at tensor 1 x expert 2: each rank holds every dense tensor and half the experts; the
+    distributed optimizer shards the dense part over the 2 data-parallel ranks and the experts over their 1."""
+    hf = AutoConfig.for_model(**FAMILIES["qwen3-moe"])
+    model = AutoModelForCausalLM.from_config(hf)
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".mlp.experts." in n)
+    dense = sum(p.numel() for p in model.parameters()) - experts
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(FAMILIES["qwen3-moe"]))
+    extra = "backend: megatron\n" + "trainer: {device: cuda, n_gpus_per_node: 2, gpu_memory_gb: 80}\n"
+    path = _config(tmp_path, tmp_path / "model", extra)
+    path.write_text(path.read_text().replace("trainer: {device: cuda, n_gpus_per_node: 1, gpu_memory_gb: 80}\n", "")
+                    .replace("use_kl_loss: true}", "use_kl_loss: true, megatron: {expert_model_parallel_size: 2}}"))
+    config = load_config(path).config
+    update = _lines(estimate(config, ModelShape.from_config(FAMILIES["qwen3-moe"]), 80 * GiB), "update")
+    assert update["actor parameters"] == 2 * (dense + experts / 2)
+    assert update["actor optimizer"] == pytest.approx(12 * (dense / 2 + experts / 2))

@@ -273,6 +273,30 @@ def test_megatron_refuses_optimizer_overrides_it_cannot_apply(tmp_path: Path) ->
     assert run("validate", write(tmp_path, text.replace(", foreach: false", "")))[0] == 0  # eps maps to adam_eps
 
 
+def test_megatron_expert_parallelism_is_checked_against_the_model_and_the_gpus(tmp_path: Path) -> None:
+    model = tmp_path / "moe"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_hidden_layers": 2, "hidden_size": 64, "num_experts": 4,
+        "moe_intermediate_size": 32, "num_experts_per_tok": 2, "vocab_size": 300}))
+    text = BASE.replace("path: Qwen/Qwen2-0.5B", f"path: {model}").replace(
+        "    ppo_micro_batch_size_per_gpu: 4", "    ppo_micro_batch_size_per_gpu: 4\n    megatron:\n"
+        "      expert_model_parallel_size: EP") + "backend: megatron\n"
+    code, out = run("validate", "--format", "json", write(tmp_path, text.replace("EP", "2")))
+    assert code == 0, out  # 4 experts, 2 per GPU; both GPUs stay data parallel for the dense layers
+    code, out = run("validate", "--format", "json", write(tmp_path, text.replace("EP", "4")))
+    found = {p["path"]: p["message"] for p in json.loads(out)}
+    assert code == 1
+    assert "expert x expert-tensor x pipeline parallel = 4 x 1 x 1 does not divide the 2 GPUs" in \
+        found["actor_rollout_ref.actor.megatron.expert_model_parallel_size"]
+    config = (model / "config.json").read_text()
+    (model / "config.json").write_text(config.replace('"num_experts": 4', '"num_experts": 3'))
+    code, out = run("validate", "--format", "json", write(tmp_path, text.replace("EP", "2")))
+    assert "expert parallel size 2 must divide num_experts (3)" in \
+        {p["path"]: p["message"] for p in json.loads(out)}["actor_rollout_ref.model.path"]
+
+
 def test_pushes_during_training_need_saves_and_validations(tmp_path: Path) -> None:
     text = BASE + "hf_upload:\n  enabled: true\n  repo_id: me/model\n  every_n_saves: 2\n  on_best_val: true\n"
     code, out = run("validate", "--format", "json", write(tmp_path, text))

@@ -249,13 +249,14 @@ def test_a_config_with_every_default_spelled_out_checks_clean(example: str) -> N
     assert found == []
 
 
-def test_a_refused_key_set_to_what_rlc_does_anyway_is_silent() -> None:
-    def errors(etp: int) -> list[str]:
-        tree = {"actor_rollout_ref": {"actor": {"megatron": {"expert_tensor_parallel_size": etp}}}}
+def test_expert_and_context_parallel_keys_are_implemented_and_dynamic_context_parallel_still_refused() -> None:
+    def errors(**megatron: int | bool) -> list[str]:
+        tree = {"backend": "megatron", "actor_rollout_ref": {"actor": {"megatron": megatron}}}
         return [d.dotted for d in _diagnostics(tree) if d.code == "not-implemented"]
 
-    assert errors(1) == []  # no expert tensor parallelism: what rlc runs
-    assert errors(2) == ["actor_rollout_ref.actor.megatron.expert_tensor_parallel_size"]
+    assert errors(expert_model_parallel_size=2, expert_tensor_parallel_size=1) == []
+    assert errors(context_parallel_size=2) == []
+    assert errors(dynamic_context_parallel=True) == ["actor_rollout_ref.actor.megatron.dynamic_context_parallel"]
 
 
 def test_verl_0_9_1_null_legacy_sections_take_their_defaults() -> None:

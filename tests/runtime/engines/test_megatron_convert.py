@@ -1,9 +1,10 @@
-"""Hugging Face <-> megatron-core weight conversion for tiny Llama, Qwen2 and Mistral models, on CPU.
+"""Hugging Face <-> megatron-core weight conversion for tiny Llama, Qwen2, Qwen3, Mistral and Qwen MoE models, on CPU.
 
 The conversion is checked against real megatron-core `GPTModel`s (local spec) built in two spawned gloo processes:
 tensor parallel 1 and 2 and pipeline parallel 2. Each shard must load into its model with no missing, unexpected
 or mis-shaped tensor; the models' forward must give the Hugging Face logits; and the weights read back out of the
-models must convert to the original Hugging Face tensors exactly.
+models must convert to the original Hugging Face tensors exactly. The MoE conversion (sharded over expert parallel
+and expert-tensor-parallel ranks) is checked as pure functions here; `test_megatron_moe` runs it in the engine.
 
 megatron-core's forward asks CUDA for a device and an RNG state, which cannot exist on this machine; inside the
 spawned workers (never in the pytest process) `torch.cuda.current_device` answers "cpu" and the RNG tracker's
@@ -32,6 +33,12 @@ from transformers import (
     PretrainedConfig,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 from rlc.megatron_arch import (
@@ -46,21 +53,22 @@ from rlc_runtime.engines.megatron_convert import (
     hf_to_megatron,
     iter_megatron_to_hf,
     megatron_to_hf,
+    merge_expert_parallel,
     merge_pipeline_stages,
 )
 
 VOCAB = 1100  # padded to 1152 at TP 1 and 1280 at TP 2
 SMALL = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, rms_norm_eps=1e-6)
-FAMILIES = ("llama", "qwen2", "mistral")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3")
 IDS = torch.tensor([[3, 17, 99, 1024, 5, 700, 42, 8, 1099, 0, 64, 12],
                     [250, 251, 252, 1, 2, 3, 900, 901, 4, 5, 6, 7]])
 
 
 def tiny_hf(family: str) -> tuple[PretrainedConfig, torch.nn.Module]:
     """A deterministic tiny model: GQA everywhere; llama3 rope scaling (Llama), q/k/v biases and tied embeddings
-    (Qwen2), head_dim 48 != hidden/heads and linear rope scaling (Mistral). Every tensor is random, so a swapped
-    or misplaced block cannot pass."""
+    (Qwen2), head_dim 48 != hidden/heads and linear rope scaling (Mistral), q/k norms and head_dim 48 (Qwen3).
+    Every tensor is random, so a swapped or misplaced block cannot pass."""
     if family == "llama":
         config = LlamaConfig(**SMALL, max_position_embeddings=16384, rope_theta=500000.0,
                              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -71,6 +79,10 @@ def tiny_hf(family: str) -> tuple[PretrainedConfig, torch.nn.Module]:
         config = Qwen2Config(**SMALL, max_position_embeddings=256, rope_theta=1e6, tie_word_embeddings=True,
                              architectures=["Qwen2ForCausalLM"])
         cls = Qwen2ForCausalLM
+    elif family == "qwen3":
+        config = Qwen3Config(**SMALL, head_dim=48, max_position_embeddings=256, rope_theta=1e6,
+                             tie_word_embeddings=False, architectures=["Qwen3ForCausalLM"])
+        cls = Qwen3ForCausalLM
     else:
         config = MistralConfig(**SMALL, head_dim=48, max_position_embeddings=256, sliding_window=None,
                                rope_scaling={"rope_type": "linear", "factor": 2.0},
@@ -241,7 +253,7 @@ def test_streamed_export_yields_hugging_face_order_one_tensor_at_a_time(family: 
     assert names == list(expected_hf(config, hf))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ("llama", "qwen2", "mistral"))  # the HybridModel builder refuses q/k norms
 def test_hybrid_layout_round_trip(family: str) -> None:
     config, hf = tiny_hf(family)
     shards = [hf_to_megatron(hf.state_dict(), config, 2, r, layout="hybrid") for r in range(2)]
@@ -251,6 +263,57 @@ def test_hybrid_layout_round_trip(family: str) -> None:
     assert not any("layernorm" in k for k in keys)
     assert all(_to_hybrid_key(_from_hybrid_key(k)) == k for k in keys)
     assert_same(megatron_to_hf(shards, config, layout="hybrid"), expected_hf(config, hf))
+
+
+# --- mixture of experts, as pure functions --------------------------------------------------------------------
+
+
+def tiny_moe(family: str) -> tuple[PretrainedConfig, torch.nn.Module]:
+    common = dict(vocab_size=300, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2, max_position_embeddings=64)
+    torch.manual_seed(11)
+    if family == "qwen3_moe":
+        model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**common, norm_topk_prob=True))
+    else:
+        config = Qwen2MoeConfig(**common, shared_expert_intermediate_size=48, tie_word_embeddings=True)
+        model = Qwen2MoeForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p))
+    return model.config, model
+
+
+@pytest.mark.parametrize("family", ("qwen3_moe", "qwen2_moe"))
+@pytest.mark.parametrize(("tp", "ep", "etp"), ((1, 2, 1), (2, 2, 1), (2, 1, 2), (2, 4, 2)))
+def test_moe_round_trip_over_expert_and_tensor_parallel_ranks_is_exact(family: str, tp: int, ep: int,
+                                                                       etp: int) -> None:
+    config, hf = tiny_moe(family)
+    state = hf.state_dict()
+    # rank = (tp_rank, ep_rank); the expert-tensor rank is the tensor rank's position within its expert group
+    shards = [[hf_to_megatron(state, config, tp, t, ep_size=ep, ep_rank=e, etp_size=etp, etp_rank=t % etp)
+               for e in range(ep)] for t in range(tp)]
+    local = shards[0][0]
+    assert sum(".experts.local_experts." in k and k.endswith("fc1.weight") for k in local) == 2 * 4 // ep
+    got = megatron_to_hf([merge_expert_parallel(by_ep, config) for by_ep in shards], config, expert_tp_size=etp)
+    assert_same(got, expected_hf(config, hf))
+    assert list(got) == list(expected_hf(config, hf))  # transformers' order, router first only for Qwen2-MoE
+
+
+def test_moe_expert_layout_is_megatron_sequential_mlp() -> None:
+    config, hf = tiny_moe("qwen2_moe")
+    state = hf.state_dict()
+    gate_up, down = state["model.layers.1.mlp.experts.gate_up_proj"], state["model.layers.1.mlp.experts.down_proj"]
+    shard = hf_to_megatron(state, config, 2, 1, ep_size=2, ep_rank=1, etp_size=2, etp_rank=1)
+    fc1 = shard["decoder.layers.1.mlp.experts.local_experts.0.linear_fc1.weight"]  # global expert 2, ETP rank 1
+    assert torch.equal(fc1, torch.cat([gate_up[2, 16:32], gate_up[2, 48:64]]))
+    fc2 = shard["decoder.layers.1.mlp.experts.local_experts.1.linear_fc2.weight"]  # global expert 3
+    assert torch.equal(fc2, down[3][:, 16:32])
+    assert torch.equal(shard["decoder.layers.1.mlp.router.weight"], state["model.layers.1.mlp.gate.weight"])
+    assert torch.equal(shard["decoder.layers.1.mlp.shared_experts.gate_weight"],
+                       state["model.layers.1.mlp.shared_expert_gate.weight"])
+    assert shard["decoder.layers.1.mlp.shared_experts.linear_fc1.weight"].shape == (48, 64)  # 2 x 48 / TP 2
+    with pytest.raises(ValueError, match="expert parallel size 3 must divide the 4 experts"):
+        hf_to_megatron(state, config, ep_size=3)
 
 
 # --- what is refused ------------------------------------------------------------------------------------------
@@ -277,6 +340,24 @@ def test_unsupported_settings_are_each_named() -> None:
     assert "bias" in unsupported_reasons({**base, "attention_bias": True})[0]
     assert "intermediate_size" in unsupported_reasons({**base, "intermediate_size": 3}, tp_size=2)[0]
     assert unsupported_reasons({"model_type": "qwen2", **{k: v for k, v in base.items() if k != "architectures"}}) == []
+
+
+def test_moe_settings_are_each_named() -> None:
+    moe = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_attention_heads": 4,
+           "num_key_value_heads": 2, "num_hidden_layers": 2, "num_experts": 8, "moe_intermediate_size": 64,
+           "intermediate_size": 6}
+    assert unsupported_reasons(moe, ep_size=4) == []  # intermediate_size (6) is a dense MLP's: unused
+    assert "needs megatron sequence parallelism" in unsupported_reasons(moe, tp_size=2)[0]
+    assert unsupported_reasons({**moe, "num_experts": None, "num_local_experts": 8}, ep_size=8) == []
+    assert "expert parallel size 3 must divide num_experts (8)" in unsupported_reasons(moe, ep_size=3)[0]
+    assert "moe_intermediate_size" in unsupported_reasons({**moe, "moe_intermediate_size": 63}, etp_size=2)[0]
+    assert "mlp_only_layers" in unsupported_reasons({**moe, "mlp_only_layers": [0]})[0]
+    assert "decoder_sparse_step" in unsupported_reasons({**moe, "decoder_sparse_step": 2})[0]
+    assert "dense" in unsupported_reasons({"architectures": ["Qwen3ForCausalLM"], "num_attention_heads": 4},
+                                          ep_size=2)[0]
+    shared = {**moe, "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
+              "shared_expert_intermediate_size": 33}
+    assert "shared_expert_intermediate_size" in unsupported_reasons(shared, tp_size=2)[1]
 
 
 def test_attention_window_bounds_the_sequence_length_only_where_sliding_attention_is_on() -> None:

@@ -23,7 +23,9 @@ the spawned workers only (never in the pytest process), `cuda_as_cpu` answers th
 `torch.cuda.current_device()` gives "cpu" and `synchronize()` returns; tensors requested on a CUDA device
 (`device="cuda"`, `.cuda()`) are made on the CPU, and pinned memory (page-locked, for copies to a GPU) is ordinary
 CPU memory; `Tensor.type()` reports the CUDA type name that megatron's (distributed) optimizer asserts; the RNG
-tracker's `fork` does nothing (dropout is 0, so it has nothing to seed).
+tracker's `fork` does nothing (dropout is 0, so it has nothing to seed); the MoE all-to-all dispatcher's side
+stream is a stream that never waits, and its device-to-host copy of the split sizes gives the numpy arrays it gives
+on a GPU (on the CPU megatron skips the copy and keeps tensors).
 Everything else is megatron-core as shipped: DDP, the distributed optimizer, the schedules, dist_checkpointing.
 Gradient checkpointing is off here (megatron's recompute saves CUDA RNG states); `bench/megatron_gpu.py` runs it.
 """
@@ -94,8 +96,8 @@ def make_batch() -> TokenBatch:
                       response_mask=keep[:, PROMPT:].float())
 
 
-def make_config(model: Path, tp: int, pp: int = 1, cp: int = 1, megatron: dict[str, Any] | None = None,
-                ref_megatron: dict[str, Any] | None = None) -> Any:
+def make_config(model: Path, tp: int, pp: int = 1, cp: int = 1, ep: int = 1, etp: int | None = None,
+                megatron: dict[str, Any] | None = None, ref_megatron: dict[str, Any] | None = None) -> Any:
     return fill_defaults(RLCConfig.model_validate({
         "backend": "megatron",
         "data": {"train_files": "unused.jsonl", "train_batch_size": 2},
@@ -107,10 +109,12 @@ def make_config(model: Path, tp: int, pp: int = 1, cp: int = 1, megatron: dict[s
                       # Adam's eps of 1 makes its first step follow the gradient's size, not only its sign
                       "optim": {"lr": 1e-2, "weight_decay": 0.0, "override_optimizer_config": {"eps": 1.0}},
                       "megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
-                                   "context_parallel_size": cp, "sequence_parallel": True,
+                                   "context_parallel_size": cp, "expert_model_parallel_size": ep,
+                                   "expert_tensor_parallel_size": etp, "sequence_parallel": True,
                                    "use_distributed_optimizer": True, **(megatron or {})}},
             "ref": {"megatron": {"tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
-                                 "context_parallel_size": cp, **(ref_megatron or {})}}}}))
+                                 "context_parallel_size": cp, "expert_model_parallel_size": ep,
+                                 "expert_tensor_parallel_size": etp, **(ref_megatron or {})}}}}))
 
 
 # --- in the spawned workers -----------------------------------------------------------------------------------
@@ -134,23 +138,47 @@ class _CudaAsCpu(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _Stream:
+    """A CUDA stream on the CPU: work is never queued, so nothing waits."""
+
+    def wait_stream(self, other: Any) -> None:
+        pass
+
+    def record_event(self, *args: Any) -> _Stream:
+        return self
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _to_host(tensor: Any, as_numpy: bool = False, record_stream: bool = False) -> Any:
+    return tensor.numpy() if torch.is_tensor(tensor) and as_numpy else tensor
+
+
 @contextlib.contextmanager
 def cuda_as_cpu():
     """See the module docstring: megatron-core's CUDA requests, answered on the CPU."""
     from megatron.core import tensor_parallel
+    from megatron.core.transformer.moe import token_dispatcher
 
     class NoRngTracker:
         def fork(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager:
             return contextlib.nullcontext()
 
-    saved = torch.cuda.current_device, torch.cuda.synchronize, tensor_parallel.get_cuda_rng_tracker
+    stream = _Stream()
+    saved = (torch.cuda.current_device, torch.cuda.synchronize, tensor_parallel.get_cuda_rng_tracker,
+             torch.cuda.Stream, torch.cuda.current_stream, torch.cuda.stream, token_dispatcher.maybe_move_tensor_to_cpu)
     torch.cuda.current_device, torch.cuda.synchronize = (lambda: "cpu"), (lambda *args: None)
     tensor_parallel.get_cuda_rng_tracker = NoRngTracker
+    torch.cuda.Stream, torch.cuda.current_stream = (lambda *args, **kwargs: _Stream()), (lambda *args: stream)
+    torch.cuda.stream = lambda _: contextlib.nullcontext()
+    token_dispatcher.maybe_move_tensor_to_cpu = _to_host
     try:
         with _CudaAsCpu():
             yield
     finally:
-        torch.cuda.current_device, torch.cuda.synchronize, tensor_parallel.get_cuda_rng_tracker = saved
+        (torch.cuda.current_device, torch.cuda.synchronize, tensor_parallel.get_cuda_rng_tracker, torch.cuda.Stream,
+         torch.cuda.current_stream, torch.cuda.stream, token_dispatcher.maybe_move_tensor_to_cpu) = saved
 
 
 def _weights(engine: Any) -> dict[str, torch.Tensor]:
