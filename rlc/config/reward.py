@@ -135,7 +135,7 @@ class RewardModel(NullableSection):
     reward_loop_class_name: str | None = refused(None, "custom reward loops are not implemented in rlc")
     """Class of that reward loop."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
-    """Code-execution sandbox."""
+    """Code-execution sandbox (SandboxFusion) for code-contest rows; the place the runtime reads."""
     overlong_buffer: OverlongBuffer = OverlongBuffer()
     """DAPO's overlong reward shaping (the recipe's place for it)."""
     enable_resource_pool: bool | None = False
@@ -227,7 +227,7 @@ class Reward(Section):
     reward_model: RewardModelV1 = RewardModelV1()
     """A model-based reward."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
-    """Code-execution sandbox."""
+    """Code-execution sandbox (verl 0.9.1's place; copied to reward_model.sandbox_fusion)."""
 
 
 class RewardAPI(Section):
