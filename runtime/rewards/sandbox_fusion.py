@@ -21,8 +21,10 @@ Where rlc differs, and why:
   the service's time.
 - The service's reply is hostile input: a request takes at most `compile + run + 10` s (verl's own request timeout)
   however slowly the bytes arrive, a reply over `MAX_REPLY_BYTES` or not a JSON object fails the case, and the
-  whole batch has a hard deadline beyond which unanswered cases fail. A failed case scores as not passed, with
-  its reason kept (`SandboxScore.error`) and logged; training goes on.
+  whole batch has a hard deadline beyond which unanswered cases fail. Once max(max_concurrent, 3) requests in a row
+  go unanswered (refused, timed out, stalled), the service is taken to be down for the rest of the batch, whose
+  cases then fail at once: a dead service costs a step about one request timeout, not one per round of requests.
+  A failed case scores as not passed, with its reason kept (`SandboxScore.error`) and logged; training goes on.
 - Plain threads over one pooled `httpx.Client` (the reward API client's design, `rlc_runtime.rewards.remote`): the
   pool's `max_concurrent` threads bound the requests in flight without a separate semaphore.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -239,7 +242,8 @@ class SandboxFusionClient:
 
     def _run_all(self, jobs: list[tuple[int, int, Case]]) -> dict[tuple[int, int], tuple[Any, str | None]]:
         """Every case's (code, reason); a case still unanswered at the batch's deadline fails with a reason."""
-        futures: dict[Future, tuple[int, int]] = {self._pool.submit(self._run_case, case): (i, j)
+        breaker = _Breaker(max(self.max_concurrent, 3))
+        futures: dict[Future, tuple[int, int]] = {self._pool.submit(self._run_case, case, breaker): (i, j)
                                                   for i, j, case in jobs}
         answers: dict[tuple[int, int], tuple[Any, str | None]] = {}
         deadline = time.monotonic() + self._batch_budget_s(len(jobs))
@@ -258,46 +262,53 @@ class SandboxFusionClient:
         per_case = self.max_attempts * self.request_timeout_s + self.retry_delay_s * self.max_attempts ** 2
         return math.ceil(jobs / self.max_concurrent) * per_case + 5.0
 
-    def _run_case(self, case: Case) -> tuple[Any, str | None]:
-        body = json.dumps({"compile_timeout": self.case_timeout_s, "run_timeout": self.case_timeout_s,
+    def _run_case(self, case: Case, breaker: _Breaker) -> tuple[Any, str | None]:
+        timeout = _number(self.case_timeout_s)
+        body = json.dumps({"compile_timeout": timeout, "run_timeout": timeout,
                            "code": _as_text(case.program), "stdin": _as_text(case.stdin),
                            "memory_limit_MB": self.memory_limit_mb, "language": "python", "files": {},
                            "fetch_files": []}).encode("ascii")
         error = "no attempt made"
         for attempt in range(self.max_attempts):
+            if breaker.tripped:
+                return API_ERROR, f"not sent: the service left {breaker.limit} requests in a row unanswered"
             if attempt:
                 time.sleep(self.retry_delay_s * attempt)
-            reply, error, retry = self._post(body)
+            reply, error, retry, silent = self._post(body)
+            breaker.record(silent)
             if reply is not None:
                 return verdict(reply, case.expected)
             if not retry:
                 break
         return API_ERROR, error
 
-    def _post(self, body: bytes) -> tuple[dict[str, Any] | None, str, bool]:
-        """(the reply, or None with why and whether verl would retry)."""
+    def _post(self, body: bytes) -> tuple[dict[str, Any] | None, str, bool, bool]:
+        """(the reply, or None with why; whether verl would retry; whether the service left it unanswered)."""
         deadline = time.monotonic() + self.request_timeout_s
         try:
             with self._http.stream("POST", self.url, content=body,
                                    headers={"Content-Type": "application/json"}) as response:
                 if response.status_code == 504:
-                    return None, "HTTP 504 (gateway timeout)", True
+                    return None, "HTTP 504 (gateway timeout)", True, False
                 if response.status_code != 200:
-                    return None, f"HTTP {response.status_code}", False
+                    return None, f"HTTP {response.status_code}", False, False
                 raw = _read_bounded(response, deadline)
         except httpx.TimeoutException as e:
-            return None, f"the service did not answer within {self.request_timeout_s:g} s ({type(e).__name__})", False
+            why = f"the service did not answer within {self.request_timeout_s:g} s ({type(e).__name__})"
+            return None, why, False, True
+        except httpx.TransportError as e:  # refused, reset: verl does not retry these either
+            return None, f"{type(e).__name__}: {e}"[:300], False, True
         except httpx.HTTPError as e:
-            return None, f"{type(e).__name__}: {e}"[:300], False
+            return None, f"{type(e).__name__}: {e}"[:300], False, False
         except _ReplyRefused as e:
-            return None, str(e), False
+            return None, str(e), False, e.silent
         try:
             reply = json.loads(raw)
         except ValueError:
-            return None, f"the reply is not JSON: {raw[:100]!r}", False
+            return None, f"the reply is not JSON: {raw[:100]!r}", False, False
         if not isinstance(reply, dict):
-            return None, f"the reply is a JSON {type(reply).__name__}, not an object", False
-        return reply, "", False
+            return None, f"the reply is a JSON {type(reply).__name__}, not an object", False, False
+        return reply, "", False, False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -308,7 +319,26 @@ class SandboxFusionClient:
 
 
 class _ReplyRefused(RuntimeError):
-    pass
+    def __init__(self, message: str, silent: bool = False) -> None:
+        super().__init__(message)
+        self.silent = silent  # the reply stalled, as opposed to being too big
+
+
+class _Breaker:
+    """One batch's count of requests in a row that the service left unanswered (refused, timed out, stalled).
+    At `limit` the service is taken to be down: the batch's remaining cases fail at once, with that reason, instead
+    of each waiting out its own timeout. Any answer resets the count; the next batch starts afresh."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.silent, self.lock = limit, 0, threading.Lock()
+
+    @property
+    def tripped(self) -> bool:
+        return self.silent >= self.limit
+
+    def record(self, silent: bool) -> None:
+        with self.lock:
+            self.silent = self.silent + 1 if silent else 0
 
 
 def _read_bounded(response: httpx.Response, deadline: float) -> bytes:
@@ -319,7 +349,7 @@ def _read_bounded(response: httpx.Response, deadline: float) -> bytes:
         if size > MAX_REPLY_BYTES:
             raise _ReplyRefused(f"the reply is over {MAX_REPLY_BYTES} bytes")
         if time.monotonic() > deadline:
-            raise _ReplyRefused("the reply was still arriving at the request's deadline")
+            raise _ReplyRefused("the reply was still arriving at the request's deadline", silent=True)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -337,6 +367,10 @@ def _scored(answers: list[tuple[Any, str | None]]) -> SandboxScore:
     passed = sum(1 for r in results if r is True)
     error = f"{sum(1 for _, r in answers if r)} case(s) not run: {'; '.join(reasons)}"[:500] if reasons else None
     return SandboxScore(passed / len(results), results, error)
+
+
+def _number(seconds: float) -> float | int:
+    return int(seconds) if float(seconds).is_integer() else seconds  # verl sends 10, not 10.0
 
 
 def _as_text(text: str | None) -> str | None:

@@ -126,7 +126,7 @@ def run_python(request: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def sandbox() -> Iterator[FakeSandbox]:
     server = FakeSandbox()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
     server.release.set()
@@ -165,7 +165,7 @@ def test_only_the_first_ten_cases_count() -> None:
     """12 cases; the program doubles n below 9 and prints 0 from there: cases 0..8 pass, 9 fails -> 9/10 (over all
     twelve it would be 9/12)."""
     server = FakeSandbox()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         program = "n = int(input())\nprint(2 * n if n < 9 else 0)\n"
         cases = {"inputs": [str(n) for n in range(12)], "outputs": [str(2 * n) for n in range(12)]}
@@ -208,10 +208,23 @@ def test_a_stalled_service_scores_zero_in_bounded_time_and_the_rest_still_score(
     results = scores(sandbox, [fenced("# STALL\n"), fenced("# TRICKLE\n"), fenced(ADD)], [CASES, CASES, CASES],
                      case_timeout_s=0.5, api_timeout_s=0.5)  # a request may take 0.5 + 0.5 + 0.5 s
     elapsed = time.monotonic() - start
-    assert [r.score for r in results] == [0.0, 0.0, 1.0]
+    assert [r.score for r in results] == [0.0, 0.0, 1.0]  # all were in flight before any timed out
     assert "did not answer within 1.5 s" in results[0].error
     assert "deadline" in results[1].error
     assert elapsed < 4.0
+
+
+def test_a_service_that_answers_nothing_costs_the_batch_about_one_timeout(sandbox: FakeSandbox) -> None:
+    """6 samples x 3 cases, 2 in flight, each request given up after 0.6 s: waiting out every request would take 9
+    rounds (5.4 s); after 3 unanswered in a row (the second round) the rest fail at once."""
+    start = time.monotonic()
+    results = scores(sandbox, [fenced("# STALL\n")] * 6, [CASES] * 6, max_concurrent=2, case_timeout_s=0.2,
+                     api_timeout_s=0.2)
+    elapsed = time.monotonic() - start
+    assert [r.score for r in results] == [0.0] * 6
+    assert len(sandbox.requests) == 4
+    assert "3 requests in a row unanswered" in results[-1].error
+    assert elapsed < 2.5
 
 
 def test_hostile_replies_fail_their_case_and_a_504_is_retried(sandbox: FakeSandbox) -> None:
