@@ -141,18 +141,18 @@ def parse_cases(program: str, test_cases: Any) -> list[Case] | str:
     if not isinstance(test_cases, Mapping):
         return f"the test cases are {type(test_cases).__name__}, not a dict with inputs and outputs"
     cases = dict(test_cases)
-    asserts = cases.get("assert_case")
-    if isinstance(asserts, list):
+    asserts = _as_list(cases.get("assert_case"))
+    if asserts is not None:  # assertions alone: each case is "runs to the end", with no input
         cases.setdefault("inputs", [""] * len(asserts))
         cases.setdefault("outputs", [None] * len(asserts))
     inputs, outputs = _as_list(cases.get("inputs")), _as_list(cases.get("outputs"))
     if inputs is None or outputs is None:
         return "the test cases have no inputs and outputs lists"
-    asserts = _as_list(asserts) if asserts is not None else [""] * len(inputs)
+    asserts = [""] * len(inputs) if asserts is None else asserts
     if not inputs:
         return "the test cases are empty"
-    if not len(inputs) == len(outputs) == len(asserts or ()):
-        return f"{len(inputs)} inputs, {len(outputs)} outputs and {len(asserts or ())} assert cases"
+    if not len(inputs) == len(outputs) == len(asserts):
+        return f"{len(inputs)} inputs, {len(outputs)} outputs and {len(asserts)} assert cases"
     fn_name = cases.get("fn_name")
     return [Case(_program(f"{program}\n\n{asserts[i]}", fn_name), None if inputs[i] is None else str(inputs[i]),
                  outputs[i]) for i in range(min(len(inputs), SCORED_CASES))]
@@ -161,7 +161,8 @@ def parse_cases(program: str, test_cases: Any) -> list[Case] | str:
 def _as_list(value: Any) -> list[Any] | None:
     if isinstance(value, list | tuple):
         return list(value)
-    return list(value) if hasattr(value, "tolist") else None  # a numpy array from a parquet column
+    listed = value.tolist() if hasattr(value, "tolist") else None  # a numpy array from a parquet column
+    return listed if isinstance(listed, list) else None
 
 
 def _program(code: str, fn_name: Any) -> str:
