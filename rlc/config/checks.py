@@ -22,7 +22,7 @@ from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
 from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
-from rlc.config.reward import REWARD_MODEL_HEADS
+from rlc.config.reward import REWARD_MODEL_HEADS, SANDBOX_PLACES
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
 from rlc.diagnostics import Diagnostic
@@ -528,6 +528,32 @@ def check_services(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnos
         yield Diagnostic("repo_id already names an owner; organization would be ignored",
                          ("hf_upload", "organization"), severity="warning")
     yield from _check_upload_schedule(cfg)
+    yield from _check_sandbox_fusion(cfg)
+
+
+def sandbox_sections(cfg: RLCConfig) -> list[Any]:
+    """The sandbox_fusion sections in SANDBOX_PLACES order."""
+    return [cfg.reward_model.sandbox_fusion, cfg.reward.sandbox_fusion, cfg.sandbox_fusion]
+
+
+def _check_sandbox_fusion(cfg: RLCConfig) -> Iterator[Diagnostic]:
+    given = [(where, s) for where, s in zip(SANDBOX_PLACES, sandbox_sections(cfg), strict=True) if s.url]
+    for where, section in given:
+        if not re.match(r"^https?://[^\s/]+", section.url):
+            yield Diagnostic(f"sandbox_fusion.url {section.url!r} is not an http(s) URL", (*where, "url"),
+                             hint="the service's full endpoint, for example http://localhost:8080/run_code")
+    for where, section in given[1:]:
+        if section != given[0][1]:
+            first = ".".join(given[0][0])
+            yield Diagnostic(f"{'.'.join(where)} differs from {first}, which is set too; rlc would run {first}",
+                             (*where, "url"), hint="keep one sandbox_fusion section")
+    if given:
+        other = "reward_api" if cfg.reward_api.enable else "custom_reward_function" \
+            if cfg.custom_reward_function.path else None
+        if other:
+            yield Diagnostic(f"sandbox_fusion.url is not used: {other} scores every sample (as in verl, the sandbox "
+                             "serves only the built-in rules' code-contest sources)", (*given[0][0], "url"),
+                             severity="warning")
 
 
 def _check_upload_schedule(cfg: RLCConfig) -> Iterator[Diagnostic]:

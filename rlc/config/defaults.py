@@ -6,7 +6,7 @@ After `fill_defaults` the runtime reads every value directly and never needs to 
 from __future__ import annotations
 
 from rlc.config.base import substituted
-from rlc.config.checks import uses_critic
+from rlc.config.checks import sandbox_sections, uses_critic
 from rlc.config.data import VERL_SAMPLERS
 from rlc.config.root import RLCConfig
 from rlc.topology import data_parallel_size
@@ -50,6 +50,8 @@ def fill_defaults(cfg: RLCConfig) -> RLCConfig:
 
     if cfg.reward.custom_reward_function.path and not cfg.custom_reward_function.path:  # verl 0.9.1's place
         cfg.custom_reward_function = cfg.reward.custom_reward_function.model_copy()
+    cfg.reward_model.sandbox_fusion = next((place for place in sandbox_sections(cfg) if place.url),
+                                           cfg.reward_model.sandbox_fusion).model_copy()
 
     critic.enable = uses_critic(cfg)
     critic.model.path = critic.model.path or arf.model.path

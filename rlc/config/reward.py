@@ -42,15 +42,22 @@ class CustomRewardFunction(NullableSection):
 
 
 class SandboxFusion(NullableSection):
-    """verl's code-execution sandbox service."""
+    """verl's code-execution sandbox service: code-contest rows (data sources codecontests, apps, codeforces, taco)
+    are scored by running their test cases there, when no custom_reward_function or reward_api replaces the
+    built-in rules."""
 
-    url: str | None = refused(None, "SandboxFusion is not implemented in rlc; serve code verifiers with "
-                                    "`rlc reward-server` and reward_api")
-    """URL of the sandbox."""
-    max_concurrent: int | None = instead(64, "SandboxFusion is not implemented in rlc", only_with=".url")
-    """Concurrent sandbox requests."""
-    memory_limit_mb: int | None = instead(1024, "SandboxFusion is not implemented in rlc", only_with=".url")
-    """Memory limit per sandbox run."""
+    url: str | None = None
+    """The service's full endpoint, as verl takes it: `http://host:8080/run_code`."""
+    max_concurrent: int | None = Field(64, ge=1)
+    """Requests to the service in flight at once, over the whole batch."""
+    memory_limit_mb: int | None = Field(1024, ge=1)
+    """Memory limit of each program run, sent to the service (`memory_limit_MB`)."""
+
+
+SANDBOX_PLACES = (("reward_model", "sandbox_fusion"), ("reward", "sandbox_fusion"), ("sandbox_fusion",))
+"""Where verl reads the sandbox: `reward_model.sandbox_fusion` (the release verl's example scripts were written
+for), `reward.sandbox_fusion` (verl 0.9.1), and 0.9.1's legacy top-level `sandbox_fusion`, which it moves there.
+The compiler copies the one that is set to the first, which the runtime reads."""
 
 
 class OverlongBuffer(Section):
@@ -128,7 +135,7 @@ class RewardModel(NullableSection):
     reward_loop_class_name: str | None = refused(None, "custom reward loops are not implemented in rlc")
     """Class of that reward loop."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
-    """Code-execution sandbox."""
+    """Code-execution sandbox (SandboxFusion) for code-contest rows; the place the runtime reads."""
     overlong_buffer: OverlongBuffer = OverlongBuffer()
     """DAPO's overlong reward shaping (the recipe's place for it)."""
     enable_resource_pool: bool | None = False
@@ -220,7 +227,7 @@ class Reward(Section):
     reward_model: RewardModelV1 = RewardModelV1()
     """A model-based reward."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
-    """Code-execution sandbox."""
+    """Code-execution sandbox (verl 0.9.1's place; copied to reward_model.sandbox_fusion)."""
 
 
 class RewardAPI(Section):

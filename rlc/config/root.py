@@ -93,7 +93,7 @@ class RLCConfig(Section):
     transfer_queue: TransferQueue = TransferQueue()
     """verl's TransferQueue."""
     sandbox_fusion: SandboxFusion = SandboxFusion()
-    """verl's code-execution sandbox."""
+    """verl 0.9.1's legacy place of reward.sandbox_fusion (copied to reward_model.sandbox_fusion)."""
     distillation: Distillation = Distillation()
     """verl's distillation from teacher models."""
     skip: Skip = Skip()

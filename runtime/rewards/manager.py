@@ -2,20 +2,27 @@
 
 Three sources, chosen once from the config: the remote reward server (`reward_api.enable`), a custom function
 (`custom_reward_function.path` and `.name`, verl's signature), or the bundled rule functions picked by each row's
-`data_source`. A function may return a float or, as verl allows, a dict with a `score` key; other numeric keys of
-such dicts are averaged into `reward/<key>/mean` metrics. Every `reward_api.save_freq` steps the remote path's
-records (prompt, response, ground truth, score, the server's reply) go to `reward_api.save_dir` as JSONL through
-the client's atomic `save_jsonl`; a step that fails on unscorable samples is saved too, for the post-mortem.
+`data_source`. With the rule functions, as in verl's `default_compute_score`, rows of a code-contest source
+(`rules.CODE_SOURCES`) go to the SandboxFusion service when `reward_model.sandbox_fusion.url` is set (the compiler
+copies verl 0.9.1's `reward.sandbox_fusion` there); the whole batch's test cases are sent at once, at most
+`max_concurrent` in flight, and a sample with a case the service failed to run is counted in
+`reward/sandbox_fusion/failed_samples`. A function may return a float or, as verl allows, a dict with a `score`
+key; other numeric keys of such dicts are averaged into `reward/<key>/mean` metrics. Every `reward_api.save_freq`
+steps the remote path's records (prompt, response, ground truth, score, the server's reply) go to
+`reward_api.save_dir` as JSONL through the client's atomic `save_jsonl`; a step that fails on unscorable samples
+is saved too, for the post-mortem.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ScoreFn = Callable[..., Any]
+logger = logging.getLogger(__name__)
 
 
 class RewardManager:
@@ -23,6 +30,7 @@ class RewardManager:
         self.cfg = cfg
         self.remote = None
         self.fn: ScoreFn | None = None
+        self.sandbox = None
         if cfg.reward_api.enable:
             from rlc_runtime.rewards.remote import RemoteRewardClient
 
@@ -35,6 +43,11 @@ class RewardManager:
             from rlc_runtime.rewards.rules import compute_score
 
             self.fn = compute_score
+            sandbox = cfg.reward_model.sandbox_fusion
+            if sandbox.url:
+                from rlc_runtime.rewards.sandbox_fusion import SandboxFusionClient
+
+                self.sandbox = SandboxFusionClient(sandbox.url, sandbox.max_concurrent, sandbox.memory_limit_mb)
 
     def score(self, samples: list[dict[str, Any]], step: int | None,
               component_keys: Sequence[str] = ()) -> tuple[list[float], dict[str, float], list[list[float]]]:
@@ -48,9 +61,10 @@ class RewardManager:
             return *self._score_remote(samples, step), []
         scores, extras = [], defaultdict(list)
         components: list[list[float]] = [[] for _ in component_keys]
-        for sample in samples:
-            result = self.fn(sample["data_source"], sample["response"], sample["ground_truth"],
-                             sample.get("extra_info"))
+        sandboxed, metrics = self._score_sandboxed(samples)
+        for i, sample in enumerate(samples):
+            result = sandboxed[i] if i in sandboxed else self.fn(
+                sample["data_source"], sample["response"], sample["ground_truth"], sample.get("extra_info"))
             for values, key in zip(components, component_keys, strict=True):
                 values.append(_component(result, key))
             if isinstance(result, dict):
@@ -59,7 +73,31 @@ class RewardManager:
                         extras[key].append(float(value))
                 result = result["score"]
             scores.append(float(result))
-        return scores, {f"reward/{key}/mean": sum(v) / len(v) for key, v in extras.items()}, components
+        return scores, metrics | {f"reward/{key}/mean": sum(v) / len(v) for key, v in extras.items()}, components
+
+    def _score_sandboxed(self, samples: list[dict[str, Any]]) -> tuple[dict[int, float], dict[str, float]]:
+        """The code-contest samples' scores by index, from the SandboxFusion service (none without one)."""
+        if self.sandbox is None:
+            return {}, {}
+        from rlc_runtime.rewards.rules import CODE_SOURCES
+        from rlc_runtime.rewards.sandbox_fusion import NO_CODE_BLOCK
+
+        indices = [i for i, s in enumerate(samples) if s["data_source"] in CODE_SOURCES]
+        if not indices:
+            return {}, {}
+        results = self.sandbox.score([samples[i]["response"] for i in indices],
+                                     [samples[i]["ground_truth"] for i in indices])
+        failed = [(i, r.error) for i, r in zip(indices, results, strict=True) if r.error]
+        if failed:
+            logger.warning("SandboxFusion: %d of %d code samples had cases the service did not run (scored as "
+                           "failed); first: sample %d: %s", len(failed), len(indices), *failed[0])
+        unusable = [(i, r.reason) for i, r in zip(indices, results, strict=True)
+                    if r.reason and r.reason != NO_CODE_BLOCK]
+        if unusable:  # the row's fault, not the model's: verl scores it 0 too, and says so
+            logger.warning("SandboxFusion: %d code samples scored 0 for their test cases; first: sample %d: %s",
+                           len(unusable), *unusable[0])
+        return ({i: r.score for i, r in zip(indices, results, strict=True)},
+                {"reward/sandbox_fusion/failed_samples": float(len(failed))})
 
     def _score_remote(self, samples: list[dict[str, Any]], step: int | None) -> tuple[list[float], dict[str, float]]:
         from rlc_runtime.rewards.remote import RewardAPIError

@@ -10,6 +10,10 @@
 - Any other source: math-verify when the gold answer looks like mathematics (a digit, a LaTeX command or an
   operator), exact match otherwise. The check is on the text, not on whether it parses: math-verify parses a word
   like `Paris` as the product of five symbols, which would then match any other spelling of the same letters.
+- Code contests (`codecontests`, `apps`, `codeforces`, `taco`): verl runs their test cases, on SandboxFusion when
+  `sandbox_fusion.url` is set (the reward manager sends them there, `rewards.sandbox_fusion`), else locally with
+  its unsandboxed `prime_code`. rlc has no unsandboxed executor, so here such a row raises ValueError naming the
+  ways to score it, rather than being compared as text.
 Rows in seed 003's format carry a `verification_info` JSON string as ground truth (`{"type": "math_verifiable",
 "answer": {"value": "152"}}`); its type, when present, overrides the data source. A type these rules cannot score
 (code, for instance) is a data error and raises ValueError; the model's output, however garbled, never raises.
@@ -38,6 +42,7 @@ GSM8K_SOURCES = frozenset({"openai/gsm8k", "gsm8k"})
 MATH_SOURCES = frozenset({"lighteval/MATH", "DigitalLearningGmbH/MATH-lighteval", "HuggingFaceH4/MATH-500", "math",
                           "math_dapo", "math_dapo_reasoning"})
 MATH_PREFIXES = ("aime", "numina_")
+CODE_SOURCES = frozenset({"codecontests", "apps", "codeforces", "taco"})  # verl's default_compute_score's list
 VERIFICATION_TYPES = {"math_verifiable": "math", "exact_match": "exact"}
 TIMEOUT_S = 5  # math-verify's own default, per parse and per comparison; SIGALRM takes whole seconds
 GSM8K_TAIL = 300  # verl's clip: the answer is at the end, and regexes over a runaway response are slow
@@ -48,6 +53,10 @@ _NUMBER = re.compile(r"-?[\d.,]*\d")
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None) -> float:
     """Score one response. `ground_truth`: the answer, a verification_info JSON string, or its parsed dict."""
+    if data_source in CODE_SOURCES:
+        raise ValueError(f"data source {data_source!r} is a code contest: its test cases must run, and the built-in "
+                         "rules do not run code; set reward_model.sandbox_fusion.url (a SandboxFusion service, as "
+                         "in verl), or serve a code_verifiable verifier with `rlc reward-server` and reward_api")
     kind, answer = parse_ground_truth(ground_truth)
     solution = solution_str if isinstance(solution_str, str) else ""
     kind = kind or source_kind(data_source, answer)
