@@ -217,7 +217,7 @@ class Trainer:
             with self._phase("gen", timings, metrics):
                 rows, batch, pending = self._rollout(step, metrics)
                 with timed("rollout_sleep", timings):  # part of gen; with update_weights' wake-up: the handoff
-                    self._release_rollout()
+                    self._release_rollout(drop_weights=cfg.trainer.critic_warmup <= step)  # synced at the end
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
             if cfg.algorithm.rollout_correction.bypass_mode:
@@ -432,10 +432,11 @@ class Trainer:
             return batch
         return collect
 
-    def _release_rollout(self) -> None:
-        """Once a phase's generations are all done (DAPO and ReMax generate more than once per step)."""
+    def _release_rollout(self, drop_weights: bool = False) -> None:
+        """Once a phase's generations are all done (DAPO and ReMax generate more than once per step).
+        `drop_weights`: this step ends with a weight sync, so the engine need not keep its weights meanwhile."""
         if self.generators is self.workers:
-            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
+            self.workers.call("release_rollout", drop_weights)  # colocated: vLLM sleeps, training gets the memory
 
     def _sync_weights(self) -> None:
         if self.generators is self.workers:

@@ -70,12 +70,13 @@ class TrainWorker(RankWorker):
         return generate(self.rollout, request)
 
     def sync_weights(self) -> None:
-        """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
-        self.rollout.wake_up()
+        """The policy's current weights into the rollout engine (a collective: every rank gathers); a sleeping engine
+        wakes as it loads them."""
         self.rollout.load_weights(self.actor.named_weights())
 
-    def release_rollout(self) -> None:
-        self.rollout.sleep()
+    def release_rollout(self, drop_weights: bool = False) -> None:
+        """`drop_weights`: a sync of the full weights comes before the next generation (see VLLMRollout.sleep)."""
+        self.rollout.sleep(drop_weights)
 
     def weight_layout(self) -> list[WeightSpec]:
         """Name, shape and dtype of each weight the rollout ranks of their own will receive (a collective)."""
