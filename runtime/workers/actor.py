@@ -30,7 +30,7 @@ from rlc_runtime.engines.update import (
 from rlc_runtime.rollout.base import Generation
 from rlc_runtime.weight_transfer import BroadcastChannel, Bucket, IpcChannel, WeightSpec, specs_of
 from rlc_runtime.workers.group import RankWorker
-from rlc_runtime.workers.rollout import GenerationRequest, generate, make_rollout
+from rlc_runtime.workers.rollout import GenerationRequest, make_rollout, timed_generate
 
 
 class TrainWorker(RankWorker):
@@ -66,8 +66,9 @@ class TrainWorker(RankWorker):
             self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
     # rollout ---------------------------------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest) -> list[Generation]:
-        return generate(self.rollout, request)
+    def generate(self, request: GenerationRequest) -> tuple[list[Generation], float]:
+        """The samples, and the seconds the engine took (`timing_s/gen_engine`)."""
+        return timed_generate(self.rollout, request)
 
     def sync_weights(self) -> None:
         """The policy's current weights into the rollout engine (a collective: every rank gathers); a sleeping engine
