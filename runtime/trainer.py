@@ -100,6 +100,7 @@ class Trainer:
         self.groups: list[WorkerGroup] = []
         self.pipeline: GenerationPipeline | None = None  # rollout ranks of their own generate ahead, up to a bound
         self.sync_seconds = 0.0  # weight transfers of the step under way
+        self.engine_seconds = 0.0  # the rollout engines' own generating time, of the samples collected this step
         self.ipc = topology.rollout_placement == "shared"  # trainer and rollout share one GPU: weights by CUDA IPC
         self.memory_peaks: dict[str, float] = {}  # GiB of the device at peak, per phase, over the run
         self.pushes = _upload_schedule(cfg)  # None: no Hub upload
@@ -213,11 +214,14 @@ class Trainer:
     # one step --------------------------------------------------------------------------------------------------
     def _step(self, step: int) -> dict[str, float]:
         cfg, timings, metrics = self.cfg, {}, {}
+        self.engine_seconds = 0.0
         with timed("step", timings):
             with self._phase("gen", timings, metrics):
                 rows, batch, pending = self._rollout(step, metrics)
                 with timed("rollout_sleep", timings):  # part of gen; with update_weights' wake-up: the handoff
-                    self._release_rollout()
+                    self._release_rollout(drop_weights=cfg.trainer.critic_warmup <= step)  # synced at the end
+            # rlc's own: gen less this is what the trainer, Ray and the sleep add to the engines' generation
+            timings["gen_engine"] = self.engine_seconds
             if cfg.trainer.balance_batch:
                 batch = batch.select(balanced_order(batch.attention_mask.sum(-1).tolist(), self.world))
             if cfg.algorithm.rollout_correction.bypass_mode:
@@ -420,7 +424,8 @@ class Trainer:
 
         def collect() -> TokenBatch:
             per_rank = self.generators.wait(refs, "generate")
-            parts = [per_rank[ranks[0]] for ranks in groups]  # an engine's ranks sample alike
+            self.engine_seconds += max(seconds for _, seconds in per_rank)
+            parts = [per_rank[ranks[0]][0] for ranks in groups]  # an engine's ranks sample alike
             generations = []
             for part, s in zip(parts, slices, strict=True):
                 for g in part:
@@ -432,10 +437,11 @@ class Trainer:
             return batch
         return collect
 
-    def _release_rollout(self) -> None:
-        """Once a phase's generations are all done (DAPO and ReMax generate more than once per step)."""
+    def _release_rollout(self, drop_weights: bool = False) -> None:
+        """Once a phase's generations are all done (DAPO and ReMax generate more than once per step).
+        `drop_weights`: this step ends with a weight sync, so the engine need not keep its weights meanwhile."""
         if self.generators is self.workers:
-            self.workers.call("release_rollout")  # colocated: vLLM sleeps, training gets the memory
+            self.workers.call("release_rollout", drop_weights)  # colocated: vLLM sleeps, training gets the memory
 
     def _sync_weights(self) -> None:
         if self.generators is self.workers:

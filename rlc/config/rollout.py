@@ -275,7 +275,9 @@ class Rollout(Section):
     over_sample_rate: float = instead(0, "verl 0.9.1 defines this key, but none of its code reads it: no request is "
                                          "aborted; rlc, likewise, waits for every request", ge=0, lt=1)
     """Fraction of extra requests whose slowest are aborted (in verl's config, unused by its code)."""
-    multi_stage_wake_up: bool = instead(False, "rlc wakes vLLM's weights and KV cache together")
+    multi_stage_wake_up: bool = instead(False, "verl's workers wake vLLM's weights before its KV cache whatever this "
+                                               "key says (none of its code reads it); rlc does the same: weights, "
+                                               "then the sync, then the KV cache")
     """Wake vLLM's weights before its KV cache to lower the memory peak."""
     calculate_log_probs: bool = instead(True, "rlc always records the rollout engine's log-probs, to compare them "
                                                "with the trainer's")

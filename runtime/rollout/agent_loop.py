@@ -80,8 +80,8 @@ class AsyncRollout:
     def load_weights(self, weights: Any) -> None:
         self.vllm.load_weights(weights)
 
-    def sleep(self) -> None:
-        self.vllm.sleep()
+    def sleep(self, drop_weights: bool = False) -> None:
+        self.vllm.sleep(drop_weights)
 
     def wake_up(self) -> None:
         self.vllm.wake_up()

@@ -42,7 +42,8 @@ class RolloutEngine(Protocol):
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the engine's weights in place with the trainer's (Hugging Face names)."""
 
-    def sleep(self) -> None:
-        """Free accelerator memory between rollouts (no-op where not applicable)."""
+    def sleep(self, drop_weights: bool = False) -> None:
+        """Free accelerator memory between rollouts (no-op where not applicable). `drop_weights`: the full weights
+        are loaded again before the next generation, so the engine need not keep them."""
 
     def wake_up(self) -> None: ...

@@ -130,7 +130,7 @@ class HFRollout:
                                      f"{tuple(tensor.shape)}")
                 state[name].copy_(tensor)
 
-    def sleep(self) -> None:
+    def sleep(self, drop_weights: bool = False) -> None:
         """Nothing to page out: the model is small enough to stay (the vLLM engine frees its KV cache here)."""
         if self.device == "cuda":
             torch.cuda.empty_cache()

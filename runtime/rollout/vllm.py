@@ -12,8 +12,14 @@ Design choices, each for a reason:
   `logits / temperature`, so `rollout/logprob_diff` compares like with like.
 - Weights are sent in buckets of about `bucket_mb`, cut between decoder layers, so that no second full copy of
   the model is built at once.
-- Colocated with training (verl's hybrid engine), the engine sleeps between rollouts: `sleep(level=1)` frees the
-  KV cache and offloads weights; `wake_up` brings them back before the next sync and generation.
+- Colocated with training (verl's hybrid engine), the engine sleeps between rollouts. When the trainer's full weights
+  will be loaded before the next generation (the usual step), it sleeps at level 2: the KV cache and the weights are
+  dropped, not copied to the host and back (about 2 bytes a parameter each way, for weights about to be overwritten);
+  the sync then wakes the weights alone, loads them, and only then maps the KV cache (vLLM's `wake_up(tags=...)`, as
+  verl orders it), so the trainer's gathered tensors never share the GPU with the KV cache. Where no sync follows
+  (validation, a step without an update) it sleeps at level 1, which keeps the weights on the host.
+- Samples are requested with `RequestOutputKind.FINAL_ONLY`, as `LLM.generate` does: rlc reads each sample once it
+  is done, and vLLM's default (`CUMULATIVE`) would build an output object per running sample at every step.
   `free_cache_engine: false` (verl's switch for the same) keeps it awake and built without sleep mode, as verl
   does: no sleep, no wake-up, the fastest handoff where the GPU holds vLLM's share and training at once.
 """
@@ -49,6 +55,7 @@ class VLLMRollout:
         self.skip = {"lm_head.weight"} if tied_embeddings else set()
         self.bucket_bytes = bucket_mb * 2**20
         self.sleeping = False
+        self.weights_dropped = False  # asleep at level 2: only a full load_weights brings the weights back
         self.sleep_enabled = sleeps(rollout, device)
         self.llm = LLM(
             model=model_path, revision=revision, tokenizer_revision=revision, trust_remote_code=trust_remote_code,
@@ -72,35 +79,57 @@ class VLLMRollout:
         return [to_generation(index, sample) for index, output in enumerate(outputs) for sample in output.outputs]
 
     def sampling(self, params: SamplingParams) -> Any:
-        """vLLM's sampling parameters for `params`; vLLM gives the k-th of `n` samples the seed `seed + k`."""
+        """vLLM's sampling parameters for `params`; vLLM gives the k-th of `n` samples the seed `seed + k`. Only
+        the finished sample is returned (the async server reads nothing else; `LLM.generate` sets the same)."""
         from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         return VSamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
             max_tokens=params.max_tokens, stop=list(params.stop) or None, stop_token_ids=self.eos_token_ids,
-            logprobs=0, seed=params.seed, detokenize=bool(params.stop),
+            logprobs=0, seed=params.seed, detokenize=bool(params.stop), output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """The trainer's weights, in place. Asleep, the engine wakes its weights alone first and maps its KV cache
+        after the load, once the trainer's gathered tensors are freed."""
+        if self.sleeping:
+            self._wake(["weights"])
+        self._load(weights)
+        self.weights_dropped = False
+        if self.sleeping:
+            self._wake(["kv_cache"])
+            self.sleeping = False
+        self.llm.reset_prefix_cache()
+
+    def _load(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Bucket by bucket (a function of its own: the last bucket's tensors are freed when it returns)."""
         wanted = ((name, tensor) for name, tensor in weights if name not in self.skip)
         for bucket in _buckets(wanted, self.bucket_bytes):
             self.llm.collective_rpc("rlc_load_weights", args=(bucket,))
-        self.llm.reset_prefix_cache()
 
-    def sleep(self) -> None:
+    def sleep(self, drop_weights: bool = False) -> None:
+        """Free the GPU for training. `drop_weights`: the caller loads the full weights before generating again, so
+        they are dropped (level 2) rather than kept on the host (level 1)."""
         if self.sleep_enabled and not self.sleeping:
-            self.llm.sleep(level=1)
-            self.sleeping = True
+            self.llm.sleep(level=2 if drop_weights else 1)
+            self.sleeping, self.weights_dropped = True, drop_weights
 
     def wake_up(self) -> None:
-        if self.sleeping:
-            import torch
+        if not self.sleeping:
+            return
+        if self.weights_dropped:
+            raise RuntimeError("the vLLM engine dropped its weights when it went to sleep (level 2): load the "
+                               "trainer's weights (load_weights) before generating")
+        self._wake(None)
+        self.sleeping = False
 
-            # The trainer's allocator still caches its update's peak; vLLM's pool would be claimed on top of it
-            # (measured at 1.5B: 134 of 139 GiB instead of 78). Hand the cache back first.
-            torch.cuda.empty_cache()
-            self.llm.wake_up()
-            self.sleeping = False
+    def _wake(self, tags: list[str] | None) -> None:
+        """Wake what `tags` names (vLLM's "weights" and "kv_cache"; None: both)."""
+        # The trainer's allocator still caches its update's peak (and, before the KV cache, the gathered weights);
+        # vLLM's pool would be claimed on top of it (measured at 1.5B: 134 of 139 GiB instead of 78). Hand it back.
+        torch.cuda.empty_cache()
+        self.llm.wake_up(tags=tags)
 
 
 def sleeps(rollout: Any, device: str) -> bool:

@@ -30,7 +30,7 @@ from rlc_runtime.engines.update import (
 from rlc_runtime.rollout.base import Generation
 from rlc_runtime.weight_transfer import BroadcastChannel, Bucket, IpcChannel, WeightSpec, specs_of
 from rlc_runtime.workers.group import RankWorker
-from rlc_runtime.workers.rollout import GenerationRequest, generate, make_rollout
+from rlc_runtime.workers.rollout import GenerationRequest, make_rollout, timed_generate
 
 
 class TrainWorker(RankWorker):
@@ -66,16 +66,18 @@ class TrainWorker(RankWorker):
             self.rollout = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
     # rollout ---------------------------------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest) -> list[Generation]:
-        return generate(self.rollout, request)
+    def generate(self, request: GenerationRequest) -> tuple[list[Generation], float]:
+        """The samples, and the seconds the engine took (`timing_s/gen_engine`)."""
+        return timed_generate(self.rollout, request)
 
     def sync_weights(self) -> None:
-        """The policy's current weights into the rollout engine (a collective: every rank gathers)."""
-        self.rollout.wake_up()
+        """The policy's current weights into the rollout engine (a collective: every rank gathers); a sleeping engine
+        wakes as it loads them."""
         self.rollout.load_weights(self.actor.named_weights())
 
-    def release_rollout(self) -> None:
-        self.rollout.sleep()
+    def release_rollout(self, drop_weights: bool = False) -> None:
+        """`drop_weights`: a sync of the full weights comes before the next generation (see VLLMRollout.sleep)."""
+        self.rollout.sleep(drop_weights)
 
     def weight_layout(self) -> list[WeightSpec]:
         """Name, shape and dtype of each weight the rollout ranks of their own will receive (a collective)."""

@@ -13,6 +13,7 @@ extra_info: they travel in the request beside the prompts.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -40,8 +41,8 @@ class RolloutWorker(RankWorker):
 
         self.engine = make_rollout(self.cfg, self.device, load_tokenizer(self.cfg.actor_rollout_ref.model))
 
-    def generate(self, request: GenerationRequest) -> list[Generation]:
-        return generate(self.engine, request)
+    def generate(self, request: GenerationRequest) -> tuple[list[Generation], float]:
+        return timed_generate(self.engine, request)
 
     def join_weight_channel(self, address: tuple[str, int], size: int, timeout_s: int, buckets: list[Bucket],
                             handles: list[Any] | None = None) -> None:
@@ -71,6 +72,13 @@ def generate(engine: RolloutEngine, request: GenerationRequest) -> list[Generati
     if isinstance(engine, AsyncRollout):
         return engine.generate(prompts, params, extras)
     return engine.generate(prompts, params)
+
+
+def timed_generate(engine: RolloutEngine, request: GenerationRequest) -> tuple[list[Generation], float]:
+    """`generate`, and the seconds it took on this rank."""
+    start = time.perf_counter()
+    generations = generate(engine, request)
+    return generations, time.perf_counter() - start
 
 
 def engine_requests(prompts: list[list[int]], params: SamplingParams, groups: list[list[int]],

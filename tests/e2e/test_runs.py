@@ -51,6 +51,7 @@ def test_grpo_one_rank(tmp_path: Path) -> None:
         assert row["rollout/logprob_diff"] < 1e-3  # HF rollout and trainer agree: the weight sync works
         assert 0 <= row["critic/score/mean"] <= 1
         assert 0 <= row["timing_s/rollout_sleep"] <= row["timing_s/gen"]  # the handoff, timed within gen
+        assert 0 < row["timing_s/gen_engine"] < row["timing_s/gen"]  # the engine's share, timed on its rank
     assert "val-core/arith/reward/mean@1" in rows[0] and "val-core/arith/reward/mean@1" in rows[2]
     assert "timing_s/testing" in rows[4] and "timing_s/testing" not in rows[3]
     checkpoints = complete_checkpoints(tmp_path / "checkpoints")

@@ -90,6 +90,27 @@ def test_async_single_turn_equals_sync_token_for_token(engine: VLLMRollout, toke
     assert [g.token_ids for g in other] != [g.token_ids for g in sync]  # the seed matters
 
 
+def test_async_samples_come_back_once_each_when_finished(engine: VLLMRollout, tokenizer: Any) -> None:
+    """vLLM hands the async server one output per sample, when it is done (as `LLM.generate` asks), not one per
+    running sample at every step: those would cost the GPU host about a second per 100k generated tokens."""
+    llm_engine = engine.llm.llm_engine
+    seen: list[Any] = []
+    step = llm_engine.step
+
+    def counted() -> list[Any]:  # the real step; only its outputs are counted
+        outputs = step()
+        seen.extend(outputs)
+        return outputs
+
+    llm_engine.step = counted
+    try:
+        samples = AsyncRollout(engine).generate(prompts(tokenizer), SamplingParams(n=4, max_tokens=40, seed=11))
+    finally:
+        del llm_engine.step
+    assert sum(len(g.token_ids) for g in samples) > 2 * len(samples)  # samples ran over several steps
+    assert len(seen) == len(samples) == 16 and all(output.finished for output in seen)
+
+
 def test_tool_turns_are_in_the_response_and_out_of_the_mask(engine: VLLMRollout, tokenizer: Any) -> None:
     tools = build_tools(read_tools(str(ROOT / "examples/tools/calculator.yaml")))
     samples = tool_rollout(engine, tokenizer, tools).generate(

