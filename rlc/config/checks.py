@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
-from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
+from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES, PRECISION_AWARE_WITHOUT_TE
 from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
@@ -272,18 +272,18 @@ def _megatron_optimizer_overrides(overrides: dict[str, Any], where: tuple[str, .
     if unknown:
         yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron", where,
                          hint=f"supported: {', '.join(MEGATRON_OPTIMIZER_OVERRIDES)}")
-    if overrides.get("use_precision_aware_optimizer") and not overrides.get("optimizer_cpu_offload"):
+    if not overrides.get("use_precision_aware_optimizer"):
+        return
+    where = (*where, "use_precision_aware_optimizer")
+    if not _installed("transformer_engine"):
+        yield Diagnostic(PRECISION_AWARE_WITHOUT_TE, where, severity="warning",
+                         hint="install transformer-engine on the machines that train to run it as verl does, or "
+                              "remove the key")
+    elif not overrides.get("optimizer_cpu_offload"):
         yield Diagnostic("use_precision_aware_optimizer is implemented in rlc only with optimizer_cpu_offload "
-                         "(megatron's HybridDeviceOptimizer); without it megatron-core needs Transformer Engine's "
-                         "FusedAdam, which rlc's Megatron engine does not support",
-                         (*where, "use_precision_aware_optimizer"),
-                         hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
-    elif overrides.get("use_precision_aware_optimizer") and not _installed("transformer_engine"):
-        yield Diagnostic("use_precision_aware_optimizer needs Transformer Engine, which is not installed "
-                         "(megatron-core reads its version when it sets the optimizer up)",
-                         (*where, "use_precision_aware_optimizer"), severity=_missing_engine_severity(),
-                         hint="install transformer-engine on the machines that train, or remove the key: "
-                              "optimizer_cpu_offload runs without it")
+                         "(megatron's HybridDeviceOptimizer); without it megatron-core runs Transformer Engine's "
+                         "FusedAdam on decoupled gradients, which rlc's Megatron engine does not support",
+                         where, hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
 
 
 def _missing_engine_severity() -> Literal["error", "warning"]:

@@ -27,7 +27,15 @@ MEGATRON_OPTIMIZER_OVERRIDES = {"eps": "adam_eps", "optimizer_cpu_offload": "opt
 """`optim.override_optimizer_config` keys the Megatron engine passes to megatron-core's `OptimizerConfig`, and the
 field each sets: torch AdamW's `eps` is megatron's `adam_eps`; the others are megatron's own names, as verl passes
 them (`optimizer_cpu_offload` runs the step on the CPU with megatron's HybridDeviceOptimizer;
-`use_precision_aware_optimizer` only beside it, and only with Transformer Engine installed: checks.py says so)."""
+`use_precision_aware_optimizer` only where Transformer Engine is importable, and there only beside it; elsewhere
+the engine leaves it out with PRECISION_AWARE_WITHOUT_TE's warning)."""
+
+PRECISION_AWARE_WITHOUT_TE = (
+    "use_precision_aware_optimizer needs Transformer Engine (megatron-core reads its version), which is not "
+    "installed here: where it is missing, rlc runs megatron's standard optimizer instead, with fp32 master weights and fp32 Adam moments "
+    "(the same update up to rounding, more optimizer memory; the memory plan counts it)")
+"""What rlc does with `override_optimizer_config.use_precision_aware_optimizer` where Transformer Engine is missing:
+the compiler warns with it and the Megatron engine leaves the flag out of megatron's `OptimizerConfig`."""
 
 MEGATRON_PER_ROLE = ("use_dist_checkpointing", "dist_checkpointing_path", "dist_checkpointing_prefix", "param_offload",
                      "grad_offload", "optimizer_offload")
@@ -90,7 +98,7 @@ class Optim(Section):
     lr_wsd_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
     """Megatron: length of the WSD schedule's decay phase."""
     use_precision_aware_optimizer: bool = refused(
-        False, "rlc reads it where verl does, from override_optimizer_config (with optimizer_cpu_offload beside it)")
+        False, "rlc reads it where verl does, from override_optimizer_config")
     """Megatron: keep gradients and Adam moments in lower precision (bf16 training)."""
     main_grads_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
     """Megatron: dtype of the gradient-accumulation buffer with the precision-aware optimizer."""

@@ -353,10 +353,9 @@ def test_ulysses_is_fsdp_only_and_divides_gpus_and_heads(tmp_path: Path) -> None
 
 
 def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -> None:
-    """verl's scripts set megatron-core's HybridDeviceOptimizer fields. The precision-aware optimizer runs in rlc
-    only beside optimizer_cpu_offload (else megatron needs Transformer Engine's FusedAdam), and only where
-    Transformer Engine is installed (megatron-core 0.16 reads its version): not on this machine, which has torch, so
-    that is an error here."""
+    """verl's scripts set megatron-core's HybridDeviceOptimizer fields. The precision-aware optimizer needs
+    Transformer Engine (megatron-core reads its version), which this machine lacks: validate warns that rlc runs
+    megatron's standard optimizer instead (fp32 master weights and moments), with or without optimizer_cpu_offload."""
     overrides = "{optimizer_cpu_offload: true, optimizer_offload_fraction: 1.0, overlap_cpu_optimizer_d2h_h2d: true}"
     text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    optim:\n"
                         f"      override_optimizer_config: {overrides}") + "backend: megatron\n"
@@ -364,13 +363,14 @@ def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -
     assert code == 0, out
     where = "actor_rollout_ref.actor.optim.override_optimizer_config.use_precision_aware_optimizer"
     text = text.replace("d2h_h2d: true}", "d2h_h2d: true, use_precision_aware_optimizer: true}")
-    code, out = run("validate", "--format", "json", write(tmp_path, text))
     assert importlib.util.find_spec("transformer_engine") is None
-    assert code == 1 and "needs Transformer Engine, which is not installed" in \
-        {p["path"]: p["message"] for p in json.loads(out)}[where]
-    text = text.replace("optimizer_cpu_offload: true", "optimizer_cpu_offload: false")
-    code, out = run("validate", "--format", "json", write(tmp_path, text))
-    assert code == 1 and "only with optimizer_cpu_offload" in {p["path"]: p["message"] for p in json.loads(out)}[where]
+    for cpu_offload in ("true", "false"):  # without Transformer Engine rlc runs the standard optimizer either way
+        text = text.replace("optimizer_cpu_offload: true", f"optimizer_cpu_offload: {cpu_offload}")
+        code, out = run("validate", "--format", "json", write(tmp_path, text))
+        found = {p["path"]: p for p in json.loads(out)}
+        assert code == 0 and found[where]["severity"] == "warning", out
+        assert "rlc runs megatron's standard optimizer instead, with fp32 master weights and fp32 Adam moments" in \
+            found[where]["message"]
 
 
 def test_megatron_offload_and_dist_checkpoint_keys_are_each_roles_own(tmp_path: Path) -> None:
