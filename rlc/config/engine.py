@@ -32,8 +32,8 @@ the engine leaves it out with PRECISION_AWARE_WITHOUT_TE's warning)."""
 
 PRECISION_AWARE_WITHOUT_TE = (
     "use_precision_aware_optimizer needs Transformer Engine (megatron-core reads its version), which is not "
-    "installed here: where it is missing, rlc runs megatron's standard optimizer instead, with fp32 master weights and fp32 Adam moments "
-    "(the same update up to rounding, more optimizer memory; the memory plan counts it)")
+    "installed here: where it is missing, rlc runs megatron's standard optimizer instead, with fp32 master weights "
+    "and fp32 Adam moments (the same update up to rounding, more optimizer memory; the memory plan counts it)")
 """What rlc does with `override_optimizer_config.use_precision_aware_optimizer` where Transformer Engine is missing:
 the compiler warns with it and the Megatron engine leaves the flag out of megatron's `OptimizerConfig`."""
 

@@ -23,7 +23,7 @@ BASE = {"optimizer": "adam", "lr": 1e-6, "bf16": True, "use_distributed_optimize
 
 @pytest.mark.skipif(importlib.util.find_spec("transformer_engine") is not None, reason="Transformer Engine present")
 def test_without_transformer_engine_the_optimizer_is_built_without_the_precision_aware_flag() -> None:
-    with pytest.raises(TypeError):  # why the flag cannot pass: megatron-core compares Transformer Engine's version (None)
+    with pytest.raises(TypeError):  # why the flag cannot pass: megatron-core compares TE's version (None here)
         OptimizerConfig(**BASE, use_precision_aware_optimizer=True, optimizer_cpu_offload=True)
     with pytest.warns(UserWarning) as caught:
         fields = _optimizer_overrides(VERL)
