@@ -373,6 +373,16 @@ def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -
             found[where]["message"]
 
 
+def test_prefix_grouper_is_accepted_with_what_rlc_computes_instead(tmp_path: Path) -> None:
+    """verl's PrefixGrouper runs a group's prompt once; rlc runs each full sequence: the same log-probs, so a
+    warning, not an error."""
+    text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    use_prefix_grouper: true")
+    code, out = run("validate", "--format", "json", write(tmp_path, text))
+    found = {p["path"]: p for p in json.loads(out)}["actor_rollout_ref.actor.use_prefix_grouper"]
+    assert code == 0 and found["severity"] == "warning"
+    assert "rlc computes each sample's full sequence" in found["message"]
+
+
 def test_megatron_offload_and_dist_checkpoint_keys_are_each_roles_own(tmp_path: Path) -> None:
     """ref.megatron mirrors the actor's layout, but its offload and initial-weight keys are its own: setting them
     earns no "uses the actor's layout" warning; use_dist_checkpointing without a path is an error."""
