@@ -19,7 +19,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rlc.shell import DECLARATIONS, SCRIPT_ARGUMENTS, ArrayWord, Command, Lexer, Scope, ShellError
+from rlc.shell import (
+    DECLARATIONS,
+    SCRIPT_ARGUMENTS,
+    ArrayWord,
+    Command,
+    Lexer,
+    Scope,
+    ShellError,
+    scan_assignments,
+)
 from rlc.shell_builtins import decide, literal
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
@@ -81,7 +90,7 @@ def split_command_line(text: str, script: str | None = None, cwd: str | None = N
 
     `script`: the script's path as bash would see it in `$0`; `cwd`: the folder `$(pwd)` means (default: here).
     """
-    scope = Scope(script=script, **({"cwd": cwd} if cwd else {}))
+    scope = Scope(script=script, assigned_on=scan_assignments(text), **({"cwd": cwd} if cwd else {}))
     state = _Walk(scope, text)
     _check_nesting(text)
     try:

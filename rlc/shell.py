@@ -74,6 +74,7 @@ class Scope:
     script: str | None = None  # `$0` as bash would see it
     cwd: str = field(default_factory=os.getcwd)
     functions: dict[str, str | None] = field(default_factory=dict)  # the script's, with their bodies' text
+    assigned_on: dict[str, list[int]] = field(default_factory=dict)  # name -> lines that assign it, in order
 
     def assign(self, name: str, value: str | list[str], taint: str | None) -> None:
         self.variables[name] = value
@@ -644,6 +645,9 @@ def arithmetic(lexer: Lexer, expression: str, line: int) -> tuple[str, str | Non
         value, why = value_of(lexer, name, None)
         if why:
             return "", why
+        later = [at for at in lexer.scope.assigned_on.get(name, []) if at > line]
+        if value is None and later:
+            return "", _assigned_later(needed, name, later[0], text, values)
         if value is None or (isinstance(value, str) and has_environment(value)):
             return "", (f"{needed} `{name}` from the environment at run time; rlc cannot compute it when "
                         "converting: write the number, or set the variable in the script")
@@ -655,6 +659,32 @@ def arithmetic(lexer: Lexer, expression: str, line: int) -> tuple[str, str | Non
         return str(integer_expression(literal(text), values)), None
     except ValueError as err:
         return "", f"{needed} arithmetic rlc does not evaluate ({err})"
+
+
+def _assigned_later(needed: str, name: str, assigned: int, text: str, values: dict[str, int]) -> str:
+    """A variable read in `$((…))` before the script assigns it: bash reads it as 0 (or the environment's value),
+    so say what bash computes here rather than that the value is the environment's."""
+    unset = {other: 0 for other in re.findall(r"[A-Za-z_]\w*", text)} | values
+    try:
+        result = f"computes {integer_expression(literal(text), unset)} with it as 0"
+    except ValueError as err:
+        result = "divides by zero" if "division by 0" in str(err) else "fails"
+    return (f"{needed} `{name}` before the script assigns it (at line {assigned}): bash reads it as 0 here, unless "
+            f"the environment sets it, and {result}; move the assignment above this line, or write the number")
+
+
+def scan_assignments(text: str) -> dict[str, list[int]]:
+    """Lines on which each variable is assigned (`NAME=…`, `export NAME=…`), found by their shape alone."""
+    found: dict[str, list[int]] = {}
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        match = _ASSIGNMENT_LINE.match(line)
+        if match:
+            found.setdefault(match.group(1), []).append(number)
+    return found
+
+
+_ASSIGNMENT_LINE = re.compile(r"[ \t]*(?:(?:export|declare|typeset|readonly|local)[ \t]+(?:-\w+[ \t]+)*)?"
+                              r"([A-Za-z_]\w*)\+?=")
 
 
 def command_output(scope: Scope, inner: str, line: int, calling: tuple[str, ...] = ()) -> tuple[str, str | None]:

@@ -387,6 +387,24 @@ def test_what_only_run_time_knows_is_refused_naming_the_line(script: str, messag
         split_command_line(script)
 
 
+def test_arithmetic_on_a_variable_assigned_later_says_what_bash_does_there() -> None:
+    """verl's gspo_trainer/run_qwen3_32b_gspo_npu.sh divides by `sp_size` six lines before setting it: bash (the
+    reference, run here) stops with a division by zero; rlc says that, not that the value is the environment's."""
+    script = ("total=$(((512 + 1024) / sp_size))\nscaled=$((4 * later))\nsp_size=4\nlater=2\n"
+              "python3 -m verl.trainer.main_ppo a.b=$total")
+    env = {"PATH": os.environ["PATH"]}  # neither variable in bash's environment
+    ran = subprocess.run(["bash", "-c", script.replace("python3 -m", "echo")], capture_output=True, text=True, env=env)
+    assert "division by 0" in ran.stderr
+    with pytest.raises(CmdlineError, match=r"^line 1: `\$\(\(\(512 \+ 1024\) / sp_size\)\)` needs `sp_size` before the "
+                                           r"script assigns it \(at line 3\): bash reads it as 0 here, unless the "
+                                           r"environment sets it, and divides by zero"):
+        split_command_line(script)
+    later = script.replace("a.b=$total", "a.b=$scaled")
+    with pytest.raises(CmdlineError, match=r"^line 2: .* `later` before the script assigns it \(at line 4\): .* and "
+                                           r"computes 0 with it as 0"):
+        split_command_line(later)
+
+
 def test_a_verl_command_in_a_branch_that_does_not_run_is_noted() -> None:
     script = ("MODE=fsdp\nif [ $MODE = megatron ]; then\n  python3 -m verl.trainer.main_ppo a.b=1\nelse\n"
               "  python3 -m verl.trainer.main_ppo a.b=2\nfi\n")
