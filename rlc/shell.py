@@ -596,8 +596,9 @@ def _default(lexer: Lexer, name: str, value: str | None, taint: str | None, op: 
         return lexer.add_fields(default, quoted, default_taint)
     if value is None and not taint:
         if "}" in _without_references(default):
-            lexer.fail(f"the default `{literal(default)}` of `${name}` holds a `}}`, which rlc cannot put in a "
-                       "reference; write the value")
+            lexer.fail(f"the default `{literal(default)}` of `${name}` holds a `}}` that closes no reference, which "
+                       "rlc cannot put in a reference (nor can verl: Hydra refuses an unquoted `}` in an argument, "
+                       "`key=a}b`); write the value, or remove the `}`")
         return lexer.add("${" + name + ":-" + default + "}", default_taint)
     if value is None or (op.startswith(":") and value == ""):
         if op.endswith("="):

@@ -405,6 +405,20 @@ def test_arithmetic_on_a_variable_assigned_later_says_what_bash_does_there() -> 
         split_command_line(later)
 
 
+def test_a_default_with_a_brace_of_its_own_is_refused_as_verl_would_refuse_it() -> None:
+    """verl's grpo_trainer/run_qwen3_4b_grpo_vllm_1k_npu.sh sets a name ending in a stray `}` and puts it in
+    `${CKPTS_DIR:-…}`'s default; Hydra (the reference) refuses the value bash passes, so rlc refuses it too."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    with pytest.raises(HydraException):
+        OverridesParser.create().parse_override("trainer.default_local_dir=/data/ckpts/x}")
+    script = 'name="x}"\nDIR=${DIR:-"${HOME}/ckpts/${name}"}\npython3 -m verl.trainer.main_ppo a.b=$DIR'
+    with pytest.raises(CmdlineError, match=r"^line 2: the default `\$\{HOME\}/ckpts/x\}` of `\$DIR` holds a `\}` that "
+                                           r"closes no reference.*Hydra refuses an unquoted `\}`"):
+        split_command_line(script)
+
+
 def test_a_verl_command_in_a_branch_that_does_not_run_is_noted() -> None:
     script = ("MODE=fsdp\nif [ $MODE = megatron ]; then\n  python3 -m verl.trainer.main_ppo a.b=1\nelse\n"
               "  python3 -m verl.trainer.main_ppo a.b=2\nfi\n")
