@@ -577,7 +577,8 @@ def expand_braced(lexer: Lexer, inner: str, quoted: bool) -> None:
         return lexer.parameter(name, index, quoted)
     if value is None or has_environment(value):
         lexer.add("", taint or f"{where}: `${{{inner}}}` transforms `{name}`, which comes from the environment "
-                               "at run time; rlc cannot compute it when converting")
+                               "at run time; rlc cannot compute it when converting (a reference gives a variable's "
+                               f"value or a default, nothing else): set `{name}` in the script, or write the value")
         return
     try:
         result = _operate(lexer, literal(value), op.group(0), word)
