@@ -48,9 +48,10 @@ class ShellError(ValueError):
 
 
 class ArrayWord(str):
-    """`NAME=(…)` / `NAME+=(…)`: the assignment's text, with the array's elements beside it."""
+    """`NAME=(…)` / `NAME+=(…)`: the assignment's text, with the array's elements (and each one's taint) beside it."""
 
     items: list[str]
+    taints: list[str | None]
 
 
 @dataclass
@@ -75,13 +76,20 @@ class Scope:
     cwd: str = field(default_factory=os.getcwd)
     functions: dict[str, str | None] = field(default_factory=dict)  # the script's, with their bodies' text
     assigned_on: dict[str, list[int]] = field(default_factory=dict)  # name -> lines that assign it, in order
+    element_taints: dict[str, list[str | None]] = field(default_factory=dict)  # an array's, one per element
 
-    def assign(self, name: str, value: str | list[str], taint: str | None) -> None:
+    def assign(self, name: str, value: str | list[str], taint: str | None,
+               elements: list[str | None] | None = None) -> None:
+        """`elements`: an array's taints, one per element, so that a message names the element verl receives."""
         self.variables[name] = value
         if taint:
             self.unknowable[name] = taint
         else:
             self.unknowable.pop(name, None)
+        if isinstance(value, list) and elements is not None and len(elements) == len(value):
+            self.element_taints[name] = elements
+        else:
+            self.element_taints.pop(name, None)
 
 
 class Lexer:
@@ -97,6 +105,7 @@ class Lexer:
         self.taint: str | None = None
         self.started = False  # a word is open (even an empty one: `""`)
         self.array: list[str] | None = None  # elements of `NAME=(…)` in the open word
+        self.array_taints: list[str | None] = []  # and their taints
         self.heredocs: list[tuple[str, bool]] = []  # (delimiter, strip tabs) opened on the current line
 
     @property
@@ -133,7 +142,7 @@ class Lexer:
             text = "".join(self.word)
             if self.array is not None:
                 text = ArrayWord(text)
-                text.items = self.array
+                text.items, text.taints = self.array, self.array_taints
             self.words.append(text)
             self.taints.append(self.taint)
         self.word, self.started, self.taint, self.array = [], False, None, None
@@ -271,10 +280,10 @@ class Lexer:
                 continue
             self.step()
         self.end_word()
-        items, item_taint = self.words, next((t for t in self.taints if t), None)
+        items, item_taints = self.words, [saved_taint or t for t in self.taints]
         self.words, self.taints, self.pos = words, taints, self.pos + 1
-        self.word, self.started, self.taint = saved, True, saved_taint or item_taint
-        self.array = items
+        self.word, self.started, self.taint = saved, True, next((t for t in item_taints if t), saved_taint)
+        self.array, self.array_taints = items, item_taints
 
     def dollar(self, quoted: bool) -> None:
         two = self.peek(3)
@@ -343,13 +352,13 @@ class Lexer:
         elif isinstance(value, list) and (self.word_mode or (index == "*" and quoted)):
             self.add(" ".join(value), taint)
         elif isinstance(value, list):
-            self.add_list(value, quoted, taint)
+            self.add_list(value, quoted, self.scope.element_taints.get(name) or [taint] * len(value))
         else:
             self.add_fields(value, quoted, taint)
 
-    def add_list(self, items: list[str], quoted: bool, taint: str | None) -> None:
-        """`"${A[@]}"`: each element its own word; unquoted, each one split further."""
-        for position, item in enumerate(items):
+    def add_list(self, items: list[str], quoted: bool, taints: list[str | None]) -> None:
+        """`"${A[@]}"`: each element its own word (with its own taint); unquoted, each one split further."""
+        for position, (item, taint) in enumerate(zip(items, taints, strict=True)):
             if position:
                 self.end_word()
             self.add_fields(item, quoted, taint)

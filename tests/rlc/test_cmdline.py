@@ -419,6 +419,17 @@ def test_a_default_with_a_brace_of_its_own_is_refused_as_verl_would_refuse_it() 
         split_command_line(script)
 
 
+@pytest.mark.parametrize("script", [
+    'A=(a.x=1 a.y=$(nvidia-smi -L | wc -l) a.z=2)\npython3 -m verl.trainer.main_ppo "${A[@]}"',
+    'A=(a.x=1)\nA+=(a.y=$(nvidia-smi -L | wc -l) a.z=2)\npython3 -m verl.trainer.main_ppo "${A[@]}"',
+])
+def test_an_unknowable_array_element_is_named_not_the_arrays_first(script: str) -> None:
+    """verl's npu scripts pass their settings as arrays (`"${ACTOR_CONFIG[@]}"`): the message names the element
+    that cannot be known, as verl receives it, not the array's first element."""
+    with pytest.raises(CmdlineError, match=r"\(it reaches the verl argument `a\.y=` on line \d\)$"):
+        split_command_line(script)
+
+
 def test_a_verl_command_in_a_branch_that_does_not_run_is_noted() -> None:
     script = ("MODE=fsdp\nif [ $MODE = megatron ]; then\n  python3 -m verl.trainer.main_ppo a.b=1\nelse\n"
               "  python3 -m verl.trainer.main_ppo a.b=2\nfi\n")
