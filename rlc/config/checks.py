@@ -21,7 +21,12 @@ from pydantic import BaseModel
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
-from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES, PRECISION_AWARE_WITHOUT_TE
+from rlc.config.engine import (
+    DTYPE_NAMES,
+    MEGATRON_OPTIMIZER_OVERRIDES,
+    PRECISION_AWARE_DTYPES,
+    PRECISION_AWARE_WITHOUT_TE,
+)
 from rlc.config.reward import REWARD_MODEL_HEADS
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
@@ -272,6 +277,7 @@ def _megatron_optimizer_overrides(overrides: dict[str, Any], where: tuple[str, .
     if unknown:
         yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron", where,
                          hint=f"supported: {', '.join(MEGATRON_OPTIMIZER_OVERRIDES)}")
+    yield from _precision_aware_dtypes(overrides, where)
     if not overrides.get("use_precision_aware_optimizer"):
         return
     where = (*where, "use_precision_aware_optimizer")
@@ -284,6 +290,26 @@ def _megatron_optimizer_overrides(overrides: dict[str, Any], where: tuple[str, .
                          "(megatron's HybridDeviceOptimizer); without it megatron-core runs Transformer Engine's "
                          "FusedAdam on decoupled gradients, which rlc's Megatron engine does not support",
                          where, hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
+
+
+def _precision_aware_dtypes(overrides: dict[str, Any], where: tuple[str, ...]) -> Iterator[Diagnostic]:
+    """Each dtype must be one rlc can name; below fp32 only with the precision-aware optimizer (megatron asserts
+    it), which without Transformer Engine rlc does not run: there the dtype stays fp32."""
+    aware = bool(overrides.get("use_precision_aware_optimizer"))
+    for key in PRECISION_AWARE_DTYPES:
+        value = overrides.get(key)
+        if value is None or DTYPE_NAMES.get(str(value)) == "float32":
+            continue
+        if str(value) not in DTYPE_NAMES:
+            yield Diagnostic(f"{key} {value!r} is not a dtype rlc knows", (*where, key),
+                             hint="one of " + ", ".join(DTYPE_NAMES))
+        elif not aware:
+            yield Diagnostic(f"{key} {value} needs use_precision_aware_optimizer: true beside it (megatron-core "
+                             "keeps it fp32 otherwise, and asserts so)", (*where, key))
+        elif not _installed("transformer_engine"):
+            yield Diagnostic(f"{key} {value} is the precision-aware optimizer's, which needs Transformer Engine "
+                             "(not installed here): where it is missing, rlc keeps it fp32", (*where, key),
+                             severity="warning")
 
 
 def _missing_engine_severity() -> Literal["error", "warning"]:

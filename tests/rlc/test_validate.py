@@ -356,7 +356,8 @@ def test_ulysses_is_fsdp_only_and_divides_gpus_and_heads(tmp_path: Path) -> None
 def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -> None:
     """verl's scripts set megatron-core's HybridDeviceOptimizer fields. The precision-aware optimizer needs
     Transformer Engine (megatron-core reads its version), which this machine lacks: validate warns that rlc runs
-    megatron's standard optimizer instead (fp32 master weights and moments), with or without optimizer_cpu_offload."""
+    megatron's standard optimizer instead (fp32 master weights and moments), with or without optimizer_cpu_offload.
+    Its dtypes (exp_avg_dtype, ...) warn that they stay fp32; below fp32 without the flag, megatron would assert."""
     overrides = "{optimizer_cpu_offload: true, optimizer_offload_fraction: 1.0, overlap_cpu_optimizer_d2h_h2d: true}"
     text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    optim:\n"
                         f"      override_optimizer_config: {overrides}") + "backend: megatron\n"
@@ -372,6 +373,16 @@ def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -
         assert code == 0 and found[where]["severity"] == "warning", out
         assert "rlc runs megatron's standard optimizer instead, with fp32 master weights and fp32 Adam moments" in \
             found[where]["message"]
+    dtype = "actor_rollout_ref.actor.optim.override_optimizer_config.exp_avg_dtype"
+    for aware, value, message in ((True, "bf16", "rlc keeps it fp32"),
+                                  (False, "bf16", "needs use_precision_aware_optimizer: true beside it"),
+                                  (True, "int3", "'int3' is not a dtype rlc knows")):
+        changed = text.replace("use_precision_aware_optimizer: true}",
+                               f"use_precision_aware_optimizer: {str(aware).lower()}, exp_avg_dtype: {value}}}")
+        code, out = run("validate", "--format", "json", write(tmp_path, changed))
+        found = {p["path"]: p for p in json.loads(out)}
+        assert message in found[dtype]["message"]
+        assert (code, found[dtype]["severity"]) == ((0, "warning") if message.startswith("rlc") else (1, "error"))
 
 
 def test_prefix_grouper_is_accepted_with_what_rlc_computes_instead(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import importlib.util
 import warnings
 
 import pytest
+import torch
 from megatron.core.optimizer import OptimizerConfig
 
 from rlc.config.engine import PRECISION_AWARE_WITHOUT_TE
@@ -35,8 +36,20 @@ def test_without_transformer_engine_the_optimizer_is_built_without_the_precision
     assert not config.use_precision_aware_optimizer_no_fp8_or_ds_fp8  # the distributed optimizer keeps fp32 masters
 
 
-def test_other_keys_pass_through_without_a_warning() -> None:
+@pytest.mark.skipif(importlib.util.find_spec("transformer_engine") is not None, reason="Transformer Engine present")
+def test_without_transformer_engine_the_precision_aware_dtypes_stay_fp32() -> None:
+    """A bf16 moment belongs to the precision-aware optimizer; left in without it, megatron-core asserts."""
+    with pytest.raises(AssertionError, match="exp_avg_dtype can only be fp32"):
+        OptimizerConfig(**BASE, exp_avg_dtype=torch.bfloat16)
+    with pytest.warns(UserWarning):
+        fields = _optimizer_overrides(VERL | {"exp_avg_dtype": "bf16", "main_grads_dtype": "bf16"})
+    assert "exp_avg_dtype" not in fields and "main_grads_dtype" not in fields
+    config = OptimizerConfig(**BASE, **fields)
+    assert config.exp_avg_dtype == config.main_grads_dtype == torch.float32
+
+
+def test_other_keys_pass_through_without_a_warning_and_dtypes_as_torch_dtypes() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _optimizer_overrides({"eps": 1.0, "optimizer_cpu_offload": False}) == \
-            {"adam_eps": 1.0, "optimizer_cpu_offload": False}
+        assert _optimizer_overrides({"eps": 1.0, "optimizer_cpu_offload": False, "exp_avg_sq_dtype": "fp32"}) == \
+            {"adam_eps": 1.0, "optimizer_cpu_offload": False, "exp_avg_sq_dtype": torch.float32}
