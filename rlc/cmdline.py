@@ -19,7 +19,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rlc.shell import DECLARATIONS, SCRIPT_ARGUMENTS, ArrayWord, Command, Lexer, Scope, ShellError
+from rlc.shell import (
+    DECLARATIONS,
+    SCRIPT_ARGUMENTS,
+    ArrayWord,
+    Command,
+    Lexer,
+    Scope,
+    ShellError,
+    scan_assignments,
+)
 from rlc.shell_builtins import decide, literal
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
@@ -81,7 +90,7 @@ def split_command_line(text: str, script: str | None = None, cwd: str | None = N
 
     `script`: the script's path as bash would see it in `$0`; `cwd`: the folder `$(pwd)` means (default: here).
     """
-    scope = Scope(script=script, **({"cwd": cwd} if cwd else {}))
+    scope = Scope(script=script, assigned_on=scan_assignments(text), **({"cwd": cwd} if cwd else {}))
     state = _Walk(scope, text)
     _check_nesting(text)
     try:
@@ -198,13 +207,16 @@ class _Walk:
             exported = words[0] == "export" or any(re.fullmatch(r"-\w*x\w*", w) for w in words[1:])
             words, taints = words[1:], taints[1:]
         for name, (value, taint, append) in _assignments(words, taints).items():
+            elements = _element_taints(words, name)
             if append:
+                elements = _appended_taints(self.scope, name, value, elements)
                 value = _appended(self.scope.variables.get(name), value)
                 taint = taint or self.scope.unknowable.get(name)
             if runs is None:
                 taint = (f"line {command.line}: `{name}` is set inside {self.unknown_block().why()}; rlc cannot "
                          "tell which value verl gets: set it outside the block")
-            self.scope.assign(name, value, taint)
+                elements = None  # every element is as unknowable as the whole
+            self.scope.assign(name, value, taint, elements)
             if declaring and exported and isinstance(value, str) and not taint:
                 self.env[name] = literal(value)
         if declaring and exported:
@@ -361,6 +373,26 @@ def _assignments(words: list[str], taints: list[str | None]) -> Assigned:
         value: str | list[str] = word.items if isinstance(word, ArrayWord) else word[match.end():]
         out[name] = (value, taint, "+=" in match.group(0))
     return out
+
+
+def _element_taints(words: list[str], name: str) -> list[str | None] | None:
+    """The taints of the elements of `name=(…)` among `words` (the last such assignment), or None."""
+    arrays = [w for w in words if isinstance(w, ArrayWord) and ASSIGNMENT.match(w)
+              and ASSIGNMENT.match(w).group(0).rstrip("+=") == name]
+    return list(arrays[-1].taints) if arrays else None
+
+
+def _appended_taints(scope: Scope, name: str, new: str | list[str],
+                     elements: list[str | None] | None) -> list[str | None] | None:
+    """Element taints after `name+=(…)`: the old elements' (or the old value's taint for each), then the new."""
+    old = scope.variables.get(name)
+    if not isinstance(new, list) or elements is None:
+        return None
+    if isinstance(old, list):
+        before = scope.element_taints.get(name) or [scope.unknowable.get(name)] * len(old)
+    else:
+        before = [scope.unknowable.get(name)] if old else []
+    return before + elements
 
 
 def _appended(old: str | list[str] | None, new: str | list[str]) -> str | list[str]:

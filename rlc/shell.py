@@ -48,9 +48,10 @@ class ShellError(ValueError):
 
 
 class ArrayWord(str):
-    """`NAME=(…)` / `NAME+=(…)`: the assignment's text, with the array's elements beside it."""
+    """`NAME=(…)` / `NAME+=(…)`: the assignment's text, with the array's elements (and each one's taint) beside it."""
 
     items: list[str]
+    taints: list[str | None]
 
 
 @dataclass
@@ -74,13 +75,21 @@ class Scope:
     script: str | None = None  # `$0` as bash would see it
     cwd: str = field(default_factory=os.getcwd)
     functions: dict[str, str | None] = field(default_factory=dict)  # the script's, with their bodies' text
+    assigned_on: dict[str, list[int]] = field(default_factory=dict)  # name -> lines that assign it, in order
+    element_taints: dict[str, list[str | None]] = field(default_factory=dict)  # an array's, one per element
 
-    def assign(self, name: str, value: str | list[str], taint: str | None) -> None:
+    def assign(self, name: str, value: str | list[str], taint: str | None,
+               elements: list[str | None] | None = None) -> None:
+        """`elements`: an array's taints, one per element, so that a message names the element verl receives."""
         self.variables[name] = value
         if taint:
             self.unknowable[name] = taint
         else:
             self.unknowable.pop(name, None)
+        if isinstance(value, list) and elements is not None and len(elements) == len(value):
+            self.element_taints[name] = elements
+        else:
+            self.element_taints.pop(name, None)
 
 
 class Lexer:
@@ -96,6 +105,7 @@ class Lexer:
         self.taint: str | None = None
         self.started = False  # a word is open (even an empty one: `""`)
         self.array: list[str] | None = None  # elements of `NAME=(…)` in the open word
+        self.array_taints: list[str | None] = []  # and their taints
         self.heredocs: list[tuple[str, bool]] = []  # (delimiter, strip tabs) opened on the current line
 
     @property
@@ -132,7 +142,7 @@ class Lexer:
             text = "".join(self.word)
             if self.array is not None:
                 text = ArrayWord(text)
-                text.items = self.array
+                text.items, text.taints = self.array, self.array_taints
             self.words.append(text)
             self.taints.append(self.taint)
         self.word, self.started, self.taint, self.array = [], False, None, None
@@ -270,10 +280,10 @@ class Lexer:
                 continue
             self.step()
         self.end_word()
-        items, item_taint = self.words, next((t for t in self.taints if t), None)
+        items, item_taints = self.words, [saved_taint or t for t in self.taints]
         self.words, self.taints, self.pos = words, taints, self.pos + 1
-        self.word, self.started, self.taint = saved, True, saved_taint or item_taint
-        self.array = items
+        self.word, self.started, self.taint = saved, True, next((t for t in item_taints if t), saved_taint)
+        self.array, self.array_taints = items, item_taints
 
     def dollar(self, quoted: bool) -> None:
         two = self.peek(3)
@@ -342,13 +352,13 @@ class Lexer:
         elif isinstance(value, list) and (self.word_mode or (index == "*" and quoted)):
             self.add(" ".join(value), taint)
         elif isinstance(value, list):
-            self.add_list(value, quoted, taint)
+            self.add_list(value, quoted, self.scope.element_taints.get(name) or [taint] * len(value))
         else:
             self.add_fields(value, quoted, taint)
 
-    def add_list(self, items: list[str], quoted: bool, taint: str | None) -> None:
-        """`"${A[@]}"`: each element its own word; unquoted, each one split further."""
-        for position, item in enumerate(items):
+    def add_list(self, items: list[str], quoted: bool, taints: list[str | None]) -> None:
+        """`"${A[@]}"`: each element its own word (with its own taint); unquoted, each one split further."""
+        for position, (item, taint) in enumerate(zip(items, taints, strict=True)):
             if position:
                 self.end_word()
             self.add_fields(item, quoted, taint)
@@ -576,7 +586,8 @@ def expand_braced(lexer: Lexer, inner: str, quoted: bool) -> None:
         return lexer.parameter(name, index, quoted)
     if value is None or has_environment(value):
         lexer.add("", taint or f"{where}: `${{{inner}}}` transforms `{name}`, which comes from the environment "
-                               "at run time; rlc cannot compute it when converting")
+                               "at run time; rlc cannot compute it when converting (a reference gives a variable's "
+                               f"value or a default, nothing else): set `{name}` in the script, or write the value")
         return
     try:
         result = _operate(lexer, literal(value), op.group(0), word)
@@ -595,8 +606,9 @@ def _default(lexer: Lexer, name: str, value: str | None, taint: str | None, op: 
         return lexer.add_fields(default, quoted, default_taint)
     if value is None and not taint:
         if "}" in _without_references(default):
-            lexer.fail(f"the default `{literal(default)}` of `${name}` holds a `}}`, which rlc cannot put in a "
-                       "reference; write the value")
+            lexer.fail(f"the default `{literal(default)}` of `${name}` holds a `}}` that closes no reference, which "
+                       "rlc cannot put in a reference (nor can verl: Hydra refuses an unquoted `}` in an argument, "
+                       "`key=a}b`); write the value, or remove the `}`")
         return lexer.add("${" + name + ":-" + default + "}", default_taint)
     if value is None or (op.startswith(":") and value == ""):
         if op.endswith("="):
@@ -644,6 +656,9 @@ def arithmetic(lexer: Lexer, expression: str, line: int) -> tuple[str, str | Non
         value, why = value_of(lexer, name, None)
         if why:
             return "", why
+        later = [at for at in lexer.scope.assigned_on.get(name, []) if at > line]
+        if value is None and later:
+            return "", _assigned_later(needed, name, later[0], text, values)
         if value is None or (isinstance(value, str) and has_environment(value)):
             return "", (f"{needed} `{name}` from the environment at run time; rlc cannot compute it when "
                         "converting: write the number, or set the variable in the script")
@@ -655,6 +670,32 @@ def arithmetic(lexer: Lexer, expression: str, line: int) -> tuple[str, str | Non
         return str(integer_expression(literal(text), values)), None
     except ValueError as err:
         return "", f"{needed} arithmetic rlc does not evaluate ({err})"
+
+
+def _assigned_later(needed: str, name: str, assigned: int, text: str, values: dict[str, int]) -> str:
+    """A variable read in `$((…))` before the script assigns it: bash reads it as 0 (or the environment's value),
+    so say what bash computes here rather than that the value is the environment's."""
+    unset = {other: 0 for other in re.findall(r"[A-Za-z_]\w*", text)} | values
+    try:
+        result = f"computes {integer_expression(literal(text), unset)} with it as 0"
+    except ValueError as err:
+        result = "divides by zero" if "division by 0" in str(err) else "fails"
+    return (f"{needed} `{name}` before the script assigns it (at line {assigned}): bash reads it as 0 here, unless "
+            f"the environment sets it, and {result}; move the assignment above this line, or write the number")
+
+
+def scan_assignments(text: str) -> dict[str, list[int]]:
+    """Lines on which each variable is assigned (`NAME=…`, `export NAME=…`), found by their shape alone."""
+    found: dict[str, list[int]] = {}
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        match = _ASSIGNMENT_LINE.match(line)
+        if match:
+            found.setdefault(match.group(1), []).append(number)
+    return found
+
+
+_ASSIGNMENT_LINE = re.compile(r"[ \t]*(?:(?:export|declare|typeset|readonly|local)[ \t]+(?:-\w+[ \t]+)*)?"
+                              r"([A-Za-z_]\w*)\+?=")
 
 
 def command_output(scope: Scope, inner: str, line: int, calling: tuple[str, ...] = ()) -> tuple[str, str | None]:

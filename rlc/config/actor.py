@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from rlc.config.base import Section, instead, partly, refused
+from rlc.config.base import Section, instead, partly
 from rlc.config.engine import (
     MEGATRON_PER_ROLE,
     NO_PADDING_BUCKETS,
@@ -107,7 +107,9 @@ class Actor(Section):
     """Compute the entropy even when entropy_coeff is 0."""
     use_kl_loss: bool = False
     """Add a KL(policy || reference) loss term (GRPO); needs the reference model."""
-    use_prefix_grouper: bool = refused(False, "shared-prefix forward passes (PrefixGrouper) are not implemented")
+    use_prefix_grouper: bool = instead(  # verl's shared prompt sees the positions and keys the full sequence has
+        False, "rlc computes each sample's full sequence (prompt and response) in its forward passes: the same "
+               "log-probs and entropies up to rounding, more compute (verl computes a group's prompt once)")
     """Run the shared prompt of a group once in the forward pass."""
     use_torch_compile: bool = instead(True, NO_COMPILE)
     """Compile the log-prob and entropy functions with torch.compile."""

