@@ -55,8 +55,10 @@ class TokenBatch:
         return TokenBatch(**out)
 
     def chunk(self, parts: int) -> list[TokenBatch]:
-        """`parts` equal contiguous slices (the caller ensures divisibility), e.g. one per data-parallel rank."""
-        size = len(self) // parts
+        """`parts` equal contiguous slices, e.g. one per data-parallel rank (validation makes the batch divide)."""
+        size, rest = divmod(len(self), parts)
+        if rest:  # a slice per rank that silently left rows out would train on less than the step generated
+            raise ValueError(f"a batch of {len(self)} samples does not split into {parts} equal parts")
         return [self.select(slice(i * size, (i + 1) * size)) for i in range(parts)]
 
     @staticmethod

@@ -66,6 +66,12 @@ def check_batch_sizes(cfg: RLCConfig, explicit: dict[str, Any]) -> Iterator[Diag
             f"train_batch_size x rollout.n = {data.train_batch_size} x {n} = {data.train_batch_size * n} samples "
             f"do not split evenly over {dp} data-parallel ranks", ("data", "train_batch_size"),
             hint=f"make train_batch_size x rollout.n a multiple of {dp}")
+    elif cfg.backend == "megatron" and samples % n_gpus(cfg):
+        yield Diagnostic(
+            f"train_batch_size x rollout.n = {samples} samples do not split evenly over the {n_gpus(cfg)} training "
+            f"GPUs: rlc's Megatron engine hands every GPU of a model replica a slice of its own (verl needs only a "
+            f"multiple of the {dp} data-parallel ranks)", ("data", "train_batch_size"),
+            hint=f"make train_batch_size x rollout.n a multiple of {n_gpus(cfg)}")
     if data.gen_batch_size is not None and data.gen_batch_size < data.train_batch_size:
         yield Diagnostic("gen_batch_size is smaller than train_batch_size", ("data", "gen_batch_size"))
     if not actor.use_dynamic_bsz:

@@ -1,5 +1,6 @@
 """Batches generated apart, widened and concatenated, equal the batch built from all their samples at once."""
 
+import pytest
 import torch
 
 from rlc_runtime.batch import TokenBatch, pad_to
@@ -16,3 +17,11 @@ def test_padded_concatenation_equals_building_once() -> None:
     whole = build_batch(prompts, first + second, 0, 8)
     for name in ("input_ids", "attention_mask", "position_ids", "responses", "response_mask", "rollout_log_probs"):
         assert torch.equal(getattr(joined, name), getattr(whole, name)), name
+
+
+def test_chunk_refuses_a_split_that_would_leave_rows_out() -> None:
+    prompts = [[5, 6], [7, 8]]
+    batch = build_batch(prompts, [Generation(i % 2, [11], [-0.5], "stop") for i in range(6)], 0, 8)
+    assert [len(part) for part in batch.chunk(3)] == [2, 2, 2]
+    with pytest.raises(ValueError, match="6 samples does not split into 4"):
+        batch.chunk(4)

@@ -326,3 +326,16 @@ def test_a_sampler_class_is_located_before_the_run(tmp_path: Path, monkeypatch: 
     filled = fill_defaults(RLCConfig.model_validate(_merged(MINIMAL, {"data": {"sampler": verls}})))
     assert (filled.data.sampler.class_path, filled.data.sampler.class_name) == (
         "pkg://rlc_runtime.samplers", "RandomCurriculumSampler")
+
+
+def test_megatron_samples_must_split_over_every_gpu_not_only_the_data_parallel_ranks() -> None:
+    """12 samples on 8 GPUs at tensor parallel 2: 4 data-parallel ranks take 3 each, but rlc's Megatron engine
+    hands each of the 8 GPUs its own slice, so 12 would lose 4 rows; 16 splits."""
+    def errors(batch: int) -> list[str]:
+        tree = {"backend": "megatron", "data": {"train_batch_size": batch}, "trainer": {"n_gpus_per_node": 8},
+                "actor_rollout_ref": {"rollout": {"n": 2}, "actor": {
+                    "ppo_mini_batch_size": batch, "megatron": {"tensor_model_parallel_size": 2}}}}
+        return [d.message for d in _diagnostics(tree) if d.dotted == "data.train_batch_size"]
+
+    assert any("12 samples do not split evenly over the 8 training GPUs" in m for m in errors(6))
+    assert errors(8) == []
