@@ -206,14 +206,17 @@ def test_ulysses_divides_the_data_parallel_size_as_in_verl() -> None:
 
 
 def test_context_parallel_divides_the_data_parallel_size_as_in_verl() -> None:
-    # 8 GPUs at context parallel 4 are 2 data-parallel ranks (verl: world / (tp x pp x cp)): 4 samples feed them,
-    # two per rank; over 8 ranks the same batch would be short. The reference's equal block says nothing.
+    # 8 GPUs at context parallel 4 are 2 data-parallel ranks (verl: world / (tp x pp x cp)): a mini-batch of 2
+    # samples gives each one; over 8 ranks it would not split. (8 samples: one slice per GPU, see the next test.)
+    # The reference's equal block says nothing.
     megatron = {"context_parallel_size": 4}
-    tree = {"backend": "megatron", "trainer": {"n_gpus_per_node": 8}, "actor_rollout_ref": {
-        "rollout": {"n": 1}, "actor": {"megatron": megatron}, "ref": {"megatron": megatron}}}
+    tree = {"backend": "megatron", "trainer": {"n_gpus_per_node": 8}, "data": {"train_batch_size": 8},
+            "actor_rollout_ref": {"rollout": {"n": 1}, "actor": {"ppo_mini_batch_size": 2, "megatron": megatron},
+                                  "ref": {"megatron": megatron}}}
     assert [d for d in _diagnostics(tree) if d.severity == "error" or d.code == "ignored"] == []
     megatron["context_parallel_size"] = 1
-    assert [d.dotted for d in _diagnostics(tree) if d.severity == "error"] == ["trainer.nnodes"]
+    assert [d.dotted for d in _diagnostics(tree) if d.severity == "error"] == [
+        "actor_rollout_ref.actor.ppo_mini_batch_size"]
     megatron.update(context_parallel_size=3, tensor_model_parallel_size=2)  # 6 ranks per replica
     found = [d for d in _diagnostics(tree) if d.severity == "error"]
     assert [(d.dotted, d.message) for d in found][:1] == [
