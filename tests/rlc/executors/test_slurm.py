@@ -58,8 +58,14 @@ class Slurm:
         (self.replies / f"{tool}.err").write_text(stderr)
 
     def called(self, tool: str) -> list[list[str]]:
-        lines = self.calls.read_text().splitlines() if self.calls.exists() else []
-        return [call[1:] for call in map(json.loads, lines) if call[0] == tool]
+        """Each call the fake tools logged, read as a stream of JSON arrays: tools started at once (srun's nodes)
+        append to one file, and a line may meet the next without its newline between them."""
+        text = self.calls.read_text() if self.calls.exists() else ""
+        decoder, calls, at = json.JSONDecoder(), [], 0
+        while (at := len(text) - len(text[at:].lstrip())) < len(text):
+            call, at = decoder.raw_decode(text, at)
+            calls.append(call)
+        return [call[1:] for call in calls if call[0] == tool]
 
 
 @pytest.fixture

@@ -61,11 +61,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests.append(request)
             self.server.in_flight += 1
             self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
+        self.counted = True
         try:
             self._answer(request)
         finally:
-            with self.server.lock:
+            self._done()
+
+    def _done(self) -> None:
+        """The request leaves the count before its reply is written: once the client has the reply it may send the
+        next request, which must not find this one still counted."""
+        with self.server.lock:
+            if self.counted:
                 self.server.in_flight -= 1
+                self.counted = False
 
     def _answer(self, request: dict[str, Any]) -> None:
         code = request["code"]
@@ -92,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(run_python(request)).encode())
 
     def _send(self, status: int, body: bytes) -> None:
+        self._done()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
