@@ -138,15 +138,20 @@ def run(out: Path, rollout: str = "vllm", backend: str = "fsdp", shape: str = "0
     return summarise(run_dir / "metrics.jsonl")
 
 
+def shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """--shape, --steps and --out, as every benchmark run at these shapes takes them."""
+    parser.add_argument("--shape", default="0.5b", choices=sorted(SHAPES))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rollout", default="vllm", choices=["vllm", "hf"])
     parser.add_argument("--backend", default="fsdp", choices=["fsdp", "megatron"])
-    parser.add_argument("--shape", default="0.5b", choices=sorted(SHAPES))
-    parser.add_argument("--steps", type=int, default=6)
+    shape_arguments(parser)
     parser.add_argument("--set", action="append", default=[], help="passed on to `rlc launch --set`")
     parser.add_argument("--tag", default="", help="suffix of the run directory, to keep runs apart")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     args = parser.parse_args()
     summary = run(args.out, args.rollout, args.backend, args.shape, args.steps, args.set, args.tag)
     print(json.dumps({"rollout": args.rollout, "backend": args.backend, "shape": args.shape, "set": args.set,

@@ -50,10 +50,8 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="0.5b", choices=sorted(grpo_gpu.SHAPES))
-    parser.add_argument("--steps", type=int, default=6)
+    grpo_gpu.shape_arguments(parser)
     parser.add_argument("--set", action="append", default=[], help="passed on to both runs' `rlc launch --set`")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     parser.add_argument("--only", choices=sorted(RUNS), help="run this one alone")
     parser.add_argument("--min-groups", type=int, default=grpo_gpu.GROUPS,
                         help="prompts of MIN_GROUPS to 40 `a+b=` groups (default: all 40, no padding to save)")

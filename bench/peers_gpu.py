@@ -68,10 +68,8 @@ def table(shape: str, steps: int, rlc: dict[str, float], trl: dict, alone: dict)
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="0.5b", choices=sorted(grpo_gpu.SHAPES))
-    parser.add_argument("--steps", type=int, default=6)
+    grpo_gpu.shape_arguments(parser)
     parser.add_argument("--set", action="append", default=[], help="passed on to rlc's `rlc launch --set`")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
     parser.add_argument("--only", choices=[*PARTS, "none"], help="run this part alone (none: print the table)")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # flashinfer is not packed for the GPU host

@@ -38,9 +38,7 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="0.5b", choices=sorted(grpo_gpu.SHAPES))
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+    grpo_gpu.shape_arguments(parser)
     args = parser.parse_args()
     _, prompts, new_tokens = grpo_gpu.SHAPES[args.shape]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,7 @@ MAX_PROMPT = 256  # data.max_prompt_length there
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="0.5b", choices=sorted(grpo_gpu.SHAPES))
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/rlc-bench"))
+    grpo_gpu.shape_arguments(parser)
     args = parser.parse_args()
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as rlc runs it
     from transformers import AutoTokenizer
